@@ -1,0 +1,1 @@
+"""mmalign: preference alignment for multimodal and video LLMs."""
