@@ -1,0 +1,96 @@
+"""`mmalign` command line: train, world (and pairs / eval / run where those packages add them).
+
+Heavy imports (torch, transformers) happen inside the commands so that `--help` and config
+errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _config_reference() -> str:
+    from mmalign.config import help_text
+
+    rows = help_text()
+    width = max(len(k) for k, _, _ in rows)
+    return "config keys (YAML, or key.path=value on the command line):\n" + "\n".join(
+        f"  {k:<{width}}  {h} [default: {d}]" for k, d, h in rows)
+
+
+def cmd_train(args) -> int:
+    from mmalign.config import load_config
+    from mmalign.train.recipe import train
+
+    cfg = load_config(args.config, args.overrides)
+    train(cfg, resume=args.resume)
+    return 0
+
+
+def cmd_world(args) -> int:
+    from mmalign.world import build_world
+
+    summary = build_world(args.out, n_videos=args.n, seed=args.seed)
+    print(summary)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmalign", description="Align multimodal and video LLMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="Train from a YAML config.", epilog=_config_reference(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="YAML config, e.g. configs/quickstart.yaml")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-5")
+    p.add_argument("--resume", action="store_true", help="Continue the run in output_dir from its last checkpoint.")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("world", help="Write a synthetic raw-video folder with ground truth.")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=32, help="number of videos")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_world)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions():
+    """Sub-commands contributed by perturb/ and evals/ (they import mmalign, not the reverse,
+    so they are looked up by name)."""
+    import importlib
+
+    for name in ("perturb.cli", "evals.cli", "mmalign.pipeline"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):
+                continue
+            raise
+        yield module.register
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from mmalign.config import ConfigError
+
+    try:
+        return args.func(args)
+    except (ConfigError, FileExistsError) as e:
+        print(f"mmalign: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from mmalign.data.records import RecordError
+        from mmalign.train.recipe import RunExists
+
+        if isinstance(e, (RecordError, RunExists)):
+            print(f"mmalign: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

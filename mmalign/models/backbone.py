@@ -1,0 +1,152 @@
+"""Backbone adapters: how each vision-language family is loaded, prompted and scored.
+
+Two families cover the supported checkpoints:
+- `qwen`:  Qwen2-VL and Qwen2.5-VL (images and videos; patches flattened, grid_thw per item).
+- `llava`: LLaVA-1.5 (images), LLaVA-NeXT-Video and LLaVA-OneVision (images and videos).
+
+What differs between them is small and kept as data (`Family`) plus one function that turns
+a prompt and its media into processor inputs. Everything else (batching, log-probs, losses)
+is family-agnostic: visual tensors of several examples concatenate along dim 0 in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmalign.config import ModelConfig
+
+TEXT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    end_of_turn: str             # appended to every response; scored like any response token
+    vision_prefixes: tuple[str, ...]  # module-name prefixes of the vision tower + projector
+
+
+FAMILIES = {
+    "qwen": Family("qwen", "<|im_end|>", ("model.visual",)),
+    "llava": Family("llava", "</s>", ("model.vision_tower", "model.multi_modal_projector", "model.vision_resampler")),
+}
+MODEL_TYPES = {"qwen2_vl": "qwen", "qwen2_5_vl": "qwen", "llava": "llava", "llava_next_video": "llava",
+               "llava_onevision": "llava"}
+
+
+def family_of(model) -> Family:
+    model_type = base_model(model).config.model_type
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"unsupported backbone model_type {model_type!r}; supported: {', '.join(MODEL_TYPES)}")
+    return FAMILIES[MODEL_TYPES[model_type]]
+
+
+def base_model(model):
+    """The transformers model under any peft / accelerate / compile wrapper."""
+    while True:
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif hasattr(model, "module") and not hasattr(model, "lm_head"):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return getattr(torch, name)
+
+
+def model_path(cfg: ModelConfig) -> str:
+    """The checkpoint to load: `path`, or the tiny preset built (once) offline."""
+    if cfg.path:
+        return cfg.path
+    if cfg.tiny:
+        from mmalign.models.tiny import build_tiny
+
+        return str(build_tiny(cfg.tiny, Path(cfg.tiny_dir) / cfg.tiny))
+    raise ValueError("model: set `path` (a checkpoint) or `tiny` (an offline preset)")
+
+
+def load_backbone(cfg: ModelConfig, path: str | None = None):
+    """Load (model, processor) with transformers' Auto classes."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    path = path or model_path(cfg)
+    attn = cfg.attn_implementation
+    if attn == "flash_attention_2":
+        try:
+            import flash_attn  # noqa: F401  (optional `gpu` extra, imported only when asked for)
+        except ImportError as e:
+            raise ImportError("model.attn_implementation=flash_attention_2 needs `pip install mmalign[gpu]`") from e
+    model = AutoModelForImageTextToText.from_pretrained(
+        path, dtype=resolve_dtype(cfg.dtype), attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    family_of(model)  # fail early on an unsupported family
+    return model, processor
+
+
+def vision_parameters(model):
+    fam = family_of(model)
+    for name, p in base_model(model).named_parameters():
+        if name.startswith(fam.vision_prefixes):
+            yield name, p
+
+
+def freeze_vision(model) -> int:
+    n = 0
+    for _, p in vision_parameters(model):
+        p.requires_grad_(False)
+        n += p.numel()
+    return n
+
+
+def chat_messages(prompt: str, media: str | None, n_images: int = 0, system: str | None = None) -> list[dict]:
+    content = [{"type": "image"}] * n_images
+    if media == "video":
+        content.append({"type": "video"})
+    content.append({"type": "text", "text": prompt})
+    messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+    return messages + [{"role": "user", "content": content}]
+
+
+def encode_prompt(processor, prompt: str, video=None, images=None, system: str | None = None) -> dict:
+    """Processor inputs (batch of 1) for a user turn with optional media, ending with the
+    assistant header so that a response can be appended token by token.
+
+    `video` is an `mmalign.data.video.Video` (frames already sampled by decord); `images` a
+    list of PIL images.
+    """
+    from transformers.video_utils import VideoMetadata
+
+    messages = chat_messages(prompt, "video" if video is not None else None, len(images or []), system)
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    kwargs = {}
+    if images:
+        kwargs["images"] = list(images)
+    if video is not None:
+        frames = np.asarray(video.frames)
+        fps = _sampled_fps(video)
+        kwargs.update(videos=[frames], do_sample_frames=False,
+                      video_metadata=[VideoMetadata(total_num_frames=len(frames), fps=fps,
+                                                    frames_indices=list(range(len(frames))))])
+    inputs = processor(text=[text], return_tensors="pt", **kwargs)
+    return {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+
+
+def _sampled_fps(video) -> float:
+    """Frames per second of the sampled clip (Qwen's temporal positions depend on it)."""
+    ts = list(getattr(video, "timestamps", []) or [])
+    if len(ts) >= 2 and ts[-1] > ts[0]:
+        return (len(ts) - 1) / (ts[-1] - ts[0])
+    return float(getattr(video, "source_fps", 0) or 1.0)
+
+
+def visual_keys(inputs: dict) -> list[str]:
+    return [k for k in inputs if k not in TEXT_KEYS]

@@ -1,0 +1,175 @@
+"""Offline tiny backbones: random weights, a tokenizer trained on the fly, real processors.
+
+Tests and the quickstart use these so that nothing is downloaded. Each preset is built
+from transformers' own config and processor classes and written with `save_pretrained`,
+so everything downstream loads it with `from_pretrained`, exactly as a 7B checkpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import torch
+
+TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "llava", "llava_next_video")
+
+QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>"]
+LLAVA_SPECIAL = ["<pad>", "<s>", "</s>", "<image>", "<video>"]
+
+# Qwen2-VL's chat template (from the official tokenizer_config.json).
+QWEN_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# LLaVA-1.5 / NeXT-Video conversation format ("USER: <image>\n... ASSISTANT:").
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'image' %}<image>\n"
+    "{% elif content['type'] == 'video' %}<video>\n{% endif %}{% endfor %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %} {% elif message['role'] == 'assistant' %}ASSISTANT: "
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}{{ content['text'] }}{% endfor %}{% endif %}</s>{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def _corpus() -> list[str]:
+    """Sentences covering the synthetic world's words, so the trained BPE has real merges."""
+    colors = ["red", "green", "blue", "yellow", "white", "purple", "orange", "cyan"]
+    shapes = ["circle", "square", "triangle"]
+    motions = ["moves left", "moves right", "moves up", "moves down", "stays still", "appears", "disappears"]
+    lines = [f"A {c} {s} {m}." for c, s, m in itertools.product(colors, shapes, motions)]
+    lines += [f"Is there a {c} {s} in the video? Yes. No." for c, s in itertools.product(colors, shapes)]
+    lines += [f"There are {n} objects. How many? {n}" for n in range(10)]
+    lines += ["Describe what happens in the video. Then the first object, before, after, and the.",
+              "You are a helpful assistant. What color is it? Which direction does it move?",
+              "Answer the question using 'yes' or 'no'. Answer with one word."]
+    return lines * 4
+
+
+def train_tokenizer(special_tokens: list[str], vocab_size: int = 512):
+    """A byte-level BPE (the Qwen2 / GPT-2 scheme) trained on `_corpus()`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_corpus(), trainer)
+    return tok
+
+
+def _qwen_tokenizer():
+    from transformers import Qwen2Tokenizer
+
+    return Qwen2Tokenizer(tokenizer_object=train_tokenizer(QWEN_SPECIAL), eos_token="<|im_end|>",
+                          pad_token="<|endoftext|>", unk_token=None, extra_special_tokens=QWEN_SPECIAL[1:])
+
+
+def _llava_tokenizer():
+    from transformers import Qwen2Tokenizer  # any byte-level BPE fast tokenizer class serves
+
+    return Qwen2Tokenizer(tokenizer_object=train_tokenizer(LLAVA_SPECIAL), bos_token="<s>", eos_token="</s>",
+                          pad_token="<pad>", unk_token=None, extra_special_tokens=["<image>", "<video>"])
+
+
+def _tiny_text(vocab_size: int, **ids) -> dict:
+    return dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, **ids)
+
+
+def _build_qwen(kind: str):
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                              Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
+                              Qwen2VLProcessor, Qwen2VLVideoProcessor)
+
+    tok = _qwen_tokenizer()
+    ids = tok.convert_tokens_to_ids
+    # Frames of the synthetic world are 64x64: the pixel budget keeps one 56x56 grid per frame pair.
+    budget = dict(min_pixels=28 * 28 * 4, max_pixels=56 * 56 * 2)
+    processor_cls = Qwen2_5_VLProcessor if kind == "qwen2_5_vl" else Qwen2VLProcessor
+    processor = processor_cls(image_processor=Qwen2VLImageProcessor(**budget),
+                              video_processor=Qwen2VLVideoProcessor(**budget, cap_pixels_per_frame=False),
+                              tokenizer=tok, chat_template=QWEN_CHAT_TEMPLATE)
+    text = _tiny_text(len(tok), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"), bos_token_id=None,
+                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
+    vision = dict(depth=2, num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    special = dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+                   vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
+    if kind == "qwen2_5_vl":
+        vision.update(hidden_size=32, intermediate_size=64, out_hidden_size=64, window_size=56,
+                      fullatt_block_indexes=[1])
+        config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **special)
+        return Qwen2_5_VLForConditionalGeneration(config), processor
+    vision.update(embed_dim=32, hidden_size=64, mlp_ratio=2)
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, **special)
+    return Qwen2VLForConditionalGeneration(config), processor
+
+
+def _build_llava(kind: str):
+    from transformers import (CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration,
+                              LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration,
+                              LlavaNextVideoProcessor, LlavaNextVideoVideoProcessor, LlavaProcessor)
+
+    tok = _llava_tokenizer()
+    ids = tok.convert_tokens_to_ids
+    image_size = 56  # 4x4 patches of 14 px; "default" feature selection drops CLS -> 16 tokens
+    vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, image_size=image_size, patch_size=14, projection_dim=32)
+    text = dict(model_type="llama", **_tiny_text(len(tok), bos_token_id=ids("<s>"), eos_token_id=ids("</s>"),
+                                                   pad_token_id=ids("<pad>")))
+    crop = dict(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    image_processor = CLIPImageProcessor(**crop)
+    common = dict(patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=LLAVA_CHAT_TEMPLATE)
+    if kind == "llava":
+        config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=ids("<image>"),
+                             image_seq_length=16, vision_feature_layer=-2)
+        processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, **common)
+        return LlavaForConditionalGeneration(config), processor
+    config = LlavaNextVideoConfig(vision_config=vision, text_config=text, image_token_index=ids("<image>"),
+                                  video_token_index=ids("<video>"), vision_feature_layer=-2,
+                                  image_grid_pinpoints=[[image_size, image_size]], spatial_pool_stride=2,
+                                  image_seq_length=16, video_seq_length=4)
+    processor = LlavaNextVideoProcessor(video_processor=LlavaNextVideoVideoProcessor(**crop),
+                                        image_processor=image_processor, tokenizer=tok, **common)
+    return LlavaNextVideoForConditionalGeneration(config), processor
+
+
+def build_tiny(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """Build a tiny `kind` backbone and save model + processor to `out_dir`.
+
+    Reuses `out_dir` when it already holds the same preset and seed (the quickstart calls this
+    on every run).
+    """
+    if kind not in TINY_PRESETS:
+        raise ValueError(f"unknown tiny preset {kind!r}; known: {', '.join(TINY_PRESETS)}")
+    out_dir = Path(out_dir)
+    stamp = out_dir / "tiny_preset.json"
+    wanted = {"kind": kind, "seed": seed, "version": 1}
+    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
+        return out_dir
+    torch.manual_seed(seed)
+    builder = _build_qwen if kind.startswith("qwen") else _build_llava
+    model, processor = builder(kind)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    stamp.write_text(json.dumps(wanted))  # written last: its presence means the folder is complete
+    return out_dir

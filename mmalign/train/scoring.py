@@ -1,0 +1,55 @@
+"""Per-token log-probs of a batch under a backbone, without materialising [N, L, V] logits.
+
+`TokenScorer` is the module the trainer hands to accelerate (so DDP/FSDP wrap the whole
+computation); it runs the backbone up to its last hidden state and scores the labels in
+sequence chunks through the LM head (`mmalign.losses.logps`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmalign.losses.logps import token_kl, token_logps
+from mmalign.models.backbone import base_model
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k != "labels" and not k.startswith("weights.")}
+
+
+def last_hidden(model, batch: dict) -> torch.Tensor:
+    """[N, L, H] final hidden states (after the final norm) of the backbone's language model."""
+    inner = base_model(model)
+    return inner.model(**model_inputs(batch), use_cache=False).last_hidden_state
+
+
+def lm_head(model) -> nn.Module:
+    return base_model(model).lm_head
+
+
+class TokenScorer(nn.Module):
+    """forward(batch) -> {"logps": [N, L-1]} aligned with `batch["labels"][:, 1:]`.
+
+    With `kl_rows` and `ref_hidden` given, also returns {"kl": [n, L-1]}: the per-token
+    KL(pi_ref || pi_theta) over the full vocabulary for the first `kl_rows` rows (RRPO's
+    chosen responses), computed from the reference's hidden states in chunks.
+    """
+
+    def __init__(self, model: nn.Module, chunk_size: int = 512):
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+
+    def forward(self, batch: dict, ref_hidden: torch.Tensor | None = None, ref_head: nn.Module | None = None,
+                kl_rows: int = 0, return_hidden: bool = False) -> dict:
+        hidden = last_hidden(self.model, batch)[:, :-1]
+        labels = batch["labels"][:, 1:]
+        head = lm_head(self.model)
+        out = {"logps": token_logps(hidden, labels, head, self.chunk_size)}
+        if kl_rows:
+            mask = labels[:kl_rows] != -100
+            out["kl"] = token_kl(hidden[:kl_rows], ref_hidden[:kl_rows], head, ref_head, mask, self.chunk_size)
+        if return_hidden:
+            out["hidden"] = hidden
+        return out
