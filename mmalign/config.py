@@ -123,7 +123,7 @@ class TrainConfig:
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = _f("auto", "auto = bf16 on GPU, none on CPU.")
     reference: Literal["auto", "copy", "lora_disabled", "precomputed", "none"] = _f(
         "auto", "Reference model: frozen copy, the policy with LoRA disabled, or log-probs precomputed once.")
-    logps_chunk_size: int = _f(512, "Sequence chunk for log-probs/KL: bounds logits memory.")
+    logps_chunk_size: int = _f(512, "Scored tokens per LM-head call for log-probs/KL: bounds logits memory.")
     save_every: int = _f(0, "Checkpoint every N optimizer steps (0 = only at the end).")
     log_every: int = _f(1, "Print and log metrics every N steps.")
     report_to: list[str] = _f([], "accelerate trackers: tensorboard, wandb.")
@@ -338,3 +338,26 @@ def help_text(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             rows.append((key, repr(default), f.metadata.get("help", "")))
     return rows
+
+
+README_MARKERS = ("<!-- config-reference:start -->", "<!-- config-reference:end -->")
+
+
+def reference_markdown() -> str:
+    """The README's config reference table, generated from the fields' help text."""
+    rows = [f"| `{k}` | `{d.replace('|', '/')}` | {h} |" for k, d, h in help_text()]
+    return "\n".join(["| key | default | meaning |", "|---|---|---|", *rows])
+
+
+def update_readme(path: str | Path = "README.md") -> None:
+    """`python -m mmalign.config` rewrites the reference block between the README markers."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    start, end = README_MARKERS
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{reference_markdown()}\n{end}{tail}", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    update_readme()

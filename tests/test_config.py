@@ -67,3 +67,11 @@ def test_yaml_is_safe_loaded(tmp_path):
     p.write_text("method: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_raw(p)
+
+
+def test_readme_reference_is_generated_from_the_fields():
+    from mmalign.config import README_MARKERS, reference_markdown
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split(README_MARKERS[0], 1)[1].split(README_MARKERS[1], 1)[0].strip()
+    assert block == reference_markdown(), "run `python -m mmalign.config` to refresh the README"

@@ -28,7 +28,7 @@ class LossOutput:
     metrics: dict[str, Tensor]  # detached scalar tensors for logging
 
     @classmethod
-    def of(cls, per_example: Tensor, metrics: dict[str, Tensor]) -> "LossOutput":
+    def of(cls, per_example: Tensor, metrics: dict[str, Tensor]) -> LossOutput:
         """loss = per_example.mean(); metrics detached."""
         return cls(per_example.mean(), per_example, {k: v.detach() for k, v in metrics.items()})
 

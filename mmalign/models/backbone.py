@@ -123,29 +123,26 @@ def encode_prompt(processor, prompt: str, video=None, images=None, system: str |
     `video` is an `mmalign.data.video.Video` (frames already sampled by decord); `images` a
     list of PIL images.
     """
-    from transformers.video_utils import VideoMetadata
-
     messages = chat_messages(prompt, "video" if video is not None else None, len(images or []), system)
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     kwargs = {}
     if images:
         kwargs["images"] = list(images)
     if video is not None:
-        frames = np.asarray(video.frames)
-        fps = _sampled_fps(video)
-        kwargs.update(videos=[frames], do_sample_frames=False,
-                      video_metadata=[VideoMetadata(total_num_frames=len(frames), fps=fps,
-                                                    frames_indices=list(range(len(frames))))])
+        kwargs.update(videos=[np.asarray(video.frames)], do_sample_frames=False, video_metadata=[video_metadata(video)])
     inputs = processor(text=[text], return_tensors="pt", **kwargs)
     return {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
 
 
-def _sampled_fps(video) -> float:
-    """Frames per second of the sampled clip (Qwen's temporal positions depend on it)."""
+def video_metadata(video):
+    """transformers' VideoMetadata for frames we sampled ourselves: Qwen's temporal rotary
+    positions depend on the fps of the sampled clip."""
+    from transformers.video_utils import VideoMetadata
+
+    n = len(video.frames)
     ts = list(getattr(video, "timestamps", []) or [])
-    if len(ts) >= 2 and ts[-1] > ts[0]:
-        return (len(ts) - 1) / (ts[-1] - ts[0])
-    return float(getattr(video, "source_fps", 0) or 1.0)
+    fps = (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) >= 2 and ts[-1] > ts[0] else float(video.source_fps or 1.0)
+    return VideoMetadata(total_num_frames=n, fps=fps, frames_indices=list(range(n)))
 
 
 def visual_keys(inputs: dict) -> list[str]:

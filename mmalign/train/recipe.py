@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -229,6 +231,8 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
                                      f"(last at step {state['step']}); stopping. Lower train.lr or check the data.")
         if t.save_every and state["step"] % t.save_every == 0 and main:
             save_checkpoint(ckpt_dir, accelerator.unwrap_model(scorer).model, optimizer, scheduler, state)
+        if os.environ.get("MMALIGN_KILL_AFTER_STEP") == str(state["step"]):
+            os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the kill -9 / resume tests
         if exhausted:
             break
     bar.close()
@@ -309,7 +313,7 @@ def precompute_reference(scorer, dataset, collate, stage_dir: Path, batch_size: 
     """Fill (or reuse) the on-disk cache of reference log-probs: one pass before training."""
     model = accelerator.unwrap_model(scorer).model
     cache = PrecomputedReference(stage_dir / "ref_cache" / f"{model_fingerprint(model)}.safetensors")
-    todo = [i for i in range(len(dataset)) if cache.missing([dataset.records[i]], 3)]
+    todo = [i for i in range(len(dataset)) if cache.missing([dataset.records[i]], 2)]
     with torch.no_grad():
         for start in tqdm(range(0, len(todo), batch_size), desc="reference log-probs",
                           disable=not accelerator.is_main_process):

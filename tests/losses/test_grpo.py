@@ -57,7 +57,7 @@ def loop_grpo(logps, old, ref, adv, mask, eps_low, eps_high, beta, loss_type):
             if not mask[i, t]:
                 continue
             ratio = torch.exp(logps[i, t] - old[i, t])
-            clipped = min(max(ratio, torch.tensor(1 - eps_low)), torch.tensor(1 + eps_high))
+            clipped = ratio.clamp(1 - eps_low, 1 + eps_high)
             loss = -torch.minimum(ratio * adv[i], clipped * adv[i])
             d = ref[i, t] - logps[i, t]
             loss = loss + beta * (torch.exp(d) - d - 1)

@@ -100,12 +100,17 @@ def test_ipo_matches_reference(pair):
         close(g, r)
 
 
-def test_rpo_is_dpo_plus_token_level_chosen_nll(pair):
+@pytest.mark.parametrize("weighted", [False, True])
+def test_rpo_is_dpo_plus_token_level_chosen_nll(pair, weighted):
     pc, pr, rc, rr, cm, rm = args(pair)
-    out = rpo_loss(pc, pr, rc, rr, cm, rm, beta=0.1, alpha=0.7)
-    nll = -loop_sum(pc, cm).sum() / loop_count(cm).sum()
-    close(out.loss, ref_dpo(pc, pr, rc, rr, cm, rm, 0.1).mean() + 0.7 * nll)
+    w = (pair["chosen_weights"], pair["rejected_weights"]) if weighted else (None, None)
+    out = rpo_loss(pc, pr, rc, rr, cm, rm, beta=0.1, alpha=0.7, chosen_weights=w[0], rejected_weights=w[1])
+    nll = -loop_sum(pc, cm).sum() / loop_count(cm).sum()  # unweighted: weights shape the preference only
+    ref = ref_dpo(pc, pr, rc, rr, cm, rm, 0.1, *w).mean() + 0.7 * nll
+    close(out.loss, ref)
     close(out.metrics["nll"], nll)
+    for g, r in zip(grads(out.loss, [pc, pr]), grads(ref, [pc, pr])):
+        close(g, r)
 
 
 def test_mask_dpo_with_all_ones_masks_is_dpo(pair):

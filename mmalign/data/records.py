@@ -1,0 +1,617 @@
+"""The record schema of DESIGN.md ("The pair record"): reading with per-line validation,
+foreign formats, writing back.
+
+Reading. `read_records(path, kind)` reads a JSONL file one line at a time. A line that cannot
+be used becomes a `Skipped(source="file:line", id, reason)` and the rest of the file is still
+read; `strict=True` raises RecordError ("file:line: reason") at the first such line instead.
+Blank lines are ignored. Media paths are relative to the file's folder and come back absolute;
+a path that leaves that folder (absolute, or through "..") is refused unless
+`allow_absolute_paths`; with `check_media` a media file must exist (decoding problems are
+found when it is loaded). A line without an "id" gets "sha1:<12 hex>" of its content, so the
+id (which keys cached reference log-probs and per-record seeds) survives reordering the file.
+A later line with an id already seen is skipped.
+
+Fields. pair: prompt, chosen, rejected; sft: prompt, response; grpo: prompt (+ answer /
+truth). Media: "video", or "images", or neither (text only). Unknown top-level fields are
+refused ("unknown field 'vidoe' (did you mean 'video'?)") rather than ignored: a misspelt
+"rejected_spans" must not silently train a different loss. Extra data goes under "meta".
+TRL's preference columns (prompt, chosen, rejected, images) are already this schema.
+
+Spans are [start, end) character offsets into their text, 0 <= start <= end <= len(text),
+not overlapping; an empty span marks an insertion point (the world generator pairs an
+inserted sentence with an empty chosen span). Sentence labels (1 = factual) count the
+sentences that `sentence_spans` finds in their text.
+
+Foreign formats, detected per line and converted to this schema (pair files only):
+- RRPO release (pritamqu/RRPO): answer_masked / pred_masked with <MASK> ... </MASK> tags ->
+  chosen / rejected + spans (see `mask_tags_to_spans`); the untagged text must equal
+  answer / pred when those are given (the official code silently drops the weights when
+  they differ; we skip the line). question -> prompt, with LLaVA's "<image>" / "<video>"
+  placeholders removed (the chat template adds its own); media_path or video -> video;
+  sample_id -> id; other fields (src, ...) -> meta; meta["format"] = "rrpo".
+- Mask-DPO (open-compass/ANAH): chosen_item / rejected_item = {"sents": [...], "type":
+  ["hallucination" | "no_hallucination", ...]} -> text = " ".join(stripped sents), label 1 for
+  "no_hallucination". sentence_spans(text) must give back exactly the sents, else the line is
+  skipped (labels are never shifted onto other sentences). prompt (a string or chat messages:
+  an optional system message, then one user message; the system text goes to
+  meta["system"]) or question -> prompt. chosen / rejected, when given (string or messages),
+  must equal the joined sents up to whitespace. Other fields -> meta; meta["format"] =
+  "mask_dpo".
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from mmalign.io import atomic_write_jsonl
+
+Span = tuple[int, int]
+Kind = Literal["pair", "sft", "grpo"]
+
+
+@dataclass
+class Record:
+    id: str
+    source: str  # "path/to/file.jsonl:LINE", for messages
+    prompt: str
+    video: str | None = None  # absolute path
+    images: list[str] | None = None  # absolute paths
+    chosen: str | None = None
+    rejected: str | None = None
+    response: str | None = None  # SFT
+    answer: str | None = None  # GRPO
+    truth: dict | None = None
+    chosen_spans: list[Span] | None = None
+    rejected_spans: list[Span] | None = None
+    chosen_sentence_labels: list[int] | None = None
+    rejected_sentence_labels: list[int] | None = None
+    rejected_video: dict | None = None  # {"source": abs path, "ops": [...]} or {"video": abs path}
+    difficulty: float | None = None
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Skipped:
+    source: str  # file:line
+    id: str | None
+    reason: str
+
+
+class RecordError(ValueError):
+    """A record file that cannot be read, or (strict mode) its first unusable line."""
+
+
+class _Invalid(Exception):
+    """One line's problem; becomes a Skipped (or a RecordError in strict mode)."""
+
+
+SCHEMA_FIELDS = tuple(f.name for f in fields(Record) if f.name != "source")
+REQUIRED = {"pair": ("prompt", "chosen", "rejected"), "sft": ("prompt", "response"), "grpo": ("prompt",)}
+_NON_EMPTY_TEXT = ("chosen", "rejected", "response")
+
+
+# ---------------------------------------------------------------- sentences and tags
+
+
+_SENTENCE_END = re.compile(r"""[.!?]+["'”’)\]]*(?=\s|\Z)""")
+
+
+def sentence_spans(text: str) -> list[Span]:
+    """Char spans [start, end) of the sentences of `text`: the one splitter behind sentence
+    labels, in records and in the loss weights.
+
+    A sentence ends after a run of . ! ? (plus any closing quotes or brackets) that is followed
+    by whitespace or the end of the text; text after the last such end is a sentence too.
+    Spans exclude the surrounding whitespace; whitespace-only text has no sentences. It is
+    deliberately simple: "Dr. Smith" is split after "Dr.", "3.5" is not split.
+    """
+    spans, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        _add_stripped(spans, text, start, m.end())
+        start = m.end()
+    _add_stripped(spans, text, start, len(text))
+    return spans
+
+
+def _add_stripped(spans: list[Span], text: str, start: int, end: int) -> None:
+    piece = text[start:end]
+    lead = len(piece) - len(piece.lstrip())
+    trail = len(piece) - len(piece.rstrip())
+    if lead < len(piece):
+        spans.append((start + lead, end - trail))
+
+
+MASK_OPEN, MASK_CLOSE = "<MASK>", "</MASK>"
+# A tag takes one space of padding on its inner side with it: "a <MASK> red </MASK> car"
+# reads "a red car", as the RRPO release writes them.
+_MASK_TAG = re.compile(r"<MASK> ?| ?</MASK>")
+
+
+def mask_tags_to_spans(tagged: str) -> tuple[str, list[Span]]:
+    """RRPO's "<MASK> red </MASK>" markup -> (plain text, spans of the tagged phrases).
+
+    Each tag is removed with one space on its inner side, if there is one, so
+    "a <MASK> red </MASK> car" -> ("a red car", [(2, 5)]) and "a <MASK>red</MASK> car" gives
+    the same. ValueError for nested, unopened or unclosed tags.
+    """
+    parts, spans, pos, length, opened_at = [], [], 0, 0, None
+    for m in _MASK_TAG.finditer(tagged):
+        parts.append(tagged[pos : m.start()])
+        length += m.start() - pos
+        pos = m.end()
+        if m.group().strip() == MASK_OPEN:
+            if opened_at is not None:
+                raise ValueError(f"nested {MASK_OPEN} at char {m.start()}")
+            opened_at = length
+        else:
+            if opened_at is None:
+                raise ValueError(f"{MASK_CLOSE} without {MASK_OPEN} at char {m.start()}")
+            spans.append((opened_at, length))
+            opened_at = None
+    if opened_at is not None:
+        raise ValueError(f"{MASK_OPEN} never closed")
+    parts.append(tagged[pos:])
+    return "".join(parts), spans
+
+
+def spans_to_mask_tags(text: str, spans: list[Span]) -> str:
+    """The inverse of mask_tags_to_spans, for export: "<MASK> " + phrase + " </MASK>".
+    ValueError for overlapping or out-of-range spans, or text that already holds a tag."""
+    if MASK_OPEN in text or MASK_CLOSE in text:
+        raise ValueError(f"text already contains {MASK_OPEN} or {MASK_CLOSE}")
+    problem = _span_problem([list(s) for s in spans], len(text))
+    if problem:
+        raise ValueError(problem)
+    out, pos = [], 0
+    for start, end in sorted(spans):
+        out += [text[pos:start], MASK_OPEN, " ", text[start:end], " ", MASK_CLOSE]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _span_problem(spans: list, text_length: int) -> str | None:
+    """Why `spans` are not [start, end] integer pairs inside the text without overlaps, or None."""
+    for item in spans:
+        if not (isinstance(item, list) and len(item) == 2 and all(_is_int(x) for x in item)):
+            return f"items must be [start, end] integer pairs, got {_short(item)}"
+        start, end = item
+        if not 0 <= start <= end <= text_length:
+            return f"span [{start}, {end}] is not inside 0..{text_length} with start <= end"
+    ordered = sorted(map(tuple, spans))
+    for a, b in zip(ordered, ordered[1:]):
+        if b[0] < a[1]:
+            return f"spans {list(a)} and {list(b)} overlap"
+    return None
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_records(path: str | os.PathLike, kind: Kind, strict: bool = False, allow_absolute_paths: bool = False,
+                 check_media: bool = True) -> tuple[list[Record], list[Skipped]]:
+    """Read and validate a JSONL record file (see the module docstring for every rule).
+    Returns the usable records in file order and a Skipped for every other non-blank line."""
+    if kind not in REQUIRED:
+        raise ValueError(f"kind must be one of {', '.join(REQUIRED)}, got {kind!r}")
+    media = _MediaPaths(Path(path).absolute().parent, allow_absolute_paths, check_media)
+    records, skipped, first_line_of = [], [], {}
+    for lineno, raw in _numbered_lines(path):
+        source, obj = f"{path}:{lineno}", None
+        try:
+            obj = _parse_line(raw)
+            record = _to_record(obj, kind, media, source)
+            if record.id in first_line_of:
+                raise _Invalid(f"duplicate id {record.id!r} (first on line {first_line_of[record.id]})")
+        except _Invalid as e:
+            if strict:
+                raise RecordError(f"{source}: {e}") from None
+            skipped.append(Skipped(source, _peek_id(obj), str(e)))
+            continue
+        first_line_of[record.id] = lineno
+        records.append(record)
+    return records, skipped
+
+
+def _numbered_lines(path) -> list[tuple[int, bytes]]:
+    # Not mmalign.io.iter_jsonl: it stops at the first bad line, and here every line counts.
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise RecordError(f"{path}: cannot read record file ({e.strerror or e})") from None
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark, as some editors write
+        data = data[3:]
+    return [(i, raw) for i, raw in enumerate(data.split(b"\n"), start=1) if raw.strip()]
+
+
+def _parse_line(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _Invalid(f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _Invalid(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise _Invalid("not valid JSON (nested too deeply)") from None
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Invalid("a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff): not text") from None
+    return obj
+
+
+def _peek_id(obj) -> str | None:
+    if isinstance(obj, dict):
+        value = obj.get("id", obj.get("sample_id"))
+        if isinstance(value, str) or _is_int(value):
+            return str(value)
+    return None
+
+
+def _to_record(obj, kind: str, media: _MediaPaths, source: str) -> Record:
+    if not isinstance(obj, dict):
+        raise _Invalid(f"a line must be a JSON object, got {_json_type(obj)}")
+    converter = _foreign_format(obj)
+    if converter is not None:
+        name, convert = converter
+        if kind != "pair":
+            raise _Invalid(f"a {name} line is a preference pair, but this file is read as {kind}")
+        obj = convert(obj)
+    _check_field_names(obj)
+    missing = [f for f in REQUIRED[kind] if obj.get(f) is None]
+    if missing:
+        raise _Invalid(f"missing required field '{missing[0]}' (a {kind} record needs {', '.join(REQUIRED[kind])})")
+    texts = {name: _optional_text(obj, name) for name in ("prompt", "chosen", "rejected", "response", "answer")}
+    if texts["chosen"] is not None and texts["chosen"] == texts["rejected"]:
+        raise _Invalid("chosen and rejected are identical")
+    return Record(
+        id=_record_id(obj),
+        source=source,
+        prompt=texts["prompt"],
+        video=media.resolve(obj["video"], "video") if obj.get("video") is not None else None,
+        images=_images(obj, media),
+        chosen=texts["chosen"],
+        rejected=texts["rejected"],
+        response=texts["response"],
+        answer=texts["answer"],
+        truth=_optional_object(obj, "truth"),
+        chosen_spans=_spans(obj, "chosen_spans", texts["chosen"]),
+        rejected_spans=_spans(obj, "rejected_spans", texts["rejected"]),
+        chosen_sentence_labels=_labels(obj, "chosen_sentence_labels", texts["chosen"]),
+        rejected_sentence_labels=_labels(obj, "rejected_sentence_labels", texts["rejected"]),
+        rejected_video=_rejected_video(obj.get("rejected_video"), media),
+        difficulty=_difficulty(obj.get("difficulty")),
+        meta=_optional_object(obj, "meta") or {},
+    )
+
+
+def _check_field_names(obj: dict, allowed=SCHEMA_FIELDS, where: str = "field") -> None:
+    unknown = [k for k in obj if k not in allowed]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], allowed, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        extra = "; put extra data under 'meta'" if where == "field" else ""
+        raise _Invalid(f"unknown {where} '{unknown[0]}'{hint}{extra}")
+
+
+def _record_id(obj: dict) -> str:
+    value = obj.get("id")
+    if value is None:
+        canonical = json.dumps(obj, sort_keys=True, ensure_ascii=False)
+        return "sha1:" + hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:12]
+    if not (isinstance(value, str) or _is_int(value)):
+        raise _Invalid(f"'id' must be a string or an integer, got {_json_type(value)}")
+    if not str(value).strip():
+        raise _Invalid("'id' is empty")
+    return str(value)
+
+
+def _optional_text(obj: dict, name: str) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Invalid(f"'{name}' must be a string, got {_json_type(value)}")
+    if name in _NON_EMPTY_TEXT and not value.strip():
+        raise _Invalid(f"'{name}' is empty")
+    return value
+
+
+def _optional_object(obj: dict, name: str) -> dict | None:
+    value = obj.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise _Invalid(f"'{name}' must be an object, got {_json_type(value)}")
+    return value
+
+
+def _images(obj: dict, media: _MediaPaths) -> list[str] | None:
+    value = obj.get("images")
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise _Invalid(f"'images' must be a list of paths, got {_json_type(value)}")
+    # TRL writes [] for text-only rows: no images.
+    return [media.resolve(p, f"images[{i}]") for i, p in enumerate(value)] or None
+
+
+def _spans(obj: dict, name: str, text: str | None) -> list[Span] | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    text_name = name.split("_")[0]
+    if text is None:
+        raise _Invalid(f"'{name}' given without '{text_name}'")
+    if not isinstance(value, list):
+        raise _Invalid(f"'{name}' must be a list of [start, end] pairs, got {_json_type(value)}")
+    problem = _span_problem(value, len(text))
+    if problem:
+        raise _Invalid(f"'{name}': {problem} ('{text_name}' has {len(text)} chars)")
+    return [(int(s), int(e)) for s, e in value]
+
+
+def _labels(obj: dict, name: str, text: str | None) -> list[int] | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    text_name = name.split("_")[0]
+    if text is None:
+        raise _Invalid(f"'{name}' given without '{text_name}'")
+    if not isinstance(value, list) or not all(_is_int(v) and v in (0, 1) for v in value):
+        raise _Invalid(f"'{name}' must be a list of 0 or 1 (1 = factual), got {_short(value)}")
+    n_sentences = len(sentence_spans(text))
+    if len(value) != n_sentences:
+        raise _Invalid(f"'{name}' has {len(value)} labels but '{text_name}' has {n_sentences} sentences "
+                       "(split after . ! ? followed by whitespace)")
+    return [int(v) for v in value]
+
+
+def _rejected_video(value, media: _MediaPaths) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _Invalid(f"'rejected_video' must be an object, got {_json_type(value)}")
+    if "video" in value:
+        _check_field_names(value, ("video",), "key in 'rejected_video'")
+        return {"video": media.resolve(value["video"], "rejected_video.video")}
+    _check_field_names(value, ("source", "ops"), "key in 'rejected_video'")
+    if "source" not in value or "ops" not in value:
+        raise _Invalid("'rejected_video' needs {'video': path} or {'source': path, 'ops': [...]}")
+    ops = value["ops"]
+    if not isinstance(ops, list) or not all(isinstance(op, dict) and isinstance(op.get("op"), str) for op in ops):
+        raise _Invalid(f"'rejected_video.ops' must be a list of {{'op': name, ...}} objects, got {_short(ops)}")
+    # Op names and parameters are checked when the ops run (video_ops.apply_ops): perturb/
+    # may register ops that are not imported here.
+    return {"source": media.resolve(value["source"], "rejected_video.source"), "ops": ops}
+
+
+def _difficulty(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _Invalid(f"'difficulty' must be a finite number, got {_short(value)}")
+    return float(value)
+
+
+@dataclass
+class _MediaPaths:
+    folder: Path  # absolute folder of the record file
+    allow_absolute: bool
+    check_exists: bool
+
+    def resolve(self, value, name: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise _Invalid(f"'{name}' must be a non-empty path string, got {_short(value)}")
+        if os.path.isabs(value):
+            if not self.allow_absolute:
+                raise _Invalid(f"'{name}' path {value!r} is absolute; paths are relative to the record file's folder "
+                               "(allow_absolute_paths permits others)")
+            full = os.path.normpath(value)
+        else:
+            full = os.path.normpath(os.path.join(self.folder, value))
+            if not self.allow_absolute and not _is_inside(full, self.folder):
+                raise _Invalid(f"'{name}' path {value!r} leaves the record file's folder "
+                               "(allow_absolute_paths permits it)")
+        if self.check_exists and not os.path.isfile(full):
+            raise _Invalid(f"'{name}' file not found: {full}")
+        return full
+
+
+def _is_inside(path: str, folder: Path) -> bool:
+    try:
+        return os.path.commonpath([path, str(folder)]) == str(folder)
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------- foreign formats
+
+
+def _foreign_format(obj: dict):
+    if "answer_masked" in obj or "pred_masked" in obj:
+        return "RRPO release", _from_rrpo
+    if "chosen_item" in obj or "rejected_item" in obj:
+        return "Mask-DPO", _from_mask_dpo
+    return None
+
+
+# Our fields a foreign line may carry as they are; everything else it has goes to meta.
+_PASSTHROUGH = ("id", "video", "images", "difficulty", "rejected_video", "truth")
+_PLACEHOLDER = re.compile(r"<(?:image|video)>\n?")
+
+
+def _from_rrpo(obj: dict) -> dict:
+    chosen, chosen_spans = _untag(obj, "answer_masked", "answer")
+    rejected, rejected_spans = _untag(obj, "pred_masked", "pred")
+    question = obj.get("question")
+    if not isinstance(question, str):
+        raise _Invalid(f"RRPO line: 'question' must be a string, got {_json_type(question)}")
+    consumed = {"question", "answer", "pred", "answer_masked", "pred_masked", "media_path", "sample_id", "meta"}
+    out = _carry_over(obj, consumed, "rrpo")
+    out.update(prompt=_PLACEHOLDER.sub("", question).strip(), chosen=chosen, rejected=rejected,
+               chosen_spans=[list(s) for s in chosen_spans], rejected_spans=[list(s) for s in rejected_spans])
+    if "video" not in out and obj.get("media_path") is not None:
+        out["video"] = obj["media_path"]
+    if "id" not in out and obj.get("sample_id") is not None:
+        out["id"] = obj["sample_id"]
+    return out
+
+
+def _untag(obj: dict, masked_name: str, plain_name: str) -> tuple[str, list[Span]]:
+    masked = obj.get(masked_name)
+    if not isinstance(masked, str):
+        raise _Invalid(f"RRPO line: '{masked_name}' must be a string, got {_json_type(masked)}")
+    try:
+        text, spans = mask_tags_to_spans(masked)
+    except ValueError as e:
+        raise _Invalid(f"RRPO line: '{masked_name}': {e}") from None
+    plain = obj.get(plain_name)
+    if plain is not None and plain != text:
+        raise _Invalid(f"RRPO line: '{masked_name}' without its tags is not '{plain_name}': "
+                       f"{_short(text)} vs {_short(plain)}")
+    return text, spans
+
+
+def _from_mask_dpo(obj: dict) -> dict:
+    prompt, system = _mask_dpo_prompt(obj)
+    chosen, chosen_labels = _from_sentences(obj, "chosen_item", "chosen")
+    rejected, rejected_labels = _from_sentences(obj, "rejected_item", "rejected")
+    consumed = {"prompt", "question", "chosen", "rejected", "chosen_item", "rejected_item", "meta"}
+    out = _carry_over(obj, consumed, "mask_dpo")
+    if system is not None:
+        out["meta"]["system"] = system
+    out.update(prompt=prompt, chosen=chosen, rejected=rejected,
+               chosen_sentence_labels=chosen_labels, rejected_sentence_labels=rejected_labels)
+    return out
+
+
+def _carry_over(obj: dict, consumed: set, fmt: str) -> dict:
+    meta = obj.get("meta") if obj.get("meta") is not None else {}
+    if not isinstance(meta, dict):
+        raise _Invalid(f"'meta' must be an object, got {_json_type(meta)}")
+    out = {k: v for k, v in obj.items() if k in _PASSTHROUGH}
+    extra = {k: v for k, v in obj.items() if k not in _PASSTHROUGH and k not in consumed}
+    out["meta"] = {**extra, **meta, "format": fmt}
+    return out
+
+
+_HALLUCINATION_TYPES = {"no_hallucination": 1, "hallucination": 0}
+
+
+def _from_sentences(obj: dict, item_name: str, text_name: str) -> tuple[str, list[int]]:
+    item = obj.get(item_name)
+    if not isinstance(item, dict):
+        raise _Invalid(f"Mask-DPO line: '{item_name}' must be an object with 'sents' and 'type', got {_json_type(item)}")
+    sents, types = item.get("sents"), item.get("type")
+    if not isinstance(sents, list) or not all(isinstance(s, str) for s in sents):
+        raise _Invalid(f"Mask-DPO line: '{item_name}.sents' must be a list of strings")
+    if not isinstance(types, list) or not all(isinstance(t, str) and t in _HALLUCINATION_TYPES for t in types):
+        raise _Invalid(f"Mask-DPO line: '{item_name}.type' must be a list of 'hallucination' / 'no_hallucination'")
+    if len(sents) != len(types):
+        raise _Invalid(f"Mask-DPO line: '{item_name}' has {len(sents)} sents but {len(types)} types")
+    sents = [s.strip() for s in sents]
+    text = " ".join(sents)
+    found = [text[a:b] for a, b in sentence_spans(text)]
+    if found != sents:
+        raise _Invalid(f"Mask-DPO line: '{item_name}': {_sentence_mismatch(found, sents)}; "
+                       "labels would not line up with sentence_spans")
+    if obj.get(text_name) is not None:
+        given = _message_text(obj[text_name], text_name, role="assistant")
+        if given.split() != text.split():
+            raise _Invalid(f"Mask-DPO line: '{text_name}' differs from the joined '{item_name}.sents'")
+    return text, [_HALLUCINATION_TYPES[t] for t in types]
+
+
+def _sentence_mismatch(found: list[str], sents: list[str]) -> str:
+    if len(found) != len(sents):
+        return f"the joined text splits into {len(found)} sentences, 'sents' has {len(sents)}"
+    i = next(i for i, (a, b) in enumerate(zip(found, sents)) if a != b)
+    return f"sentence {i} splits as {_short(found[i])}, 'sents' has {_short(sents[i])}"
+
+
+def _mask_dpo_prompt(obj: dict) -> tuple[str, str | None]:
+    """(user prompt, system text or None) from 'prompt' (string or chat messages) or 'question'."""
+    value = obj.get("prompt", obj.get("question"))
+    if isinstance(value, str):
+        return value, None
+    if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
+        raise _Invalid(f"Mask-DPO line: 'prompt' must be a string or a list of chat messages, got {_json_type(value)}")
+    roles = [m.get("role") for m in value]
+    if roles not in (["user"], ["system", "user"]):
+        raise _Invalid(f"Mask-DPO line: prompt messages must be [system?, user], got roles {roles}")
+    system = _message_text(value[:1], "prompt", "system") if roles[0] == "system" else None
+    return _message_text(value[-1:], "prompt", "user"), system
+
+
+def _message_text(value, name: str, role: str) -> str:
+    """The text of a string, or of a one-message chat list [{"role": role, "content": str}]."""
+    if isinstance(value, str):
+        return value
+    if (isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict)
+            and value[0].get("role") == role and isinstance(value[0].get("content"), str)):
+        return value[0]["content"]
+    raise _Invalid(f"Mask-DPO line: '{name}' must be a string or [{{'role': '{role}', 'content': str}}]")
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_records(path: str | os.PathLike, records: list[Record]) -> None:
+    """Write records in this schema (atomically), media paths relative to the output file's
+    folder where they lie inside it and absolute otherwise (read those back with
+    allow_absolute_paths). `source` is not written; reading the file back gives equal records."""
+    folder = Path(path).absolute().parent
+    atomic_write_jsonl(path, [record_to_dict(r, folder) for r in records])
+
+
+def record_to_dict(record: Record, folder: str | os.PathLike) -> dict:
+    """The JSON object for `record`, media paths made relative to `folder` where inside it."""
+    folder = Path(folder).absolute()
+    out = {}
+    for name in SCHEMA_FIELDS:
+        value = getattr(record, name)
+        if value is None or (name == "meta" and not value):
+            continue
+        out[name] = value
+    if record.video is not None:
+        out["video"] = _relative(record.video, folder)
+    if record.images is not None:
+        out["images"] = [_relative(p, folder) for p in record.images]
+    if record.rejected_video is not None:
+        out["rejected_video"] = {k: _relative(v, folder) if k in ("source", "video") else v
+                                 for k, v in record.rejected_video.items()}
+    for name in ("chosen_spans", "rejected_spans"):
+        if out.get(name) is not None:
+            out[name] = [list(s) for s in out[name]]
+    return out
+
+
+def _relative(path: str, folder: Path) -> str:
+    return os.path.relpath(path, folder) if _is_inside(path, folder) else path
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,248 @@
+"""Media loading: video frames through decord, images through PIL. Every failure is a MediaError.
+
+Which frames a video gives is decided by the pure `sample_indices` (uniform count, as Qwen-VL
+and LLaVA sample, or a target rate), then decord decodes exactly those frames. A size budget
+(`max_pixels`) downscales frames and images, keeping the aspect ratio, before any processor
+sees them. Decord's bridge is never touched: frames come back as numpy arrays whatever bridge
+another library chose.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+
+class MediaError(ValueError):
+    """A media file that cannot be used. `str(e)` is "<path>: <reason>"."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        # Both kept in args so that the error pickles (DataLoader workers send errors back).
+        super().__init__(str(path), reason)
+        self.path, self.reason = str(path), reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class Video:
+    frames: np.ndarray  # [T, H, W, 3] uint8 RGB
+    timestamps: list[float]  # seconds, the presentation time of each sampled frame
+    source_fps: float  # the file's average frame rate
+    path: str
+    indices: list[int] = field(default_factory=list)  # which frames of the file were sampled
+
+
+# ---------------------------------------------------------------- sampling (pure)
+
+
+def sample_indices(n_frames_total: int, source_fps: float, num_frames: int | None = None,
+                   fps: float | None = None, max_frames: int = 32) -> list[int]:
+    """Frame indices to decode, ascending and distinct.
+
+    - `fps` set (it wins over `num_frames`): the frame on screen every 1/fps seconds from t=0,
+      i.e. floor(k * source_fps / fps) for every tick inside the video; a target rate above the
+      source rate gives every frame once.
+    - else `num_frames` spread uniformly over the whole video, as Qwen-VL and LLaVA do:
+      np.linspace(0, n-1, k).round() (numpy rounds halves to even); a video shorter than k
+      gives all its frames rather than repeats.
+    - neither: every frame.
+    At most `max_frames` are returned; a longer selection is subsampled uniformly the same way.
+    """
+    if n_frames_total < 1:
+        raise ValueError(f"a video needs at least one frame, got n_frames_total={n_frames_total}")
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    if fps is not None:
+        return _uniform_subset(_indices_at_rate(n_frames_total, source_fps, fps), max_frames)
+    if num_frames is not None and num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    count = min(num_frames or n_frames_total, n_frames_total, max_frames)
+    return _linspace_indices(n_frames_total, count)
+
+
+def _linspace_indices(n: int, count: int) -> list[int]:
+    return np.linspace(0, n - 1, count).round().astype(int).tolist()
+
+
+def _indices_at_rate(n: int, source_fps: float, fps: float) -> list[int]:
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    if not (math.isfinite(source_fps) and source_fps > 0):
+        raise ValueError(f"sampling by fps needs the source frame rate, got {source_fps}")
+    step = source_fps / fps  # source frames per tick
+    ticks = math.ceil(n / step - 1e-9)  # ticks k with k * step < n
+    # The epsilon keeps 3 * (30 / 10) from flooring to 8.999... -> 8.
+    indices = (math.floor(k * step + 1e-9) for k in range(ticks))
+    return sorted(set(min(i, n - 1) for i in indices))
+
+
+def _uniform_subset(indices: list[int], max_frames: int) -> list[int]:
+    if len(indices) <= max_frames:
+        return indices
+    return [indices[p] for p in _linspace_indices(len(indices), max_frames)]
+
+
+def fit_within(height: int, width: int, max_pixels: int) -> tuple[int, int]:
+    """The largest (height, width) with the same aspect (rounded down) and h * w <= max_pixels."""
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    if height * width <= max_pixels:
+        return height, width
+    scale = math.sqrt(max_pixels / (height * width))
+    h, w = max(1, int(height * scale)), max(1, int(width * scale))
+    while h * w > max_pixels:  # float rounding, or a 1-pixel-thin side held at 1
+        if h >= w:
+            h -= 1
+        else:
+            w -= 1
+    return h, w
+
+
+# ---------------------------------------------------------------- video
+
+
+def load_video(path: str | os.PathLike, num_frames: int | None = 8, fps: float | None = None,
+               max_frames: int = 32, max_pixels: int | None = None, min_frames: int = 2) -> Video:
+    """Decode the frames `sample_indices` picks (see there), downscaled to `max_pixels`.
+
+    Raises MediaError (naming the path) for a missing or empty file, a file decord cannot
+    open (not a video, corrupt, truncated), fewer than `min_frames` frames, or frames that do
+    not decode. Bad arguments (num_frames=0, ...) are ValueError.
+    """
+    path = os.fspath(path)
+    _check_file(path)
+    reader = _open_video(path)
+    n = len(reader)
+    if n < min_frames:
+        raise MediaError(path, f"has {n} frame(s); need at least {min_frames}")
+    source_fps = float(reader.get_avg_fps())
+    if fps is not None and not (math.isfinite(source_fps) and source_fps > 0):
+        raise MediaError(path, f"frame rate unknown ({source_fps}); cannot sample by fps")
+    indices = sample_indices(n, source_fps, num_frames=num_frames, fps=fps, max_frames=max_frames)
+    frames, timestamps = _decode(reader, indices, path)
+    if max_pixels is not None:
+        frames = resize_frames(frames, max_pixels)
+    return Video(frames, timestamps, source_fps, path, indices)
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise MediaError(path, "file not found")
+    if not os.path.isfile(path):
+        raise MediaError(path, "not a regular file")
+    if os.path.getsize(path) == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+
+
+def _decord_errors() -> tuple[type[BaseException], ...]:
+    import decord
+
+    # DECORDError derives from Exception only; RuntimeError etc. come from its ctypes layer.
+    return (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError)
+
+
+def _open_video(path: str):
+    import decord  # imported here: a heavy native module that image-only users never need
+
+    try:
+        return decord.VideoReader(path)
+    except _decord_errors() as e:
+        raise MediaError(path, f"not a readable video ({_first_line(e)})") from None
+
+
+def _decode(reader, indices: list[int], path: str) -> tuple[np.ndarray, list[float]]:
+    try:
+        batch = reader.get_batch(indices)
+        stamps = reader.get_frame_timestamp(indices)
+    except _decord_errors() as e:
+        raise MediaError(path, f"frames {indices[0]}..{indices[-1]} do not decode ({_first_line(e)})") from None
+    # A bridge set elsewhere (torch, ...) changes what get_batch returns; numpy either way.
+    frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) != len(indices):
+        raise MediaError(path, f"decoded {frames.dtype} frames of shape {frames.shape}, expected [{len(indices)}, H, W, 3] uint8")
+    return frames, [float(s) for s in np.asarray(stamps)[:, 0]]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def resize_frames(frames: np.ndarray, max_pixels: int) -> np.ndarray:
+    """Downscale every frame of [T, H, W, C] so that H * W <= max_pixels (bicubic, as Qwen-VL)."""
+    t, height, width = frames.shape[:3]
+    h, w = fit_within(height, width, max_pixels)
+    if (h, w) == (height, width):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC)) for f in frames])
+
+
+# ---------------------------------------------------------------- images
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
+    """An RGB image, fully loaded, downscaled (aspect kept) so that width * height <= max_pixels.
+
+    Every PIL mode becomes RGB: transparency (RGBA, LA, PA, P or L/RGB with a transparent
+    colour) is composited on white; 16-bit and 32-bit integer grey (I;16*, I) is scaled from
+    0..65535 to 0..255 (PIL's own conversion clips it instead); CMYK, palette, 1-bit, YCbCr
+    convert as PIL does. EXIF orientation is not applied, as in the HF / Qwen loaders.
+    PIL warns past Image.MAX_IMAGE_PIXELS and raises past twice that: we downscale anyway,
+    so the warning is silenced and only the error becomes a MediaError, as does a missing,
+    empty, corrupt or truncated file.
+    """
+    path = os.fspath(path)
+    _check_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if max_pixels is not None:
+                    _draft_for(img, max_pixels)
+                img.load()
+                rgb = to_rgb(img)
+    except Image.DecompressionBombError as e:
+        raise MediaError(path, f"too many pixels to decode safely ({e})") from None
+    except Exception as e:  # noqa: BLE001 - PIL's format plugins raise many types on corrupt input
+        raise MediaError(path, f"not a readable image ({type(e).__name__}: {_first_line(e)})") from None
+    if max_pixels is not None:
+        h, w = fit_within(rgb.height, rgb.width, max_pixels)
+        if (h, w) != (rgb.height, rgb.width):
+            rgb = rgb.resize((w, h), Image.Resampling.BICUBIC)
+    return rgb
+
+
+def _draft_for(img: Image.Image, max_pixels: int) -> None:
+    """Let JPEG decode at 1/2, 1/4 or 1/8 scale when that still covers the target: a huge
+    photo then never sits in memory at full size. A no-op for other formats."""
+    if img.format == "JPEG":
+        h, w = fit_within(img.height, img.width, max_pixels)
+        img.draft(None, (w, h))
+
+
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_WIDE_GREY_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB (see load_image for the rules); ValueError if PIL cannot."""
+    if img.mode == "RGB":
+        return img.copy()
+    if img.mode in _WIDE_GREY_MODES:
+        grey = np.clip(np.asarray(img, dtype=np.float64) / 257.0, 0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if img.mode == "F":
+        grey = np.clip(np.nan_to_num(np.asarray(img, dtype=np.float64)), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")

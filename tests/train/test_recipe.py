@@ -1,0 +1,99 @@
+"""The trainer end to end on the tiny Qwen2.5-VL and the synthetic world."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmalign.config import build_config
+from mmalign.io import iter_jsonl
+from mmalign.train.recipe import RunExists, train
+
+
+def config(tmp_path, world, tiny_dir, **over):
+    raw = {"output_dir": str(tmp_path / "run"), "method": "dpo",
+           "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir},
+           "data": {"train_file": str(world / "pairs_train.jsonl"), "num_frames": 4},
+           "train": {"batch_size": 2, "lr": 1e-3, "max_steps": 6, "save_every": 3, "warmup_ratio": 0.0}}
+    for key, value in over.items():
+        section, _, field = key.partition("__")
+        if field:
+            raw.setdefault(section, {})[field] = value
+        else:
+            raw[section] = value
+    return raw
+
+
+def metrics(run: Path) -> list[dict]:
+    return [row for _, row in iter_jsonl(run / "metrics.jsonl")]
+
+
+def run_cli(raw: dict, tmp_path: Path, *extra, env=None) -> subprocess.CompletedProcess:
+    path = tmp_path / f"cfg-{len(list(tmp_path.glob('cfg-*')))}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return subprocess.run([sys.executable, "-m", "mmalign.cli", "train", str(path), *extra],
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600)
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, world, tiny_dir):
+    full = config(tmp_path / "a", world, tiny_dir)
+    train(build_config(full))
+    expected = metrics(Path(full["output_dir"]))
+    assert [r["step"] for r in expected] == [1, 2, 3, 4, 5, 6]
+
+    killed = config(tmp_path / "b", world, tiny_dir)
+    proc = run_cli(killed, tmp_path, env={"MMALIGN_KILL_AFTER_STEP": "5"})
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    run = Path(killed["output_dir"])
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3, 4, 5]  # step 5 logged, its checkpoint never written
+    proc = run_cli(killed, tmp_path, "--resume")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    resumed = metrics(run)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(expected, resumed):
+        for key in ("loss", "rewards/margin", "rewards/accuracy", "grad_norm", "lr"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key)
+    final = run / "final"
+    from transformers import AutoModelForImageTextToText
+    assert AutoModelForImageTextToText.from_pretrained(final).config.model_type == "qwen2_5_vl"
+
+
+def test_existing_run_needs_resume(tmp_path, world, tiny_dir):
+    raw = config(tmp_path, world, tiny_dir, train={"max_steps": 1, "batch_size": 2})
+    train(build_config(raw))
+    with pytest.raises(RunExists, match="--resume"):
+        train(build_config(raw))
+
+
+def test_bad_records_are_skipped_counted_and_the_run_goes_on(tmp_path, world, tiny_dir):
+    good = [json.loads(line) for line in (world / "pairs_train.jsonl").read_text().splitlines()][:4]
+    for r in good:
+        r["video"] = str(world / r["video"])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "corrupt.mp4").write_bytes(b"\x00\x00\x00 ftypisom" + os.urandom(500))
+    bad = [
+        {**good[0], "id": "corrupt-video", "video": "corrupt.mp4"},
+        {**good[0], "id": "missing-video", "video": "nope.mp4"},
+        {**good[1], "id": "same", "rejected": good[1]["chosen"]},
+        {**good[2], "id": "empty", "chosen": ""},
+        {**good[3], "id": "span-out", "chosen_spans": [[0, 10_000]]},
+    ]
+    lines = [json.dumps(r) for r in good[:2]] + ["{not json"] + [json.dumps(r) for r in bad] + \
+        [json.dumps(r) for r in good[2:]]
+    (data / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    raw = config(tmp_path, world, tiny_dir, method="rrpo", allow=None)
+    raw.pop("allow")
+    raw["data"].update(train_file=str(data / "pairs.jsonl"), allow_absolute_paths=True)
+    raw["train"].update(max_steps=None, epochs=1, save_every=0)
+    summary = train(build_config(raw))["rrpo"]
+    reasons = {s["id"]: s["reason"] for s in summary["skipped_records"]}
+    assert summary["records"] == 5  # 4 good + the corrupt video, which is found only when decoded
+    assert set(reasons) >= {"corrupt-video", "missing-video", "same", "empty", "span-out"}
+    assert summary["skipped"] == 6  # the five above plus the malformed line (no id)
+    assert any("pairs.jsonl:3" in s["source"] for s in summary["skipped_records"])
+    assert summary["steps"] >= 2
