@@ -68,10 +68,14 @@ class Sequence:
         return self.prompt["input_ids"].shape[1] + len(self.response_ids)
 
 
-def collate_sequences(seqs: list[Sequence], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_sequences(seqs: list[Sequence], pad_id: int, shared_prompt: bool = False) -> dict[str, torch.Tensor]:
     """Right-padded batch. `labels` is -100 outside responses; each weight name becomes a
     [N, L] float tensor (0 outside responses); visual tensors concatenate along dim 0
-    (Qwen's flattened patches and LLaVA's stacked pixels alike)."""
+    (Qwen's flattened patches and LLaVA's stacked pixels alike).
+
+    shared_prompt: the model inputs instead hold each shared prompt once, followed by all of
+    its responses (`mmalign.models.packing.pack_shared`, keys `packed.*`); `labels` and the
+    weights keep the layout above."""
     from mmalign.models.backbone import TEXT_KEYS
 
     length = max(len(s) for s in seqs)
@@ -95,6 +99,10 @@ def collate_sequences(seqs: list[Sequence], pad_id: int) -> dict[str, torch.Tens
         for k in names:
             w = s.weights.get(k)
             weights[k][i, P:P + R] = torch.tensor(w if w is not None else [1.0] * R)
+    if shared_prompt:
+        from mmalign.models.packing import pack_shared
+
+        return {"labels": labels, **{f"weights.{k}": v for k, v in weights.items()}, **pack_shared(seqs, pad_id)}
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
     if has_mm_types:
         batch["mm_token_type_ids"] = mm_types

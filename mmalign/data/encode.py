@@ -124,7 +124,8 @@ class Batch:
     n_per_record: int   # sequences per record, laid out as [all firsts, all seconds, ...]
 
 
-def make_collate(pad_id: int):
+def make_collate(pad_id: int, shared_prompt: bool = False):
+    """shared_prompt: each record's prompt (and video) once for all its responses (`collate_sequences`)."""
     def collate(items) -> Batch:
         examples = [x for x in items if isinstance(x, Example)]
         skipped = [x for x in items if isinstance(x, Skipped)]
@@ -132,5 +133,5 @@ def make_collate(pad_id: int):
             return Batch(None, [], skipped, 0)
         k = len(examples[0].sequences)
         seqs = [ex.sequences[j] for j in range(k) for ex in examples]
-        return Batch(collate_sequences(seqs, pad_id), [ex.record for ex in examples], skipped, k)
+        return Batch(collate_sequences(seqs, pad_id, shared_prompt), [ex.record for ex in examples], skipped, k)
     return collate

@@ -265,7 +265,7 @@ def _to_record(obj, kind: str, media: _MediaPaths, source: str) -> Record:
     if converter is not None:
         name, convert = converter
         if kind != "pair":
-            raise _Invalid(f"a {name} line is a preference pair, but this file is read as {kind}")
+            raise _Invalid(f"{name} lines are preference pairs, but this file is read as {kind}")
         obj = convert(obj)
     _check_field_names(obj)
     missing = [f for f in REQUIRED[kind] if obj.get(f) is None]

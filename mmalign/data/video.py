@@ -204,27 +204,21 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if max_pixels is not None:
-                    _draft_for(img, max_pixels)
+                # The target comes from the full size: a JPEG draft rounds its sides up.
+                h, w = fit_within(img.height, img.width, max_pixels) if max_pixels else (img.height, img.width)
+                if img.format == "JPEG":
+                    # Decode at 1/2, 1/4 or 1/8 scale where that still covers the target, so
+                    # that a huge photo never sits in memory at full size.
+                    img.draft(None, (w, h))
                 img.load()
                 rgb = to_rgb(img)
     except Image.DecompressionBombError as e:
         raise MediaError(path, f"too many pixels to decode safely ({e})") from None
     except Exception as e:  # noqa: BLE001 - PIL's format plugins raise many types on corrupt input
         raise MediaError(path, f"not a readable image ({type(e).__name__}: {_first_line(e)})") from None
-    if max_pixels is not None:
-        h, w = fit_within(rgb.height, rgb.width, max_pixels)
-        if (h, w) != (rgb.height, rgb.width):
-            rgb = rgb.resize((w, h), Image.Resampling.BICUBIC)
+    if rgb.size != (w, h):
+        rgb = rgb.resize((w, h), Image.Resampling.BICUBIC)
     return rgb
-
-
-def _draft_for(img: Image.Image, max_pixels: int) -> None:
-    """Let JPEG decode at 1/2, 1/4 or 1/8 scale when that still covers the target: a huge
-    photo then never sits in memory at full size. A no-op for other formats."""
-    if img.format == "JPEG":
-        h, w = fit_within(img.height, img.width, max_pixels)
-        img.draft(None, (w, h))
 
 
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}

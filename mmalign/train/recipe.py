@@ -37,15 +37,23 @@ class RunExists(RuntimeError):
 
 
 def train(cfg: RunConfig, resume: bool = False) -> dict:
+    from accelerate import PartialState
+
     out = Path(cfg.output_dir)
+    # Under torchrun / accelerate launch this is one of several processes. Without a GPU,
+    # accelerate only joins the process group (gloo) when told it runs on the CPU.
+    process = PartialState(cpu=not torch.cuda.is_available())
     if (out / "config.yaml").exists() and not resume:
         raise RunExists(f"{out} already holds a run: pass --resume to continue it, or choose another "
                         f"output_dir (output_dir=...)")
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    if cfg.world.enabled:
-        from mmalign.world import build_world
+    process.wait_for_everyone()  # every process has checked before the main one writes
+    if process.is_main_process:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        if cfg.world.enabled:
+            from mmalign.world import build_world
 
-        build_world(cfg.world.out, n_videos=cfg.world.n_videos, seed=cfg.world.seed)
+            build_world(cfg.world.out, n_videos=cfg.world.n_videos, seed=cfg.world.seed)
+    process.wait_for_everyone()
     stages = stages_of(cfg)
     init, summaries = None, {}
     for i, (name, scfg) in enumerate(stages):
@@ -54,8 +62,9 @@ def train(cfg: RunConfig, resume: bool = False) -> dict:
             run_stage(scfg, stage_dir, init, resume)
         summaries[name] = json.loads((stage_dir / "summary.json").read_text())
         init = str(stage_dir / "final")
-    atomic_write_json(out / "summary.json", {"stages": summaries, "final": init})
-    print_summary(summaries)
+    if process.is_main_process:
+        atomic_write_json(out / "summary.json", {"stages": summaries, "final": init})
+        print_summary(summaries)
     return summaries
 
 
@@ -206,7 +215,8 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
         if exhausted and not losses:
             break
         grad_norm = accelerator.clip_grad_norm_(params, t.max_grad_norm or float("inf"))
-        loss = torch.stack(losses).mean() if losses else torch.tensor(float("nan"))
+        loss = torch.stack(losses).mean() if losses else torch.tensor(float("nan"), device=accelerator.device)
+        loss, averaged = reduce_metrics(accelerator, loss, mean_metrics(step_metrics))
         finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(torch.as_tensor(grad_norm)))
         if finite:
             optimizer.step()
@@ -218,7 +228,7 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
         state["step"] += 1
         row = {"step": state["step"], "loss": float(loss), "lr": scheduler.get_last_lr()[0],
                "grad_norm": float(grad_norm), "skipped_records": len(state["skipped"]),
-               "seconds": round(time.time() - t0, 3), **mean_metrics(step_metrics)}
+               "seconds": round(time.time() - t0, 3), **averaged}
         if not finite:
             row["nonfinite_step_skipped"] = True
         if main:
@@ -246,6 +256,7 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
     if main:
         save_final(stage_dir / "final", accelerator.unwrap_model(scorer).model, processor)
         atomic_write_json(stage_dir / "summary.json", summary)
+    accelerator.wait_for_everyone()  # the others read this stage's summary and final weights next
     accelerator.end_training()
     return summary
 
@@ -276,6 +287,16 @@ def mean_metrics(rows: list[dict]) -> dict:
         return {}
     return {k: float(torch.stack([torch.as_tensor(r[k], dtype=torch.float32) for r in rows]).mean())
             for k in rows[0]}
+
+
+def reduce_metrics(accelerator, loss: torch.Tensor, metrics: dict) -> tuple[torch.Tensor, dict]:
+    """Average the step's loss and metrics over processes, so the log is the global batch's."""
+    if accelerator.num_processes == 1:
+        return loss, metrics
+    keys = sorted(metrics)
+    values = torch.tensor([float(loss)] + [metrics[k] for k in keys], device=accelerator.device)
+    values = accelerator.reduce(values, "mean")
+    return values[0], dict(zip(keys, values[1:].tolist()))
 
 
 @torch.no_grad()

@@ -1,0 +1,420 @@
+"""The record schema (mmalign/data/records.py): validation with file:line, foreign formats,
+the sentence splitter, <MASK> tags, writing back."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mmalign.data.records import (Record, RecordError, Skipped, mask_tags_to_spans, read_records, sentence_spans,
+                                  spans_to_mask_tags, write_records)
+
+CHOSEN = "A red circle moves left. Then a blue square appears."
+REJECTED = "A red circle moves right. Then a blue square appears."
+
+
+@pytest.fixture
+def folder(tmp_path):
+    data = tmp_path / "data"
+    (data / "videos").mkdir(parents=True)
+    (data / "images").mkdir()
+    for name in ("videos/v1.mp4", "videos/v2.mp4", "images/a.jpg", "images/b.jpg"):
+        (data / name).write_bytes(b"x")  # existence is all the reader checks
+    (tmp_path / "outside.mp4").write_bytes(b"x")
+    return data
+
+
+def pair(id, **kw):
+    return {"id": id, "video": "videos/v1.mp4", "prompt": "Describe the video.", "chosen": CHOSEN,
+            "rejected": REJECTED, **kw}
+
+
+def write_lines(path, lines):
+    raw = [line if isinstance(line, bytes) else json.dumps(line).encode() for line in lines]
+    path.write_bytes(b"\n".join(raw) + b"\n")
+    return path
+
+
+GOOD = [
+    pair("video-pair"),
+    {"id": "image-pair", "images": ["images/a.jpg", "images/b.jpg"], "prompt": "Compare.", "chosen": "Same.",
+     "rejected": "Different."},
+    {"id": "text-only", "prompt": "Say hi.", "chosen": "Hi.", "rejected": "Bye."},
+    pair("spans", chosen_spans=[[19, 23]], rejected_spans=[[19, 24]]),
+    pair("insertion", chosen_spans=[[24, 24]], rejected_spans=[[24, 40]]),  # an empty span marks where text went in
+    pair("labels", chosen_sentence_labels=[1, 1], rejected_sentence_labels=[0, 1]),
+    pair("conditional", rejected_video={"source": "videos/v1.mp4", "ops": [{"op": "reverse"}]}),
+    pair("other-video", rejected_video={"video": "videos/v2.mp4"}, difficulty=0.4, meta={"seed": 7}),
+    pair(17),  # integer ids are read as strings
+    {"prompt": "No id here.", "chosen": "Yes.", "rejected": "No."},
+    {"id": "trl", "prompt": "Hi", "chosen": "Hello.", "rejected": "Go away.", "images": []},
+]
+
+# (what is wrong, the line, words the reason must contain)
+BAD = [
+    ("malformed JSON", b'{"id": "x", "prompt": ', "not valid JSON"),
+    ("not an object", b"[1, 2, 3]", "a line must be a JSON object, got an array"),
+    ("not UTF-8", b'{"id": "latin1", "prompt": "caf\xe9"}', "not UTF-8 text (byte 0xe9"),
+    ("lone surrogate", b'{"id": "sur", "prompt": "\\ud800", "chosen": "a", "rejected": "b"}', "lone UTF-16 surrogate"),
+    ("missing chosen", {"id": "m", "prompt": "p", "rejected": "r"}, "missing required field 'chosen'"),
+    ("missing prompt", {"id": "m2", "chosen": "c", "rejected": "r"}, "missing required field 'prompt'"),
+    ("prompt not a string", pair("t1", prompt=5), "'prompt' must be a string, got a number"),
+    ("images not a list", pair("t2", images="images/a.jpg"), "'images' must be a list of paths"),
+    ("meta not an object", pair("t3", meta=[1]), "'meta' must be an object"),
+    ("id a float", pair(1.5), "'id' must be a string or an integer"),
+    ("difficulty NaN", b'{"id": "nan", "prompt": "p", "chosen": "c", "rejected": "r", "difficulty": NaN}',
+     "'difficulty' must be a finite number"),
+    ("unknown field", pair("u", vidoe="videos/v1.mp4"), "unknown field 'vidoe' (did you mean 'video'?)"),
+    ("unknown field, no near name", pair("u2", zzz=1), "unknown field 'zzz'; put extra data under 'meta'"),
+    ("empty chosen", pair("e1", chosen="   "), "'chosen' is empty"),
+    ("empty rejected", pair("e2", rejected=""), "'rejected' is empty"),
+    ("chosen == rejected", pair("same", rejected=CHOSEN), "chosen and rejected are identical"),
+    ("span not a pair", pair("s1", chosen_spans=[[3]]), "'chosen_spans': items must be [start, end] integer pairs"),
+    ("span not ints", pair("s2", chosen_spans=[[0.5, 3]]), "integer pairs"),
+    ("span bool", pair("s3", chosen_spans=[[True, 3]]), "integer pairs"),
+    ("span past the end", pair("s4", rejected_spans=[[40, 99]]),
+     "'rejected_spans': span [40, 99] is not inside 0..53 with start <= end"),
+    ("span negative", pair("s5", chosen_spans=[[-1, 3]]), "is not inside 0..52"),
+    ("span start > end", pair("s6", chosen_spans=[[9, 4]]), "span [9, 4] is not inside"),
+    ("spans overlap", pair("s7", chosen_spans=[[10, 20], [0, 12]]), "spans [0, 12] and [10, 20] overlap"),
+    ("spans not a list", pair("s8", chosen_spans="0-3"), "'chosen_spans' must be a list"),
+    ("spans without text", {"id": "s9", "prompt": "p", "response": "r", "chosen_spans": [[0, 1]]},
+     "missing required field 'chosen'"),
+    ("label count", pair("l1", chosen_sentence_labels=[1]),
+     "'chosen_sentence_labels' has 1 labels but 'chosen' has 2 sentences"),
+    ("label not 0/1", pair("l2", rejected_sentence_labels=[0, 2]), "must be a list of 0 or 1"),
+    ("label bool", pair("l3", rejected_sentence_labels=[False, True]), "must be a list of 0 or 1"),
+    ("path escapes", pair("p1", video="../outside.mp4"), "'video' path '../outside.mp4' leaves the record file's folder"),
+    ("path absolute", pair("p2", video="/etc/hostname"), "'video' path '/etc/hostname' is absolute"),
+    ("image escapes", pair("p3", video=None, images=["images/a.jpg", "../../x.jpg"]), "'images[1]' path"),
+    ("media missing", pair("p4", video="videos/nope.mp4"), "'video' file not found:"),
+    ("empty path", pair("p5", video=""), "'video' must be a non-empty path string"),
+    ("rejected_video missing ops", pair("r1", rejected_video={"source": "videos/v1.mp4"}),
+     "'rejected_video' needs"),
+    ("rejected_video bad key", pair("r2", rejected_video={"source": "videos/v1.mp4", "opps": []}),
+     "unknown key in 'rejected_video' 'opps' (did you mean 'ops'?)"),
+    ("rejected_video ops malformed", pair("r3", rejected_video={"source": "videos/v1.mp4", "ops": ["reverse"]}),
+     "'rejected_video.ops' must be a list of {'op': name, ...} objects"),
+    ("rejected_video escapes", pair("r4", rejected_video={"video": "../outside.mp4"}), "'rejected_video.video' path"),
+    ("duplicate id", pair("video-pair"), "duplicate id 'video-pair' (first on line 1)"),
+]
+
+
+def test_every_bad_line_is_skipped_with_its_reason_and_good_lines_are_all_read(folder):
+    lines, expected = [], []  # good lines around every bad one: G B G B ... G
+    for i, (_, bad, reason) in enumerate(BAD):
+        lines.append(GOOD[i % len(GOOD)] if i < len(GOOD) else pair(f"filler-{i}"))
+        lines.append(bad)
+        expected.append((len(lines), reason))
+    lines += GOOD[len(BAD):] + [pair("last")]
+    path = write_lines(folder / "records.jsonl", lines)
+
+    records, skipped = read_records(path, "pair")
+
+    assert len(skipped) == len(BAD), [s.reason for s in skipped]
+    for (what, _, reason), (line, _), s in zip(BAD, expected, skipped):
+        assert s.source == f"{path}:{line}", what
+        assert reason in s.reason, (what, s.reason)
+    n_good = len(lines) - len(BAD)
+    assert len(records) == n_good and all(isinstance(r, Record) for r in records)
+    assert records[0].source == f"{path}:1"
+
+
+def test_skipped_lines_keep_their_id_when_they_have_one(folder):
+    path = write_lines(folder / "r.jsonl", [pair("ok"), pair("bad", chosen=""), b"{oops", pair(42, zzz=1)])
+    _, skipped = read_records(path, "pair")
+    assert [s.id for s in skipped] == ["bad", None, "42"]
+
+
+@pytest.mark.parametrize("what,bad,reason", BAD[:-1], ids=[b[0] for b in BAD[:-1]])
+def test_strict_mode_raises_at_the_first_bad_line(folder, what, bad, reason):
+    path = write_lines(folder / "strict.jsonl", [pair("first"), bad, pair("third")])
+    with pytest.raises(RecordError) as info:
+        read_records(path, "pair", strict=True)
+    assert str(info.value).startswith(f"{path}:2: ") and reason in str(info.value)
+
+
+def test_strict_mode_reads_a_clean_file(folder):
+    path = write_lines(folder / "clean.jsonl", GOOD)
+    records, skipped = read_records(path, "pair", strict=True)
+    assert len(records) == len(GOOD) and skipped == []
+
+
+def test_fields_are_converted_and_paths_resolved(folder):
+    path = write_lines(folder / "records.jsonl", GOOD)
+    by_id = {r.id: r for r in read_records(path, "pair")[0]}
+    assert by_id["video-pair"].video == str(folder / "videos/v1.mp4")
+    assert by_id["image-pair"].images == [str(folder / "images/a.jpg"), str(folder / "images/b.jpg")]
+    assert by_id["text-only"].video is None and by_id["text-only"].images is None
+    assert by_id["spans"].chosen_spans == [(19, 23)] and CHOSEN[19:23] == "left"
+    assert by_id["labels"].rejected_sentence_labels == [0, 1]
+    assert by_id["conditional"].rejected_video == {"source": str(folder / "videos/v1.mp4"), "ops": [{"op": "reverse"}]}
+    assert by_id["other-video"].rejected_video == {"video": str(folder / "videos/v2.mp4")}
+    assert by_id["other-video"].difficulty == 0.4 and by_id["other-video"].meta == {"seed": 7}
+    assert "17" in by_id and by_id["trl"].images is None
+    hashed = [i for i in by_id if i.startswith("sha1:")]
+    assert len(hashed) == 1 and len(hashed[0]) == len("sha1:") + 12
+
+
+def test_ids_from_content_survive_reordering(folder):
+    lines = [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(3)]
+    a = read_records(write_lines(folder / "a.jsonl", lines), "pair")[0]
+    b = read_records(write_lines(folder / "b.jsonl", lines[::-1]), "pair")[0]
+    assert {r.prompt: r.id for r in a} == {r.prompt: r.id for r in b}
+
+
+def test_identical_lines_without_ids_are_duplicates(folder):
+    line = {"prompt": "q", "chosen": "a", "rejected": "b"}
+    records, skipped = read_records(write_lines(folder / "d.jsonl", [line, line]), "pair")
+    assert len(records) == 1 and "duplicate id" in skipped[0].reason
+
+
+def test_path_rules_can_be_relaxed(folder):
+    outside = str(folder.parent / "outside.mp4")
+    lines = [pair("up", video="../outside.mp4"), pair("abs", video=outside), pair("gone", video="videos/none.mp4")]
+    path = write_lines(folder / "p.jsonl", lines)
+    records, skipped = read_records(path, "pair", allow_absolute_paths=True, check_media=False)
+    assert [r.video for r in records] == [outside, outside, str(folder / "videos/none.mp4")] and not skipped
+    records, skipped = read_records(path, "pair", check_media=False)
+    assert [r.id for r in records] == ["gone"] and len(skipped) == 2
+
+
+@pytest.mark.parametrize("kind,line,reason", [
+    ("sft", {"id": "s", "prompt": "p", "chosen": "c", "rejected": "r"}, "missing required field 'response'"),
+    ("sft", {"id": "s", "prompt": "p", "response": " "}, "'response' is empty"),
+    ("grpo", {"id": "g", "answer": "yes"}, "missing required field 'prompt'"),
+    ("grpo", {"id": "g", "prompt": "p", "truth": "yes"}, "'truth' must be an object"),
+    ("sft", {"question": "q", "answer_masked": "a", "pred_masked": "b"}, "RRPO release lines are preference pairs, but this file is read as sft"),
+])
+def test_kind_specific_rules(folder, kind, line, reason):
+    path = write_lines(folder / "k.jsonl", [line])
+    records, skipped = read_records(path, kind, check_media=False)
+    assert not records and reason in skipped[0].reason
+
+
+def test_sft_and_grpo_records(folder):
+    lines = [{"id": "s", "video": "videos/v1.mp4", "prompt": "Describe.", "response": "A red circle."},
+             {"id": "g", "prompt": "How many?", "answer": "2", "truth": {"kind": "count"}}]
+    path = write_lines(folder / "sg.jsonl", lines)
+    (s,), _ = read_records(path, "sft")
+    assert s.response == "A red circle." and s.video == str(folder / "videos/v1.mp4")
+    records, skipped = read_records(path, "grpo")
+    assert [r.id for r in records] == ["s", "g"] and records[1].truth == {"kind": "count"}
+
+
+def test_missing_or_unreadable_file_is_a_record_error(tmp_path):
+    with pytest.raises(RecordError, match="cannot read record file"):
+        read_records(tmp_path / "nope.jsonl", "pair")
+    with pytest.raises(RecordError, match="cannot read record file"):
+        read_records(tmp_path, "pair")
+
+
+def test_blank_lines_bom_and_crlf_are_tolerated(folder):
+    path = folder / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(pair("a")).encode() + b"\r\n\r\n  \n" + json.dumps(pair("b")).encode())
+    records, skipped = read_records(path, "pair")
+    assert [r.id for r in records] == ["a", "b"] and [r.source for r in records] == [f"{path}:1", f"{path}:4"]
+
+
+def test_unknown_kind_is_a_value_error(folder):
+    with pytest.raises(ValueError, match="kind must be one of"):
+        read_records(folder / "x.jsonl", "dpo")
+
+
+# ---------------------------------------------------------------- sentence splitter
+
+
+@pytest.mark.parametrize("text,sentences", [
+    (CHOSEN, ["A red circle moves left.", "Then a blue square appears."]),
+    ("Really?! Yes.", ["Really?!", "Yes."]),
+    ("No final stop", ["No final stop"]),
+    ("  Lead.   Trail.  ", ["Lead.", "Trail."]),
+    ("It costs 3.5 dollars. Ok", ["It costs 3.5 dollars.", "Ok"]),
+    ('He said "hi." Then left.', ['He said "hi."', "Then left."]),
+    ("One.\nTwo.\tThree...", ["One.", "Two.", "Three..."]),
+    ("Dr. Smith came.", ["Dr.", "Smith came."]),  # documented: no abbreviation list
+    ("", []),
+    ("   ", []),
+])
+def test_sentence_spans(text, sentences):
+    spans = sentence_spans(text)
+    assert [text[a:b] for a, b in spans] == sentences
+    assert all(a < b for a, b in spans) and all(p[1] < q[0] for p, q in zip(spans, spans[1:]))
+
+
+def test_world_captions_split_into_their_sentences():
+    from mmalign.world.scene import sample_scene
+    from mmalign.world.text import caption, caption_sentences
+
+    for seed in range(20):
+        scene = sample_scene(seed)
+        text = caption(scene)
+        assert [text[a:b] for a, b in sentence_spans(text)] == caption_sentences(scene)
+
+
+def test_world_pairs_are_valid_records(tmp_path):
+    """The synthetic world's pairs (empty spans for insertions included) pass validation."""
+    from mmalign.world.scene import sample_scene
+    from mmalign.world.text import hallucinated_caption
+
+    lines = [{"id": f"w{seed}", "prompt": "Describe.", **{k: v for k, v in hallucinated_caption(
+        sample_scene(seed), np.random.default_rng(seed)).items() if k != "kind"}} for seed in range(30)]
+    records, skipped = read_records(write_lines(tmp_path / "w.jsonl", lines), "pair")
+    assert skipped == [] and len(records) == 30
+
+
+# ---------------------------------------------------------------- RRPO tags
+
+
+@pytest.mark.parametrize("tagged,text,phrases", [
+    ("This is a <MASK> correct </MASK> or <MASK> preferred </MASK> answer.",
+     "This is a correct or preferred answer.", ["correct", "preferred"]),
+    ("a <MASK>red</MASK> car", "a red car", ["red"]),
+    ("<MASK> The </MASK> cat", "The cat", ["The"]),
+    ("It moves <MASK> left </MASK>.", "It moves left.", ["left"]),
+    ("no tags at all", "no tags at all", []),
+    ("x <MASK> </MASK>y", "x y", [""]),
+])
+def test_mask_tags_to_spans(tagged, text, phrases):
+    plain, spans = mask_tags_to_spans(tagged)
+    assert plain == text and [plain[a:b] for a, b in spans] == phrases
+    assert mask_tags_to_spans(spans_to_mask_tags(plain, spans)) == (plain, spans)
+
+
+def test_spans_to_mask_tags_writes_padded_tags():
+    assert spans_to_mask_tags("a red car", [(2, 5)]) == "a <MASK> red </MASK> car"
+
+
+@pytest.mark.parametrize("tagged,error", [
+    ("a <MASK> b <MASK> c </MASK>", "nested"),
+    ("a </MASK> b", "without <MASK>"),
+    ("a <MASK> b", "never closed"),
+])
+def test_bad_mask_tags(tagged, error):
+    with pytest.raises(ValueError, match=error):
+        mask_tags_to_spans(tagged)
+
+
+@pytest.mark.parametrize("text,spans,error", [
+    ("abc", [(0, 5)], "not inside"), ("abcdef", [(0, 3), (2, 4)], "overlap"), ("a <MASK> b", [(0, 1)], "already"),
+])
+def test_spans_to_mask_tags_rejects_bad_spans(text, spans, error):
+    with pytest.raises(ValueError, match=error):
+        spans_to_mask_tags(text, spans)
+
+
+def rrpo_line(**kw):
+    return {"question": "<image>\nWhat happens?", "answer": "The ball rolls left.", "pred": "The ball rolls right.",
+            "answer_masked": "The ball rolls <MASK> left </MASK>.", "pred_masked": "The ball rolls <MASK> right </MASK>.",
+            "src": "sharegpt", "sample_id": 3, "media_path": "videos/v1.mp4", **kw}
+
+
+def test_rrpo_release_lines_are_converted(folder):
+    path = write_lines(folder / "rrpo.jsonl", [rrpo_line()])
+    (r,), skipped = read_records(path, "pair")
+    assert not skipped
+    assert (r.id, r.prompt, r.chosen, r.rejected) == ("3", "What happens?", "The ball rolls left.", "The ball rolls right.")
+    assert r.chosen[slice(*r.chosen_spans[0])] == "left" and r.rejected[slice(*r.rejected_spans[0])] == "right"
+    assert r.video == str(folder / "videos/v1.mp4") and r.meta == {"src": "sharegpt", "format": "rrpo"}
+
+
+@pytest.mark.parametrize("change,reason", [
+    (dict(answer="The ball rolls  left."), "'answer_masked' without its tags is not 'answer'"),
+    (dict(pred_masked="The ball <MASK> rolls right."), "'pred_masked': <MASK> never closed"),
+    (dict(question=None), "'question' must be a string"),
+    (dict(pred_masked=None, pred=None), "'pred_masked' must be a string"),
+    (dict(media_path="../outside.mp4"), "leaves the record file's folder"),
+])
+def test_bad_rrpo_lines_are_skipped(folder, change, reason):
+    path = write_lines(folder / "rrpo.jsonl", [rrpo_line(sample_id="ok"), rrpo_line(**change)])
+    records, skipped = read_records(path, "pair")
+    assert [r.id for r in records] == ["ok"] and reason in skipped[0].reason
+
+
+# ---------------------------------------------------------------- Mask-DPO
+
+
+def mask_dpo_line(**kw):
+    return {"prompt": [{"role": "system", "content": "Be factual."}, {"role": "user", "content": "Who was Ada?"}],
+            "chosen": [{"role": "assistant", "content": "Ada wrote programs. She lived in London."}],
+            "rejected": [{"role": "assistant", "content": "Ada wrote poems. She lived in London."}],
+            "chosen_item": {"sents": ["Ada wrote programs. ", "She lived in London."],
+                            "type": ["no_hallucination", "no_hallucination"]},
+            "rejected_item": {"sents": ["Ada wrote poems.", "She lived in London."],
+                              "type": ["hallucination", "no_hallucination"]},
+            "domain": "people", **kw}
+
+
+def test_mask_dpo_lines_are_converted(folder):
+    path = write_lines(folder / "mdpo.jsonl", [mask_dpo_line(id="m1")])
+    (r,), skipped = read_records(path, "pair")
+    assert not skipped
+    assert r.prompt == "Who was Ada?" and r.chosen == "Ada wrote programs. She lived in London."
+    assert r.chosen_sentence_labels == [1, 1] and r.rejected_sentence_labels == [0, 1]
+    assert r.meta == {"domain": "people", "format": "mask_dpo", "system": "Be factual."}
+    assert r.video is None
+
+
+@pytest.mark.parametrize("change,reason", [
+    # "Dr." ends a sentence for sentence_spans: 2 sents would become 3 sentences
+    (dict(rejected_item={"sents": ["Dr. Ada wrote poems.", "She lived in London."], "type": ["hallucination",
+                                                                                            "no_hallucination"]},
+          rejected=None), "splits into 3 sentences, 'sents' has 2"),
+    # same count, other boundaries: the labels would land on other sentences
+    (dict(rejected_item={"sents": ["Ada wrote. poems", "She lived in London."], "type": ["hallucination",
+                                                                                        "no_hallucination"]},
+          rejected=None), "sentence 0 splits as 'Ada wrote.', 'sents' has 'Ada wrote. poems'"),
+    (dict(chosen_item={"sents": ["A.", "B."], "type": ["no_hallucination"]}), "has 2 sents but 1 types"),
+    (dict(chosen_item={"sents": ["A."], "type": ["maybe"]}), "'chosen_item.type' must be a list of"),
+    (dict(chosen_item=["A."]), "'chosen_item' must be an object"),
+    (dict(chosen=[{"role": "assistant", "content": "Something else."}]), "'chosen' differs from the joined"),
+    (dict(prompt=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                  {"role": "user", "content": "c"}]), "prompt messages must be [system?, user]"),
+    (dict(prompt=None), "'prompt' must be a string or a list of chat messages"),
+])
+def test_bad_mask_dpo_lines_are_skipped(folder, change, reason):
+    path = write_lines(folder / "mdpo.jsonl", [mask_dpo_line(id="ok"), mask_dpo_line(id="bad", **change)])
+    records, skipped = read_records(path, "pair")
+    assert [r.id for r in records] == ["ok"] and skipped[0].id == "bad"
+    assert reason in skipped[0].reason, skipped[0].reason
+
+
+def test_mask_dpo_question_and_string_fields(folder):
+    line = mask_dpo_line(id="q", question="Who?", chosen="Ada wrote programs.  She lived in London.")
+    del line["prompt"]
+    (r,), _ = read_records(write_lines(folder / "q.jsonl", [line]), "pair")
+    assert r.prompt == "Who?" and r.meta == {"domain": "people", "format": "mask_dpo"}
+
+
+# ---------------------------------------------------------------- writing back
+
+
+def test_write_then_read_gives_the_same_records(folder):
+    lines = GOOD + [rrpo_line(media_path="videos/v2.mp4"), mask_dpo_line(id="md")]
+    records, _ = read_records(write_lines(folder / "in.jsonl", lines), "pair")
+    for out in (folder / "out.jsonl", folder / "videos" / "nested.jsonl", folder.parent / "up.jsonl"):
+        write_records(out, records)
+        again, skipped = read_records(out, "pair", allow_absolute_paths=True)
+        assert not skipped
+        assert [_without_source(r) for r in again] == [_without_source(r) for r in records]
+
+
+def test_written_paths_are_relative_inside_the_folder_and_absolute_outside(folder):
+    outside = str(folder.parent / "outside.mp4")
+    records, _ = read_records(write_lines(folder / "in.jsonl", [pair("in"), pair("out", video=outside)]), "pair",
+                              allow_absolute_paths=True)
+    write_records(folder / "out.jsonl", records)
+    rows = [json.loads(line) for line in (folder / "out.jsonl").read_text().splitlines()]
+    assert rows[0]["video"] == "videos/v1.mp4" and rows[1]["video"] == outside
+    assert "source" not in rows[0] and list(rows[0])[0] == "id"
+
+
+def _without_source(r: Record) -> dict:
+    d = dict(vars(r))
+    d.pop("source")
+    return d
+
+
+def test_skipped_is_a_plain_record_of_the_problem():
+    s = Skipped("f.jsonl:3", None, "why")
+    assert (s.source, s.id, s.reason) == ("f.jsonl:3", None, "why")
