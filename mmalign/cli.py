@@ -23,7 +23,8 @@ def cmd_train(args) -> int:
     from mmalign.config import load_config
     from mmalign.train.recipe import train
 
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
+    cfg = load_config(args.config, overrides)
     train(cfg, resume=args.resume)
     return 0
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config, e.g. configs/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-5")
     p.add_argument("--resume", action="store_true", help="Continue the run in output_dir from its last checkpoint.")
+    p.add_argument("--strict", action="store_true", help="Fail on the first unusable record or media file.")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("world", help="Write a synthetic raw-video folder with ground truth.")

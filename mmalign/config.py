@@ -106,6 +106,18 @@ class GrpoConfig:
     rewards: list[dict] = _f([{"name": "answer_match", "weight": 1.0}],
                              "Weighted reward terms: [{name, weight, ...term options}].")
     fallback_reward: float = _f(0.0, "Reward used when a term raises or returns NaN for a sample.")
+    micro_batch_size: int | None = _f(None, "Sequences per forward/backward pass (None = the whole rollout "
+                                            "batch, train.batch_size x num_generations); bounds memory only.")
+    eval_records: int | None = _f(64, "Held-out records scored (greedy) before and after training (None = all).")
+
+    def __post_init__(self):
+        # Reward names and options are checked with the config, before any stage or model loads.
+        from mmalign.rewards import RewardConfigError, RewardSet
+
+        try:
+            RewardSet.from_config(self.rewards, self.fallback_reward)
+        except RewardConfigError as e:
+            raise ConfigError(str(e)) from None
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 from mmalign.config import DataConfig
 from mmalign.data.collate import (AlignmentError, Sequence, collate_sequences, encode_response, sentence_keep_weights,
                                   span_weights)
-from mmalign.data.records import Record, Skipped, sentence_spans
+from mmalign.data.records import Record, RecordError, Skipped, sentence_spans
 from mmalign.data.video import MediaError, load_image, load_video
 from mmalign.data.video_ops import apply_ops
 from mmalign.models.backbone import encode_prompt
@@ -66,11 +66,13 @@ class RecordDataset(torch.utils.data.Dataset):
         r = self.records[i]
         try:
             example = Example(r, self.encode(r))
+            too_long = max(len(s) for s in example.sequences)
+            if too_long > self.cfg.max_length:
+                raise ValueError(f"{too_long} tokens > data.max_length={self.cfg.max_length}")
         except (MediaError, AlignmentError, ValueError) as e:
+            if self.cfg.strict:
+                raise RecordError(f"{r.source}: {e}") from e
             return Skipped(r.source, r.id, str(e))
-        too_long = [len(s) for s in example.sequences if len(s) > self.cfg.max_length]
-        if too_long:
-            return Skipped(r.source, r.id, f"{max(too_long)} tokens > data.max_length={self.cfg.max_length}")
         return example
 
     def prompt(self, r: Record, video=None):

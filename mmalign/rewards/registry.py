@@ -51,12 +51,13 @@ class RewardFn:
     fn: Callable
     scope: str = "sample"
     refers: tuple[str, ...] = ()    # options whose value names an earlier term (its label)
+    check: Callable | None = None   # check(options) at start-up, raising on options that cannot run
 
 
 REGISTRY: dict[str, RewardFn] = {}
 
 
-def reward(name: str, scope: str = "sample", refers: tuple[str, ...] = ()):
+def reward(name: str, scope: str = "sample", refers: tuple[str, ...] = (), check: Callable | None = None):
     """Register `fn` as the reward term `name` (see the module docstring for the two scopes)."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
@@ -64,7 +65,7 @@ def reward(name: str, scope: str = "sample", refers: tuple[str, ...] = ()):
     def register(fn: Callable) -> Callable:
         if name in REGISTRY and REGISTRY[name].fn is not fn:
             raise ValueError(f"reward {name!r} is already registered (by {REGISTRY[name].fn.__module__})")
-        entry = RewardFn(name, fn, scope, tuple(refers))
+        entry = RewardFn(name, fn, scope, tuple(refers), check)
         REGISTRY[name] = entry
         fn.reward_term = entry
         return fn
@@ -114,4 +115,4 @@ def _import_function(spec: str) -> RewardFn:
     if not callable(fn):
         raise UnknownReward(f"reward {spec!r} is not a function")
     entry = getattr(fn, "reward_term", None)
-    return RewardFn(spec, fn, entry.scope, entry.refers) if entry else RewardFn(spec, fn)
+    return RewardFn(spec, fn, entry.scope, entry.refers, entry.check) if entry else RewardFn(spec, fn)

@@ -130,6 +130,8 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
     accelerator = Accelerator(mixed_precision=mixed, log_with=t.report_to or None, project_dir=str(stage_dir))
     set_seed(t.seed)
     main = accelerator.is_main_process
+    if t.report_to:
+        accelerator.init_trackers(stage_dir.name, config=flat_config(cfg))
 
     # -- data first: a bad file fails before the model loads
     records, skipped = load_data(cfg, cfg.data.train_file)
@@ -239,7 +241,7 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
         if state["bad_steps"] >= t.max_bad_steps:
             raise FloatingPointError(f"{state['bad_steps']} consecutive steps had a NaN/inf loss or gradient "
                                      f"(last at step {state['step']}); stopping. Lower train.lr or check the data.")
-        if t.save_every and state["step"] % t.save_every == 0 and main:
+        if t.save_every and state["step"] % t.save_every == 0 and main and finite:
             save_checkpoint(ckpt_dir, accelerator.unwrap_model(scorer).model, optimizer, scheduler, state)
         if os.environ.get("MMALIGN_KILL_AFTER_STEP") == str(state["step"]):
             os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the kill -9 / resume tests
@@ -287,6 +289,16 @@ def mean_metrics(rows: list[dict]) -> dict:
         return {}
     return {k: float(torch.stack([torch.as_tensor(r[k], dtype=torch.float32) for r in rows]).mean())
             for k in rows[0]}
+
+
+def flat_config(cfg: RunConfig) -> dict:
+    """Scalar config values by dotted key, as trackers (TensorBoard hparams) take them."""
+    flat = {}
+    for section, values in to_dict(cfg).items():
+        for key, value in (values.items() if isinstance(values, dict) else [("", values)]):
+            if isinstance(value, (int, float, str, bool)):
+                flat[f"{section}.{key}".rstrip(".")] = value
+    return flat
 
 
 def reduce_metrics(accelerator, loss: torch.Tensor, metrics: dict) -> tuple[torch.Tensor, dict]:

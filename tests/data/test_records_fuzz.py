@@ -21,7 +21,7 @@ json_values = st.recursive(
     max_leaves=12,
 )
 sentences = st.lists(st.sampled_from(["A red ball.", "It moves left!", "Dr. Who", "3.5 apples?", " ", ""]),
-                     max_size=4).map(" ".join)
+                     min_size=1, max_size=4).map(" ".join)
 plausible = st.one_of(
     sentences,
     st.sampled_from(["v.mp4", "../v.mp4", "/abs/v.mp4", "", "a\x00b", "<MASK> x </MASK> y", "x </MASK>"]),

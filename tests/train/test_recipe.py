@@ -97,3 +97,28 @@ def test_bad_records_are_skipped_counted_and_the_run_goes_on(tmp_path, world, ti
     assert summary["skipped"] == 6  # the five above plus the malformed line (no id)
     assert any("pairs.jsonl:3" in s["source"] for s in summary["skipped_records"])
     assert summary["steps"] >= 2
+
+
+def test_strict_turns_a_skip_into_a_failure(tmp_path, world, tiny_dir):
+    rows = [json.loads(line) for line in (world / "pairs_train.jsonl").read_text().splitlines()][:3]
+    for r in rows:
+        r["video"] = str(world / r["video"])
+    rows[1]["video"] = str(tmp_path / "missing.mp4")
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = config(tmp_path, world, tiny_dir)
+    raw["data"].update(train_file=str(tmp_path / "pairs.jsonl"), allow_absolute_paths=True)
+    proc = run_cli(raw, tmp_path, "--strict")
+    assert proc.returncode == 2
+    assert "pairs.jsonl:2" in proc.stderr and "missing.mp4" in proc.stderr
+
+
+def test_nan_steps_are_skipped_then_the_run_stops(tmp_path, world, tiny_dir):
+    raw = config(tmp_path, world, tiny_dir, train={"max_steps": 6, "batch_size": 2, "lr": 1e30,
+                                                   "max_bad_steps": 2, "warmup_ratio": 0.0})
+    # A learning rate of 1e30 makes the weights overflow after the first update: from then on every loss
+    # is NaN; the guard skips those steps and stops after two in a row.
+    with pytest.raises(FloatingPointError, match="2 consecutive steps"):
+        train(build_config(raw))
+    rows = metrics(Path(raw["output_dir"]))
+    assert [r.get("nonfinite_step_skipped", False) for r in rows] == [False, True, True]
+    assert not (Path(raw["output_dir"]) / "final").exists()  # nothing written from a NaN state

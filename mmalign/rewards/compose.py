@@ -1,0 +1,190 @@
+"""The configured reward: a weighted sum of named terms, R = sum_k w_k r_k.
+
+Built once at start-up from `grpo.rewards` (a misnamed term, an unknown option, or a term
+referring to one that is not listed before it fails here, before any model loads). Terms run
+in config order; each sees the raw values of the terms before it in `sample.scores` (the
+length penalty reads correctness from there). A term that raises, or returns NaN / inf, for a
+sample gives that sample the fallback value for that term (the term's `fallback`, else
+`grpo.fallback_reward`); the failure is logged with the record id and returned in
+`Rewards.errors` for the trainer to count and write out.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+import math
+from dataclasses import dataclass
+
+from mmalign.rewards.registry import RewardFn, Sample, UnknownReward, lookup
+
+log = logging.getLogger("mmalign.rewards")
+
+RESERVED = ("name", "weight", "label", "fallback")
+
+
+class RewardConfigError(ValueError):
+    """A reward entry that cannot run: unknown name, unknown or missing option, bad reference."""
+
+
+@dataclass(frozen=True)
+class Term:
+    label: str          # the name in logs and in `sample.scores` (default: the reward's name)
+    reward: RewardFn
+    weight: float
+    fallback: float
+    options: dict
+
+
+@dataclass
+class Rewards:
+    total: "torch.Tensor"          # [N] float32, sum_k w_k r_k
+    terms: dict[str, list[float]]  # label -> [N] raw values (before the weight)
+    errors: list[dict]             # {record_id, term, index, error, completion}
+
+    def metrics(self) -> dict[str, float]:
+        out = {"reward": float(self.total.mean()),
+               "reward_std": float(self.total.std()) if self.total.numel() > 1 else 0.0}
+        out.update({f"rewards/{label}": sum(v) / len(v) for label, v in self.terms.items()})
+        out["reward_errors"] = len(self.errors)
+        for label in self.terms:
+            n = sum(e["term"] == label for e in self.errors)
+            if n:
+                out[f"reward_errors/{label}"] = n
+        return out
+
+
+class RewardSet:
+    def __init__(self, terms: list[Term]):
+        if not terms:
+            raise RewardConfigError("grpo.rewards is empty: name at least one reward term")
+        self.terms = terms
+
+    @classmethod
+    def from_config(cls, entries: list[dict], fallback: float = 0.0, where: str = "grpo.rewards") -> RewardSet:
+        terms = []
+        for i, entry in enumerate(entries):
+            path = f"{where}[{i}]"
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise RewardConfigError(f"{path}: expected a mapping with a 'name', got {entry!r}")
+            try:
+                fn = lookup(entry["name"])
+            except UnknownReward as e:
+                raise RewardConfigError(f"{path}: {e}") from None
+            options = {k: v for k, v in entry.items() if k not in RESERVED}
+            label = str(entry.get("label", fn.name))
+            if label in {t.label for t in terms}:
+                raise RewardConfigError(f"{path}: a term labelled {label!r} is already listed; "
+                                        "give one of them another `label`")
+            try:
+                check_options(fn, options)
+                if fn.check:
+                    fn.check(options)
+            except (UnknownReward, ValueError, TypeError) as e:
+                raise RewardConfigError(f"{path}: {e}") from None
+            defaults = {k: p.default for k, p in inspect.signature(fn.fn).parameters.items()}
+            for key in fn.refers:
+                ref = options.get(key, defaults.get(key))
+                if ref is not None and ref not in {t.label for t in terms}:
+                    raise RewardConfigError(f"{path}.{key}: {ref!r} must name a term listed before "
+                                            f"{label!r}; listed before it: {[t.label for t in terms]}")
+            terms.append(Term(label, fn, _number(entry.get("weight", 1.0), f"{path}.weight"),
+                              _number(entry.get("fallback", fallback), f"{path}.fallback"), options))
+        return cls(terms)
+
+    def __call__(self, samples: list[Sample], group_size: int) -> Rewards:
+        """Score `samples` (groups of `group_size` consecutive samples, one group per prompt)."""
+        import torch  # here, not at import: configs validate their rewards without loading torch
+
+        if len(samples) % group_size:
+            raise ValueError(f"{len(samples)} samples do not split into groups of {group_size}")
+        values, errors = {}, []
+        for term in self.terms:
+            raw = (_per_sample(term, samples) if term.reward.scope == "sample"
+                   else _per_group(term, samples, group_size))
+            vals = []
+            for i, (s, v) in enumerate(zip(samples, raw)):
+                problem = _problem(v)
+                if problem:
+                    errors.append(_failure(term, s, i % group_size, problem))
+                    v = term.fallback
+                s.scores[term.label] = float(v)
+                vals.append(float(v))
+            values[term.label] = vals
+        total = torch.zeros(len(samples), dtype=torch.float64)
+        for term in self.terms:
+            total += term.weight * torch.tensor(values[term.label], dtype=torch.float64)
+        return Rewards(total.float(), values, errors)
+
+    @property
+    def labels(self) -> list[str]:
+        return [t.label for t in self.terms]
+
+
+def _per_sample(term: Term, samples: list[Sample]) -> list:
+    out = []
+    for s in samples:
+        try:
+            out.append(term.reward.fn(s, **term.options))
+        except Exception as e:  # a user's term may fail in any way: that sample gets the fallback
+            out.append(e)
+    return out
+
+
+def _per_group(term: Term, samples: list[Sample], group_size: int) -> list:
+    out = []
+    for start in range(0, len(samples), group_size):
+        group = samples[start:start + group_size]
+        try:
+            vals = list(term.reward.fn(group, **term.options))
+            if len(vals) != len(group):
+                raise ValueError(f"returned {len(vals)} values for a group of {len(group)}")
+        except Exception as e:
+            vals = [e] * len(group)
+        out.extend(vals)
+    return out
+
+
+def _problem(value) -> str | None:
+    """Why `value` cannot be a reward (an exception a term raised or returned, NaN, inf, not a
+    number), or None."""
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return f"returned {value!r}, not a number"
+    return None if math.isfinite(v) else f"returned {v}"
+
+
+def _failure(term: Term, s: Sample, index: int, problem: str) -> dict:
+    log.warning("reward %r failed on record %s (sample %d): %s; counted as %s",
+                term.label, s.record_id, index, problem, term.fallback)
+    return {"record_id": s.record_id, "term": term.label, "index": index, "error": problem,
+            "completion": s.completion[:200]}
+
+
+def check_options(fn: RewardFn, options: dict, where: str = "") -> None:
+    """Raise ValueError naming an option `fn` does not take, or a required one missing
+    (`where` prefixes the message)."""
+    where = f"{where}: " if where else ""
+    params = list(inspect.signature(fn.fn).parameters.values())[1:]  # the first takes the sample(s)
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    known = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for key in options:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise ValueError(f"{where}reward {fn.name!r} has no option {key!r}"
+                                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                                    + f"; its options: {', '.join(known) or 'none'}")
+    missing = [p.name for p in params if p.default is p.empty and p.name in known and p.name not in options]
+    if missing:
+        raise ValueError(f"{where}reward {fn.name!r} needs option(s) {', '.join(missing)}")
+
+
+def _number(value, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RewardConfigError(f"{path}: expected a finite number, got {value!r}")
+    return float(value)
