@@ -71,6 +71,12 @@ class DataConfig:
     system_prompt: str | None = _f(None, "System message for the chat template (None = the template's default).")
     allow_absolute_paths: bool = _f(False, "Let records name media outside their file's folder.")
     strict: bool = _f(False, "Turn every skipped record or media file into a failure.")
+    curriculum: Literal["shuffle", "ordered", "bucketed", "rising_cap"] = _f(
+        "shuffle", "Record order: shuffled, or easy-to-hard by `difficulty` (see mmalign/train/curriculum.py).")
+    curriculum_buckets: int = _f(4, "Buckets of the `bucketed` curriculum.")
+    curriculum_start: float = _f(0.25, "Initial competence c0 of the `rising_cap` curriculum.")
+    difficulty_min: float | None = _f(None, "Keep only records with difficulty >= this (e.g. one TEMPLE strength).")
+    difficulty_max: float | None = _f(None, "Keep only records with difficulty <= this.")
 
 
 @dataclass

@@ -27,6 +27,7 @@ from mmalign.data.records import RecordError, read_records
 from mmalign.io import append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl
 from mmalign.models.backbone import family_of, freeze_vision, load_backbone
 from mmalign.train.checkpoint import is_final, latest_checkpoint, load_checkpoint, save_checkpoint, save_final
+from mmalign.train.curriculum import OrderSampler, visit_order
 from mmalign.train.methods import KL_METHODS, compute_loss, preference_margins
 from mmalign.train.reference import ModelReference, PrecomputedReference, model_fingerprint
 from mmalign.train.scoring import TokenScorer
@@ -97,26 +98,25 @@ def apply_lora(model, cfg):
 
 
 def load_data(cfg: RunConfig, path: str | None):
+    """Records of `path` within the configured difficulty range."""
     if not path:
         return [], []
-    return read_records(path, record_kind(cfg.method), strict=cfg.data.strict,
-                        allow_absolute_paths=cfg.data.allow_absolute_paths)
+    d = cfg.data
+    records, skipped = read_records(path, record_kind(cfg.method), strict=d.strict,
+                                    allow_absolute_paths=d.allow_absolute_paths)
+    if d.difficulty_min is not None or d.difficulty_max is not None:
+        lo = -math.inf if d.difficulty_min is None else d.difficulty_min
+        hi = math.inf if d.difficulty_max is None else d.difficulty_max
+        records = [r for r in records if r.difficulty is not None and lo <= r.difficulty <= hi]
+    return records, skipped
 
 
-class EpochSampler(torch.utils.data.Sampler):
-    """Seeded permutation per epoch, all epochs in one stream: a resumed run skips exactly the
-    micro-batches it had consumed and sees the same order after them."""
-
-    def __init__(self, n: int, epochs: int, seed: int):
-        self.n, self.epochs, self.seed = n, epochs, seed
-
-    def __iter__(self):
-        for epoch in range(self.epochs):
-            g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
-            yield from torch.randperm(self.n, generator=g).tolist()
-
-    def __len__(self):
-        return self.n * self.epochs
+def record_order(cfg: RunConfig, records) -> list[int]:
+    d, t = cfg.data, cfg.train
+    if d.curriculum != "shuffle" and any(r.difficulty is None for r in records):
+        raise ValueError(f"data.curriculum={d.curriculum} needs a `difficulty` on every record")
+    return visit_order([r.difficulty or 0.0 for r in records], t.epochs, t.seed, d.curriculum,
+                       d.curriculum_buckets, d.curriculum_start)
 
 
 def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bool) -> dict:
@@ -161,7 +161,7 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
     pad_id = processor.tokenizer.pad_token_id
     dataset = RecordDataset(records, processor, family, cfg.method, cfg.data)
     collate = make_collate(pad_id)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=EpochSampler(len(records), t.epochs, t.seed),
+    loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=OrderSampler(record_order(cfg, records)),
                                          collate_fn=collate, num_workers=t.num_workers)
     micro_total = math.ceil(len(records) * t.epochs / (t.batch_size * accelerator.num_processes))
     total_steps = t.max_steps or max(1, micro_total // t.grad_accum)
