@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from mmalign.config import DataConfig
@@ -48,7 +49,10 @@ class MediaLoader:
         if "video" in spec:
             return self.video(spec["video"])
         clip = self.video(spec["source"])
-        clip.frames = apply_ops(clip.frames, spec.get("ops", []), seed=record_seed(record_id))
+        frames = apply_ops(clip.frames, spec.get("ops", []), seed=record_seed(record_id))
+        if len(frames) != len(clip.frames):  # dropped or repeated frames span the same duration
+            clip.timestamps = np.linspace(clip.timestamps[0], clip.timestamps[-1], len(frames)).tolist()
+        clip.frames = frames
         return clip
 
 
@@ -88,10 +92,7 @@ class RecordDataset(torch.utils.data.Dataset):
     def encode(self, r: Record) -> list[Sequence]:
         prompt = self.prompt(r)
         if self.method in ("sft", "grpo"):
-            text = r.response if r.response is not None else r.chosen
-            if not text:
-                raise ValueError("empty response")
-            return [self.response(prompt, text)]
+            return [self.response(prompt, r.response)]
         chosen_w, rejected_w = self._weights(r)
         seqs = [self.response(prompt, r.chosen, chosen_w), self.response(prompt, r.rejected, rejected_w)]
         if self.method == "ospo":

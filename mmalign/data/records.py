@@ -381,9 +381,9 @@ def _rejected_video(value, media: _MediaPaths) -> dict | None:
     if not isinstance(value, dict):
         raise _Invalid(f"'rejected_video' must be an object, got {_json_type(value)}")
     if "video" in value:
-        _check_field_names(value, ("video",), "key in 'rejected_video'")
+        _check_field_names(value, ("video",), "'rejected_video' key")
         return {"video": media.resolve(value["video"], "rejected_video.video")}
-    _check_field_names(value, ("source", "ops"), "key in 'rejected_video'")
+    _check_field_names(value, ("source", "ops"), "'rejected_video' key")
     if "source" not in value or "ops" not in value:
         raise _Invalid("'rejected_video' needs {'video': path} or {'source': path, 'ops': [...]}")
     ops = value["ops"]

@@ -166,7 +166,8 @@ def _decode(reader, indices: list[int], path: str) -> tuple[np.ndarray, list[flo
     # A bridge set elsewhere (torch, ...) changes what get_batch returns; numpy either way.
     frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) != len(indices):
-        raise MediaError(path, f"decoded {frames.dtype} frames of shape {frames.shape}, expected [{len(indices)}, H, W, 3] uint8")
+        raise MediaError(path, f"decoded {frames.dtype} frames of shape {frames.shape}, "
+                               f"expected [{len(indices)}, H, W, 3] uint8")
     return frames, [float(s) for s in np.asarray(stamps)[:, 0]]
 
 
@@ -205,7 +206,8 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 # The target comes from the full size: a JPEG draft rounds its sides up.
-                h, w = fit_within(img.height, img.width, max_pixels) if max_pixels else (img.height, img.width)
+                full = (img.height, img.width)
+                h, w = full if max_pixels is None else fit_within(*full, max_pixels)
                 if img.format == "JPEG":
                     # Decode at 1/2, 1/4 or 1/8 scale where that still covers the target, so
                     # that a huge photo never sits in memory at full size.
@@ -227,8 +229,6 @@ _WIDE_GREY_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any PIL mode to RGB (see load_image for the rules); ValueError if PIL cannot."""
-    if img.mode == "RGB":
-        return img.copy()
     if img.mode in _WIDE_GREY_MODES:
         grey = np.clip(np.asarray(img, dtype=np.float64) / 257.0, 0, 255).round().astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")

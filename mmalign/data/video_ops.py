@@ -15,6 +15,7 @@ ops with `register_op`.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable
 
 import numpy as np
@@ -198,3 +199,185 @@ def mask(frames: np.ndarray, rng: np.random.Generator, area: float = 0.0) -> np.
     left = int(rng.integers(0, width - box_w + 1))
     out[:, top : top + box_h, left : left + box_w] = 0
     return out
+
+
+# ---------------------------------------------------------------- ops added for pair generation
+# (perturb/ writes these into records; they live here because the trainer replays them and
+# mmalign never imports perturb.) Parameters are relative where the trainer's clip may differ
+# in size from the one the pairs were made on: areas and blur widths are fractions of the
+# frame, boxes are fractions of the width and height.
+
+
+@register_op("repeat")
+def repeat(frames: np.ndarray, rng: np.random.Generator, fraction: float = 0.0) -> np.ndarray:
+    """Stutter: round(fraction * (T - 1)) frames, drawn at random from frames 1..T-1, show the
+    frame before them (of the input) instead, so those moments are never seen and the clip
+    keeps its length. fraction=0 (or a one-frame clip) is the identity."""
+    fraction = _fraction_param("repeat", "fraction", fraction, allow_zero=True)
+    n = len(frames)
+    order = np.arange(n)
+    k = round(fraction * (n - 1))
+    if k:
+        order[rng.choice(np.arange(1, n), size=k, replace=False)] -= 1
+    return frames[order]
+
+
+@register_op("speed")
+def speed(frames: np.ndarray, rng: np.random.Generator, factor: float = 1.0) -> np.ndarray:
+    """Play the same content `factor` times as fast: output frame j shows input frame
+    floor(j * factor), for the ceil(T / factor) frames that fit (at least one). factor=2 keeps
+    every other frame, factor=0.5 shows every frame twice; factor=1 is the identity."""
+    ok = isinstance(factor, (int, float, np.floating)) and not isinstance(factor, bool)
+    if not (ok and math.isfinite(factor) and factor > 0):
+        raise ValueError(f"video op 'speed': factor must be a positive number, got {factor!r}")
+    n = len(frames)
+    count = max(1, math.ceil(n / factor - 1e-9))
+    # The epsilon keeps 3 * (1 / 3) * 3 style products from flooring one frame short.
+    order = np.minimum(np.floor(np.arange(count) * float(factor) + 1e-9).astype(int), n - 1)
+    return frames[order]
+
+
+@register_op("temple")
+def temple(frames: np.ndarray, rng: np.random.Generator, kind: str, m: int, clips: int | None = None) -> np.ndarray:
+    """TEMPLE's clip-level perturbation with strength m: the clip is cut into `clips`
+    consecutive clips (np.array_split over the frames; default and at most: one clip per
+    frame), then `temple_clip_order` drops, shuffles or reverses them. m=1 is the identity;
+    a larger m is a coarser, more visible perturbation."""
+    n = len(frames)
+    clips = n if clips is None else min(_int_param("temple", "clips", clips, 1), n)
+    groups = np.array_split(np.arange(n), clips)
+    return frames[np.concatenate([groups[i] for i in temple_clip_order(clips, kind, m, rng)])]
+
+
+TEMPLE_KINDS = ("drop", "shuffle", "reverse")
+
+
+def temple_clip_order(n_clips: int, kind: str, m: int, rng: np.random.Generator) -> np.ndarray:
+    """Which of n clips a TEMPLE perturbation shows, in order (official code,
+    generate_rejected_response). With b = max(1, n // m): drop keeps b clips drawn at random,
+    in their order; shuffle cuts runs of b clips and reorders the runs (never leaving them all
+    in place, as `shuffle` does); reverse reverses the order of the runs. Shared by the pixel
+    op above and by perturb's caption-list perturbation, so both see one permutation."""
+    if kind not in TEMPLE_KINDS:
+        raise ValueError(f"video op 'temple': kind must be one of {', '.join(TEMPLE_KINDS)}, got {kind!r}")
+    m = _int_param("temple", "m", m, 1)
+    n = _int_param("temple", "n_clips", n_clips, 1)
+    b = max(1, n // m)
+    if kind == "drop":
+        return np.sort(rng.choice(n, size=b, replace=False))
+    runs = _groups(n, b)
+    if kind == "shuffle":
+        return np.concatenate(_shuffle_order(runs, rng))
+    return np.concatenate(runs[::-1])
+
+
+@register_op("crop")
+def crop(frames: np.ndarray, rng: np.random.Generator, area: float = 1.0) -> np.ndarray:
+    """Zoom in: keep one rectangle covering `area` (0..1] of the frame, with the frame's aspect
+    ratio, at a seeded position (the same on every frame), and scale it back to the full size
+    by nearest neighbour (output pixel (y, x) shows crop pixel (y * h // H, x * w // W)).
+    area=1 is the identity."""
+    area = _fraction_param("crop", "area", area, allow_zero=False)
+    height, width = frames.shape[1:3]
+    side = math.sqrt(area)
+    crop_h, crop_w = max(1, round(height * side)), max(1, round(width * side))
+    if (crop_h, crop_w) == (height, width):
+        return frames.copy()
+    top = int(rng.integers(0, height - crop_h + 1))
+    left = int(rng.integers(0, width - crop_w + 1))
+    rows = top + np.arange(height) * crop_h // height
+    cols = left + np.arange(width) * crop_w // width
+    return frames[:, rows][:, :, cols]
+
+
+@register_op("blur")
+def blur(frames: np.ndarray, rng: np.random.Generator, sigma: float = 0.0) -> np.ndarray:
+    """Gaussian blur of every frame. `sigma` is a fraction of the frame's shorter side, so the
+    look does not depend on the resolution (0.02: soft, 0.1: heavy). Separable kernel of
+    radius ceil(3 sigma) pixels, edges mirrored, float arithmetic rounded back to uint8.
+    sigma=0 is the identity."""
+    ok = isinstance(sigma, (int, float, np.floating)) and not isinstance(sigma, bool)
+    if not (ok and math.isfinite(sigma) and 0 <= sigma <= 1):
+        raise ValueError(f"video op 'blur': sigma must be a number in [0, 1] (a fraction of the shorter side), "
+                         f"got {sigma!r}")
+    sigma_px = float(sigma) * min(frames.shape[1:3])
+    if sigma_px == 0:
+        return frames.copy()
+    radius = math.ceil(3 * sigma_px)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma_px) ** 2)
+    taps /= taps.sum()
+    out = frames.astype(np.float32)
+    for axis in (1, 2):
+        out = _convolve_axis(out, taps, axis)
+    return np.clip(np.rint(out), 0, 255).astype(frames.dtype)
+
+
+def _convolve_axis(x: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
+    radius = len(taps) // 2
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (radius, radius)
+    padded = np.pad(x, pad, mode="symmetric")
+    size = x.shape[axis]
+    out = np.zeros_like(x)
+    for k, w in enumerate(taps):
+        out += w * np.take(padded, np.arange(k, k + size), axis=axis)
+    return out
+
+
+@register_op("noise")
+def noise(frames: np.ndarray, rng: np.random.Generator, std: float = 0.0) -> np.ndarray:
+    """Add Gaussian noise with standard deviation `std` in pixel levels (0..255 scale),
+    drawn independently for every pixel, channel and frame, then round and clip to 0..255.
+    std=0 is the identity."""
+    ok = isinstance(std, (int, float, np.floating)) and not isinstance(std, bool)
+    if not (ok and math.isfinite(std) and std >= 0):
+        raise ValueError(f"video op 'noise': std must be a number >= 0, got {std!r}")
+    if std == 0:
+        return frames.copy()
+    noisy = frames.astype(np.float32) + rng.normal(0.0, float(std), size=frames.shape).astype(np.float32)
+    return np.clip(np.rint(noisy), 0, 255).astype(frames.dtype)
+
+
+@register_op("mask_boxes")
+def mask_boxes(frames: np.ndarray, rng: np.random.Generator, boxes: list, fill=0) -> np.ndarray:
+    """Paint over given boxes, e.g. an object's ground-truth boxes (masking the object).
+    `boxes` holds one entry per frame of the clip, or a single entry for every frame; an entry
+    is a list of [x0, y0, x1, y1] in fractions of the width and height (0 <= x0 <= x1 <= 1),
+    painted over every pixel it touches (columns floor(x0 W) .. ceil(x1 W) - 1). `fill` is a
+    grey level or [r, g, b]. boxes=[] is the identity."""
+    n, height, width = frames.shape[:3]
+    if not isinstance(boxes, list):
+        raise ValueError(f"video op 'mask_boxes': boxes must be a list (one entry per frame), got {boxes!r:.60}")
+    if boxes and len(boxes) not in (1, n):
+        raise ValueError(f"video op 'mask_boxes': boxes has {len(boxes)} entries but the clip has {n} frames "
+                         "(give one per frame, or one for all)")
+    colour = _fill_param(fill, frames.shape[3])
+    out = frames.copy()
+    for t in range(n) if boxes else ():
+        for box in _frame_boxes(boxes[t if len(boxes) == n else 0]):
+            x0, y0, x1, y1 = box
+            c0, c1 = math.floor(x0 * width), math.ceil(x1 * width)
+            r0, r1 = math.floor(y0 * height), math.ceil(y1 * height)
+            out[t, r0:r1, c0:c1] = colour
+    return out
+
+
+def _frame_boxes(entry) -> list[list[float]]:
+    if not isinstance(entry, list):
+        raise ValueError(f"video op 'mask_boxes': each entry must be a list of [x0, y0, x1, y1] boxes, got {entry!r:.60}")
+    for box in entry:
+        numbers = isinstance(box, (list, tuple)) and len(box) == 4 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+        if not (numbers and 0 <= box[0] <= box[2] <= 1 and 0 <= box[1] <= box[3] <= 1):
+            raise ValueError(f"video op 'mask_boxes': a box must be [x0, y0, x1, y1] with 0 <= x0 <= x1 <= 1 "
+                             f"and 0 <= y0 <= y1 <= 1, got {box!r:.60}")
+    return entry
+
+
+def _fill_param(fill, channels: int) -> np.ndarray:
+    values = [fill] if isinstance(fill, (int, np.integer)) and not isinstance(fill, bool) else fill
+    ok = (isinstance(values, (list, tuple)) and len(values) in (1, channels)
+          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255 for v in values))
+    if not ok:
+        raise ValueError(f"video op 'mask_boxes': fill must be a level 0..255 or [r, g, b], got {fill!r}")
+    return np.asarray(values * (channels if len(values) == 1 else 1), dtype=np.uint8)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
@@ -59,6 +60,37 @@ def _label_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+class _LabelLogps(torch.autograd.Function):
+    """log softmax(z)[y] for one chunk of logits z [n, V] (float32 or wider) in ONE [n, V]
+    buffer: z itself becomes exp(z - max) in place (z must be a fresh head output or a copy of
+    it: nothing else may need it, and autograd raises if something saved it), is kept for
+    backward, and there becomes the gradient g * (onehot(y) - softmax(z)), again in place.
+    Autograd's logsumexp + gather would hold z, an exp buffer, a softmax and a scattered
+    one-hot: about three times the peak. Returns (log-probs [n], z's buffer, not differentiable)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, y: torch.Tensor):
+        picked = z.gather(-1, y[:, None])
+        m = z.amax(-1, keepdim=True)
+        e = z.sub_(m).exp_()
+        s = e.sum(-1, keepdim=True)
+        ctx.mark_dirty(z)
+        ctx.mark_non_differentiable(e)
+        ctx.save_for_backward(e, s, y)
+        ctx.spent = False
+        return (picked - m - s.log()).squeeze(-1), e
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor, _):
+        if ctx.spent:  # the saved buffer became the gradient
+            raise RuntimeError("token_logps: backward ran twice through the same graph (retain_graph is not supported)")
+        ctx.spent = True
+        e, s, y = ctx.saved_tensors
+        grad = e.div_(s).mul_(-g[:, None])
+        return grad.scatter_add_(-1, y[:, None], g[:, None]), None
+
+
 def token_logps(hidden: torch.Tensor, labels: torch.Tensor, head: Head, chunk_size: int = 512,
                 temperature: float = 1.0) -> torch.Tensor:
     """Per-token log p(label | prefix) without materialising the [B, T, V] logits.
@@ -73,7 +105,8 @@ def token_logps(hidden: torch.Tensor, labels: torch.Tensor, head: Head, chunk_si
     mask = labels != IGNORE_INDEX
 
     def chunk(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return _label_logps(_upcast(head(h)) / temperature, y)
+        z = _upcast(head(h))
+        return _LabelLogps.apply(z / temperature if temperature != 1.0 else z, y)[0]
 
     return _chunked(chunk, [hidden, labels], mask, chunk_size)
 

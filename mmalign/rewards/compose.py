@@ -48,10 +48,7 @@ class Rewards:
                "reward_std": float(self.total.std()) if self.total.numel() > 1 else 0.0}
         out.update({f"rewards/{label}": sum(v) / len(v) for label, v in self.terms.items()})
         out["reward_errors"] = len(self.errors)
-        for label in self.terms:
-            n = sum(e["term"] == label for e in self.errors)
-            if n:
-                out[f"reward_errors/{label}"] = n
+        out.update({f"reward_errors/{label}": sum(e["term"] == label for e in self.errors) for label in self.terms})
         return out
 
 
@@ -101,8 +98,8 @@ class RewardSet:
             raise ValueError(f"{len(samples)} samples do not split into groups of {group_size}")
         values, errors = {}, []
         for term in self.terms:
-            raw = (_per_sample(term, samples) if term.reward.scope == "sample"
-                   else _per_group(term, samples, group_size))
+            raw = [v for start in range(0, len(samples), group_size)
+                   for v in run_term(term.reward, term.options, samples[start:start + group_size])]
             vals = []
             for i, (s, v) in enumerate(zip(samples, raw)):
                 problem = _problem(v)
@@ -122,28 +119,25 @@ class RewardSet:
         return [t.label for t in self.terms]
 
 
-def _per_sample(term: Term, samples: list[Sample]) -> list:
-    out = []
-    for s in samples:
-        try:
-            out.append(term.reward.fn(s, **term.options))
-        except Exception as e:  # a user's term may fail in any way: that sample gets the fallback
-            out.append(e)
-    return out
-
-
-def _per_group(term: Term, samples: list[Sample], group_size: int) -> list:
-    out = []
-    for start in range(0, len(samples), group_size):
-        group = samples[start:start + group_size]
-        try:
-            vals = list(term.reward.fn(group, **term.options))
-            if len(vals) != len(group):
-                raise ValueError(f"returned {len(vals)} values for a group of {len(group)}")
-        except Exception as e:
-            vals = [e] * len(group)
-        out.extend(vals)
-    return out
+def run_term(reward: RewardFn, options: dict, samples: list[Sample]) -> list:
+    """One term's values on `samples` (a group: group terms see it whole). A failure stands in
+    its value's place as the exception: the sample's for a per-sample term, every sample's when
+    a group term raises or returns the wrong number of values."""
+    if reward.scope == "sample":
+        out = []
+        for s in samples:
+            try:
+                out.append(reward.fn(s, **options))
+            except Exception as e:  # a user's term may fail in any way: that sample gets the fallback
+                out.append(e)
+        return out
+    try:
+        values = list(reward.fn(samples, **options))
+        if len(values) != len(samples):
+            raise ValueError(f"returned {len(values)} values for a group of {len(samples)}")
+        return values
+    except Exception as e:
+        return [e] * len(samples)
 
 
 def _problem(value) -> str | None:

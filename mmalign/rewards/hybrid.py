@@ -13,22 +13,8 @@ from __future__ import annotations
 
 import inspect
 
+from mmalign.rewards.compose import check_options, run_term
 from mmalign.rewards.registry import Sample, lookup, reward
-
-
-def _run(name: str, options: dict, samples: list[Sample]) -> list:
-    """Values of term `name` on `samples`; per-sample failures come back as exceptions, so the
-    composer logs each with its record and the real cause."""
-    term = lookup(name)
-    if term.scope == "group":
-        return list(term.fn(samples, **options))
-    out = []
-    for s in samples:
-        try:
-            out.append(term.fn(s, **options))
-        except Exception as e:
-            out.append(e)
-    return out
 
 
 def _routes(rule: str, rule_options: dict | None, rule_by_kind: dict | None, open: str | None,
@@ -41,8 +27,6 @@ def _routes(rule: str, rule_options: dict | None, rule_by_kind: dict | None, ope
 
 def check_hybrid(options: dict) -> None:
     """Start-up check: every routed term exists and takes the options given to it."""
-    from mmalign.rewards.compose import check_options
-
     args = inspect.signature(hybrid).bind(None, **options)
     args.apply_defaults()
     args.arguments.pop("samples")
@@ -68,7 +52,7 @@ def hybrid(samples: list[Sample], rule: str = "answer_match", rule_options: dict
         if name is None:
             vals = [ValueError("open-ended sample (no answer) and no `open` term")] * len(idx)
         else:
-            vals = _run(name, opts, [samples[i] for i in idx])
+            vals = run_term(lookup(name), opts, [samples[i] for i in idx])
         for i, v in zip(idx, vals):
             values[i] = v
     return values

@@ -120,6 +120,7 @@ def record_order(cfg: RunConfig, records) -> list[int]:
 
 
 def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bool) -> dict:
+    if cfg.method == "grpo": from mmalign.train.grpo import run_grpo_stage; return run_grpo_stage(cfg, stage_dir, init_path, resume)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
@@ -160,7 +161,7 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
     # -- data loader, optimizer, schedule
     pad_id = processor.tokenizer.pad_token_id
     dataset = RecordDataset(records, processor, family, cfg.method, cfg.data)
-    collate = make_collate(pad_id)
+    collate = make_collate(pad_id, shared_prompt=t.shared_prompt)
     loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=OrderSampler(record_order(cfg, records)),
                                          collate_fn=collate, num_workers=t.num_workers)
     micro_total = math.ceil(len(records) * t.epochs / (t.batch_size * accelerator.num_processes))
@@ -321,7 +322,7 @@ def evaluate(cfg: RunConfig, scorer, reference, records, processor, family, acce
     was_training = scorer.training
     scorer.eval()
     dataset = RecordDataset(records, processor, family, cfg.method, cfg.data)
-    collate = make_collate(processor.tokenizer.pad_token_id)
+    collate = make_collate(processor.tokenizer.pad_token_id, shared_prompt=cfg.train.shared_prompt)
     rows, margins = [], []
     for start in range(0, len(dataset), cfg.train.batch_size):
         batch = collate([dataset[i] for i in range(start, min(start + cfg.train.batch_size, len(dataset)))])

@@ -42,10 +42,11 @@ class TokenScorer(nn.Module):
     chosen responses), computed from the reference's hidden states in chunks.
     """
 
-    def __init__(self, model: nn.Module, chunk_size: int = 512):
+    def __init__(self, model: nn.Module, chunk_size: int = 512, packing: str | None = None):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
+        self.packing = packing  # shared-prompt batches: "mask" or "varlen"; None = by attention implementation
 
     def forward(self, batch: dict, ref_hidden: torch.Tensor | None = None, ref_head: nn.Module | None = None,
                 kl_rows: int = 0, return_hidden: bool = False) -> dict:
@@ -67,7 +68,7 @@ class TokenScorer(nn.Module):
         here: "hidden" is [N, L-1, H] with zeros where labels[:, 1:] == -100."""
         labels = batch["labels"][:, 1:]
         mask = labels != -100
-        h = scored_hidden(self.model, batch, batch["labels"])  # [M, H], row-major over `mask`
+        h = scored_hidden(self.model, batch, batch["labels"], self.packing)  # [M, H], row-major over `mask`
         head = lm_head(self.model)
         lp = token_logps(h[None], labels[mask][None], head, self.chunk_size)[0]
         out = {"logps": lp.new_zeros(mask.shape).masked_scatter(mask, lp)}

@@ -92,7 +92,7 @@ BAD = [
     ("rejected_video missing ops", pair("r1", rejected_video={"source": "videos/v1.mp4"}),
      "'rejected_video' needs"),
     ("rejected_video bad key", pair("r2", rejected_video={"source": "videos/v1.mp4", "opps": []}),
-     "unknown key in 'rejected_video' 'opps' (did you mean 'ops'?)"),
+     "unknown 'rejected_video' key 'opps' (did you mean 'ops'?)"),
     ("rejected_video ops malformed", pair("r3", rejected_video={"source": "videos/v1.mp4", "ops": ["reverse"]}),
      "'rejected_video.ops' must be a list of {'op': name, ...} objects"),
     ("rejected_video escapes", pair("r4", rejected_video={"video": "../outside.mp4"}), "'rejected_video.video' path"),
@@ -184,7 +184,8 @@ def test_path_rules_can_be_relaxed(folder):
     ("sft", {"id": "s", "prompt": "p", "response": " "}, "'response' is empty"),
     ("grpo", {"id": "g", "answer": "yes"}, "missing required field 'prompt'"),
     ("grpo", {"id": "g", "prompt": "p", "truth": "yes"}, "'truth' must be an object"),
-    ("sft", {"question": "q", "answer_masked": "a", "pred_masked": "b"}, "RRPO release lines are preference pairs, but this file is read as sft"),
+    ("sft", {"question": "q", "answer_masked": "a", "pred_masked": "b"},
+     "RRPO release lines are preference pairs, but this file is read as sft"),
 ])
 def test_kind_specific_rules(folder, kind, line, reason):
     path = write_lines(folder / "k.jsonl", [line])

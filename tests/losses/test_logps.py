@@ -189,3 +189,12 @@ def test_token_logps_matches_trl_chunked_logprob_kernel():
     theirs = kernels.ChunkedLogProbFunction.apply(hidden[mask], head.weight, head.bias, labels[mask], 1.0, 16,
                                                   None, 1.0, ())[0]
     torch.testing.assert_close(ours[mask], theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_token_logps_second_backward_through_one_graph_is_refused():
+    """The chunk's saved exp(logits) buffer becomes its gradient: a second backward must fail loudly."""
+    hidden, head, labels = setup(4)
+    out = token_logps(hidden, labels, head, chunk_size=4)
+    out.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        out.sum().backward()

@@ -31,13 +31,13 @@ def tiny(kind: str):
     return model.train(), processor
 
 
-def video(seed: int, n: int = 8):
+def video(seed: int, n: int = 8, fps: float = 4.0):
     frames = np.random.default_rng(seed).integers(0, 255, (n, 64, 64, 3), dtype=np.uint8)
-    return types.SimpleNamespace(frames=frames, timestamps=[i / 4 for i in range(n)], source_fps=4.0)
+    return types.SimpleNamespace(frames=frames, timestamps=[i / fps for i in range(n)], source_fps=fps)
 
 
-def image(seed: int):
-    return Image.fromarray(np.random.default_rng(100 + seed).integers(0, 255, (60, 80, 3), dtype=np.uint8))
+def image(seed: int, height: int = 60, width: int = 80):
+    return Image.fromarray(np.random.default_rng(100 + seed).integers(0, 255, (height, width, 3), dtype=np.uint8))
 
 
 CHOSEN = ["A red circle moves left.", "A blue square appears. Then a green triangle moves up and disappears."]
@@ -46,16 +46,19 @@ REJECTED = ["A red circle moves right. Then a blue square appears.", "A blue cir
 
 def pair_sequences(kind: str, media: str, n: int = 2) -> list[Sequence]:
     """n records laid out as the trainer does: [chosen_1..n, rejected_1..n]; each record's two
-    sequences share one prompt object. Responses differ in length both ways."""
+    sequences share one prompt object. Responses differ in length both ways; for Qwen the
+    records' images, frame counts and fps differ too, so each prompt has its own grids
+    and rotary positions (LLaVA batches must share one frame count)."""
     model, processor = tiny(kind)
     eot = family_of(model).end_of_turn
+    qwen = kind.startswith("qwen")
     chosen, rejected = [], []
     for i in range(n):
         kw = {}
         if "image" in media:
-            kw["images"] = [image(i)]
+            kw["images"] = [image(i, *((60, 80), (84, 56), (40, 100))[i % 3])]
         if "video" in media:
-            kw["video"] = video(i)
+            kw["video"] = video(i, n=(8, 4, 6)[i % 3] if qwen else 8, fps=(4.0, 2.0, 3.0)[i % 3])
         prompt = encode_prompt(processor, f"Describe what happens, clip {i}.", **kw)
         chosen.append(Sequence(prompt, encode_response(processor.tokenizer, CHOSEN[i % 2], eot).ids))
         rejected.append(Sequence(prompt, encode_response(processor.tokenizer, REJECTED[i % 2], eot).ids))

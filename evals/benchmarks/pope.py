@@ -1,0 +1,111 @@
+"""POPE (Li et al., EMNLP 2023): "Is there a <object> in the image?" on COCO val2014, in three
+negative-sampling settings (random, popular, adversarial).
+
+Files (RUCAIBox/POPE, `output/coco/`): `coco_pope_{random,popular,adversarial}.json`, one JSON
+object a line: {question_id, image, text, label}. Looked for in `root/` and in
+`root/output/coco/`. Images: `root/val2014/<image>` unless `data.media_dir` says otherwise.
+
+Prompt: the question + "\\nAnswer the question using a single word or phrase." (LLaVA-1.5's
+POPE prompt; POPE itself ships no prompt). Change it with `prompt.suffix`.
+
+Parsing, mode `official` (POPE `evaluate.py`, also LLaVA's `eval_pope.py`):
+1. keep the text before the first "." (the whole text when there is none);
+2. remove every ","; split on single spaces (case kept);
+3. the answer is "no" if the words include `No`, `not` or `no`; otherwise "yes".
+So "Yes." -> yes, "no, there is not" -> no, "NO" -> yes (case-sensitive), "" -> yes.
+An answer with neither a no-word nor a yes-word is listed as unparsable, but the official rule
+reads it as "yes" and so do we (it is not forced wrong).
+Metrics per setting, positive class = "yes": accuracy, precision, recall, F1, yes-ratio =
+predicted yes / N. Headline (LLaVA's report): mean F1 and mean accuracy over the settings run.
+Where a denominator is 0 the official script crashes; we report 0.0.
+
+Mode `lmms_eval` (lmms-eval `tasks/pope/utils.py`): the answer lower-cased and stripped must
+equal "yes" or "no" exactly ("Yes." matches neither and is unparsable -> wrong); precision /
+recall count only exact "yes" / "no" predictions; its yes-ratio is the share of *ground-truth*
+yes labels (that is what lmms-eval computes), kept as is.
+"""
+
+from __future__ import annotations
+
+from .base import (Benchmark, Item, Judgement, Loaded, binary_metrics, by_category, load_subsets, mean, media_root,
+                   ratio, read_json_lines, resolve_root, selected, take, with_suffix)
+
+SPLITS = ("random", "popular", "adversarial")
+SUFFIX = "\nAnswer the question using a single word or phrase."
+NO_WORDS = ("No", "not", "no")
+
+
+def files(split: str) -> list[str]:
+    return [f"coco_pope_{split}.json", f"output/coco/coco_pope_{split}.json"]
+
+
+def load(cfg) -> Loaded:
+    root = resolve_root(cfg.data.root, "pope", "coco_pope_{random,popular,adversarial}.json")
+    images = media_root(root, cfg.data.media_dir, "val2014")
+
+    def read(path, split):
+        return [Item(id=f"{split}-{q['question_id']}", prompt=with_suffix(q["text"], cfg.prompt.suffix, SUFFIX),
+                     target=q["label"], category=split, media=str(images / q["image"]), media_kind="image")
+                for q in take(read_json_lines(path), cfg.data.limit)]
+
+    return load_subsets("pope", root, selected(cfg.data.splits, SPLITS), files, read)
+
+
+def official_words(text: str) -> list[str]:
+    if text.find(".") != -1:
+        text = text.split(".")[0]
+    return text.replace(",", "").split(" ")
+
+
+def parse_official(text: str) -> str:
+    words = official_words(text)
+    return "no" if any(w in words for w in NO_WORDS) else "yes"
+
+
+def judge(item: Item, prediction: str, score) -> Judgement:
+    if score.mode == "lmms_eval":
+        pred = prediction.lower().strip()
+        ok = pred in ("yes", "no")
+        return Judgement(pred if ok else None, ok and pred == item.target, unparsable=not ok)
+    parsed = parse_official(prediction)
+    words = official_words(prediction)
+    defaulted = parsed == "yes" and not any(w.lower() == "yes" for w in words)
+    return Judgement(parsed, parsed == item.target, unparsable=defaulted)
+
+
+def confusion(rows: list[dict]) -> dict:
+    """TP/FP/TN/FN with "yes" positive; rows whose parsed answer is neither are left out (lmms-eval)."""
+    counts = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+    for r in rows:
+        pred, label = r["parsed"], r["target"]
+        if pred == "yes":
+            counts["tp" if label == "yes" else "fp"] += 1
+        elif pred == "no":
+            counts["tn" if label == "no" else "fn"] += 1
+    return counts
+
+
+def split_metrics(rows: list[dict], mode: str) -> dict:
+    c = confusion(rows)
+    out = binary_metrics(c["tp"], c["fp"], c["tn"], c["fn"])
+    if mode == "lmms_eval":
+        out["accuracy"] = ratio(sum(r["correct"] for r in rows), len(rows))
+        out["yes_ratio"] = ratio(sum(r["target"] == "yes" for r in rows), len(rows))
+    else:
+        out["yes_ratio"] = ratio(c["tp"] + c["fp"], len(rows))
+    out["n"] = len(rows)
+    return out
+
+
+def aggregate(rows: list[dict], score) -> dict:
+    cats = {split: split_metrics(r, score.mode) for split, r in by_category(rows).items()}
+    return {"metrics": {"f1": mean([m["f1"] for m in cats.values()]),
+                        "accuracy": mean([m["accuracy"] for m in cats.values()]),
+                        "yes_ratio": mean([m["yes_ratio"] for m in cats.values()])},
+            "categories": cats}
+
+
+BENCHMARK = Benchmark("pope", load, judge, aggregate, modes=("official", "lmms_eval"), splits=SPLITS,
+                      headline=("f1", "accuracy", "yes_ratio"),
+                      unparsable_note={"official": "no yes/no word; the official rule reads these as 'yes'",
+                                       "lmms_eval": "not exactly yes/no; counted as wrong, as lmms-eval does"})

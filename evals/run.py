@@ -1,0 +1,113 @@
+"""`evaluate(cfg)`: one benchmark, one or several models, read top to bottom.
+
+load the benchmark's items (official files) -> for each model: generate what is missing
+(runner.py, resumable, sharded) -> judge every answer and aggregate with the official rules
+-> write results.json, metrics.md and report.html (report.py) and print the table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from mmalign.config import to_dict
+
+from .benchmarks import REGISTRY, Benchmark, BenchmarkFilesMissing, Item
+from .config import EvalConfig, ModelSpec, ScoreConfig, model_specs
+from .report import markdown_summary, write_report
+from .runner import check_settings, generate_predictions, merged_predictions
+
+
+def evaluate(cfg: EvalConfig, overwrite: bool = False, process=None, generate_fn: Callable | None = None,
+             load_model_fn: Callable | None = None) -> dict:
+    """Run and score every model of `cfg`; returns what results.json holds (main process).
+    `generate_fn` / `load_model_fn(spec, process)` replace generate / load_backbone (tests)."""
+    bench = REGISTRY[cfg.benchmark]
+    load_model_fn = load_model_fn or load_model
+    process = process or make_process()
+    out = Path(cfg.output_dir)
+    if process.is_main_process and bench.prepare is not None:
+        bench.prepare(cfg)
+    process.wait_for_everyone()
+    loaded = bench.load(cfg)
+    if cfg.official and loaded.missing:
+        raise BenchmarkFilesMissing(f"official: true but {cfg.benchmark} files are missing: "
+                                    + "; ".join(loaded.missing))
+    if cfg.data.limit is not None:
+        loaded.notes.append(f"data.limit={cfg.data.limit}: only the first items of each subset were evaluated")
+
+    models = []
+    for spec in model_specs(cfg):
+        model_out = out / spec.name
+        if process.is_main_process:
+            check_settings(model_out, run_settings(cfg, spec), overwrite)
+        process.wait_for_everyone()
+        generate_predictions(loaded.items, model_out, lambda spec=spec: load_model_fn(spec, process), cfg, process,
+                             generate_fn)
+        process.wait_for_everyone()
+        if process.is_main_process:
+            scored = score_items(bench, cfg.score, loaded.items, merged_predictions(loaded.items, model_out))
+            models.append({"name": spec.name, "model": spec.model.path or f"tiny:{spec.model.tiny}", **scored})
+
+    if not process.is_main_process:
+        return {}
+    results = {"benchmark": cfg.benchmark, "mode": cfg.score.mode, "backend": cfg.score.backend,
+               "official": cfg.official, "headline": list(bench.headline),
+               "unparsable_note": unparsable_note(bench, cfg.score.mode),
+               "missing_files": loaded.missing, "notes": loaded.notes, "config": to_dict(cfg), "models": models}
+    write_report(out, results)
+    print(markdown_summary(results))
+    return results
+
+
+def unparsable_note(bench: Benchmark, mode: str) -> str:
+    note = bench.unparsable_note
+    return note.get(mode, "counted as wrong") if isinstance(note, dict) else note
+
+
+def make_process():
+    import torch
+    from accelerate import PartialState
+
+    # Without a GPU, accelerate only joins the process group (gloo) when told it runs on the CPU.
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def load_model(spec: ModelSpec, process):
+    from mmalign.models.backbone import load_backbone
+
+    model, processor = load_backbone(spec.model)
+    return model.to(process.device).eval(), processor
+
+
+def run_settings(cfg: EvalConfig, spec: ModelSpec) -> dict:
+    """What changes answers without changing prompts: a resumed run must match it."""
+    d = cfg.data
+    return {"benchmark": cfg.benchmark, "model": spec.model.path or f"tiny:{spec.model.tiny}",
+            "dtype": spec.model.dtype, "max_new_tokens": cfg.generation.max_new_tokens, "system": cfg.prompt.system,
+            "num_frames": d.num_frames, "fps": d.fps, "max_frames": d.max_frames, "max_pixels": d.max_pixels}
+
+
+def score_items(bench: Benchmark, score: ScoreConfig, items: list[Item], predictions: list[dict]) -> dict:
+    """Judge each prediction ({prediction, error} rows in item order) and aggregate."""
+    rows = [judged_row(bench, score, item, pred) for item, pred in zip(items, predictions)]
+    scored = [r for r in rows if r["error"] is None]
+    agg = bench.aggregate(scored, score) if scored else {"metrics": {}, "categories": {}}
+    media_errors = [{"id": r["id"], "error": r["error"]} for r in rows if r["error"] is not None]
+    unparsable = [{"id": r["id"], "prediction": r["prediction"]} for r in scored if r["unparsable"]]
+    return {"metrics": agg["metrics"], "categories": agg["categories"],
+            "counts": {"items": len(rows), "scored": len(scored), "media_errors": len(media_errors),
+                       "unparsable": len(unparsable)},
+            "media_errors": media_errors, "unparsable": unparsable, "items": rows}
+
+
+def judged_row(bench: Benchmark, score: ScoreConfig, item: Item, pred: dict) -> dict:
+    """The results.json row: the item, the answer, and what the official rule made of it.
+    Items whose media failed have no answer and are left out of the metrics (listed instead)."""
+    row = {"id": item.id, "category": item.category, "group": item.group, "prompt": item.prompt,
+           "media": item.media, "target": item.target, "meta": item.meta,
+           "prediction": pred["prediction"], "error": pred.get("error")}
+    if row["error"] is not None:
+        return {**row, "parsed": None, "correct": None, "unparsable": False}
+    j = bench.judge(item, pred["prediction"], score)
+    return {**row, "parsed": j.parsed, "correct": bool(j.correct), "unparsable": j.unparsable, **j.extra}

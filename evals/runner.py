@@ -1,0 +1,160 @@
+"""The generation runner: benchmark items -> prompts -> `mmalign.models.generate.generate`,
+in batches, greedy (deterministic), on the CPU or whatever device accelerate gives this process.
+
+Resumable: each process appends one JSON line per finished item to its own shard file
+(`predictions.shard<i>-of-<n>.jsonl`, fsynced per batch), and a rerun skips every item that
+already has a prediction for the same prompt in any shard file, so a killed eval continues
+where it stopped (even with another number of processes). Settings that change answers
+without changing prompts (model, frames, max_new_tokens) are recorded in `run.json`; a rerun
+with other settings refuses to mix them unless told to overwrite.
+
+Sharded: under `accelerate launch`, process i of n takes items i, i+n, ...; the main process
+merges the shards back into benchmark order once every process is done.
+
+Media: an item whose video / image is missing or corrupt gets `prediction: null` and the
+loader's reason in `error`; the batch goes on without it, and a rerun tries it again.
+Predictions are stored stripped of surrounding whitespace, as the official inference scripts
+(LLaVA, Video-LLaVA) store them.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import groupby
+from pathlib import Path
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+from mmalign.config import ConfigError
+from mmalign.io import append_jsonl, atomic_write_json, iter_jsonl
+
+from .benchmarks import Item
+
+SHARD_GLOB = "predictions.shard*.jsonl"
+
+
+class RunMismatch(ConfigError):
+    """The output folder holds predictions made with other settings."""
+
+
+class SingleProcess:
+    """Stands in for accelerate's PartialState when no launcher is involved."""
+    process_index, num_processes, is_main_process, is_local_main_process = 0, 1, True, True
+    device = "cpu"
+
+    def wait_for_everyone(self):
+        pass
+
+
+def shard_path(out: Path, index: int, count: int) -> Path:
+    return out / f"predictions.shard{index}-of-{count}.jsonl"
+
+
+def read_predictions(out: Path) -> dict[str, dict]:
+    """The last row written for each item id, over every shard file (a torn last line, from a
+    kill mid-write, is ignored)."""
+    rows: dict[str, dict] = {}
+    for path in sorted(out.glob(SHARD_GLOB)):
+        for _, row in iter_jsonl(path, skip_torn_tail=True):
+            rows[row["id"]] = row
+    return rows
+
+
+def is_done(row: dict | None, item: Item) -> bool:
+    return row is not None and row.get("error") is None and row.get("prompt") == item.prompt
+
+
+def check_settings(out: Path, settings: dict, overwrite: bool) -> None:
+    """Record the settings of this run's predictions; refuse to mix with other settings."""
+    path = out / "run.json"
+    if overwrite:
+        for shard in out.glob(SHARD_GLOB):
+            shard.unlink()
+    elif path.exists():
+        old = json.loads(path.read_text())
+        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if diff and any(out.glob(SHARD_GLOB)):
+            raise RunMismatch(f"{out} holds predictions made with other settings {diff} (was, now); "
+                              "pass --overwrite to discard them or choose another output_dir")
+    atomic_write_json(path, settings)
+
+
+def load_media(item: Item, data, cache: dict):
+    """The item's Video or PIL image (cached per batch: paired questions share a video)."""
+    from mmalign.data.video import load_image, load_video
+
+    if item.media not in cache:
+        try:
+            if item.media_kind == "video":
+                cache[item.media] = load_video(item.media, num_frames=data.num_frames, fps=data.fps,
+                                               max_frames=data.max_frames, max_pixels=data.max_pixels)
+            else:
+                cache[item.media] = load_image(item.media, max_pixels=data.max_pixels)
+        except ValueError as e:  # MediaError, and bad sampling of a too-short video
+            cache[item.media] = e
+    return cache[item.media]
+
+
+def to_prompt(item: Item, media):
+    from mmalign.models.generate import Prompt
+
+    if item.media_kind == "video":
+        return Prompt(item.prompt, video=media)
+    if item.media_kind == "image":
+        return Prompt(item.prompt, images=[media])
+    return Prompt(item.prompt)
+
+
+def run_batch(batch: list[Item], model, processor, cfg, generate_fn: Callable) -> list[dict]:
+    """One row per item: its prediction, or the media error that kept it from the model."""
+    rows, ready, cache = {}, [], {}
+    for item in batch:
+        media = load_media(item, cfg.data, cache) if item.media else None
+        if isinstance(media, Exception):
+            rows[item.id] = {"id": item.id, "prompt": item.prompt, "prediction": None, "error": f"media: {media}"}
+        else:
+            ready.append((item, to_prompt(item, media)))
+    # generate takes one system message per call; a benchmark uses one, so this is one call.
+    for system, group in groupby(ready, key=lambda pair: pair[0].system):
+        group = list(group)
+        outs = generate_fn(model, processor, [p for _, p in group], max_new_tokens=cfg.generation.max_new_tokens,
+                           do_sample=False, system=system if system is not None else cfg.prompt.system)
+        for (item, _), texts in zip(group, outs):
+            rows[item.id] = {"id": item.id, "prompt": item.prompt, "prediction": texts[0].strip(), "error": None}
+    return [rows[item.id] for item in batch]
+
+
+def generate_predictions(items: list[Item], out: Path, load_model: Callable, cfg, process=None,
+                         generate_fn: Callable | None = None) -> int:
+    """Generate what this process's shard still lacks; returns how many items it generated.
+    The model is loaded (`load_model()` -> (model, processor)) only when something is left."""
+    if generate_fn is None:
+        from mmalign.models.generate import generate as generate_fn
+    process = process or SingleProcess()
+    mine = items[process.process_index::process.num_processes]
+    done = read_predictions(out)
+    todo = [it for it in mine if not is_done(done.get(it.id), it)]
+    if not todo:
+        return 0
+    model, processor = load_model()
+    path = shard_path(out, process.process_index, process.num_processes)
+    size = cfg.generation.batch_size
+    with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"generate {out.name}", unit="item",
+              disable=not process.is_local_main_process) as bar:
+        for start in range(0, len(todo), size):
+            batch = todo[start:start + size]
+            for row in run_batch(batch, model, processor, cfg, generate_fn):
+                append_jsonl(path, row)
+            bar.update(len(batch))
+    return len(todo)
+
+
+def merged_predictions(items: list[Item], out: Path) -> list[dict]:
+    """Every item's row, in benchmark order (main process, after every shard finished)."""
+    rows = read_predictions(out)
+    missing = [it.id for it in items if it.id not in rows or rows[it.id].get("prompt") != it.prompt]
+    if missing:
+        raise RuntimeError(f"{out}: no prediction for {len(missing)} item(s), e.g. {missing[:3]}; "
+                           "did a process stop early? Rerun to complete them.")
+    return [rows[it.id] for it in items]

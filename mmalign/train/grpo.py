@@ -1,0 +1,553 @@
+"""The GRPO recipe (Shao et al. 2024, https://arxiv.org/abs/2402.03300): read it top to bottom.
+
+`run_grpo_stage` is what `recipe.run_stage` runs for `method: grpo`. One step:
+
+  1. prompts    train.batch_size records (in data.curriculum order, epochs as one stream; a record whose
+                media fails or whose prompt is too long is skipped and counted)
+  2. vision     each prompt's video / images through the vision tower once; the features serve
+                all G rollouts of the prompt
+  3. rollouts   G = grpo.num_generations samples per prompt from the current policy
+                (temperature, top_p, max_new_tokens), token ids kept; each scoring pass
+                below runs a prompt once for its G completions (train.shared_prompt)
+  4. rewards    the configured weighted terms (mmalign.rewards), each logged raw;
+                advantages normalised within each group (grpo.scale_rewards: by the std too)
+  5. filter     a group whose rewards are all equal has no signal: its samples are dropped
+                from the loss (no gradient at all, KL included) and counted
+  6. fixed      log-probs of the rollout policy (when grpo.num_iterations > 1) and of the
+                reference (when grpo.kl_beta > 0), once per step
+  7. update     grpo.num_iterations optimizer steps on the same rollouts, each over
+                micro-batches of grpo.micro_batch_size sequences, with `grpo_loss`; micro-batch
+                losses are weighted so the total equals the whole-batch loss
+
+Log-probs are those of the sampling distribution, softmax(logits / temperature), for the
+policy, the rollout policy and the reference alike (as TRL does). Artefacts are those of
+`run_stage`: metrics.jsonl (one row per step), summary.json (greedy mean reward on held-out
+records before / after), final/, checkpoints/ (train.save_every), plus reward_errors.jsonl
+(every sample a reward term failed on).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from mmalign.config import GrpoConfig, RunConfig
+from mmalign.data.collate import Sequence, collate_sequences
+from mmalign.data.encode import RecordDataset
+from mmalign.data.records import RecordError, Skipped
+from mmalign.data.video import MediaError
+from mmalign.io import append_jsonl, atomic_write_json
+from mmalign.losses import all_equal_groups, group_advantages, grpo_loss
+from mmalign.losses.logps import token_logps
+from mmalign.models.backbone import TEXT_KEYS, base_model, family_of, freeze_vision, load_backbone
+from mmalign.models.packing import is_packed
+from mmalign.models.shared_prompt import scored_hidden
+from mmalign.rewards import RewardSet, Sample
+from mmalign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
+from mmalign.train.curriculum import OrderSampler
+from mmalign.train.recipe import (apply_lora, flat_config, load_data, record_order, reduce_metrics, reference_kind,
+                                  truncate_metrics)
+from mmalign.train.reference import ModelReference
+from mmalign.train.scoring import TokenScorer, last_hidden, lm_head
+
+# ---------------------------------------------------------------- the stage
+
+def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bool) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    t, g = cfg.train, cfg.grpo
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    mixed = ("bf16" if torch.cuda.is_available() else "no") if t.mixed_precision == "auto" else t.mixed_precision
+    accelerator = Accelerator(mixed_precision=mixed, log_with=t.report_to or None, project_dir=str(stage_dir))
+    main = accelerator.is_main_process
+    if t.report_to:
+        accelerator.init_trackers(stage_dir.name, config=flat_config(cfg))
+
+    # -- rewards and data first: a misnamed reward or a bad file fails before the model loads
+    rewards = RewardSet.from_config(g.rewards, g.fallback_reward)
+    check_settings(cfg)
+    records, skipped = load_data(cfg, cfg.data.train_file)
+    eval_records, _ = load_data(cfg, cfg.data.eval_file)
+    if not records:
+        raise RecordError(f"{cfg.data.train_file}: no usable records ({len(skipped)} skipped)")
+    eval_records = (eval_records or records)[:g.eval_records]
+
+    # -- policy, reference
+    model, processor = load_backbone(cfg.model, path=init_path)
+    set_seed(t.seed)  # after loading: building a tiny preset reseeds the global RNG
+    family = family_of(model)
+    if cfg.model.freeze_vision:
+        freeze_vision(model)
+    ref_kind = "none" if g.kl_beta == 0 else reference_kind(cfg)
+    reference = ModelReference(SampledScorer(frozen_copy(model), t.logps_chunk_size, g.temperature)) \
+        if ref_kind == "copy" else None
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.lora.enabled:
+            model.enable_input_require_grads()
+    if ref_kind == "lora_disabled":
+        reference = ModelReference(SampledScorer(model, t.logps_chunk_size, g.temperature), disable_adapters=True)
+    if reference is not None:
+        reference.scorer.to(accelerator.device)
+    precomputed = takes_features(model)  # rollouts: the vision tower once per prompt, not per sample
+    tok = processor.tokenizer
+    pad_id = tok.pad_token_id
+    eos_ids = stop_ids(model, tok, family.end_of_turn)
+
+    # -- prompts, optimizer, schedule (one scheduler step per optimizer update)
+    dataset = PromptDataset(records, processor, family, cfg)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, collate_fn=as_list,
+                                         sampler=OrderSampler(record_order(cfg, records)),
+                                         num_workers=t.num_workers)
+    steps_total = t.max_steps or max(1, math.ceil(len(records) * t.epochs / (t.batch_size * accelerator.num_processes)))
+    updates_total = steps_total * g.num_iterations
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = get_scheduler("constant_with_warmup" if t.scheduler == "constant" else t.scheduler, optimizer,
+                              num_warmup_steps=int(t.warmup_ratio * updates_total), num_training_steps=updates_total)
+    scorer = SampledScorer(model, t.logps_chunk_size, g.temperature)
+    scorer, optimizer = accelerator.prepare(scorer, optimizer)
+    loader = accelerator.prepare_data_loader(loader, device_placement=False)  # prompts stay on CPU until collated
+    policy = accelerator.unwrap_model(scorer).model
+
+    # -- resume
+    state = {"step": 0, "micro": 0, "bad_steps": 0, "skipped": [asdict(s) for s in skipped],
+             "reward_errors": 0, "groups_all_equal": 0}
+    ckpt_dir = stage_dir / "checkpoints"
+    latest = latest_checkpoint(ckpt_dir) if resume else None
+    if latest:
+        state = load_checkpoint(latest, policy, optimizer, scheduler)
+        truncate_metrics(stage_dir / "metrics.jsonl", state["step"])
+        truncate_metrics(stage_dir / "reward_errors.jsonl", state["step"])
+        accelerator.print(f"resumed from {latest} (step {state['step']})")
+    elif main:
+        (stage_dir / "metrics.jsonl").unlink(missing_ok=True)
+        (stage_dir / "reward_errors.jsonl").unlink(missing_ok=True)
+    before_path = stage_dir / "eval_before.json"
+    if latest and before_path.exists():
+        before = json.loads(before_path.read_text())
+    else:
+        before = evaluate(policy, PromptDataset(eval_records, processor, family, cfg), rewards, g, t.batch_size,
+                          pad_id, eos_ids, precomputed, accelerator.device)
+        if main:
+            atomic_write_json(before_path, before)
+
+    # -- the loop: rollouts, rewards, advantages, num_iterations updates
+    batches = rng_neutral(accelerator.skip_first_batches(loader, state["micro"]) if state["micro"] else loader)
+    bar = tqdm(total=steps_total, initial=state["step"], desc="grpo", disable=not main)
+    while state["step"] < steps_total:
+        t0 = time.time()
+        items = next(batches, None)
+        if items is None:
+            break
+        state["micro"] += 1
+        state["skipped"] += [asdict(s) for s in items if isinstance(s, Skipped)]
+        prompts = [x for x in items if not isinstance(x, Skipped)]
+        if not prompts:
+            continue
+        recs, inputs = [r for r, _ in prompts], [p for _, p in prompts]
+
+        # 2-3. vision once per prompt; G samples per prompt
+        policy.eval()
+        feats = [encode_visual(policy, p, accelerator.device) for p in inputs] if precomputed else None
+        ids, truncated = rollout(policy, inputs, feats, g, g.num_generations, pad_id, eos_ids, accelerator.device)
+        policy.train()
+        t_rollout = time.time() - t0
+
+        # 4. rewards, advantages
+        samples = make_samples(recs, g.num_generations, ids, truncated, tok)
+        scored = rewards(samples, g.num_generations)
+        adv = group_advantages(scored.total, g.num_generations, scale_by_std=g.scale_rewards)
+
+        # 5. groups without signal leave the loss
+        keep, flat = signal_rows(scored.total, g.num_generations)
+        state["groups_all_equal"] += int(flat.sum())
+        state["reward_errors"] += len(scored.errors)
+
+        # 6-7. fixed log-probs once, then the optimisation passes. With several processes, one
+        # without signal still joins each update (with weight 0) so the gradient all-reduce meets.
+        anywhere = global_count(accelerator, len(keep)) > 0
+        scale = 1.0 if keep else 0.0
+        if not keep and anywhere:
+            keep = [0]
+        chunks = micro_batches(keep, g.micro_batch_size)
+        losses, norms, loss_metrics = [], [], []
+        if chunks:
+            # a group's completions share their prompt dict: the shared-prompt layout finds them by it
+            seqs = [Sequence(inputs[i // g.num_generations], ids[i]) for i in range(len(samples))]
+            batches_ = [scoring_batch(seqs, rows, pad_id, t.shared_prompt, accelerator.device) for rows in chunks]
+            fixed = fixed_logps(scorer, reference, batches_, g.num_iterations > 1)
+            totals = {"tokens": sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches_), "rows": len(keep),
+                      "scale": scale}
+            for _ in range(g.num_iterations):
+                loss, norm, metrics = update(scorer, optimizer, scheduler, params, batches_, chunks, fixed, adv,
+                                             totals, g, t.max_grad_norm, accelerator)
+                losses.append(loss)
+                norms.append(norm)
+                loss_metrics.append(metrics)
+        finite = all(math.isfinite(x) for x in losses + norms)
+        state["bad_steps"] = 0 if finite else state["bad_steps"] + 1
+        state["step"] += 1
+
+        values = {"grad_norm": mean(norms), **scored.metrics(), "advantage_mean": float(adv.mean()),
+                  "advantage_std": float(adv.std()) if adv.numel() > 1 else 0.0, **average(loss_metrics),
+                  "completion_length": sum(s.num_tokens for s in samples) / len(samples),
+                  "truncated": sum(truncated) / len(truncated),
+                  "groups": int(flat.numel()), "groups_all_equal": int(flat.sum())}
+        loss, values = reduce_metrics(accelerator, torch.tensor(mean(losses)), values)  # means over processes
+        row = {"step": state["step"], "loss": float(loss), "lr": scheduler.get_last_lr()[0], **values,
+               "skipped_records": len(state["skipped"]),
+               "seconds": round(time.time() - t0, 3), "seconds/rollout": round(t_rollout, 3)}
+        if not chunks:
+            row["no_update"] = True
+        if not finite:
+            row["nonfinite_step_skipped"] = True
+        if main:
+            append_jsonl(stage_dir / "metrics.jsonl", row)
+            for e in scored.errors:
+                append_jsonl(stage_dir / "reward_errors.jsonl", {"step": state["step"], **e})
+            accelerator.log(row, step=state["step"])
+            bar.update(1)
+            bar.set_postfix(reward=f"{row['reward']:.3f}")
+        if state["bad_steps"] >= t.max_bad_steps:
+            raise FloatingPointError(f"{state['bad_steps']} consecutive steps had a NaN/inf loss or gradient "
+                                     f"(last at step {state['step']}); stopping. Lower train.lr or check the rewards.")
+        if t.save_every and state["step"] % t.save_every == 0 and main and finite:
+            save_checkpoint(ckpt_dir, policy, optimizer, scheduler, state)
+        if os.environ.get("MMALIGN_KILL_AFTER_STEP") == str(state["step"]):
+            os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the kill -9 / resume tests
+    bar.close()
+
+    # -- after: evaluate, save, summarise
+    after = evaluate(policy, PromptDataset(eval_records, processor, family, cfg), rewards, g, t.batch_size,
+                     pad_id, eos_ids, precomputed, accelerator.device)
+    summary = {"method": "grpo", "steps": state["step"], "records": len(records),
+               "skipped": len(state["skipped"]), "skipped_records": state["skipped"][:200],
+               "reward_errors": state["reward_errors"], "groups_all_equal": state["groups_all_equal"],
+               "before": before, "after": after}
+    accelerator.wait_for_everyone()
+    if main:
+        save_final(stage_dir / "final", policy, processor)
+        atomic_write_json(stage_dir / "summary.json", summary)
+        accelerator.print("\n".join(f"grpo {k:<28} {before.get(k, float('nan')):>9.4f} -> {v:>9.4f}"
+                                    for k, v in after.items() if k != "n"))
+    accelerator.wait_for_everyone()  # the others read this stage's summary and final weights next
+    accelerator.end_training()
+    return summary
+
+
+def check_settings(cfg: RunConfig) -> None:
+    g = cfg.grpo
+    if cfg.train.grad_accum != 1:
+        raise ValueError("grpo: train.grad_accum must be 1 (train.batch_size is the prompts per step; "
+                         "grpo.micro_batch_size bounds the sequences per forward)")
+    if g.num_generations < 2:
+        raise ValueError("grpo.num_generations must be >= 2: advantages are relative to the group")
+    if g.kl_beta != 0 and cfg.train.reference in ("none", "precomputed"):
+        raise ValueError(f"grpo.kl_beta={g.kl_beta} needs a reference model (train.reference: copy or "
+                         "lora_disabled; precomputed cannot score new rollouts), or set grpo.kl_beta: 0")
+
+
+# ---------------------------------------------------------------- prompts and vision
+
+class PromptDataset(torch.utils.data.Dataset):
+    """Record i -> (record, its prompt's batch-1 processor inputs), or a Skipped (media that
+    does not load, a prompt with no room for max_new_tokens within data.max_length)."""
+
+    def __init__(self, records, processor, family, cfg: RunConfig):
+        self.encoder = RecordDataset(records, processor, family, "grpo", cfg.data)
+        self.max_length, self.max_new_tokens = cfg.data.max_length, cfg.grpo.max_new_tokens
+
+    def __len__(self):
+        return len(self.encoder.records)
+
+    def __getitem__(self, i):
+        r = self.encoder.records[i]
+        try:
+            prompt = self.encoder.prompt(r)
+            n = prompt["input_ids"].shape[1]
+            if n + self.max_new_tokens > self.max_length:
+                raise ValueError(f"{n} prompt tokens + grpo.max_new_tokens={self.max_new_tokens} > "
+                                 f"data.max_length={self.max_length}")
+        except (MediaError, ValueError) as e:
+            if self.encoder.cfg.strict:
+                raise RecordError(f"{r.source}: {e}") from e
+            return Skipped(r.source, r.id, str(e))
+        return r, prompt
+
+
+def as_list(items):
+    return items
+
+
+def rng_neutral(loader):
+    """Iterate `loader` without touching the global torch RNG (a fresh DataLoader iterator draws
+    a seed on its first batch), so a resumed run samples the same rollouts as an unbroken one."""
+    it = iter(loader)
+    while True:
+        state = torch.get_rng_state()
+        item = next(it, None)
+        torch.set_rng_state(state)
+        if item is None:
+            return
+        yield item
+
+
+def takes_features(model) -> bool:
+    """Whether the backbone's forward accepts precomputed vision features (transformers'
+    `mm_encoder_outputs`); otherwise pixels go in and the vision tower runs per sequence."""
+    return "mm_encoder_outputs" in inspect.signature(base_model(model).model.forward).parameters
+
+
+@torch.no_grad()
+def encode_visual(model, prompt: dict, device) -> dict[str, list[torch.Tensor]]:
+    """The prompt's media through the vision tower, once: {modality: [features per item]}."""
+    inner = base_model(model).model
+    out = {}
+    for modality in ("image", "video"):
+        fn = getattr(inner, f"get_{modality}_features", None)
+        pixels = "pixel_values" if modality == "image" else "pixel_values_videos"
+        if fn is None or pixels not in prompt:
+            continue
+        kwargs = {k: prompt[k].to(device) for k in inspect.signature(fn).parameters if k in prompt}
+        out[modality] = list(fn(**kwargs, return_dict=True).pooler_output)
+    return out
+
+
+def with_features(batch: dict, feats: list[dict]) -> dict:
+    """Swap the batch's pixel tensors for its rows' precomputed features (rows in order), as
+    transformers' `mm_encoder_outputs`."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    batch = {k: v for k, v in batch.items() if not k.startswith("pixel_values")}
+    modalities = sorted({m for f in feats for m in f})
+    if modalities:
+        batch["mm_encoder_outputs"] = {m: BaseModelOutputWithPooling(pooler_output=[x for f in feats for x in f.get(m, [])])
+                                       for m in modalities}
+    return batch
+
+
+# ---------------------------------------------------------------- rollouts
+
+def stop_ids(model, tokenizer, end_of_turn: str) -> list[int]:
+    """The family's end-of-turn token plus the checkpoint's own eos ids."""
+    ids = {tokenizer.convert_tokens_to_ids(end_of_turn)}
+    eos = base_model(model).generation_config.eos_token_id
+    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return sorted(ids)
+
+
+def vision_token_ids(model) -> list[int]:
+    """Placeholder tokens of images and videos: never sampled (a placeholder in a completion
+    would claim vision features that do not exist)."""
+    config = base_model(model).config
+    names = ("image_token_id", "video_token_id", "image_token_index", "video_token_index",
+             "vision_start_token_id", "vision_end_token_id")
+    return sorted({i for i in (getattr(config, n, None) for n in names) if isinstance(i, int) and i >= 0})
+
+
+def generation_batch(prompts: list[dict], pad_id: int) -> dict:
+    """Left-padded batch of batch-1 prompt inputs, one row each; media tensors concatenated in
+    row order (a prompt repeated G times is G rows)."""
+    length = max(p["input_ids"].shape[1] for p in prompts)
+    batch = {}
+    for key in prompts[0]:
+        if key in TEXT_KEYS:
+            fill = pad_id if key == "input_ids" else 0
+            batch[key] = torch.cat([F.pad(p[key], (length - p[key].shape[1], 0), value=fill) for p in prompts])
+        else:
+            batch[key] = torch.cat([p[key] for p in prompts])
+    return batch
+
+
+@torch.no_grad()
+def rollout(model, prompts: list[dict], feats: list[dict] | None, g: GrpoConfig, n: int, pad_id: int,
+            eos_ids: list[int], device, greedy: bool = False) -> tuple[list[list[int]], list[bool]]:
+    """`n` completions per prompt (rows grouped by prompt): token ids up to and including the
+    first stop token, and whether max_new_tokens cut the completion first."""
+    rows = [p for p in range(len(prompts)) for _ in range(n)]
+    batch = {k: v.to(device) for k, v in generation_batch([prompts[p] for p in rows], pad_id).items()}
+    if feats is not None:
+        batch = with_features(batch, [feats[p] for p in rows])
+    sampling = (dict(do_sample=False) if greedy else
+                dict(do_sample=True, temperature=g.temperature, top_p=g.top_p, top_k=0))
+    out = model.generate(**batch, max_new_tokens=g.max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids,
+                         repetition_penalty=1.0, suppress_tokens=vision_token_ids(model), **sampling)
+    ids, truncated = [], []
+    for seq in out[:, batch["input_ids"].shape[1]:].tolist():
+        stop = next((i for i, x in enumerate(seq) if x in eos_ids), None)
+        ids.append(seq if stop is None else seq[:stop + 1])
+        truncated.append(stop is None)
+    return ids, truncated
+
+
+def make_samples(records, n: int, ids: list[list[int]], truncated: list[bool], tokenizer) -> list[Sample]:
+    """One Sample per completion (row i belongs to records[i // n]) for the reward terms."""
+    samples = []
+    for i, text in enumerate(tokenizer.batch_decode(ids, skip_special_tokens=True)):
+        r = records[i // n]
+        samples.append(Sample(prompt=r.prompt, completion=text, answer=r.answer, truth=r.truth or {}, record_id=r.id,
+                              meta=r.meta, num_tokens=len(ids[i]), truncated=truncated[i]))
+    return samples
+
+
+# ---------------------------------------------------------------- scoring and the update
+
+class SampledScorer(TokenScorer):
+    """Per-token log-probs under softmax(logits / temperature), the distribution rollouts are
+    sampled from; a shared-prompt batch (`collate_sequences(..., shared_prompt=True)`) runs
+    each prompt once for all of its completions."""
+
+    def __init__(self, model, chunk_size: int = 512, temperature: float = 1.0):
+        super().__init__(model, chunk_size)
+        self.temperature = temperature
+
+    def forward(self, batch: dict, return_hidden: bool = False) -> dict:
+        if return_hidden:
+            raise ValueError("GRPO scores log-probs only (its KL is k3 on the sampled tokens)")
+        labels = batch["labels"][:, 1:]
+        head = lm_head(self.model)
+        if not is_packed(batch):
+            hidden = last_hidden(self.model, batch)[:, :-1]
+            return {"logps": token_logps(hidden, labels, head, self.chunk_size, self.temperature)}
+        mask = labels != -100
+        hidden = scored_hidden(self.model, batch, batch["labels"])  # [M, H]: the scored positions only
+        lp = token_logps(hidden[None], labels[mask][None], head, self.chunk_size, self.temperature)[0]
+        return {"logps": lp.new_zeros(mask.shape).masked_scatter(mask, lp)}
+
+
+def frozen_copy(model):
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def signal_rows(rewards: torch.Tensor, group_size: int) -> tuple[list[int], torch.Tensor]:
+    """(rows of the groups whose rewards differ, bool [groups] of the all-equal ones). An
+    all-equal group has zero advantages; leaving its rows out of the loss also removes their
+    KL gradient, so such a group contributes nothing at all."""
+    flat = all_equal_groups(rewards, group_size)
+    return [i for i in range(rewards.numel()) if not flat[i // group_size]], flat
+
+
+def global_count(accelerator, n: int) -> int:
+    """`n` summed over processes (the number itself with one process)."""
+    if accelerator.num_processes == 1:
+        return n
+    return int(accelerator.reduce(torch.tensor(n, device=accelerator.device), "sum"))
+
+
+def micro_batches(rows: list[int], size: int | None) -> list[list[int]]:
+    size = size or max(1, len(rows))
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def scoring_batch(seqs: list[Sequence], rows: list[int], pad_id: int, shared_prompt: bool, device) -> dict:
+    """Prompt + completion rows (labels only on the completion) on `device`; with
+    `shared_prompt`, each prompt once followed by its completions in this micro-batch."""
+    batch = collate_sequences([seqs[i] for i in rows], pad_id, shared_prompt=shared_prompt)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def fixed_logps(scorer, reference, batches: list[dict], want_old: bool) -> list[dict]:
+    """Per micro-batch: the rollout policy's log-probs (for the ratio; None = on-policy, ratio 1)
+    and the reference's (None without a reference)."""
+    was_training = scorer.training
+    scorer.eval()
+    out = [{"old": scorer(b)["logps"] if want_old else None,
+            "ref": reference(b)["logps"] if reference is not None else None} for b in batches]
+    scorer.train(was_training)
+    return out
+
+
+def update(scorer, optimizer, scheduler, params, batches, chunks, fixed, adv, totals, g: GrpoConfig,
+           max_grad_norm: float, accelerator) -> tuple[float, float, dict]:
+    """One optimizer step over the kept rollouts. Each micro-batch's loss is weighted by its
+    share of the batch (tokens for "token" averaging, sequences for "sequence"), so gradients
+    and metrics equal those of one grpo_loss over the whole batch."""
+    total, metrics = 0.0, {}
+    for k, (batch, rows, fx) in enumerate(zip(batches, chunks, fixed)):
+        mask = (batch["labels"][:, 1:] != -100).float()
+        tokens = mask.sum().item()
+        share = totals["scale"] * (tokens / totals["tokens"] if g.loss_type == "token" else len(rows) / totals["rows"])
+        sync = k == len(batches) - 1
+        with accelerator.no_sync(scorer) if not sync else _null():
+            with accelerator.autocast():
+                logps = scorer(batch)["logps"]
+                out = grpo_loss(logps, fx["old"], fx["ref"], adv[rows].to(logps), mask, clip_eps=g.clip_eps,
+                                clip_eps_high=g.clip_eps_high, beta=g.kl_beta, loss_type=g.loss_type)
+            accelerator.backward(out.loss * share)
+        total += float(out.loss.detach()) * share
+        token_share = tokens / totals["tokens"]
+        for name, value in out.metrics.items():
+            if name.startswith(("kl", "clip_ratio")):  # token means: weight by tokens
+                metrics[name] = metrics.get(name, 0.0) + float(value) * token_share
+    norm = float(accelerator.clip_grad_norm_(params, max_grad_norm or float("inf")))
+    if math.isfinite(total) and math.isfinite(norm):
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total, norm, metrics
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+# ---------------------------------------------------------------- evaluation and small helpers
+
+@torch.no_grad()
+def evaluate(model, dataset: PromptDataset, rewards: RewardSet, g: GrpoConfig, batch_size: int, pad_id: int,
+             eos_ids: list[int], precomputed: bool, device) -> dict:
+    """Greedy completions on held-out records, scored by the configured rewards (groups of
+    one: group-relative terms give 0): mean reward, per-term means, completion length."""
+    was_training = model.training
+    model.eval()
+    tok = dataset.encoder.processor.tokenizer
+    totals, terms, lengths = [], {}, []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        prompts = [x for x in items if not isinstance(x, Skipped)]
+        if not prompts:
+            continue
+        inputs = [p for _, p in prompts]
+        feats = [encode_visual(model, p, device) for p in inputs] if precomputed else None
+        ids, truncated = rollout(model, inputs, feats, g, 1, pad_id, eos_ids, device, greedy=True)
+        scored = rewards(make_samples([r for r, _ in prompts], 1, ids, truncated, tok), 1)
+        totals += scored.total.tolist()
+        lengths += [len(x) for x in ids]
+        for label, values in scored.terms.items():
+            terms.setdefault(label, []).extend(values)
+    model.train(was_training)
+    if not totals:
+        return {"n": 0}
+    return {"reward": sum(totals) / len(totals), **{f"rewards/{k}": sum(v) / len(v) for k, v in terms.items()},
+            "completion_length": sum(lengths) / len(lengths), "n": len(totals)}
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def average(rows: list[dict]) -> dict:
+    return {k: mean([r[k] for r in rows]) for k in rows[0]} if rows else {}

@@ -1,0 +1,108 @@
+"""The RRPO release format (pritamqu/RRPO, docs/DATA.md) to and from our pair records, so
+released pair sets train directly and ours train with the official code:
+
+    {"sample_id": ..., "question": "<image>\\nDescribe ...", "answer": chosen, "pred": rejected,
+     "answer_masked": "a <MASK> red </MASK> car", "pred_masked": "a <MASK> blue </MASK> car",
+     "video": "videos/v.mp4", "media_path": "videos/v.mp4", "src": "perturb.inject"}
+
+Reading is mmalign.data.records' (tags -> spans, placeholders removed, other fields -> meta);
+this module adds the file handling around it and the writing direction. A record without spans
+gets them from the differ. An empty span (an insertion) is written "<MASK>  </MASK>", which
+reads back as the same empty span; the official loss sees no token in it. Sentence labels
+have no place in the format and are not written; difficulty, rejected_video and meta are
+(RRPO's loader ignores them, ours reads them back).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from mmalign.data.records import Record, Skipped, read_records, spans_to_mask_tags, write_records
+from mmalign.io import atomic_write_jsonl, atomic_write_text
+
+from .diff import diff_spans
+
+
+def to_rrpo(record: Record, folder: str | os.PathLike, placeholder: str = "<image>\n") -> dict:
+    """One release-format object; media paths relative to `folder` where they lie inside it.
+    ValueError if a text already holds a <MASK> tag."""
+    if record.chosen is None or record.rejected is None:
+        raise ValueError("not a pair record (no chosen / rejected)")
+    spans = (record.chosen_spans, record.rejected_spans)
+    if spans[0] is None or spans[1] is None:
+        spans = diff_spans(record.chosen, record.rejected)
+    row = {"sample_id": record.id, "question": placeholder + record.prompt, "answer": record.chosen,
+           "pred": record.rejected, "answer_masked": spans_to_mask_tags(record.chosen, spans[0]),
+           "pred_masked": spans_to_mask_tags(record.rejected, spans[1]),
+           "src": record.meta.get("generator", "mmalign")}
+    if record.video is not None:
+        row["video"] = row["media_path"] = _media(record.video, folder)
+    if record.difficulty is not None:
+        row["difficulty"] = record.difficulty
+    if record.rejected_video is not None:
+        row["rejected_video"] = {k: _media(v, folder) if k in ("source", "video") else v
+                                 for k, v in record.rejected_video.items()}
+    meta = {k: v for k, v in record.meta.items() if k != "format"}
+    if meta:
+        row["meta"] = meta
+    return row
+
+
+def _media(path: str, folder) -> str:
+    folder = str(Path(folder).absolute())
+    inside = os.path.commonpath([path, folder]) == folder if os.path.isabs(path) else False
+    return os.path.relpath(path, folder) if inside else path
+
+
+def export_rrpo(src: str | os.PathLike, out: str | os.PathLike, placeholder: str = "<image>\n") -> list[Skipped]:
+    """Our pair file -> the release format: a JSON array for .json, else JSON lines."""
+    records, skipped = read_records(src, "pair", allow_absolute_paths=True, check_media=False)
+    folder = Path(out).absolute().parent
+    rows = []
+    for r in records:
+        try:
+            rows.append(to_rrpo(r, folder, placeholder))
+        except ValueError as e:
+            skipped.append(Skipped(r.source, r.id, str(e)))
+    if str(out).endswith(".json"):
+        atomic_write_text(out, json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+    else:
+        atomic_write_jsonl(out, rows)
+    return skipped
+
+
+def import_rrpo(src: str | os.PathLike, out: str | os.PathLike, media_root: str | os.PathLike | None = None,
+                check_media: bool = False) -> tuple[list[Record], list[Skipped]]:
+    """A release file (JSON array or JSON lines) -> our pair records in `out`. Media paths are
+    resolved against `media_root` (default: the file's folder) and written relative to `out`
+    where they lie inside its folder, absolute otherwise (train those with
+    data.allow_absolute_paths)."""
+    src, out = Path(src), Path(out).absolute()
+    rows = _load_rows(src)
+    root = Path(media_root or src.parent).absolute()
+    for row in rows:
+        for key in ("media_path", "video"):
+            if isinstance(row, dict) and isinstance(row.get(key), str) and row[key] and not os.path.isabs(row[key]):
+                row[key] = str(root / row[key])
+    tmp = out.parent / f".{out.name}.import.jsonl"
+    try:
+        atomic_write_jsonl(tmp, rows)
+        records, skipped = read_records(tmp, "pair", allow_absolute_paths=True, check_media=check_media)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for s in skipped:  # name the line of the file the user gave
+        s.source = f"{src}:{s.source.rsplit(':', 1)[1]}"
+    write_records(out, records)
+    return records, skipped
+
+
+def _load_rows(path: Path) -> list:
+    text = path.read_text(encoding="utf-8-sig")
+    if text.lstrip().startswith("["):
+        rows = json.loads(text)
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: expected a JSON array of objects")
+        return rows
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,0 +1,80 @@
+"""`mmalign eval` end to end with the tiny offline Qwen2.5-VL on a 4-video world, the shipped
+eval configs, and config errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evals.benchmarks.base import pair_scores
+from evals.config import load_eval_config, model_specs, parse_model_args
+from mmalign.cli import main
+from mmalign.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((ROOT / "configs" / "eval").glob("*.yaml"))
+
+
+def test_tiny_model_end_to_end_and_rerun_resumes(tmp_path, tiny_dir):
+    cfg = tmp_path / "synthetic.yaml"
+    raw = yaml.safe_load((ROOT / "configs" / "eval" / "synthetic.yaml").read_text())
+    cfg.write_text(yaml.safe_dump(raw))
+    args = ["eval", "--config", str(cfg), f"world.out={tmp_path / 'world'}", "world.n_videos=4",
+            f"model.tiny_dir={tiny_dir}", f"output_dir={tmp_path / 'out'}", "data.limit=2",
+            "data.num_frames=4", "generation.max_new_tokens=4", "generation.batch_size=4"]
+    assert main(args) == 0
+    out = tmp_path / "out"
+    assert (out / "report.html").is_file() and (out / "metrics.md").is_file()
+    results = json.loads((out / "results.json").read_text())
+    (model,) = results["models"]
+    assert model["name"] == "tiny-qwen2_5_vl" and model["counts"]["items"] == 4  # 2 pairs (data.limit)
+    rows = model["items"]
+    assert all(set(r) >= {"prompt", "prediction", "parsed", "correct"} for r in rows)
+    for cat, metrics in model["categories"].items():
+        assert metrics == pair_scores([r for r in rows if r["category"] == cat])
+    shard = out / "tiny-qwen2_5_vl" / "predictions.shard0-of-1.jsonl"
+    lines = shard.read_text()
+    assert main(args) == 0  # rerun: everything is done, nothing is generated again
+    assert shard.read_text() == lines
+    assert json.loads((out / "results.json").read_text())["models"][0]["items"] == rows
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_eval_configs_load(path):
+    cfg = load_eval_config(path)
+    assert cfg.benchmark == path.stem and model_specs(cfg)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("benchmark: videohallucer\ndata: {root: x, splitz: [temporal]}\n")
+    with pytest.raises(ConfigError, match=r"data\.splitz.*did you mean 'splits'"):
+        load_eval_config(p)
+    p.write_text("benchmark: videohalucer\n")
+    with pytest.raises(ConfigError, match="did you mean 'videohallucer'"):
+        load_eval_config(p)
+    p.write_text("benchmark: videohallucer\n")
+    with pytest.raises(ConfigError, match="score.mode"):
+        load_eval_config(p, ["score.mode=lmms_eval"])
+    with pytest.raises(ConfigError, match="data.splits"):
+        load_eval_config(p, ["data.splits=[temporl]"])
+    with pytest.raises(ConfigError, match=r"data\.options\.tsk.*did you mean 'task'"):
+        load_eval_config(p, ["benchmark=vidhal", "data.options={tsk: mcqa}"])
+    with pytest.raises(ConfigError, match="remove data.limit"):
+        load_eval_config(p, ["official=true", "data.limit=3"])
+    with pytest.raises(ConfigError, match=r"models\[1\].*dtyp"):
+        load_eval_config(p, ["models=[{name: a, path: x}, {name: b, dtyp: float32}]"])
+    assert main(["eval", "--config", str(p), "model.pth=x"]) == 2  # the CLI prints it, no traceback
+
+
+def test_models_from_the_command_line(tmp_path):
+    assert parse_model_args(["base=", "rrpo=runs/rrpo/final", "/ckpt/m"]) == [
+        {"name": "base"}, {"name": "rrpo", "path": "runs/rrpo/final"}, {"path": "/ckpt/m"}]
+    with pytest.raises(ConfigError, match="put the overrides before --models"):
+        parse_model_args(["a=x", "data.root=/data"])  # argparse gives --models everything after it
+    p = tmp_path / "c.yaml"
+    p.write_text("benchmark: pope\nmodel: {tiny: qwen2_5_vl}\n")
+    specs = model_specs(load_eval_config(p, models=["base=", "rrpo=runs/rrpo/final", "/ckpt/m"]))
+    assert [(s.name, s.model.path, s.model.tiny) for s in specs] == [
+        ("base", None, "qwen2_5_vl"), ("rrpo", "runs/rrpo/final", "qwen2_5_vl"), ("ckpt-m", "/ckpt/m", "qwen2_5_vl")]

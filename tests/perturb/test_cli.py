@@ -1,0 +1,93 @@
+"""`mmalign pairs` from the command line: shipped configs, a kill -9 and resume, and one run
+with the real tiny model whose records the trainer reads and replays."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmalign.config import ConfigError
+from perturb.config import build_pairs_config, load_pairs_config, needs_model
+from perturb.run import run_pairs
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs" / "pairs").glob("*.yaml"))
+
+
+def cli(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mmalign.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd or ROOT, timeout=300)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_pairs_config(path)
+    assert cfg.generator == path.stem
+    assert cfg.model.tiny == "qwen2_5_vl"  # the shipped files run on a CPU as they are
+
+
+def test_shipped_configs_cover_the_generators():
+    assert {p.stem for p in CONFIGS} >= {"temple", "rrpo", "apasi", "ospo"}
+    assert not needs_model(load_pairs_config(ROOT / "configs/pairs/inject.yaml"))
+
+
+def test_config_mistakes_name_the_key():
+    with pytest.raises(ConfigError, match="did you mean 'magnitudes'"):
+        build_pairs_config({"temple": {"magnitude": [2]}})
+    with pytest.raises(ConfigError, match=r"video.perturbations\[0\].name: 'blurr'.*did you mean 'blur'"):
+        build_pairs_config({"video": {"perturbations": [{"name": "blurr", "strength": 0.5}]}})
+    with pytest.raises(ConfigError, match="rrpo.mask_area"):
+        build_pairs_config({"rrpo": {"mask_area": [0.6, 0.3]}})
+    with pytest.raises(ConfigError, match="set model.path"):
+        run_pairs(build_pairs_config({"generator": "rrpo"}), ROOT, ROOT / "never.jsonl")  # no model named
+
+
+def test_help_lists_the_config_keys():
+    proc = cli("pairs", "--help")
+    assert proc.returncode == 0 and "temple.magnitudes" in proc.stdout and "apasi.replace_rates" in proc.stdout
+
+
+def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_records(world, tmp_path):
+    config = ROOT / "configs" / "pairs" / "inject.yaml"
+    common = ["pairs", "--videos", world / "videos", "--config", config, "--quiet", "videos_per_batch=2"]
+    full = cli(*common, "--out", tmp_path / "full.jsonl")
+    assert full.returncode == 0, full.stderr[-2000:]
+    out = tmp_path / "resumed.jsonl"
+    killed = cli(*common, "--out", out, env={"MMALIGN_KILL_AFTER_VIDEOS": "3"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not out.exists()
+    done = [json.loads(l) for l in (tmp_path / "resumed.jsonl.parts" / "pairs-000-of-001.jsonl").read_text().splitlines()]
+    assert sum(len(b["videos"]) for b in done) == 4  # two batches of two, then the kill
+    resumed = cli(*common, "--out", out)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout)["this_run"]["videos_processed"] == 2  # only the rest
+    assert out.read_text() == (tmp_path / "full.jsonl").read_text()
+
+
+def test_real_tiny_model_end_to_end(world, tmp_path):
+    out = world / "rrpo_pairs.jsonl"
+    proc = cli("pairs", "--videos", world / "videos", "--config", ROOT / "configs" / "pairs" / "rrpo.yaml",
+               "--out", out, "--quiet", f"model.tiny_dir={tmp_path / 'tiny'}", "generation.max_new_tokens=8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from mmalign.config import DataConfig
+    from mmalign.data.encode import MediaLoader
+    from mmalign.data.records import read_records
+    from mmalign.data.video import load_video
+    from mmalign.data.video_ops import apply_ops
+
+    records, skipped = read_records(out, "pair")
+    report = json.loads(out.with_name("rrpo_pairs.report.json").read_text())
+    assert skipped == [] and len(records) == report["records"] >= 1
+    assert len(records) + sum(report["filtered"].values()) == 6
+    loader = MediaLoader(DataConfig(num_frames=8))
+    for r in records:
+        assert r.meta["generator"] == "perturb.rrpo" and r.rejected_spans
+        # the trainer replays the condition exactly as the generator saw it
+        replayed = loader.condition_video(r.rejected_video, r.id).frames
+        from perturb.pair import op_seed
+        expected = apply_ops(load_video(r.video, num_frames=8).frames, r.rejected_video["ops"], op_seed(r.id))
+        assert np.array_equal(replayed, expected)
