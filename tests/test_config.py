@@ -75,3 +75,12 @@ def test_readme_reference_is_generated_from_the_fields():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     block = text.split(README_MARKERS[0], 1)[1].split(README_MARKERS[1], 1)[0].strip()
     assert block == reference_markdown(), "run `python -m mmalign.config` to refresh the README"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs/accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_accelerate_configs_load(path):
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    assert raw["distributed_type"] in {"MULTI_GPU", "FSDP", "DEEPSPEED"}
+    assert raw["num_processes"] >= raw["num_machines"] >= 1

@@ -64,14 +64,22 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     return json.loads((path / STATE).read_text())
 
 
-def save_final(folder: Path, model, processor) -> Path:
-    """Write a plain transformers checkpoint (LoRA merged; adapter kept beside it)."""
+def save_final(folder: Path, model, processor, state_dict: dict | None = None) -> Path:
+    """Write a plain transformers checkpoint (LoRA merged; adapter kept beside it).
+
+    `state_dict`: the full weights gathered from a sharded run (FSDP, ZeRO-3), where the
+    local module holds only a shard. A sharded LoRA run saves the adapter alone: merging
+    needs the whole base weights on one process.
+    """
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if hasattr(model, "merge_and_unload"):
-        model.save_pretrained(tmp / "adapter")
-        model = model.merge_and_unload()
-    model.save_pretrained(tmp)
+        model.save_pretrained(tmp / "adapter", state_dict=state_dict)
+        if state_dict is None:
+            model = model.merge_and_unload()
+            model.save_pretrained(tmp)
+    else:
+        model.save_pretrained(tmp, state_dict=state_dict)
     processor.save_pretrained(tmp)
     atomic_write_json(tmp / "DONE.json", {"complete": True})
     if folder.exists():

@@ -119,7 +119,12 @@ def record_order(cfg: RunConfig, records) -> list[int]:
                        d.curriculum_buckets, d.curriculum_start)
 
 
-def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bool) -> dict:
+def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bool,
+              reference_path: str | None = None) -> dict:
+    """`reference_path`: weights of the frozen reference when it is not the stage's starting
+    policy (APASI rounds that keep the first reference; needs train.reference=copy)."""
+    if reference_path and (cfg.method == "grpo" or reference_kind(cfg) != "copy"):
+        raise ValueError("a reference other than the starting policy (reference_path) needs train.reference=copy")
     if cfg.method == "grpo": from mmalign.train.grpo import run_grpo_stage; return run_grpo_stage(cfg, stage_dir, init_path, resume)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -146,7 +151,8 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
     if cfg.model.freeze_vision:
         freeze_vision(model)
     ref_kind = reference_kind(cfg)
-    reference = ModelReference.frozen_copy(model, t.logps_chunk_size) if ref_kind == "copy" else None
+    ref_model = load_backbone(cfg.model, path=reference_path)[0] if reference_path else model
+    reference = ModelReference.frozen_copy(ref_model, t.logps_chunk_size) if ref_kind == "copy" else None
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora)
     if cfg.model.gradient_checkpointing:
@@ -256,8 +262,9 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
                "skipped": len(state["skipped"]), "skipped_records": state["skipped"][:200],
                "before": before, "after": after}
     accelerator.wait_for_everyone()
+    gathered = gathered_weights(accelerator, scorer)  # every process takes part in the gather
     if main:
-        save_final(stage_dir / "final", accelerator.unwrap_model(scorer).model, processor)
+        save_final(stage_dir / "final", accelerator.unwrap_model(scorer).model, processor, gathered)
         atomic_write_json(stage_dir / "summary.json", summary)
     accelerator.wait_for_everyone()  # the others read this stage's summary and final weights next
     accelerator.end_training()
@@ -290,6 +297,17 @@ def mean_metrics(rows: list[dict]) -> dict:
         return {}
     return {k: float(torch.stack([torch.as_tensor(r[k], dtype=torch.float32) for r in rows]).mean())
             for k in rows[0]}
+
+
+def gathered_weights(accelerator, scorer) -> dict | None:
+    """Full weights of a sharded model (FSDP / ZeRO-3), named as the backbone names them;
+    None when every process already holds them whole (single process, DDP)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return None
+    state = accelerator.get_state_dict(scorer)
+    return {k.removeprefix("model."): v for k, v in state.items()} if state is not None else None
 
 
 def flat_config(cfg: RunConfig) -> dict:
