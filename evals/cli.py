@@ -12,17 +12,6 @@ from __future__ import annotations
 import argparse
 
 
-def _reference() -> str:
-    from mmalign.config import help_text
-
-    from .config import EvalConfig
-
-    rows = help_text(EvalConfig)
-    width = max(len(k) for k, _, _ in rows)
-    return "config keys (YAML, or key.path=value on the command line):\n" + "\n".join(
-        f"  {k:<{width}}  {h} [default: {d}]" for k, d, h in rows)
-
-
 def cmd_eval(args) -> int:
     from .config import load_eval_config
     from .run import evaluate
@@ -33,8 +22,12 @@ def cmd_eval(args) -> int:
 
 
 def register(sub) -> None:
+    from mmalign.cli import config_reference
+
+    from .config import EvalConfig
+
     p = sub.add_parser("eval", help="Run a hallucination benchmark with the official scoring.",
-                       epilog=_reference(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=config_reference(EvalConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="YAML config, e.g. configs/eval/videohallucer.yaml")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. model.path=runs/rrpo/final")
     p.add_argument("--models", nargs="+", metavar="NAME=PATH",

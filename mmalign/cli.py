@@ -10,10 +10,12 @@ import argparse
 import sys
 
 
-def _config_reference() -> str:
-    from mmalign.config import help_text
+def config_reference(config_cls=None) -> str:
+    """The `--help` epilogue of a command configured by the dataclass `config_cls`
+    (default: the training RunConfig): every key with its default and help text."""
+    from mmalign.config import RunConfig, help_text
 
-    rows = help_text()
+    rows = help_text(config_cls or RunConfig)
     width = max(len(k) for k, _, _ in rows)
     return "config keys (YAML, or key.path=value on the command line):\n" + "\n".join(
         f"  {k:<{width}}  {h} [default: {d}]" for k, d, h in rows)
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmalign", description="Align multimodal and video LLMs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="Train from a YAML config.", epilog=_config_reference(),
+    p = sub.add_parser("train", help="Train from a YAML config.", epilog=config_reference(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config, e.g. configs/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-5")
@@ -65,7 +67,7 @@ def _extensions():
     so they are looked up by name)."""
     import importlib
 
-    for name in ("perturb.cli", "evals.cli", "mmalign.pipeline"):
+    for name in ("perturb.cli", "evals.cli", "pipelines.cli"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:

@@ -8,15 +8,6 @@ import json
 import sys
 
 
-def _config_reference() -> str:
-    from .config import config_help
-
-    rows = config_help()
-    width = max(len(k) for k, _, _ in rows)
-    return "config keys (YAML, or key.path=value on the command line):\n" + "\n".join(
-        f"  {k:<{width}}  {h} [default: {d}]" for k, d, h in rows)
-
-
 def cmd_pairs(args) -> int:
     from mmalign.data.video import MediaError
 
@@ -60,10 +51,14 @@ def cmd_import(args) -> int:
 
 
 def register(sub) -> None:
+    from mmalign.cli import config_reference
+
+    from .config import PairsConfig
+
     p = sub.add_parser("pairs", help="Generate preference pairs from a folder of raw videos.",
                        description="The config's model answers prompts about each video; the generator makes the "
                                    "non-preferred side, marks what differs, and writes records `mmalign train` reads.",
-                       epilog=_config_reference(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=config_reference(PairsConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", required=True, help="Folder of raw videos (searched recursively).")
     p.add_argument("--config", required=True, help="YAML config, e.g. configs/pairs/temple.yaml")
     p.add_argument("--out", required=True, help="Output JSONL; OUT.parts/ holds progress, OUT.report.json the report.")

@@ -194,9 +194,3 @@ def needs_model(cfg: PairsConfig) -> bool:
         t = cfg.temple
         return t.source == "pixels" or t.clip_captions == "model" or t.summarizer == "model"
     return g == "inject" and "prior" in cfg.inject.types
-
-
-def config_help() -> list[tuple[str, str, str]]:
-    from mmalign.config import help_text
-
-    return help_text(PairsConfig)

@@ -1,13 +1,11 @@
 """Shared fixtures: a small synthetic world, and stub model services that stand in for the
 model (deterministic, instant) where a test is about the generators or the runner."""
 
-import re
-
-import numpy as np
 import pytest
 
 from mmalign.world import build_world
 from perturb.pair import Backend
+from perturb_stubs import stub_complete, stub_generate, stub_yes_prob
 
 
 @pytest.fixture(scope="session")
@@ -15,30 +13,6 @@ def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
     build_world(out, n_videos=6, seed=1, show_progress=False)
     return out
-
-
-def stub_generate(prompts):
-    """A "model" that sees: for a video it reports the mean level of each frame in order (so a
-    reversed or shortened video gives a reversed or shorter answer); for a text-only prompt
-    listing clip captions it joins them (a faithful summariser)."""
-    out = []
-    for text, video in prompts:
-        if video is None:
-            captions = re.findall(r"^\d+\. (.*)$", text, re.M)
-            out.append(" ".join(captions) if captions else "Nothing to say.")
-        else:
-            levels = ", ".join(f"level {int(f.mean())}" for f in video.frames)
-            out.append(f"The video shows {levels}.")
-    return out
-
-
-def stub_complete(items, **kwargs):
-    return ["moving to the left" for _ in items]
-
-
-def stub_yes_prob(asks):
-    # P(yes) from how bright the clip is: masking an object darkens it.
-    return [float(np.clip(v.frames.mean() / 40.0, 0, 1)) for _, v in asks]
 
 
 @pytest.fixture

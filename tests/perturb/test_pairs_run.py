@@ -12,7 +12,7 @@ from perturb.config import build_pairs_config
 from perturb.pair import Backend
 from perturb.run import RunConflict, _Processes, list_videos, report_path, run_pairs
 
-from conftest import stub_complete, stub_generate, stub_yes_prob
+from perturb_stubs import stub_complete, stub_generate, stub_yes_prob
 
 
 @pytest.fixture
