@@ -1,0 +1,141 @@
+"""`run_pipeline(cfg, steps)`: the expanded plan (pipelines/plan.py), step by step.
+
+    <output_dir>/pipeline.yaml           the pipeline config the run was started with
+    <output_dir>/plan.json               the expanded steps, each with its resolved config
+    <output_dir>/NN-<step>/              one folder per step:
+        pairs:    pairs.jsonl (+ .report.json, .parts/ while running)
+        training: final/ (LoRA merged), metrics.jsonl, summary.json, checkpoints/
+        eval:     results.json, metrics.md, report.html, <model>/ predictions
+        done.json                        the marker: written atomically last, with the step's
+                                         config, its outputs and its headline numbers
+    <output_dir>/pipeline_summary.{json,md,png}
+
+Resume: a step whose marker exists is skipped (its marker must hold the same config, else the
+run refuses to mix); the first unfinished step continues where it stopped with the tool's own
+resume (pairs: OUT.parts, training: the latest checkpoint, eval: the saved predictions).
+`MMALIGN_KILL_AFTER_STAGE=<step name>` SIGKILLs the process right after that step's marker is
+written (fault injection for the resume tests, as MMALIGN_KILL_AFTER_STEP in train).
+
+One process runs the steps in order (a training step on one device); launching the pipeline
+under `accelerate launch` is not supported yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import yaml
+
+from mmalign.config import ConfigError
+from mmalign.io import atomic_write_json, atomic_write_text
+
+from .plan import BASE, PipelineConfig, Step
+
+KILL_ENV = "MMALIGN_KILL_AFTER_STAGE"
+MARKER = "done.json"
+
+
+class PipelineExists(ConfigError):
+    """output_dir holds a pipeline run and --resume was not given."""
+
+
+def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, raw: dict | None = None) -> dict:
+    out = Path(cfg.output_dir)
+    if (out / "plan.json").exists() and not resume:
+        raise PipelineExists(f"{out} already holds a pipeline run: pass --resume to continue it, or choose another "
+                             "output_dir (output_dir=...)")
+    finished = {s.name: _finished(s, out / s.folder / MARKER) for s in steps}  # refuse before writing anything
+    out.mkdir(parents=True, exist_ok=True)
+    if raw is not None:
+        atomic_write_text(out / "pipeline.yaml", yaml.safe_dump(raw, sort_keys=False))
+    atomic_write_json(out / "plan.json", [s.to_dict() for s in steps])
+    if cfg.world.enabled:
+        from mmalign.world import build_world
+
+        build_world(cfg.world.out, n_videos=cfg.world.n_videos, seed=cfg.world.seed, show_progress=False)
+
+    done = []
+    for step in steps:
+        folder = out / step.folder
+        marker = folder / MARKER
+        row = finished[step.name]
+        if row is not None:
+            print(f"[pipeline] {step.name}: done before, skipped")
+        else:
+            print(f"[pipeline] {step.name} ({step.kind}) -> {folder}")
+            t0 = time.time()
+            result = RUNNERS[step.kind](cfg, step, folder)
+            row = {"step": step.name, "kind": step.kind, "round": step.round, "folder": str(folder),
+                   "seconds": round(time.time() - t0, 2), **result, "config": step.config}
+            atomic_write_json(marker, row)
+            if os.environ.get(KILL_ENV) == step.name:
+                os.kill(os.getpid(), signal.SIGKILL)
+        done.append(row)
+
+    from .summary import write_summary
+
+    return write_summary(out, done)
+
+
+def _finished(step: Step, marker: Path) -> dict | None:
+    """The marker of a finished step, which must record the config this plan gives the step."""
+    if not marker.exists():
+        return None
+    row = json.loads(marker.read_text(encoding="utf-8"))
+    if row["config"] != json.loads(json.dumps(step.config)):
+        raise ConfigError(f"step {step.name}: {marker} was made with another config; choose another "
+                          "output_dir, or delete that step's folder (and the later ones) to redo it")
+    return row
+
+
+# ---------------------------------------------------------------- one step per kind
+
+def run_pairs_step(cfg: PipelineConfig, step: Step, folder: Path) -> dict:
+    from perturb.config import build_pairs_config
+    from perturb.run import run_pairs
+
+    pairs_cfg = build_pairs_config(step.config, step.name)
+    report = run_pairs(pairs_cfg, step.videos, folder / "pairs.jsonl", show_progress=False)
+    if not report["records"]:
+        raise RuntimeError(f"step {step.name}: no pairs were made ({report['filtered']} filtered, "
+                           f"{len(report['skipped'])} videos skipped); see {folder / 'pairs.report.json'}")
+    return {"outputs": {"pairs": str(folder / "pairs.jsonl")}, "numbers": {"records": report["records"]}}
+
+
+def run_train_step(cfg: PipelineConfig, step: Step, folder: Path) -> dict:
+    from mmalign.config import build_config
+    from mmalign.models.backbone import model_path
+    from mmalign.train.checkpoint import is_final
+    from mmalign.train.recipe import run_stage
+
+    run_cfg = build_config(step.config, step.name)
+    reference = model_path(cfg.model) if step.reference == BASE else step.reference
+    if not is_final(folder / "final"):  # killed after the weights were saved: only the marker is missing
+        run_stage(run_cfg, folder, step.init, resume=True, reference_path=reference)
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    numbers = {"records": summary.get("records"), "steps": summary.get("steps")}
+    for key in ("loss", "logp_accuracy", "rewards/accuracy"):
+        if key in summary.get("after", {}):
+            numbers[f"after/{key}"] = summary["after"][key]
+    return {"outputs": {"model": str(folder / "final")}, "numbers": numbers}
+
+
+def run_eval_step(cfg: PipelineConfig, step: Step, folder: Path) -> dict:
+    from evals.benchmarks import REGISTRY
+    from evals.config import build_eval_config
+    from evals.run import evaluate
+
+    eval_cfg = build_eval_config(step.config, step.name)
+    results = evaluate(eval_cfg)
+    metrics = results["models"][0]["metrics"]
+    metric = step.metric or (REGISTRY[eval_cfg.benchmark].headline or (next(iter(metrics), None),))[0]
+    return {"outputs": {"results": str(folder / "results.json")},
+            "numbers": {"metric": metric, "value": metrics.get(metric), **metrics}}
+
+
+RUNNERS = {"pairs": run_pairs_step, "sft": run_train_step, "preference": run_train_step, "grpo": run_train_step,
+           "eval": run_eval_step}

@@ -1,0 +1,41 @@
+"""Done-markers without a model: a model-free TEMPLE pairs step runs in-process, is skipped on
+--resume, and a changed config is refused rather than mixed with the finished step."""
+
+import json
+
+import pytest
+
+from mmalign.config import ConfigError, _build
+from mmalign.world import build_world
+from pipelines.plan import PipelineConfig, expand
+from pipelines.run import PipelineExists, run_pipeline
+
+
+def temple_pairs(tmp_path, kinds):
+    return _build(PipelineConfig, {
+        "output_dir": str(tmp_path / "run"), "model": {"tiny": "qwen2_5_vl"}, "videos": str(tmp_path / "world" / "videos"),
+        "stages": [{"name": "pairs", "kind": "pairs", "config": {
+            "generator": "temple", "temple": {"clip_captions": "truth", "summarizer": "join", "kinds": kinds}}}]}, "")
+
+
+def test_finished_steps_are_skipped_and_a_changed_config_is_refused(tmp_path, capsys):
+    build_world(tmp_path / "world", n_videos=4, seed=1, show_progress=False)
+    cfg = temple_pairs(tmp_path, ["drop", "reverse"])
+    summary = run_pipeline(cfg, expand(cfg))
+    out = tmp_path / "run" / "00-pairs"
+    records = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    assert sorted({r["difficulty"] for r in records}) == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert summary["steps"][0]["numbers"]["records"] == len(records)
+    marker = (out / "done.json").stat().st_mtime_ns
+
+    with pytest.raises(PipelineExists, match="--resume"):
+        run_pipeline(cfg, expand(cfg))
+    run_pipeline(cfg, expand(cfg), resume=True)
+    assert "pairs: done before, skipped" in capsys.readouterr().out
+    assert (out / "done.json").stat().st_mtime_ns == marker
+
+    changed = temple_pairs(tmp_path, ["drop"])
+    plan = (tmp_path / "run" / "plan.json").read_text()
+    with pytest.raises(ConfigError, match="made with another config"):
+        run_pipeline(changed, expand(changed), resume=True)
+    assert (tmp_path / "run" / "plan.json").read_text() == plan  # refused before writing anything

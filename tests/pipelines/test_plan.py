@@ -1,0 +1,116 @@
+"""The expanded plan (no model runs): TEMPLE's stage-per-strength schedule, APASI's rounds
+and their schedule, the data flow between steps, and config errors."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from mmalign.config import ConfigError, _build
+from pipelines.plan import PipelineConfig, expand, load_pipeline, scheduled_value
+
+CONFIGS = sorted(Path(__file__).resolve().parents[2].joinpath("configs", "pipelines").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_pipeline_config_expands(path):
+    cfg, steps = load_pipeline(path)
+    assert steps and len({s.folder for s in steps}) == len(steps)
+
+
+def test_temple_quickstart_is_dpo_m16_8_4_2_then_sft_each_from_the_last():
+    cfg, steps = load_pipeline(Path(__file__).resolve().parents[2] / "configs/pipelines/temple_quickstart.yaml")
+    kinds = [(s.name, s.kind) for s in steps]
+    assert kinds == [("base-eval", "eval"), ("pairs", "pairs"), ("dpo-m16", "preference"), ("dpo-m8", "preference"),
+                     ("dpo-m4", "preference"), ("dpo-m2", "preference"), ("sft", "sft"), ("eval", "eval")]
+    out = Path(cfg.output_dir)
+    train = [s for s in steps if s.kind in ("preference", "sft")]
+    # each stage starts from the previous one's merged model; the reference is that same model
+    assert train[0].init is None
+    for before, after in zip(train, train[1:]):
+        assert after.init == str(out / before.folder / "final")
+        assert after.reference is None  # reference = the stage's own starting (merged) model
+    # each preference stage reads the pairs file, only records of its strength: d(m) = 1 - log2(m) / 5
+    for s, m, d in zip(train[:4], (16, 8, 4, 2), (0.2, 0.4, 0.6, 0.8)):
+        data = s.config["data"]
+        assert data["train_file"] == str(out / "01-pairs" / "pairs.jsonl")
+        assert data["difficulty_min"] < d < data["difficulty_max"]
+        assert data["difficulty_max"] - data["difficulty_min"] < 1e-5
+        assert s.config["method"] == "rpo" and s.config["loss"]["alpha"] == 1.0
+    assert steps[-1].config["model"]["path"] == str(out / "06-sft" / "final")
+    assert steps[0].config["model"]["path"] is None  # the base model
+
+
+def test_strength_windows_select_exactly_the_generator_difficulties():
+    from perturb.video import temple_difficulty
+
+    cfg = _build(PipelineConfig, {"output_dir": "o", "stages": [
+        {"name": "p", "kind": "preference", "strengths": [16, 8, 4, 2], "config": {"data": {"train_file": "x"}}}]}, "")
+    steps = expand(cfg)
+    ds = [temple_difficulty(m) for m in (16, 8, 4, 2)]
+    for s, d in zip(steps, ds):
+        lo, hi = s.config["data"]["difficulty_min"], s.config["data"]["difficulty_max"]
+        assert [x for x in ds if lo <= x <= hi] == [d]
+
+
+def apasi_raw(**block):
+    return {"output_dir": "out", "model": {"tiny": "qwen2_5_vl"}, "stages": [
+        {"name": "round", "rounds": 3, **block, "stages": [
+            {"name": "pairs", "kind": "pairs", "config": {"generator": "apasi", "answers": "truth"}},
+            {"name": "dpo", "kind": "preference", "config": {"train": {"reference": "copy"}}},
+            {"name": "eval", "kind": "eval", "config": {"benchmark": "synthetic"}}]}]}
+
+
+def test_apasi_rounds_schedule_rate_and_chain_policy_with_kept_reference():
+    steps = expand(_build(PipelineConfig, apasi_raw(reference="keep", schedule={
+        "pairs.apasi.replace_rates": {"start": 0.1, "step": 0.15}}), ""))
+    assert [s.name for s in steps] == [f"round{r}-{k}" for r in (1, 2, 3) for k in ("pairs", "dpo", "eval")]
+    pairs = [s for s in steps if s.kind == "pairs"]
+    # start + (r - 1) * step, a scalar into the list field becoming a one-element list
+    assert [p.config["apasi"]["replace_rates"] for p in pairs] == [[0.1], [0.25], [0.4]]
+    dpo = [s for s in steps if s.kind == "preference"]
+    assert [d.init for d in dpo] == [None, "out/01-round1-dpo/final", "out/04-round2-dpo/final"]
+    assert [d.reference for d in dpo] == [None, "base", "base"]  # kept: the policy the block started from
+    # each round's pairs come from the current policy and feed that round's DPO
+    assert [p.config["model"]["path"] for p in pairs] == [None, "out/01-round1-dpo/final", "out/04-round2-dpo/final"]
+    assert [d.config["data"]["train_file"] for d in dpo] == [f"out/{p.folder}/pairs.jsonl" for p in pairs]
+
+
+def test_replaced_reference_is_the_rounds_own_start_and_list_schedules_apply_per_round():
+    steps = expand(_build(PipelineConfig, apasi_raw(schedule={"pairs.apasi.replace_rates": [[0.2], [0.3, 0.5], [0.4]],
+                                                              "dpo.loss.beta": [0.1, 0.2, 0.3]}), ""))
+    assert all(s.reference is None for s in steps)
+    assert [s.config["apasi"]["replace_rates"] for s in steps if s.kind == "pairs"] == [[0.2], [0.3, 0.5], [0.4]]
+    assert [s.config["loss"]["beta"] for s in steps if s.kind == "preference"] == [0.1, 0.2, 0.3]
+
+
+def test_scheduled_value_formula():
+    assert [scheduled_value({"start": 0.2, "step": 0.2}, r, 3, "k") for r in (1, 2, 3)] == [0.2, 0.4, 0.6]
+    assert scheduled_value([5, 6], 2, 2, "k") == 6
+    with pytest.raises(ConfigError, match="2 values for 3 rounds"):
+        scheduled_value([1, 2], 1, 3, "k")
+
+
+@pytest.mark.parametrize("raw, match", [
+    ({"stages": [{"name": "a", "kind": "preferance"}]}, "did you mean 'preference'"),
+    ({"stages": [{"name": "a", "kind": "eval", "confg": {}}]}, "did you mean 'config'"),
+    ({"stages": [{"name": "a", "kind": "preference"}]}, "needs data.train_file or a pairs stage"),
+    ({"stages": [{"name": "a", "kind": "sft", "config": {"method": "dpo", "data": {"train_file": "x"}}}]},
+     "does not fit a sft stage"),
+    ({"stages": [{"name": "a", "kind": "eval"}, {"name": "a", "kind": "eval"}]}, "used twice"),
+    ({"stages": [{"name": "a", "kind": "eval", "config": {"benchmark": "synthetc"}}]}, "synthetic"),
+    ({"stages": [{"name": "r", "rounds": 2, "reference": "keep", "stages": [
+        {"name": "d", "kind": "preference", "config": {"data": {"train_file": "x"}}}]}]}, "train.reference: copy"),
+    ({"stages": [{"name": "r", "rounds": 2, "schedule": {"dop.loss.beta": [1, 2]}, "stages": [
+        {"name": "dpo", "kind": "preference", "config": {"data": {"train_file": "x"}}}]}]}, "<stage>.<key.path>"),
+])
+def test_config_errors_name_the_key(raw, match):
+    with pytest.raises(ConfigError, match=match):
+        expand(_build(PipelineConfig, {"output_dir": "o", **raw}, ""))
+
+
+def test_temple_difficulty_formula_matches_the_paper_values():
+    from pipelines.plan import temple_difficulty
+
+    assert [temple_difficulty(m) for m in (16, 8, 4, 2)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert temple_difficulty(8) == pytest.approx(1 - math.log2(8) / 5)
