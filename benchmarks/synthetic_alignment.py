@@ -1,0 +1,455 @@
+"""Does alignment reduce hallucination? The synthetic-world results table, in one command.
+
+    python benchmarks/synthetic_alignment.py            # the full run (CPU, see FULL below)
+    python benchmarks/synthetic_alignment.py --quick    # a smoke run of every step (< 1 min)
+
+Where the truth is exact (the synthetic video world, mmalign.world), for each seed:
+
+1. SFT   a small Qwen2.5-VL built here from random weights (hidden 128, 4 layers; larger than the
+         tiny test preset) on the world's held-in captions + short QA + the held-in yes/no
+         questions (benchmark format), vision tower trained too. Held-in = the world's train split.
+2. pairs self-alignment pairs from the held-in videos with mmalign's own generators, the SFT
+         model answering where the generator needs answers (see PAIRS for each one's settings).
+3. align copies of the SFT model with DPO, RRPO, TEMPLE-style, APASI-style and Mask-DPO, with
+         the same optimiser settings (fixed beforehand; nothing is tuned on the held-out split).
+4. eval  every model on the held-out split (the world's test videos, never used above): the
+         synthetic hallucination benchmark (paired yes/no questions; evals/benchmarks/synthetic.py)
+         and caption-level object precision (`object_precision` below).
+
+Writes benchmarks/results/synthetic_alignment.{json,md,png}: per method the mean over seeds, the
+seed spread (min..max and sample std), and the per-seed improvement over that seed's own SFT model.
+Intermediate runs live under runs/synthetic_alignment/ (rerunning reuses finished steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tqdm.auto import tqdm  # noqa: E402
+
+# Sizes. FULL fits ~25 min on 2 shared CPU cores (timed: see the README section); QUICK is a smoke test.
+FULL = dict(n_videos=48, hidden=128, layers=2, sft_epochs=2, sft_lr=2e-3, align_steps=12, align_lr=1e-4,
+            batch_size=8, seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48)
+QUICK = dict(n_videos=8, hidden=32, layers=1, sft_epochs=1, sft_lr=2e-3, align_steps=1, align_lr=1e-4,
+             batch_size=8, seeds=(0,), temple_magnitudes=[4], caption_tokens=8)
+
+METHODS = ("dpo", "rrpo", "temple", "apasi", "mask_dpo")
+LABELS = {"sft": "SFT only", "dpo": "DPO", "rrpo": "RRPO", "temple": "TEMPLE-style", "apasi": "APASI-style",
+          "mask_dpo": "Mask-DPO"}
+BENCH_SUFFIX = "\nAnswer the question using 'yes' or 'no'."  # the benchmark's own (VideoHallucer) suffix
+
+# Which generator makes each method's pairs, and the training method / loss it is trained with.
+# `answers: truth` = chosen is the truth caption (the synthetic world has it); the rejected side
+# is always the SFT model's own output (rrpo, temple) or an edit of a caption (inject, apasi).
+PAIRS = {
+    # RRPO's recipe: the SFT model answers on a masked (25-50% area) + locally shuffled video;
+    # chosen = truth caption, differing phrases -> spans. DPO trains on the very same pairs, so
+    # RRPO vs DPO compares the losses only.
+    "rrpo": {"generator": "rrpo", "answers": "truth",
+             "rrpo": {"mask_area": [0.25, 0.5], "shuffle_window": 4, "pairs_per_video": 2}},
+    # TEMPLE (pixel-level variant): the SFT model captions the clip-dropped / shuffled / reversed
+    # video (rejected) vs the truth caption (chosen); difficulty from the strength m.
+    "temple": {"generator": "temple", "answers": "truth", "temple": {"source": "pixels", "clips": 8,
+                                                                     "kinds": ["drop", "shuffle", "reverse"]}},
+    # APASI: chosen = the SFT model's own greedy description; rejected = 20% / 40% of its
+    # sentences replaced by "There is a {obj}" + the model's own completion without the video.
+    "apasi": {"generator": "apasi", "answers": "model", "vocabulary": "world",
+              "apasi": {"replace_rates": [0.2, 0.4]}},
+    # Mask-DPO: truth caption vs injected hallucinations (object, attribute, count, direction,
+    # order, co-occurrence), with sentence labels from the truth checker.
+    "inject": {"generator": "inject", "answers": "truth",
+               "inject": {"types": ["object", "attribute", "count", "direction", "order", "cooccurrence"]}},
+}
+TRAIN = {  # method -> (pairs file, training method, loss, extra data settings)
+    "dpo": ("rrpo", "dpo", {"beta": 0.1}, {}),
+    "rrpo": ("rrpo", "rrpo", {"beta": 0.1, "alpha": 0.01}, {}),
+    # TEMPLE's DPO is ms-swift's default: sigmoid DPO + 1.0 x chosen NLL (= RPO); its curriculum
+    # (easy m first) as one stage ordered by difficulty instead of four merged stages.
+    "temple": ("temple", "rpo", {"beta": 0.1, "alpha": 1.0}, {"curriculum": "ordered"}),
+    "apasi": ("apasi", "dpo", {"beta": 0.1}, {}),
+    "mask_dpo": ("inject", "mask_dpo", {"beta": 0.1}, {}),
+}
+
+
+# ---------------------------------------------------------------- model
+
+def build_small_qwen(out: Path, hidden: int, layers: int, seed: int) -> Path:
+    """A small random Qwen2.5-VL (built as mmalign.models.tiny._build_qwen builds the tiny preset,
+    with a wider / deeper language model and vision tower), saved with save_pretrained."""
+    import torch
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+
+    from mmalign.models.tiny import QWEN_CHAT_TEMPLATE, _qwen_tokenizer
+
+    stamp = out / "built.json"
+    wanted = {"hidden": hidden, "layers": layers, "seed": seed}
+    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
+        return out
+    torch.manual_seed(seed)
+    tok = _qwen_tokenizer()
+    ids = tok.convert_tokens_to_ids
+    budget = dict(min_pixels=28 * 28 * 4, max_pixels=56 * 56 * 2)
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**budget),
+                                    video_processor=Qwen2VLVideoProcessor(**budget, cap_pixels_per_frame=False),
+                                    tokenizer=tok, chat_template=QWEN_CHAT_TEMPLATE)
+    heads = 4
+    half = hidden // heads // 2  # mrope sections split the rotary half of a head
+    section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    text = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=4096,
+                eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"), bos_token_id=None,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section})
+    vision = dict(depth=2, num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                  hidden_size=64, intermediate_size=128, out_hidden_size=hidden, window_size=56,
+                  fullatt_block_indexes=[1])
+    special = dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+                   vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
+    model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text, vision_config=vision, **special))
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    stamp.write_text(json.dumps(wanted))
+    return out
+
+
+# ---------------------------------------------------------------- data
+
+def sft_file(world: Path) -> Path:
+    """The world's held-in SFT records (captions + short QA) plus the held-in benchmark questions
+    in the benchmark's prompt format, so the SFT model knows the yes/no format it is tested in."""
+    from mmalign.io import atomic_write_jsonl, iter_jsonl
+
+    out = world / "sft_mix_train.jsonl"
+    rows = [row for _, row in iter_jsonl(world / "sft_train.jsonl")]
+    for _, b in iter_jsonl(world / "bench.jsonl"):
+        if b["split"] != "train":
+            continue
+        for role in ("basic", "hallucination"):
+            rows.append({"id": f"{b['id']}-{role}", "video": b["video"], "prompt": b[role]["question"] + BENCH_SUFFIX,
+                         "response": b[role]["answer"], "meta": {"kind": "bench_" + b["type"], "split": "train"}})
+    atomic_write_jsonl(out, rows)
+    return out
+
+
+def held_in_videos(world: Path, work: Path) -> Path:
+    """A folder of links to the train-split videos only: pair generators never see held-out ones."""
+    folder = work / "held_in_videos"
+    folder.mkdir(parents=True, exist_ok=True)
+    for truth in sorted((world / "truth").glob("*.json")):
+        if json.loads(truth.read_text())["split"] == "train":
+            link = folder / f"{truth.stem}.mp4"
+            if not link.exists():
+                link.symlink_to((world / "videos" / f"{truth.stem}.mp4").resolve())
+    return folder
+
+
+# ---------------------------------------------------------------- steps
+
+def train_run(out: Path, model_path: str, method: str, train_file: Path, size: dict, seed: int, *, lr: float,
+              epochs: int = 1, max_steps: int | None = None, loss: dict | None = None, data: dict | None = None, freeze_vision: bool = True) -> Path:
+    from mmalign.config import build_config
+    from mmalign.train.recipe import train
+
+    final = out / "final"
+    if (out / "summary.json").exists() and final.exists():
+        return final
+    if out.exists():
+        shutil.rmtree(out)  # an unfinished earlier attempt
+    raw = {"output_dir": str(out), "method": method,
+           "model": {"path": model_path, "freeze_vision": freeze_vision},
+           "data": {"train_file": str(train_file), "num_frames": 8, "allow_absolute_paths": True, **(data or {})},
+           "loss": loss or {},
+           "train": {"lr": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": size["batch_size"], "seed": seed,
+                     "warmup_ratio": 0.05, "reference": "none" if method == "sft" else "copy"}}
+    train(build_config(raw, f"{method} seed {seed}"))
+    return final
+
+
+def make_pairs(name: str, model_path: str, videos: Path, world: Path, out: Path, size: dict, seed: int) -> Path:
+    from perturb.config import build_pairs_config
+    from perturb.run import run_pairs
+
+    target = out / f"{name}.jsonl"
+    if target.exists():
+        return target
+    raw = {"seed": seed, "model": {"path": model_path}, "truth_dir": str(world / "truth"),
+           "sampling": {"num_frames": 8}, "generation": {"batch_size": 16, "max_new_tokens": size["caption_tokens"]},
+           "videos_per_batch": 16, **json.loads(json.dumps(PAIRS[name]))}
+    if name == "temple":
+        raw["temple"]["magnitudes"] = size["temple_magnitudes"]
+    run_pairs(build_pairs_config(raw, f"pairs {name}"), videos, target, show_progress=True)
+    return target
+
+
+def bench_eval(models: dict[str, str], world: Path, out: Path) -> dict[str, dict]:
+    """The synthetic hallucination benchmark on the held-out (test) split, for each model."""
+    from evals.config import build_eval_config
+    from evals.run import evaluate
+
+    raw = {"benchmark": "synthetic", "output_dir": str(out), "data": {"root": str(world), "splits": ["test"],
+                                                                       "num_frames": 8},
+           "generation": {"batch_size": 32, "max_new_tokens": 4},
+           "models": [{"name": k, "path": v} for k, v in models.items()]}
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # evaluate prints its own table; ours comes later
+        results = evaluate(build_eval_config(raw, "synthetic eval"))
+    return {m["name"]: m["metrics"] for m in results["models"]}
+
+
+def object_precision(captions: dict[str, str], world: Path) -> dict:
+    """Caption-level object precision (1 - CHAIR_i) on the world's vocabulary: of all object
+    mentions ("red circle", "blue squares", ...) in the generated captions, the share naming an
+    object that is in that video (mmalign's truth files); pooled over videos. Also the share of
+    captions with at least one hallucinated object (CHAIR_s) and the object recall."""
+    from perturb.facts import Truth
+    from perturb.lexicon import find_objects
+
+    mentions = correct = bad_caps = found = present_total = 0
+    for vid, text in captions.items():
+        present = Truth.load(world / "truth" / f"{vid}.json").present()
+        named = [m.text for m in find_objects(text, "world")]
+        hits = sum(n in present for n in named)
+        mentions, correct = mentions + len(named), correct + hits
+        bad_caps += hits < len(named)
+        found += len(present & set(named))
+        present_total += len(present)
+    return {"object_precision": correct / mentions if mentions else 0.0, "chair_s": bad_caps / max(1, len(captions)),
+            "object_recall": found / max(1, present_total), "mentions": mentions}
+
+
+def caption_eval(model_path: str, world: Path, size: dict) -> dict:
+    import torch
+
+    from mmalign.data.video import load_video
+    from mmalign.models.backbone import load_backbone
+    from mmalign.config import ModelConfig
+    from mmalign.models.generate import Prompt, generate
+    from mmalign.world.build import CAPTION_PROMPT
+
+    test = [t.stem for t in sorted((world / "truth").glob("*.json")) if json.loads(t.read_text())["split"] == "test"]
+    model, processor = load_backbone(ModelConfig(path=model_path))
+    model.eval()
+    captions = {}
+    with torch.no_grad():
+        for i in range(0, len(test), 16):
+            chunk = test[i:i + 16]
+            prompts = [Prompt(CAPTION_PROMPT, video=load_video(str(world / "videos" / f"{v}.mp4"), num_frames=8))
+                       for v in chunk]
+            for v, texts in zip(chunk, generate(model, processor, prompts, max_new_tokens=size["caption_tokens"])):
+                captions[v] = texts[0].strip()
+    return {**object_precision(captions, world), "examples": dict(list(captions.items())[:2])}
+
+
+# ---------------------------------------------------------------- one seed
+
+def run_sft(size: dict, world: Path, work: Path) -> Path:
+    """One SFT model (seed 0), shared by every seed's alignment runs (the CPU budget allows one)."""
+    base = build_small_qwen(work / "base", size["hidden"], size["layers"], 0)
+    return train_run(work / "sft", str(base), "sft", sft_file(world), size, 0, lr=size["sft_lr"],
+                     epochs=size["sft_epochs"], freeze_vision=False)
+
+
+def run_seed(seed: int, sft: Path, size: dict, world: Path, work: Path, bar) -> dict:
+    """Pairs (generator seed), alignment (data order / init seed) and evaluation for one seed."""
+    wdir = work / f"seed{seed}"
+    videos = held_in_videos(world, work)
+    pairs = {}
+    for name in PAIRS:
+        bar.set_description(f"seed {seed}: pairs {name}")
+        pairs[name] = make_pairs(name, str(sft), videos, world, wdir / "pairs", size, seed)
+        bar.update(1)
+    models, no_pairs = {"sft": str(sft)}, []
+    for method, (pair_name, train_method, loss, data) in TRAIN.items():
+        bar.set_description(f"seed {seed}: align {method}")
+        if pairs[pair_name].stat().st_size == 0:  # the generator kept no pair: the method cannot train
+            models[method] = str(sft)
+            no_pairs.append(method)
+            bar.update(1)
+            continue
+        models[method] = str(train_run(wdir / method, str(sft), train_method, pairs[pair_name], size, seed,
+                                       lr=size["align_lr"], max_steps=size["align_steps"], loss=loss, data=data))
+        bar.update(1)
+    bar.set_description(f"seed {seed}: eval")
+    distinct = {name: path for name, path in models.items() if name == "sft" or name not in no_pairs}
+    bench = bench_eval(distinct, world, wdir / "eval")
+    captions = {path: caption_eval(path, world, size) for path in set(distinct.values())}
+    result = {}
+    for name, path in models.items():
+        result[name] = {**bench["sft" if name in no_pairs else name], **captions[path], "no_pairs": name in no_pairs}
+        summary = (wdir / name if name != "sft" else work / "sft") / "summary.json"
+        if summary.exists():
+            result[name]["train_summary"] = json.loads(summary.read_text())
+    result["pairs"] = {k: sum(1 for _ in open(v)) for k, v in pairs.items()}
+    bar.update(1)
+    return result
+
+
+# ---------------------------------------------------------------- report
+
+HEADLINE = ("accuracy", "halluc_accuracy", "basic_accuracy", "object_precision", "chair_s")
+NAMES = {"accuracy": "pair acc. (held-out) ↑", "halluc_accuracy": "halluc. q acc. ↑", "basic_accuracy": "basic q acc. ↑",
+         "object_precision": "caption obj. precision ↑", "chair_s": "CHAIR_s ↓"}
+
+
+def aggregate(per_seed: dict[int, dict]) -> dict:
+    table = {}
+    for name in ("sft",) + METHODS:
+        row = {}
+        for metric in HEADLINE:
+            vals = [per_seed[s][name][metric] for s in per_seed]
+            deltas = [per_seed[s][name][metric] - per_seed[s]["sft"][metric] for s in per_seed]
+            row[metric] = {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                           "min": min(vals), "max": max(vals), "values": vals,
+                           "delta_mean": statistics.mean(deltas), "deltas": deltas}
+        row["mentions"] = [per_seed[s][name]["mentions"] for s in per_seed]
+        table[name] = row
+    sft_acc = table["sft"]["accuracy"]
+    for name in METHODS:
+        r = table[name]["accuracy"]
+        # "Beyond the seed spread": the improvement is larger than the std of either arm, and
+        # every seed's model beats its own SFT model.
+        spread = max(r["std"], sft_acc["std"])
+        r["beats_sft_beyond_spread"] = bool(r["delta_mean"] > spread and all(d > 0 for d in r["deltas"]))
+    return table
+
+
+def markdown(table: dict, meta: dict) -> str:
+    seeds = meta["seeds"]
+    lines = [f"Held-out synthetic world ({meta['test_videos']} test videos, {meta['bench_pairs']} yes/no pairs), "
+             f"mean ± std over seeds {seeds}; Δ = mean change vs the same seed's SFT model.", "",
+             "| method | " + " | ".join(NAMES[m] for m in HEADLINE) + " | Δ pair acc. | beats SFT beyond spread |",
+             "|---|" + "---|" * (len(HEADLINE) + 2)]
+    for name in ("sft",) + METHODS:
+        row = table[name]
+        silent = not any(row.get("mentions", [1]))  # no caption named any object: precision undefined
+        cells = [("n/a (no object named)" if silent and m in ("object_precision", "chair_s") else
+                  f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}") for m in HEADLINE]
+        delta = "" if name == "sft" else f"{row['accuracy']['delta_mean']:+.3f}"
+        beats = "" if name == "sft" else ("yes" if row["accuracy"]["beats_sft_beyond_spread"] else "**no**")
+        if name in meta.get("no_pairs", {}):
+            beats = f"**no pairs** (seeds {meta['no_pairs'][name]}: = SFT)"
+        lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + f" | {delta} | {beats} |")
+    lines += ["", f"Wall time {meta['wall_minutes']:.1f} min on {meta['cpus']} CPU cores; "
+              f"regenerate with `{meta['command']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: dict, path: Path, meta: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ("sft",) + METHODS
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, metric in zip(axes, ("accuracy", "object_precision")):
+        means = [table[n][metric]["mean"] for n in names]
+        errs = [table[n][metric]["std"] for n in names]
+        ax.bar(range(len(names)), means, yerr=errs, capsize=4,
+               color=["#888888"] + ["#3b7dd8"] * len(METHODS))
+        for i, n in enumerate(names):
+            ax.scatter([i] * len(table[n][metric]["values"]), table[n][metric]["values"], color="k", s=8, zorder=3)
+        for i, n in enumerate(names):
+            if metric == "object_precision" and not any(table[n].get("mentions", [1])):
+                ax.text(i, 0.01, "no object\nnamed", ha="center", va="bottom", fontsize=7, rotation=90)
+        ax.axhline(means[0], color="#888888", ls="--", lw=1)
+        ax.set_xticks(range(len(names)), [LABELS[n] for n in names], rotation=20)
+        ax.set_title(NAMES[metric])
+        lo = min(min(table[n][metric]["values"]) for n in names)
+        ax.set_ylim(max(0.0, lo - 0.1), min(1.0, max(m + e for m, e in zip(means, errs)) + 0.05) + 0.05)
+    fig.suptitle(f"Synthetic world, held-out split: mean ± std over seeds {meta['seeds']} (dots: seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _cache_videos() -> None:
+    """Decode each video once per process: the SFT records share a video ~25 times (a copy is
+    handed out, so no consumer can alter the cached frames)."""
+    import dataclasses
+    import functools
+
+    import mmalign.data.encode as encode
+
+    cached = functools.lru_cache(maxsize=512)(encode.load_video)
+
+    def load_video(path, **kw):
+        v = cached(path, **kw)
+        return dataclasses.replace(v, frames=v.frames.copy()) if dataclasses.is_dataclass(v) else v
+
+    encode.load_video = load_video
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one seed (< 1 min)")
+    ap.add_argument("--work", default=None, help="folder of intermediate runs (default runs/synthetic_alignment[_quick])")
+    ap.add_argument("--results", default=None, help="results folder (default benchmarks/results; --quick: the work folder)")
+    ap.add_argument("--seeds", type=int, nargs="*", default=None, help="override the seeds")
+    ap.add_argument("--report-only", action="store_true", help="re-render md / png from the results json")
+    args = ap.parse_args(argv)
+    if args.report_only:
+        stem = Path(args.results or ROOT / "benchmarks/results") / "synthetic_alignment"
+        data = json.loads(Path(f"{stem}.json").read_text())
+        return write_report(stem, aggregate(data["per_seed"]), data["meta"], data["per_seed"])
+    size = dict(QUICK if args.quick else FULL)
+    if args.seeds:
+        size["seeds"] = tuple(args.seeds)
+    work = Path(args.work or ROOT / ("runs/synthetic_alignment_quick" if args.quick else "runs/synthetic_alignment"))
+    results = Path(args.results or (work if args.quick else ROOT / "benchmarks/results"))
+    results.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+
+    from mmalign.world import build_world
+
+    world = work / "world"
+    manifest = build_world(world, n_videos=size["n_videos"], seed=0, show_progress=False)
+    _cache_videos()
+    steps_per_seed = len(PAIRS) + len(METHODS) + 1
+    per_seed = {}
+    with tqdm(total=1 + steps_per_seed * len(size["seeds"]), unit="step") as bar:
+        bar.set_description("sft")
+        sft = run_sft(size, world, work)
+        bar.update(1)
+        for seed in size["seeds"]:
+            per_seed[seed] = run_seed(seed, sft, size, world, work, bar)
+    table = aggregate(per_seed)
+    command = "python benchmarks/synthetic_alignment.py" + (" --quick" if args.quick else "")
+    meta = {"command": command, "seeds": list(size["seeds"]), "size": size, "wall_minutes": (time.time() - t0) / 60,
+            "cpus": os.cpu_count(), "test_videos": manifest["counts"]["test_videos"],
+            "bench_pairs": sum(json.loads(line)["split"] == "test" for line in open(world / "bench.jsonl")),
+            "pairs": {"generators": PAIRS, "training": {k: {"pairs": v[0], "method": v[1], "loss": v[2], "data": v[3]}
+                                                         for k, v in TRAIN.items()}}}
+    return write_report(results / "synthetic_alignment", table, meta, per_seed)
+
+
+def write_report(stem: Path, table: dict, meta: dict, per_seed: dict) -> dict:
+    no_pairs: dict[str, list] = {}
+    for seed, res in per_seed.items():
+        for name in METHODS:
+            if res[name].get("no_pairs"):
+                no_pairs.setdefault(name, []).append(int(seed))
+    meta["no_pairs"] = no_pairs
+    Path(f"{stem}.json").write_text(json.dumps({"meta": meta, "table": table, "per_seed": per_seed}, indent=1,
+                                               default=str))
+    md = markdown(table, meta)
+    Path(f"{stem}.md").write_text(md)
+    plot(table, Path(f"{stem}.png"), meta)
+    print(md)
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""benchmarks/synthetic_alignment.py: the scoring helpers against hand counts, and the
+`--quick` path end to end (tiny sizes, one seed) writing the json / md / png."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("synthetic_alignment", ROOT / "benchmarks/synthetic_alignment.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_object_precision_counts_mentions(tmp_path):
+    from mmalign.world import build_world
+
+    sa = _module()
+    world = tmp_path / "world"
+    build_world(world, n_videos=4, seed=0, show_progress=False)
+    truth = json.loads((world / "truth/vid0000.json").read_text())
+    present = sorted({f"{o['color']} {o['shape']}" for o in truth["scene"]["objects"]})
+    absent = next(f"{c} {s}" for c in ("red", "green", "blue", "yellow", "white", "purple", "orange", "cyan")
+                  for s in ("circle", "square", "triangle") if f"{c} {s}" not in present)
+    text = f"A {present[0]} moves. A {absent} appears. The {present[0]} stays."
+    out = sa.object_precision({"vid0000": text}, world)
+    assert out["mentions"] == 3
+    assert out["object_precision"] == pytest.approx(2 / 3)
+    assert out["chair_s"] == 1.0
+    assert out["object_recall"] == pytest.approx(1 / len(present))
+
+
+def test_aggregate_spread_rule():
+    sa = _module()
+    metrics = {**dict.fromkeys(sa.HEADLINE, 0.5), "mentions": 3}
+    per_seed = {s: {m: dict(metrics) for m in ("sft",) + sa.METHODS} for s in range(3)}
+    for s, gain in enumerate((0.10, 0.12, 0.11)):
+        per_seed[s]["sft"]["accuracy"] = 0.50 + 0.01 * s
+        per_seed[s]["rrpo"]["accuracy"] = 0.50 + 0.01 * s + gain
+        per_seed[s]["dpo"]["accuracy"] = 0.50 + 0.01 * s + (0.02 if s else -0.01)
+    table = sa.aggregate(per_seed)
+    assert table["rrpo"]["accuracy"]["delta_mean"] == pytest.approx(0.11)
+    assert table["rrpo"]["accuracy"]["beats_sft_beyond_spread"]
+    assert not table["dpo"]["accuracy"]["beats_sft_beyond_spread"]  # one seed got worse
+    assert not table["mask_dpo"]["accuracy"]["beats_sft_beyond_spread"]  # no change
+
+
+def test_quick_run_writes_results(tmp_path):
+    sa = _module()
+    table = sa.main(["--quick", "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res")])
+    assert set(table) == {"sft", *sa.METHODS}
+    stem = tmp_path / "res/synthetic_alignment"
+    data = json.loads(Path(f"{stem}.json").read_text())
+    assert data["meta"]["seeds"] == [0]
+    assert "| RRPO |" in Path(f"{stem}.md").read_text()
+    assert Path(f"{stem}.png").stat().st_size > 0
