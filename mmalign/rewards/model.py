@@ -19,9 +19,10 @@ def load_reward_model(path: str, dtype: str = "auto"):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
-    torch_dtype = (torch.bfloat16 if device.type == "cuda" else torch.float32) if dtype == "auto" else getattr(torch, dtype)
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch_dtype).to(device).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
     model.requires_grad_(False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -2,8 +2,9 @@
 
 `run_grpo_stage` is what `recipe.run_stage` runs for `method: grpo`. One step:
 
-  1. prompts    train.batch_size records (in data.curriculum order, epochs as one stream; a record whose
-                media fails or whose prompt is too long is skipped and counted)
+  1. prompts    train.batch_size records per process (data.curriculum order, epochs as one
+                stream; a record whose media fails or whose prompt is too long is skipped
+                and counted)
   2. vision     each prompt's video / images through the vision tower once; the features serve
                 all G rollouts of the prompt
   3. rollouts   G = grpo.num_generations samples per prompt from the current policy
@@ -20,10 +21,12 @@
                 losses are weighted so the total equals the whole-batch loss
 
 Log-probs are those of the sampling distribution, softmax(logits / temperature), for the
-policy, the rollout policy and the reference alike (as TRL does). Artefacts are those of
-`run_stage`: metrics.jsonl (one row per step), summary.json (greedy mean reward on held-out
-records before / after), final/, checkpoints/ (train.save_every), plus reward_errors.jsonl
-(every sample a reward term failed on).
+policy, the rollout policy and the reference alike (as TRL does; top_p truncation and the
+never-sampled vision placeholder tokens are not renormalised, also as TRL). train.max_steps
+counts rollout steps; the schedule counts optimizer updates (steps x num_iterations).
+Artefacts are those of `run_stage`: metrics.jsonl (one row per step), summary.json (mean
+reward on held-out records before / after: greedy, and G samples as in training), final/,
+checkpoints/ (train.save_every), plus reward_errors.jsonl (every sample a term failed on).
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
         before = json.loads(before_path.read_text())
     else:
         before = evaluate(policy, PromptDataset(eval_records, processor, family, cfg), rewards, g, t.batch_size,
-                          pad_id, eos_ids, precomputed, accelerator.device)
+                          pad_id, eos_ids, precomputed, accelerator, t.seed)
         if main:
             atomic_write_json(before_path, before)
 
@@ -235,7 +238,7 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
 
     # -- after: evaluate, save, summarise
     after = evaluate(policy, PromptDataset(eval_records, processor, family, cfg), rewards, g, t.batch_size,
-                     pad_id, eos_ids, precomputed, accelerator.device)
+                     pad_id, eos_ids, precomputed, accelerator, t.seed)
     summary = {"method": "grpo", "steps": state["step"], "records": len(records),
                "skipped": len(state["skipped"]), "skipped_records": state["skipped"][:200],
                "reward_errors": state["reward_errors"], "groups_all_equal": state["groups_all_equal"],
@@ -337,8 +340,8 @@ def with_features(batch: dict, feats: list[dict]) -> dict:
     batch = {k: v for k, v in batch.items() if not k.startswith("pixel_values")}
     modalities = sorted({m for f in feats for m in f})
     if modalities:
-        batch["mm_encoder_outputs"] = {m: BaseModelOutputWithPooling(pooler_output=[x for f in feats for x in f.get(m, [])])
-                                       for m in modalities}
+        batch["mm_encoder_outputs"] = {
+            m: BaseModelOutputWithPooling(pooler_output=[x for f in feats for x in f.get(m, [])]) for m in modalities}
     return batch
 
 
@@ -518,31 +521,40 @@ class _null:
 
 @torch.no_grad()
 def evaluate(model, dataset: PromptDataset, rewards: RewardSet, g: GrpoConfig, batch_size: int, pad_id: int,
-             eos_ids: list[int], precomputed: bool, device) -> dict:
-    """Greedy completions on held-out records, scored by the configured rewards (groups of
-    one: group-relative terms give 0): mean reward, per-term means, completion length."""
+             eos_ids: list[int], precomputed: bool, accelerator, seed: int = 0) -> dict:
+    """Held-out records scored by the configured rewards, two ways: the greedy completion
+    (groups of one: group-relative terms give 0) -> "reward", "rewards/<term>",
+    "completion_length"; and G samples as in training (what GRPO optimises; drawn from a seeded
+    RNG of their own, so training's sampling is untouched) -> "sampled/reward", "sampled/...".
+    Each process scores its share of the records; the sums are added over processes."""
     was_training = model.training
     model.eval()
-    tok = dataset.encoder.processor.tokenizer
-    totals, terms, lengths = [], {}, []
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        prompts = [x for x in items if not isinstance(x, Skipped)]
-        if not prompts:
-            continue
-        inputs = [p for _, p in prompts]
-        feats = [encode_visual(model, p, device) for p in inputs] if precomputed else None
-        ids, truncated = rollout(model, inputs, feats, g, 1, pad_id, eos_ids, device, greedy=True)
-        scored = rewards(make_samples([r for r, _ in prompts], 1, ids, truncated, tok), 1)
-        totals += scored.total.tolist()
-        lengths += [len(x) for x in ids]
-        for label, values in scored.terms.items():
-            terms.setdefault(label, []).extend(values)
+    device, tok = accelerator.device, dataset.encoder.processor.tokenizer
+    mine = list(range(accelerator.process_index, len(dataset), accelerator.num_processes))
+    keys = ["n", "reward", "completion_length", *(f"rewards/{label}" for label in rewards.labels)]
+    sums = {prefix: dict.fromkeys(keys, 0.0) for prefix in ("", "sampled/")}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(mine), batch_size):
+            prompts = [x for x in (dataset[i] for i in mine[start:start + batch_size]) if not isinstance(x, Skipped)]
+            if not prompts:
+                continue
+            inputs = [p for _, p in prompts]
+            feats = [encode_visual(model, p, device) for p in inputs] if precomputed else None
+            for prefix, n in (("", 1), ("sampled/", g.num_generations)):
+                ids, truncated = rollout(model, inputs, feats, g, n, pad_id, eos_ids, device, greedy=not prefix)
+                scored = rewards(make_samples([r for r, _ in prompts], n, ids, truncated, tok), n)
+                add = {"n": len(ids), "reward": scored.total.sum().item(), "completion_length": sum(map(len, ids)),
+                       **{f"rewards/{k}": sum(v) for k, v in scored.terms.items()}}
+                for key, value in add.items():
+                    sums[prefix][key] += value
     model.train(was_training)
-    if not totals:
-        return {"n": 0}
-    return {"reward": sum(totals) / len(totals), **{f"rewards/{k}": sum(v) / len(v) for k, v in terms.items()},
-            "completion_length": sum(lengths) / len(lengths), "n": len(totals)}
+    if accelerator.num_processes > 1:
+        flat = torch.tensor([sums[p][k] for p in sums for k in keys], device=device)
+        flat = accelerator.reduce(flat, "sum").tolist()
+        sums = {p: dict(zip(keys, flat[i * len(keys):(i + 1) * len(keys)])) for i, p in enumerate(sums)}
+    out = {f"{p}{k}": v / sums[p]["n"] for p in sums for k, v in sums[p].items() if k != "n" and sums[p]["n"]}
+    return {**out, "n": int(sums[""]["n"])}
 
 
 def mean(xs: list[float]) -> float:

@@ -15,7 +15,8 @@ def s(completion, constraints=None, tokens=0, **scores):
 def test_instruction_adherence_each_aspect():
     text = "The red circle moves left. It stops."  # 7 words, 2 sentences
     assert instruction_adherence(s(text), required=["red circle", "square"]) == 0.5
-    assert instruction_adherence(s(text), forbidden=["blue", "LEFT", "stop"]) == pytest.approx(2 / 3)  # "stop" != "stops"
+    # absent: "blue" and "stop" (whole words: "stops" is not "stop"); present: "LEFT" (case-insensitive)
+    assert instruction_adherence(s(text), forbidden=["blue", "LEFT", "stop"]) == pytest.approx(2 / 3)
     assert instruction_adherence(s(text), max_words=7) == 1.0
     assert instruction_adherence(s(text), max_words=6) == 0.0
     assert instruction_adherence(s(text), min_words=8) == 0.0

@@ -21,9 +21,9 @@ def registry():
 
 
 def samples(*completions, answer="yes", ids=None):
-    return [Sample(prompt="q", completion=c, answer=answer, record_id=(ids or [f"r{i}" for i in range(len(completions))])[i],
-                   truth={"choices": ["yes", "no"]}, num_tokens=len(c.split()) + 1)
-            for i, c in enumerate(completions)]
+    ids = ids or [f"r{i}" for i in range(len(completions))]
+    return [Sample(prompt="q", completion=c, answer=answer, record_id=i, truth={"choices": ["yes", "no"]},
+                   num_tokens=len(c.split()) + 1) for c, i in zip(completions, ids)]
 
 
 def test_weighted_sum_and_raw_per_term_values():
