@@ -144,8 +144,9 @@ class TrainConfig:
         "auto", "Reference model: frozen copy, the policy with LoRA disabled, or log-probs precomputed once.")
     logps_chunk_size: int = _f(512, "Scored tokens per LM-head call for log-probs/KL: bounds logits memory.")
     shared_prompt: bool = _f(True, "Encode a record's prompt (and video) once for all its responses: one row "
-                                   "[prompt | chosen | rejected] with a prefix-sharing mask (FlashAttention: "
-                                   "padding-free rows, vision tower once). Same log-probs as one pass per response.")
+                                   "(prompt, chosen, rejected), each response attending to the prompt and itself "
+                                   "(FlashAttention: padding-free rows, vision tower still once). Same log-probs "
+                                   "and gradients as one pass per response.")
     save_every: int = _f(0, "Checkpoint every N optimizer steps (0 = only at the end).")
     log_every: int = _f(1, "Print and log metrics every N steps.")
     report_to: list[str] = _f([], "accelerate trackers: tensorboard, wandb.")

@@ -66,7 +66,8 @@ class _LabelLogps(torch.autograd.Function):
     it: nothing else may need it, and autograd raises if something saved it), is kept for
     backward, and there becomes the gradient g * (onehot(y) - softmax(z)), again in place.
     Autograd's logsumexp + gather would hold z, an exp buffer, a softmax and a scattered
-    one-hot: about three times the peak. Returns (log-probs [n], z's buffer, not differentiable)."""
+    one-hot: 4.1 such buffers at peak against 1.0 here (benchmarks/logps_memory.py).
+    Returns (log-probs [n], z's buffer, not differentiable)."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, y: torch.Tensor):
@@ -77,6 +78,7 @@ class _LabelLogps(torch.autograd.Function):
         ctx.mark_dirty(z)
         ctx.mark_non_differentiable(e)
         ctx.save_for_backward(e, s, y)
+        ctx.set_materialize_grads(False)  # else autograd builds a zero [n, V] gradient for `e`
         ctx.spent = False
         return (picked - m - s.log()).squeeze(-1), e
 
@@ -86,6 +88,8 @@ class _LabelLogps(torch.autograd.Function):
         if ctx.spent:  # the saved buffer became the gradient
             raise RuntimeError("token_logps: backward ran twice through the same graph (retain_graph is not supported)")
         ctx.spent = True
+        if g is None:
+            return None, None
         e, s, y = ctx.saved_tensors
         grad = e.div_(s).mul_(-g[:, None])
         return grad.scatter_add_(-1, y[:, None], g[:, None]), None

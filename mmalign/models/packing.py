@@ -11,13 +11,13 @@ sequences share a prompt is known exactly at encode time: `RecordDataset.encode`
 same prompt dict to a record's chosen and rejected (OSPO's perturbed condition gets its own
 dict, hence its own group); `group_by_prompt` groups by that identity.
 
-The forward (`mmalign.models.shared_prompt`) runs that layout one of two ways, and
-`plan_layout` below builds the index tensors for either:
+The forward (`mmalign.models.shared_prompt`) runs that layout as written ("split" and
+"mask" modes) or expanded ("varlen"); `plan_layout` below builds the index tensors for either:
 
-- "mask" (eager / sdpa / flex_attention): the rows as written, with a prefix-sharing mask: a
-  token sees earlier tokens of its own row that are prompt or its own response
-  (`prefix_sharing_mask`). Each response's positions restart where the prompt ended, so every
-  response sees exactly what it would see alone: the results equal the two-pass forward.
+- "mask" layout: the rows as written; a token sees earlier tokens of its own row that are
+  prompt or its own response (`prefix_sharing_mask`; the "split" mode computes the same
+  attention without a mask). Each response's positions restart where the prompt ended, so
+  every response sees exactly what it would see alone: the results equal the two-pass forward.
 - "varlen" (flash_attention_2/3, and padding-free packing in general): every (prompt,
   response) pair becomes its own sequence and all sequences are concatenated into ONE row
   with positions restarting at 0 per sequence, no padding, no mask. FlashAttention-2 turns the
@@ -206,7 +206,8 @@ def plan_layout(batch: dict, labels: torch.Tensor, mode: str) -> Plan:
         key = by_row[r]
         resp, prompt = first[key], prompt_of[key]
         if resp.length != scored[r]:
-            raise ValueError(f"row {r}: {scored[r]} scored labels but a {resp.length}-token response in the packed batch")
+            raise ValueError(f"row {r}: {scored[r]} scored labels but a {resp.length}-token response "
+                             "in the packed batch")
         last_prompt = prompt.row * width + prompt.start + prompt.length - 1
         src.append(torch.tensor([last_prompt]))
         src.append(resp.row * width + resp.start + torch.arange(resp.length - 1))

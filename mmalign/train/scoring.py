@@ -46,7 +46,7 @@ class TokenScorer(nn.Module):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
-        self.packing = packing  # shared-prompt batches: "mask" or "varlen"; None = by attention implementation
+        self.packing = packing  # shared-prompt batches: "split", "mask" or "varlen"; None = by attention implementation
 
     def forward(self, batch: dict, ref_hidden: torch.Tensor | None = None, ref_head: nn.Module | None = None,
                 kl_rows: int = 0, return_hidden: bool = False) -> dict:

@@ -58,7 +58,7 @@ def pair_sequences(kind: str, media: str, n: int = 2) -> list[Sequence]:
         if "image" in media:
             kw["images"] = [image(i, *((60, 80), (84, 56), (40, 100))[i % 3])]
         if "video" in media:
-            kw["video"] = video(i, n=(8, 4, 6)[i % 3] if qwen else 8, fps=(4.0, 2.0, 3.0)[i % 3])
+            kw["video"] = video(i, n=(8, 4, 6)[i % 3] if qwen else 8, fps=(4.0, 0.25, 3.0)[i % 3])
         prompt = encode_prompt(processor, f"Describe what happens, clip {i}.", **kw)
         chosen.append(Sequence(prompt, encode_response(processor.tokenizer, CHOSEN[i % 2], eot).ids))
         rejected.append(Sequence(prompt, encode_response(processor.tokenizer, REJECTED[i % 2], eot).ids))

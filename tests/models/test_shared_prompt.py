@@ -13,18 +13,19 @@ from pair_batches import batches, pair_sequences, tiny
 from mmalign.config import LossConfig
 from mmalign.models.backbone import base_model
 from mmalign.models.packing import PREFIX
+from mmalign.models.shared_prompt import SPLIT
 from mmalign.train.methods import compute_loss
 from mmalign.train.scoring import TokenScorer
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-CASES = [("qwen2_5_vl", "image"), ("qwen2_5_vl", "video"), ("qwen2_5_vl", "image+video"), ("qwen2_vl", "video"),
-         ("llava", "image"), ("llava_next_video", "video")]
+CASES = [("qwen2_5_vl", "video"), ("qwen2_5_vl", "image+video"), ("qwen2_vl", "video"), ("llava", "image"),
+         ("llava_next_video", "video")]
 
 
-def dpo_step(model, batch, ref_logps):
+def dpo_step(model, batch, ref_logps, mode=None):
     """(per-token log-probs, DPO loss, {param name: grad}) through the trainer's own loss path."""
     model.zero_grad(set_to_none=True)
-    policy = TokenScorer(model, chunk_size=5)(batch)
+    policy = TokenScorer(model, chunk_size=5, packing=mode)(batch)
     out = compute_loss("dpo", LossConfig(beta=0.5), batch, 2, policy, {"logps": ref_logps})
     out.loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -32,14 +33,17 @@ def dpo_step(model, batch, ref_logps):
     return policy["logps"].detach(), out.loss.detach(), grads
 
 
-@pytest.mark.parametrize("kind,media", CASES)
-def test_logps_and_dpo_gradients_equal_two_pass(kind, media):
+@pytest.mark.parametrize("kind,media,mode", [(k, m, "split") for k, m in CASES] +
+                         [("qwen2_5_vl", "image+video", "mask"), ("llava", "image", "mask")])
+def test_logps_and_dpo_gradients_equal_two_pass(kind, media, mode):
+    """split: the default on sdpa (prompt + first response causal, later responses against the
+    prompt's keys); mask: one sdpa call with the prefix-sharing boolean mask."""
     model, _ = tiny(kind)
     std, shared = batches(kind, media)
     mask = std["labels"][:, 1:] != -100
     ref = torch.randn(mask.shape, generator=torch.Generator().manual_seed(1)) * mask
     lp_std, loss_std, g_std = dpo_step(model, std, ref)
-    lp_sh, loss_sh, g_sh = dpo_step(model, shared, ref)
+    lp_sh, loss_sh, g_sh = dpo_step(model, shared, ref, mode)
     assert lp_sh.shape == lp_std.shape and (lp_sh[~mask] == 0).all()
     torch.testing.assert_close(lp_sh, lp_std, **TOL)
     torch.testing.assert_close(loss_sh, loss_std, **TOL)
@@ -58,12 +62,14 @@ def test_shared_layout_writes_each_prompt_once():
     assert not any(k in shared for k in ("input_ids", "pixel_values", "pixel_values_videos"))
 
 
-@pytest.mark.parametrize("kind,media,tower", [("qwen2_5_vl", "image+video", "visual"), ("llava", "image", "vision_tower"),
+@pytest.mark.parametrize("kind,media,tower", [("qwen2_5_vl", "image+video", "visual"),
+                                              ("llava", "image", "vision_tower"),
                                               ("llava_next_video", "video", "vision_tower")])
 def test_vision_tower_runs_once_per_prompt(kind, media, tower):
     model, _ = tiny(kind)
     seen = []
-    hook = getattr(base_model(model).model, tower).register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    hook = getattr(base_model(model).model, tower).register_forward_hook(
+        lambda m, args, out: seen.append(args[0].shape[0]))
     try:
         std, shared = batches(kind, media)
         with torch.no_grad():
@@ -125,5 +131,43 @@ def test_a_third_sequence_on_another_prompt_gets_its_own_group():
     pad = processor.tokenizer.pad_token_id
     std, shared = collate_sequences(seqs, pad), collate_sequences(seqs, pad, shared_prompt=True)
     assert shared[PREFIX + "rows"].tolist() == [[0, 2], [1, 3], [4, 5]]
+    config = base_model(model).model.language_model.config
+    config._attn_implementation = "sdpa"
     with torch.no_grad():
         torch.testing.assert_close(TokenScorer(model)(shared)["logps"], TokenScorer(model)(std)["logps"], **TOL)
+    assert config._attn_implementation == SPLIT  # the default on sdpa
+
+
+def test_gradient_checkpointing_replays_the_split_attention():
+    """Checkpointed layers rerun in backward, after the forward returned: the split layout
+    must travel with the layer's arguments."""
+    model, _ = tiny("qwen2_5_vl")
+    std, shared = batches("qwen2_5_vl", "video")
+    mask = std["labels"][:, 1:] != -100
+    ref = torch.zeros(mask.shape)
+    _, _, g_std = dpo_step(model, std, ref)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+        _, _, g_sh = dpo_step(model, shared, ref, "split")
+    finally:
+        model.activation_checkpointing_disable()
+    for name in g_std:
+        torch.testing.assert_close(g_sh[name], g_std[name], **TOL, msg=lambda m: f"{name}: {m}")
+
+
+def test_split_attention_leaves_other_forwards_unchanged():
+    """Once a model is switched to the split attention, a forward without the shared layout
+    (the standard batch, generation) is transformers' sdpa, bit for bit."""
+    from mmalign.models.shared_prompt import use_split_attention
+
+    model, _ = tiny("llava")
+    std, _ = batches("llava", "image")
+    config = base_model(model).model.language_model.config
+    config._attn_implementation = "sdpa"
+    with torch.no_grad():
+        before = TokenScorer(model)(std)["logps"]
+        use_split_attention(base_model(model).model)
+        assert config._attn_implementation == SPLIT
+        after = TokenScorer(model)(std)["logps"]
+    assert torch.equal(before, after)
