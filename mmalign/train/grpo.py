@@ -31,7 +31,6 @@ checkpoints/ (train.save_every), plus reward_errors.jsonl (every sample a term f
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
 import math
@@ -53,31 +52,25 @@ from mmalign.data.video import MediaError
 from mmalign.io import append_jsonl, atomic_write_json
 from mmalign.losses import all_equal_groups, group_advantages, grpo_loss
 from mmalign.losses.logps import token_logps
-from mmalign.models.backbone import TEXT_KEYS, base_model, family_of, freeze_vision, load_backbone
+from mmalign.models.backbone import TEXT_KEYS, base_model, family_of, load_backbone
 from mmalign.models.packing import is_packed
 from mmalign.models.shared_prompt import scored_hidden
 from mmalign.rewards import RewardSet, Sample
 from mmalign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 from mmalign.train.curriculum import OrderSampler
-from mmalign.train.recipe import (apply_lora, flat_config, load_data, record_order, reduce_metrics, reference_kind,
+from mmalign.train.recipe import (load_data, make_accelerator, prepare_policy, record_order, reduce_metrics,
                                   truncate_metrics)
-from mmalign.train.reference import ModelReference
 from mmalign.train.scoring import TokenScorer, last_hidden, lm_head
 
 # ---------------------------------------------------------------- the stage
 
 def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bool) -> dict:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     t, g = cfg.train, cfg.grpo
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    mixed = ("bf16" if torch.cuda.is_available() else "no") if t.mixed_precision == "auto" else t.mixed_precision
-    accelerator = Accelerator(mixed_precision=mixed, log_with=t.report_to or None, project_dir=str(stage_dir))
+    accelerator = make_accelerator(cfg, stage_dir)
     main = accelerator.is_main_process
-    if t.report_to:
-        accelerator.init_trackers(stage_dir.name, config=flat_config(cfg))
 
     # -- rewards and data first: a misnamed reward or a bad file fails before the model loads
     rewards = RewardSet.from_config(g.rewards, g.fallback_reward)
@@ -92,21 +85,8 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
     model, processor = load_backbone(cfg.model, path=init_path)
     set_seed(t.seed)  # after loading: building a tiny preset reseeds the global RNG
     family = family_of(model)
-    if cfg.model.freeze_vision:
-        freeze_vision(model)
-    ref_kind = "none" if g.kl_beta == 0 else reference_kind(cfg)
-    reference = ModelReference(SampledScorer(frozen_copy(model), t.logps_chunk_size, g.temperature)) \
-        if ref_kind == "copy" else None
-    if cfg.lora.enabled:
-        model = apply_lora(model, cfg.lora)
-    if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if cfg.lora.enabled:
-            model.enable_input_require_grads()
-    if ref_kind == "lora_disabled":
-        reference = ModelReference(SampledScorer(model, t.logps_chunk_size, g.temperature), disable_adapters=True)
-    if reference is not None:
-        reference.scorer.to(accelerator.device)
+    model, reference = prepare_policy(cfg, model, accelerator,
+                                      lambda m: SampledScorer(m, t.logps_chunk_size, g.temperature))
     precomputed = takes_features(model)  # rollouts: the vision tower once per prompt, not per sample
     tok = processor.tokenizer
     pad_id = tok.pad_token_id
@@ -432,12 +412,6 @@ class SampledScorer(TokenScorer):
         hidden = scored_hidden(self.model, batch, batch["labels"])  # [M, H]: the scored positions only
         lp = token_logps(hidden[None], labels[mask][None], head, self.chunk_size, self.temperature)[0]
         return {"logps": lp.new_zeros(mask.shape).masked_scatter(mask, lp)}
-
-
-def frozen_copy(model):
-    ref = copy.deepcopy(model).eval()
-    ref.requires_grad_(False)
-    return ref
 
 
 def signal_rows(rewards: torch.Tensor, group_size: int) -> tuple[list[int], torch.Tensor]:

@@ -29,7 +29,7 @@ from mmalign.models.backbone import family_of, freeze_vision, load_backbone
 from mmalign.train.checkpoint import is_final, latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 from mmalign.train.curriculum import OrderSampler, visit_order
 from mmalign.train.methods import KL_METHODS, compute_loss, preference_margins
-from mmalign.train.reference import ModelReference, PrecomputedReference, model_fingerprint
+from mmalign.train.reference import ModelReference, PrecomputedReference, frozen_copy, model_fingerprint
 from mmalign.train.scoring import TokenScorer
 
 
@@ -77,7 +77,7 @@ def record_kind(method: str) -> str:
 
 def reference_kind(cfg: RunConfig) -> str:
     kind = cfg.train.reference
-    if cfg.method in REFERENCE_FREE:
+    if cfg.method in REFERENCE_FREE or (cfg.method == "grpo" and cfg.grpo.kl_beta == 0):
         return "none"
     if kind == "auto":
         return "lora_disabled" if cfg.lora.enabled else "copy"
@@ -87,6 +87,39 @@ def reference_kind(cfg: RunConfig) -> str:
         raise ValueError(f"{cfg.method} needs the reference's full distribution (token-wise KL): "
                          "use train.reference=copy or lora_disabled")
     return kind
+
+
+def make_accelerator(cfg: RunConfig, stage_dir: Path):
+    from accelerate import Accelerator
+
+    t = cfg.train
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    mixed = ("bf16" if torch.cuda.is_available() else "no") if t.mixed_precision == "auto" else t.mixed_precision
+    accelerator = Accelerator(mixed_precision=mixed, log_with=t.report_to or None, project_dir=str(stage_dir))
+    if t.report_to:
+        accelerator.init_trackers(stage_dir.name, config=flat_config(cfg))
+    return accelerator
+
+
+def prepare_policy(cfg: RunConfig, model, accelerator, make_scorer, reference_model=None):
+    """Freeze the vision side, build the reference (a frozen copy taken before LoRA, or the
+    policy itself with its adapters disabled), then add LoRA and gradient checkpointing.
+    `make_scorer(model)` wraps a model in the scorer the method needs."""
+    if cfg.model.freeze_vision:
+        freeze_vision(model)
+    ref_kind = reference_kind(cfg)
+    reference = ModelReference(make_scorer(frozen_copy(reference_model or model))) if ref_kind == "copy" else None
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.lora.enabled:
+            model.enable_input_require_grads()
+    if ref_kind == "lora_disabled":
+        reference = ModelReference(make_scorer(model), disable_adapters=True)
+    if reference is not None:
+        reference.scorer.to(accelerator.device)
+    return model, reference
 
 
 def apply_lora(model, cfg):
@@ -125,19 +158,17 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
     policy (APASI rounds that keep the first reference; needs train.reference=copy)."""
     if reference_path and (cfg.method == "grpo" or reference_kind(cfg) != "copy"):
         raise ValueError("a reference other than the starting policy (reference_path) needs train.reference=copy")
-    if cfg.method == "grpo": from mmalign.train.grpo import run_grpo_stage; return run_grpo_stage(cfg, stage_dir, init_path, resume)
-    from accelerate import Accelerator
+    if cfg.method == "grpo":
+        from mmalign.train.grpo import run_grpo_stage
+
+        return run_grpo_stage(cfg, stage_dir, init_path, resume)
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     t = cfg.train
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    mixed = ("bf16" if torch.cuda.is_available() else "no") if t.mixed_precision == "auto" else t.mixed_precision
-    accelerator = Accelerator(mixed_precision=mixed, log_with=t.report_to or None, project_dir=str(stage_dir))
+    accelerator = make_accelerator(cfg, stage_dir)
     set_seed(t.seed)
     main = accelerator.is_main_process
-    if t.report_to:
-        accelerator.init_trackers(stage_dir.name, config=flat_config(cfg))
 
     # -- data first: a bad file fails before the model loads
     records, skipped = load_data(cfg, cfg.data.train_file)
@@ -148,21 +179,9 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
     # -- model, reference
     model, processor = load_backbone(cfg.model, path=init_path)
     family = family_of(model)
-    if cfg.model.freeze_vision:
-        freeze_vision(model)
+    ref_model = load_backbone(cfg.model, path=reference_path)[0] if reference_path else None
     ref_kind = reference_kind(cfg)
-    ref_model = load_backbone(cfg.model, path=reference_path)[0] if reference_path else model
-    reference = ModelReference.frozen_copy(ref_model, t.logps_chunk_size) if ref_kind == "copy" else None
-    if cfg.lora.enabled:
-        model = apply_lora(model, cfg.lora)
-    if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if cfg.lora.enabled:
-            model.enable_input_require_grads()
-    if ref_kind == "lora_disabled":
-        reference = ModelReference(TokenScorer(model, t.logps_chunk_size), disable_adapters=True)
-    if reference is not None:
-        reference.scorer.to(accelerator.device)
+    model, reference = prepare_policy(cfg, model, accelerator, lambda m: TokenScorer(m, t.logps_chunk_size), ref_model)
 
     # -- data loader, optimizer, schedule
     pad_id = processor.tokenizer.pad_token_id

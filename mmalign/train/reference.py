@@ -21,6 +21,12 @@ from safetensors.torch import load_file, save_file
 from mmalign.train.scoring import TokenScorer, lm_head
 
 
+def frozen_copy(model):
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
 class ModelReference:
     """A frozen copy of the initial policy, or (`disable_adapters`) the policy itself with
     its LoRA adapters switched off: the same weights LoRA started from, at no memory cost."""
@@ -28,12 +34,6 @@ class ModelReference:
     def __init__(self, scorer: TokenScorer, disable_adapters: bool = False):
         self.scorer = scorer
         self.disable_adapters = disable_adapters
-
-    @classmethod
-    def frozen_copy(cls, model, chunk_size: int):
-        ref = copy.deepcopy(model).eval()
-        ref.requires_grad_(False)
-        return cls(TokenScorer(ref, chunk_size))
 
     @torch.no_grad()
     def __call__(self, batch, records=None, k=1, want_hidden=False) -> dict:
