@@ -51,16 +51,13 @@ from mmalign.data.records import RecordError, Skipped
 from mmalign.data.video import MediaError
 from mmalign.io import append_jsonl, atomic_write_json
 from mmalign.losses import all_equal_groups, group_advantages, grpo_loss
-from mmalign.losses.logps import token_logps
 from mmalign.models.backbone import TEXT_KEYS, base_model, family_of, load_backbone
-from mmalign.models.packing import is_packed
-from mmalign.models.shared_prompt import scored_hidden
 from mmalign.rewards import RewardSet, Sample
 from mmalign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 from mmalign.train.curriculum import OrderSampler
 from mmalign.train.recipe import (load_data, make_accelerator, prepare_policy, record_order, reduce_metrics,
                                   truncate_metrics)
-from mmalign.train.scoring import TokenScorer, last_hidden, lm_head
+from mmalign.train.scoring import TokenScorer
 
 # ---------------------------------------------------------------- the stage
 
@@ -86,7 +83,7 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
     set_seed(t.seed)  # after loading: building a tiny preset reseeds the global RNG
     family = family_of(model)
     model, reference = prepare_policy(cfg, model, accelerator,
-                                      lambda m: SampledScorer(m, t.logps_chunk_size, g.temperature))
+                                      lambda m: TokenScorer(m, t.logps_chunk_size, temperature=g.temperature))
     precomputed = takes_features(model)  # rollouts: the vision tower once per prompt, not per sample
     tok = processor.tokenizer
     pad_id = tok.pad_token_id
@@ -103,7 +100,7 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     scheduler = get_scheduler("constant_with_warmup" if t.scheduler == "constant" else t.scheduler, optimizer,
                               num_warmup_steps=int(t.warmup_ratio * updates_total), num_training_steps=updates_total)
-    scorer = SampledScorer(model, t.logps_chunk_size, g.temperature)
+    scorer = TokenScorer(model, t.logps_chunk_size, temperature=g.temperature)
     scorer, optimizer = accelerator.prepare(scorer, optimizer)
     loader = accelerator.prepare_data_loader(loader, device_placement=False)  # prompts stay on CPU until collated
     policy = accelerator.unwrap_model(scorer).model
@@ -390,29 +387,6 @@ def make_samples(records, n: int, ids: list[list[int]], truncated: list[bool], t
 
 
 # ---------------------------------------------------------------- scoring and the update
-
-class SampledScorer(TokenScorer):
-    """Per-token log-probs under softmax(logits / temperature), the distribution rollouts are
-    sampled from; a shared-prompt batch (`collate_sequences(..., shared_prompt=True)`) runs
-    each prompt once for all of its completions."""
-
-    def __init__(self, model, chunk_size: int = 512, temperature: float = 1.0):
-        super().__init__(model, chunk_size)
-        self.temperature = temperature
-
-    def forward(self, batch: dict, return_hidden: bool = False) -> dict:
-        if return_hidden:
-            raise ValueError("GRPO scores log-probs only (its KL is k3 on the sampled tokens)")
-        labels = batch["labels"][:, 1:]
-        head = lm_head(self.model)
-        if not is_packed(batch):
-            hidden = last_hidden(self.model, batch)[:, :-1]
-            return {"logps": token_logps(hidden, labels, head, self.chunk_size, self.temperature)}
-        mask = labels != -100
-        hidden = scored_hidden(self.model, batch, batch["labels"])  # [M, H]: the scored positions only
-        lp = token_logps(hidden[None], labels[mask][None], head, self.chunk_size, self.temperature)[0]
-        return {"logps": lp.new_zeros(mask.shape).masked_scatter(mask, lp)}
-
 
 def signal_rows(rewards: torch.Tensor, group_size: int) -> tuple[list[int], torch.Tensor]:
     """(rows of the groups whose rewards differ, bool [groups] of the all-equal ones). An

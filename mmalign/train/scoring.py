@@ -42,10 +42,12 @@ class TokenScorer(nn.Module):
     chosen responses), computed from the reference's hidden states in chunks.
     """
 
-    def __init__(self, model: nn.Module, chunk_size: int = 512, packing: str | None = None):
+    def __init__(self, model: nn.Module, chunk_size: int = 512, packing: str | None = None,
+                 temperature: float = 1.0):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
+        self.temperature = temperature  # GRPO scores under softmax(logits / T), the sampling distribution
         self.packing = packing  # shared-prompt batches: "split", "mask" or "varlen"; None = by attention implementation
 
     def forward(self, batch: dict, ref_hidden: torch.Tensor | None = None, ref_head: nn.Module | None = None,
@@ -55,7 +57,7 @@ class TokenScorer(nn.Module):
         hidden = last_hidden(self.model, batch)[:, :-1]
         labels = batch["labels"][:, 1:]
         head = lm_head(self.model)
-        out = {"logps": token_logps(hidden, labels, head, self.chunk_size)}
+        out = {"logps": token_logps(hidden, labels, head, self.chunk_size, self.temperature)}
         if kl_rows:
             mask = labels[:kl_rows] != -100
             out["kl"] = token_kl(hidden[:kl_rows], ref_hidden[:kl_rows], head, ref_head, mask, self.chunk_size)
@@ -70,7 +72,7 @@ class TokenScorer(nn.Module):
         mask = labels != -100
         h = scored_hidden(self.model, batch, batch["labels"], self.packing)  # [M, H], row-major over `mask`
         head = lm_head(self.model)
-        lp = token_logps(h[None], labels[mask][None], head, self.chunk_size)[0]
+        lp = token_logps(h[None], labels[mask][None], head, self.chunk_size, self.temperature)[0]
         out = {"logps": lp.new_zeros(mask.shape).masked_scatter(mask, lp)}
         if kl_rows:
             n_kl = int(mask[:kl_rows].sum())

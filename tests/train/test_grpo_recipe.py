@@ -17,9 +17,10 @@ from mmalign.data.records import read_records
 from mmalign.io import iter_jsonl
 from mmalign.losses import grpo_loss
 from mmalign.models.backbone import encode_prompt, load_backbone
-from mmalign.train.grpo import (SampledScorer, encode_visual, micro_batches, rollout, signal_rows, update,
+from mmalign.train.grpo import (encode_visual, micro_batches, rollout, signal_rows, update,
                                 vision_token_ids)
 from mmalign.train.recipe import train
+from mmalign.train.scoring import TokenScorer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -145,7 +146,7 @@ def test_sampled_scorer_is_the_tempered_distribution_shared_prompt_or_not(tiny):
     # groups of unequal completions: 3 + 2 rows, 1 to 6 tokens, ended or cut
     completions = [ids[0], [10, eos[0]], [11, 12, 13, 14, 15, 16], ids[1], [17, 18, eos[0]]]
     seqs = [Sequence(prompts[i // 3], c) for i, c in enumerate(completions)]
-    scorer = SampledScorer(model, chunk_size=4, temperature=0.7)
+    scorer = TokenScorer(model, chunk_size=4, temperature=0.7)
     with torch.no_grad():
         plain = collate_sequences(seqs, pad)
         lp = scorer(plain)["logps"]
