@@ -34,8 +34,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
-import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -55,7 +53,7 @@ from mmalign.models.backbone import TEXT_KEYS, base_model, family_of, load_backb
 from mmalign.rewards import RewardSet, Sample
 from mmalign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 from mmalign.train.curriculum import OrderSampler
-from mmalign.train.recipe import (load_data, make_accelerator, prepare_policy, record_order, reduce_metrics,
+from mmalign.train.recipe import (end_of_step, load_data, make_accelerator, prepare_policy, record_order, reduce_metrics,
                                   truncate_metrics)
 from mmalign.train.scoring import TokenScorer
 
@@ -204,13 +202,8 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
             accelerator.log(row, step=state["step"])
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward']:.3f}")
-        if state["bad_steps"] >= t.max_bad_steps:
-            raise FloatingPointError(f"{state['bad_steps']} consecutive steps had a NaN/inf loss or gradient "
-                                     f"(last at step {state['step']}); stopping. Lower train.lr or check the rewards.")
-        if t.save_every and state["step"] % t.save_every == 0 and main and finite:
-            save_checkpoint(ckpt_dir, policy, optimizer, scheduler, state)
-        if os.environ.get("MMALIGN_KILL_AFTER_STEP") == str(state["step"]):
-            os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the kill -9 / resume tests
+        end_of_step(t, state, finite and main, "the rewards",
+                    lambda: save_checkpoint(ckpt_dir, policy, optimizer, scheduler, state))
     bar.close()
 
     # -- after: evaluate, save, summarise

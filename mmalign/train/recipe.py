@@ -264,13 +264,8 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
             accelerator.log(row, step=state["step"])
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if state["bad_steps"] >= t.max_bad_steps:
-            raise FloatingPointError(f"{state['bad_steps']} consecutive steps had a NaN/inf loss or gradient "
-                                     f"(last at step {state['step']}); stopping. Lower train.lr or check the data.")
-        if t.save_every and state["step"] % t.save_every == 0 and main and finite:
-            save_checkpoint(ckpt_dir, accelerator.unwrap_model(scorer).model, optimizer, scheduler, state)
-        if os.environ.get("MMALIGN_KILL_AFTER_STEP") == str(state["step"]):
-            os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the kill -9 / resume tests
+        end_of_step(t, state, finite and main, "the data",
+                    lambda: save_checkpoint(ckpt_dir, accelerator.unwrap_model(scorer).model, optimizer, scheduler, state))
         if exhausted:
             break
     bar.close()
@@ -337,6 +332,19 @@ def flat_config(cfg: RunConfig) -> dict:
             if isinstance(value, (int, float, str, bool)):
                 flat[f"{section}.{key}".rstrip(".")] = value
     return flat
+
+
+def end_of_step(t, state: dict, can_save: bool, suspect: str, save) -> None:
+    """After each optimizer step: stop on too many NaN/inf steps in a row, checkpoint on the
+    `save_every` cadence (never from a non-finite step), and the kill -9 fault hook of the
+    resume tests (`MMALIGN_KILL_AFTER_STEP=N`)."""
+    if state["bad_steps"] >= t.max_bad_steps:
+        raise FloatingPointError(f"{state['bad_steps']} consecutive steps had a NaN/inf loss or gradient "
+                                 f"(last at step {state['step']}); stopping. Lower train.lr or check {suspect}.")
+    if t.save_every and state["step"] % t.save_every == 0 and can_save:
+        save()
+    if os.environ.get("MMALIGN_KILL_AFTER_STEP") == str(state["step"]):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def reduce_metrics(accelerator, loss: torch.Tensor, metrics: dict) -> tuple[torch.Tensor, dict]:
