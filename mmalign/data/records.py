@@ -344,13 +344,20 @@ def _images(obj: dict, media: _MediaPaths) -> list[str] | None:
     return [media.resolve(p, f"images[{i}]") for i, p in enumerate(value)] or None
 
 
-def _spans(obj: dict, name: str, text: str | None) -> list[Span] | None:
+def _about_text(obj: dict, name: str, text: str | None):
+    """(value, name of its text) of a field that annotates `chosen` / `rejected`; the value
+    is None when absent, and the field is refused when its text is missing."""
     value = obj.get(name)
+    text_name = name.split("_")[0]
+    if value is not None and text is None:
+        raise _Invalid(f"'{name}' given without '{text_name}'")
+    return value, text_name
+
+
+def _spans(obj: dict, name: str, text: str | None) -> list[Span] | None:
+    value, text_name = _about_text(obj, name, text)
     if value is None:
         return None
-    text_name = name.split("_")[0]
-    if text is None:
-        raise _Invalid(f"'{name}' given without '{text_name}'")
     if not isinstance(value, list):
         raise _Invalid(f"'{name}' must be a list of [start, end] pairs, got {_json_type(value)}")
     problem = _span_problem(value, len(text))
@@ -360,12 +367,9 @@ def _spans(obj: dict, name: str, text: str | None) -> list[Span] | None:
 
 
 def _labels(obj: dict, name: str, text: str | None) -> list[int] | None:
-    value = obj.get(name)
+    value, text_name = _about_text(obj, name, text)
     if value is None:
         return None
-    text_name = name.split("_")[0]
-    if text is None:
-        raise _Invalid(f"'{name}' given without '{text_name}'")
     if not isinstance(value, list) or not all(_is_int(v) and v in (0, 1) for v in value):
         raise _Invalid(f"'{name}' must be a list of 0 or 1 (1 = factual), got {_short(value)}")
     n_sentences = len(sentence_spans(text))
