@@ -34,7 +34,8 @@ def cmd_train(args) -> int:
 def cmd_world(args) -> int:
     from mmalign.world import build_world
 
-    summary = build_world(args.out, n_videos=args.n, seed=args.seed)
+    summary = build_world(args.out, n_videos=args.n, seed=args.seed, object_sizes=tuple(args.object_sizes),
+                          max_objects=args.max_objects)
     print(summary)
     return 0
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=32, help="number of videos")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--object-sizes", type=int, nargs=2, default=[14, 20], metavar=("MIN", "MAX"),
+                   help="object box side in pixels of a 64 px frame (larger = easier to see)")
+    p.add_argument("--max-objects", type=int, default=3, help="most objects in one video")
     p.set_defaults(func=cmd_world)
 
     for register in _extensions():

@@ -16,8 +16,8 @@ resume (pairs: OUT.parts, training: the latest checkpoint, eval: the saved predi
 `MMALIGN_KILL_AFTER_STAGE=<step name>` SIGKILLs the process right after that step's marker is
 written (fault injection for the resume tests, as MMALIGN_KILL_AFTER_STEP in train).
 
-One process runs the steps in order (a training step on one device); launching the pipeline
-under `accelerate launch` is not supported yet.
+One process runs the steps in order (a training step on one device); under a multi-process
+launch (WORLD_SIZE > 1) the run refuses to start, before it writes anything.
 """
 
 from __future__ import annotations
@@ -44,6 +44,11 @@ class PipelineExists(ConfigError):
 
 
 def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, raw: dict | None = None) -> dict:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every process would run every step and write the same markers: refuse before writing.
+        raise ConfigError("mmalign run: a pipeline runs in one process (WORLD_SIZE="
+                          f"{os.environ['WORLD_SIZE']}); launch it without accelerate launch / torchrun, or run "
+                          "its steps (mmalign pairs / train / eval) under the launcher one by one")
     out = Path(cfg.output_dir)
     if (out / "plan.json").exists() and not resume:
         raise PipelineExists(f"{out} already holds a pipeline run: pass --resume to continue it, or choose another "

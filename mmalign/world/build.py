@@ -52,13 +52,21 @@ def build_world(
     size: int = 64,
     fps: int = 8,
     pairs_per_video: int = 2,
+    object_sizes: tuple[int, int] = (14, 20),
+    max_objects: int = 3,
     show_progress: bool = True,
 ) -> dict:
     """Write the world to `out_dir` (layout in the module docstring) and return the manifest
-    plus `out_dir` and `reused` (True when an identical finished build was found)."""
+    plus `out_dir` and `reused` (True when an identical finished build was found).
+    `object_sizes` (min, max box side in pixels) and `max_objects` set how easy the videos are
+    to see: a small model trained from scratch needs larger, fewer objects."""
+    if not (1 <= object_sizes[0] <= object_sizes[1] < size and max_objects >= 1):
+        raise ValueError(f"need 1 <= object_sizes[0] <= object_sizes[1] < size={size} and max_objects >= 1, "
+                         f"got object_sizes={list(object_sizes)}, max_objects={max_objects}")
     out = Path(out_dir)
     args = {"n_videos": n_videos, "seed": seed, "n_frames": n_frames, "size": size,
-            "fps": fps, "pairs_per_video": pairs_per_video}
+            "fps": fps, "pairs_per_video": pairs_per_video, "object_sizes": list(object_sizes),
+            "max_objects": max_objects}
     manifest = _finished_manifest(out, args)
     if manifest is not None:
         return {**manifest, "out_dir": str(out), "reused": True}
@@ -67,7 +75,8 @@ def build_world(
     for i in tqdm(range(n_videos), desc="world videos", disable=not show_progress):
         vid = f"vid{i:04d}"
         split = split_of(i, n_videos)
-        scene = sample_scene(derived_seed(seed, i), n_frames=n_frames, width=size, height=size, fps=fps)
+        scene = sample_scene(derived_seed(seed, i), n_frames=n_frames, width=size, height=size, fps=fps,
+                             sizes=tuple(object_sizes), max_objects=max_objects)
         _ensure_video(out, vid, scene, split)
         video = f"videos/{vid}.mp4"
         rows[f"sft_{split}.jsonl"] += _sft_records(scene, vid, video, split)

@@ -3,6 +3,7 @@
 
 import importlib.util
 import json
+import numpy as np
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,24 @@ def test_quick_run_writes_results(tmp_path):
     assert data["meta"]["seeds"] == [0]
     assert "| RRPO |" in Path(f"{stem}.md").read_text()
     assert Path(f"{stem}.png").stat().st_size > 0
+
+
+def test_token_labels_mark_the_cells_an_object_covers():
+    """A red square in the top-left 32x32 cell of a 64 px frame for frames 0-3, then gone: with
+    8 sampled frames [0, 2, ..., 14] and a 2x2 token grid, only the top-left token of the first
+    two time steps (frames 0+2, 4+6: frame 4 has no box) names it."""
+    sa = _module()
+    boxes = [{"0": [2, 2, 30, 30]} if f < 4 else {} for f in range(16)]
+    truth = {"scene": {"objects": [{"id": 0, "color": "red", "shape": "square", "direction": "static"}]},
+             "boxes": boxes}
+    labels = sa.token_labels(truth, list(range(0, 16, 2)), grid_t=4, grid_hw=(2, 2), frame_size=64)
+    assert labels.shape == (16, 18 + 5)
+    red_square, static = 1, 18 + 4  # combos are colour-major (red circle, red square, ...); static is last
+    on = {tuple(x) for x in np.argwhere(labels > 0)}
+    assert on == {(0, red_square), (0, static)}  # frames 0, 2 -> time step 0, top-left cell only
+    # A box straddling the vertical middle line lights both cells of its row, but only where the
+    # overlap is a real area (a 1-pixel sliver is not).
+    truth["boxes"] = [{"0": [20, 0, 44, 20]}] * 2 + [{"0": [31, 0, 60, 20]}] * 14
+    labels = sa.token_labels(truth, list(range(0, 16, 2)), grid_t=4, grid_hw=(2, 2), frame_size=64)
+    assert labels[0, red_square] == labels[1, red_square] == 1 and labels[2:4].sum() == 0
+    assert labels[4, red_square] == 0 and labels[5, red_square] == 1

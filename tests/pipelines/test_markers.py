@@ -39,3 +39,11 @@ def test_finished_steps_are_skipped_and_a_changed_config_is_refused(tmp_path, ca
     with pytest.raises(ConfigError, match="made with another config"):
         run_pipeline(changed, expand(changed), resume=True)
     assert (tmp_path / "run" / "plan.json").read_text() == plan  # refused before writing anything
+
+
+def test_multi_process_launch_is_refused_before_writing(tmp_path, monkeypatch):
+    cfg = temple_pairs(tmp_path, ["drop"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="WORLD_SIZE=2"):
+        run_pipeline(cfg, expand(cfg))
+    assert not (tmp_path / "run").exists()

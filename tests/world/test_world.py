@@ -3,6 +3,7 @@ answers (checked by an independent reading of the scene), exact edit spans, and 
 on-disk build with reuse and resume."""
 
 import json
+from pathlib import Path
 import re
 
 import decord
@@ -357,3 +358,27 @@ def test_events_on_the_same_frame_give_no_order_question():
     ))
     assert not [it for it in benchmark_items(scene) if it["type"] == "order"]
     assert not [qa for qa in qa_pairs(scene) if qa["kind"] == "order"]
+
+
+def test_object_size_and_count_knobs_reach_every_scene(tmp_path):
+    from mmalign.cli import main
+
+    assert main(["world", "--out", str(tmp_path), "--n", "6", "--object-sizes", "26", "32", "--max-objects", "2"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["args"]["object_sizes"] == [26, 32] and manifest["args"]["max_objects"] == 2
+    for truth in sorted((tmp_path / "truth").glob("*.json")):
+        objects = json.loads(truth.read_text())["scene"]["objects"]
+        assert 1 <= len(objects) <= 2
+        assert all(26 <= o["size"] <= 32 for o in objects)
+    # The default build draws smaller objects, so the knobs changed something.
+    default = build_world(tmp_path / "default", n_videos=6, seed=0, show_progress=False)
+    sizes = [o["size"] for t in sorted(Path(default["out_dir"], "truth").glob("*.json"))
+             for o in json.loads(t.read_text())["scene"]["objects"]]
+    assert max(sizes) <= 20
+
+
+@pytest.mark.parametrize("sizes, most", [((30, 20), 2), ((10, 64), 2), ((0, 10), 2), ((10, 20), 0)])
+def test_impossible_object_knobs_are_refused_by_name(tmp_path, sizes, most):
+    with pytest.raises(ValueError, match="object_sizes"):
+        build_world(tmp_path, n_videos=2, object_sizes=sizes, max_objects=most, show_progress=False)
+    assert not (tmp_path / "manifest.json").exists()
