@@ -2,6 +2,8 @@
 
     python benchmarks/synthetic_alignment.py            # the full run (CPU, see FULL below)
     python benchmarks/synthetic_alignment.py --quick    # a smoke run of every step (< 1 min)
+    python benchmarks/synthetic_alignment.py --max-changed-fraction 0.5 --results benchmarks/results/minimal_edit
+                                                        # DPO / RRPO on minimal-edit rrpo pairs only
 
 Where the truth is exact (the synthetic video world, mmalign.world, here with large objects and at
 most 2 per video), for each seed:
@@ -468,7 +470,7 @@ def markdown(table: dict, meta: dict) -> str:
                   f"{seeds[0]}, best caption object precision of {list(meta['size']['align_lrs'])}): "
                   + ", ".join(f"{LABELS[m]} {c['lr']:g}" for m, c in meta["lrs"].items()) + "."]
     lines += ["", f"Wall time {meta['wall_minutes']:.1f} min on {meta['cpus']} CPU cores; "
-              f"regenerate with `{meta['command']}`."]
+              f"regenerate with `{meta['command']}`."] + ([f"({meta['note']}.)"] if meta.get("note") else [])
     return "\n".join(lines) + "\n"
 
 
@@ -525,15 +527,22 @@ def main(argv=None) -> dict:
     ap.add_argument("--results", default=None, help="results folder (default benchmarks/results; --quick: the work folder)")
     ap.add_argument("--seeds", type=int, nargs="*", default=None, help="override the seeds")
     ap.add_argument("--report-only", action="store_true", help="re-render md / png from the results json")
+    ap.add_argument("--max-changed-fraction", type=float, default=1.0,
+                    help="rrpo pairs (DPO and RRPO train on them): keep only pairs whose differing spans cover at "
+                         "most this share of the texts (RRPO's minimal edits); 1 = keep all")
     args = ap.parse_args(argv)
     if args.report_only:
         stem = Path(args.results or ROOT / "benchmarks/results") / "synthetic_alignment"
         data = json.loads(Path(f"{stem}.json").read_text())
         return write_report(stem, aggregate(data["per_seed"]), data["meta"], data["per_seed"])
+    PAIRS["rrpo"]["rrpo"]["max_changed_fraction"] = args.max_changed_fraction
     size = dict(QUICK if args.quick else FULL)
     if args.seeds:
         size["seeds"] = tuple(args.seeds)
-    work = Path(args.work or ROOT / ("runs/synthetic_alignment_quick" if args.quick else "runs/synthetic_alignment"))
+    # Finished steps are reused by folder, so another pair filter needs its own folder.
+    default_work = "runs/synthetic_alignment" + ("_quick" if args.quick else "") + (
+        f"_mcf{args.max_changed_fraction:g}" if args.max_changed_fraction < 1 else "")
+    work = Path(args.work or ROOT / default_work)
     results = Path(args.results or (work if args.quick else ROOT / "benchmarks/results"))
     results.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -557,7 +566,9 @@ def main(argv=None) -> dict:
             per_seed[seed] = run_seed(seed, sft, size, world, work, bar, lrs)
             lrs = per_seed[seed]["lrs"]
     table = aggregate(per_seed)
-    command = "python benchmarks/synthetic_alignment.py" + (" --quick" if args.quick else "")
+    command = "python benchmarks/synthetic_alignment.py" + (" --quick" if args.quick else "") + (
+        f" --max-changed-fraction {args.max_changed_fraction:g}" if args.max_changed_fraction < 1 else "") + (
+        f" --results {args.results}" if args.results and not args.quick else "")
     meta = {"command": command, "sft_validation_captions": held_in, "lrs": per_seed[size["seeds"][0]]["lrs"], "seeds": list(size["seeds"]), "size": size, "wall_minutes": (time.time() - t0) / 60,
             "cpus": os.cpu_count(), "test_videos": manifest["counts"]["test_videos"],
             "bench_pairs": sum(json.loads(line)["split"] == "test" for line in open(world / "bench.jsonl")),

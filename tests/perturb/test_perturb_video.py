@@ -165,3 +165,14 @@ def test_rrpo_and_frame_pairs_carry_their_condition(world, backend, tmp_path):
     cfg = build_pairs_config({"generator": "video", "video": {"perturbations": [{"name": "reverse", "strength": 1.0}]}})
     (res,) = FrameOpsPairs(cfg, backend).run("pairs", items_of(world, ["vid0001.mp4"]))
     assert [r["difficulty"] for r in res.records] == [0.0]
+
+
+def test_rrpo_minimal_edit_filter_keeps_pairs_by_the_share_of_changed_characters():
+    chosen, rejected = "A red circle moves left.", "A blue circle moves left."  # 24 + 25 characters
+    c_spans, r_spans = [[2, 5]], [[2, 6]]  # "red" vs "blue": (3 + 4) / 49 = 0.143 changed
+    far = ("A red circle moves left.", "Then a green square appears.", [[0, 24]], [[0, 28]])  # all changed
+    for limit, keep_near, keep_far in ((1.0, True, True), (0.5, True, False), (0.1, False, False)):
+        rrpo = RrpoPairs(build_pairs_config({"generator": "rrpo", "rrpo": {"max_changed_fraction": limit}}), None)
+        assert (rrpo.filter(chosen, c_spans, rejected, r_spans, "rrpo") is None) == keep_near
+        assert (rrpo.filter(far[0], far[2], far[1], far[3], "rrpo") is None) == keep_far
+    assert rrpo.filter(chosen, [], chosen, [], "rrpo") == "identical answers"
