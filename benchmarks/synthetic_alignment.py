@@ -171,7 +171,8 @@ def pretrain_vision(model_path: Path, out: Path, world: Path, steps: int, seed: 
     from mmalign.data.video import load_video
     from mmalign.models.backbone import load_backbone
 
-    if (out / "built.json").exists():
+    stamp, wanted = out / "built.json", {"steps": steps, "seed": seed, "lr": lr, "batch": batch}
+    if stamp.exists() and all(json.loads(stamp.read_text()).get(k) == v for k, v in wanted.items()):
         return out
     torch.manual_seed(seed)
     model, processor = load_backbone(ModelConfig(path=str(model_path)))
@@ -200,7 +201,7 @@ def pretrain_vision(model_path: Path, out: Path, world: Path, steps: int, seed: 
         optimizer.step()
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / "built.json").write_text(json.dumps({"steps": steps, "final_loss": loss.item()}))
+    stamp.write_text(json.dumps({**wanted, "final_loss": loss.item()}))
     return out
 
 
