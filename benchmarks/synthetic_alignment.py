@@ -242,7 +242,7 @@ def held_in_videos(world: Path, work: Path, ids: list[str]) -> Path:
 # ---------------------------------------------------------------- steps
 
 def train_run(out: Path, model_path: str, method: str, train_file: Path, size: dict, seed: int, *, lr: float,
-              epochs: int = 1, max_steps: int | None = None, loss: dict | None = None, data: dict | None = None, freeze_vision: bool = True) -> Path:
+              max_steps: int, loss: dict | None = None, data: dict | None = None, freeze_vision: bool = True) -> Path:
     from mmalign.config import build_config
     from mmalign.train.recipe import train
 
@@ -255,7 +255,7 @@ def train_run(out: Path, model_path: str, method: str, train_file: Path, size: d
            "model": {"path": model_path, "freeze_vision": freeze_vision},
            "data": {"train_file": str(train_file), "num_frames": 8, "allow_absolute_paths": True, **(data or {})},
            "loss": loss or {},
-           "train": {"lr": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": size["batch_size"], "seed": seed,
+           "train": {"lr": lr, "max_steps": max_steps, "batch_size": size["batch_size"], "seed": seed,
                      "warmup_ratio": 0.05, "reference": "none" if method == "sft" else "copy"}}
     train(build_config(raw, f"{method} seed {seed}"))
     return final
@@ -325,13 +325,12 @@ def caption_eval(model_path: str, world: Path, size: dict, ids: list[str]) -> di
     from mmalign.models.generate import Prompt, generate
     from mmalign.world.build import CAPTION_PROMPT
 
-    test = ids
     model, processor = load_backbone(ModelConfig(path=model_path))
     model.eval()
     captions = {}
     with torch.no_grad():
-        for i in range(0, len(test), 16):
-            chunk = test[i:i + 16]
+        for i in range(0, len(ids), 16):
+            chunk = ids[i:i + 16]
             prompts = [Prompt(CAPTION_PROMPT, video=load_video(str(world / "videos" / f"{v}.mp4"), num_frames=8))
                        for v in chunk]
             for v, texts in zip(chunk, generate(model, processor, prompts, max_new_tokens=size["caption_tokens"])):
@@ -346,7 +345,7 @@ def run_sft(size: dict, world: Path, work: Path) -> Path:
     vision pretraining, then the language model on the SFT mix with the vision tower frozen."""
     base = build_small_qwen(work / "base", size["hidden"], size["layers"], 0)
     base = pretrain_vision(base, work / "vision", world, size["vision_steps"])
-    return train_run(work / "sft", str(base), "sft", sft_file(world), size, 0, lr=size["sft_lr"], epochs=1000,
+    return train_run(work / "sft", str(base), "sft", sft_file(world), size, 0, lr=size["sft_lr"],
                      max_steps=size["sft_steps"], freeze_vision=True)
 
 

@@ -90,7 +90,7 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
     # -- prompts, optimizer, schedule (one scheduler step per optimizer update)
     dataset = PromptDataset(records, processor, family, cfg)
     loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, collate_fn=as_list,
-                                         sampler=OrderSampler(record_order(cfg, records)),
+                                         sampler=OrderSampler(record_order(cfg, records, accelerator.num_processes)),
                                          num_workers=t.num_workers)
     steps_total = t.max_steps or max(1, math.ceil(len(records) * t.epochs / (t.batch_size * accelerator.num_processes)))
     updates_total = steps_total * g.num_iterations

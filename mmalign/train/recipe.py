@@ -144,11 +144,16 @@ def load_data(cfg: RunConfig, path: str | None):
     return records, skipped
 
 
-def record_order(cfg: RunConfig, records) -> list[int]:
+def record_order(cfg: RunConfig, records, processes: int) -> list[int]:
+    """The records' visiting order over all epochs. `train.max_steps` overrides the epochs: the
+    stream is extended with further epochs until it holds that many steps for `processes`."""
     d, t = cfg.data, cfg.train
     if d.curriculum != "shuffle" and any(r.difficulty is None for r in records):
         raise ValueError(f"data.curriculum={d.curriculum} needs a `difficulty` on every record")
-    return visit_order([r.difficulty or 0.0 for r in records], t.epochs, t.seed, d.curriculum,
+    epochs = t.epochs
+    if t.max_steps:
+        epochs = max(epochs, math.ceil(t.max_steps * t.batch_size * t.grad_accum * processes / len(records)))
+    return visit_order([r.difficulty or 0.0 for r in records], epochs, t.seed, d.curriculum,
                        d.curriculum_buckets, d.curriculum_start)
 
 
@@ -187,7 +192,8 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
     pad_id = processor.tokenizer.pad_token_id
     dataset = RecordDataset(records, processor, family, cfg.method, cfg.data)
     collate = make_collate(pad_id, shared_prompt=t.shared_prompt)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=OrderSampler(record_order(cfg, records)),
+    order = record_order(cfg, records, accelerator.num_processes)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=OrderSampler(order),
                                          collate_fn=collate, num_workers=t.num_workers)
     micro_total = math.ceil(len(records) * t.epochs / (t.batch_size * accelerator.num_processes))
     total_steps = t.max_steps or max(1, micro_total // t.grad_accum)

@@ -122,3 +122,16 @@ def test_nan_steps_are_skipped_then_the_run_stops(tmp_path, world, tiny_dir):
     rows = metrics(Path(raw["output_dir"]))
     assert [r.get("nonfinite_step_skipped", False) for r in rows] == [False, True, True]
     assert not (Path(raw["output_dir"]) / "final").exists()  # nothing written from a NaN state
+
+
+def test_max_steps_beyond_the_epochs_runs_every_step(tmp_path, world, tiny_dir):
+    """train.max_steps overrides epochs (as in transformers' Trainer): the records are visited
+    again until the last step, and the schedule reaches its end there."""
+    n_records = sum(1 for _ in iter_jsonl(world / "pairs_train.jsonl"))
+    steps = n_records // 2 + 3  # past the end of the one configured epoch at batch size 2
+    raw = config(tmp_path, world, tiny_dir, train={"max_steps": steps, "epochs": 1, "batch_size": 2, "lr": 1e-3,
+                                                   "save_every": 0, "warmup_ratio": 0.0})
+    train(build_config(raw))
+    rows = metrics(Path(raw["output_dir"]))
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    assert rows[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the decay ends at the last step
