@@ -44,7 +44,7 @@ import torch
 from mmalign.config import LossConfig
 from mmalign.data.collate import Sequence, collate_sequences, encode_response
 from mmalign.models.backbone import encode_prompt, freeze_vision
-from mmalign.train.methods import compute_loss
+from mmalign.methods import compute_loss
 from mmalign.train.scoring import TokenScorer
 
 CHOSEN = ("A red circle moves left across the frame while a blue square appears behind it. Then the green "

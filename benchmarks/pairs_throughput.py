@@ -66,8 +66,8 @@ def bench_decord(paths: list[Path], num_frames: int = 8, repeats: int = 3) -> di
 
 
 def bench_pairs(world: Path, runs: dict[str, dict], tiny_dir: str) -> dict:
-    from perturb.config import build_pairs_config, needs_model
-    from perturb.run import run_pairs
+    from mmalign.perturb.config import build_pairs_config, needs_model
+    from mmalign.perturb.run import run_pairs
 
     results, models = {}, {}
     for name, raw in runs.items():
@@ -75,7 +75,7 @@ def bench_pairs(world: Path, runs: dict[str, dict], tiny_dir: str) -> dict:
         cfg = build_pairs_config(raw)
         backend, load_s = None, None
         if needs_model(cfg):
-            from perturb.model import ModelBackend
+            from mmalign.perturb.model import ModelBackend
 
             t = time.perf_counter()
             if "tiny" not in models:

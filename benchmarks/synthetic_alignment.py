@@ -244,7 +244,7 @@ def held_in_videos(world: Path, work: Path, ids: list[str]) -> Path:
 def train_run(out: Path, model_path: str, method: str, train_file: Path, size: dict, seed: int, *, lr: float,
               max_steps: int, loss: dict | None = None, data: dict | None = None, freeze_vision: bool = True) -> Path:
     from mmalign.config import build_config
-    from mmalign.train.recipe import train
+    from mmalign.train.run import train
 
     final = out / "final"
     if (out / "summary.json").exists() and final.exists():
@@ -253,7 +253,8 @@ def train_run(out: Path, model_path: str, method: str, train_file: Path, size: d
         shutil.rmtree(out)  # an unfinished earlier attempt
     raw = {"output_dir": str(out), "method": method,
            "model": {"path": model_path, "freeze_vision": freeze_vision},
-           "data": {"train_file": str(train_file), "num_frames": 8, "allow_absolute_paths": True, **(data or {})},
+           "data": {"train_file": str(train_file), "allow_absolute_paths": True, **(data or {})},
+           "sampling": {"num_frames": 8},
            "loss": loss or {},
            "train": {"lr": lr, "max_steps": max_steps, "batch_size": size["batch_size"], "seed": seed,
                      "warmup_ratio": 0.05, "reference": "none" if method == "sft" else "copy"}}
@@ -262,8 +263,8 @@ def train_run(out: Path, model_path: str, method: str, train_file: Path, size: d
 
 
 def make_pairs(name: str, model_path: str, videos: Path, world: Path, out: Path, size: dict, seed: int) -> Path:
-    from perturb.config import build_pairs_config
-    from perturb.run import run_pairs
+    from mmalign.perturb.config import build_pairs_config
+    from mmalign.perturb.run import run_pairs
 
     target = out / f"{name}.jsonl"
     if target.exists():
@@ -279,11 +280,11 @@ def make_pairs(name: str, model_path: str, videos: Path, world: Path, out: Path,
 
 def bench_eval(models: dict[str, str], world: Path, out: Path) -> dict[str, dict]:
     """The synthetic hallucination benchmark on the held-out (test) split, for each model."""
-    from evals.config import build_eval_config
-    from evals.run import evaluate
+    from mmalign.evals.config import build_eval_config
+    from mmalign.evals.run import evaluate
 
-    raw = {"benchmark": "synthetic", "output_dir": str(out), "data": {"root": str(world), "splits": ["test"],
-                                                                       "num_frames": 8},
+    raw = {"benchmark": "synthetic", "output_dir": str(out), "data": {"root": str(world), "splits": ["test"]},
+           "sampling": {"num_frames": 8},
            "generation": {"batch_size": 32, "max_new_tokens": 4},
            "models": [{"name": k, "path": v} for k, v in models.items()]}
     import contextlib
@@ -299,8 +300,8 @@ def object_precision(captions: dict[str, str], world: Path) -> dict:
     mentions ("red circle", "blue squares", ...) in the generated captions, the share naming an
     object that is in that video (mmalign's truth files); pooled over videos. Also the share of
     captions with at least one hallucinated object (CHAIR_s) and the object recall."""
-    from perturb.facts import Truth
-    from perturb.lexicon import find_objects
+    from mmalign.perturb.facts import Truth
+    from mmalign.perturb.lexicon import find_objects
 
     mentions = correct = bad_caps = found = present_total = 0
     for vid, text in captions.items():
@@ -509,15 +510,15 @@ def _cache_videos() -> None:
     import dataclasses
     import functools
 
-    import mmalign.data.encode as encode
+    import mmalign.data.video as video
 
-    cached = functools.lru_cache(maxsize=512)(encode.load_video)
+    cached = functools.lru_cache(maxsize=512)(video.load_video)
 
     def load_video(path, **kw):
         v = cached(path, **kw)
         return dataclasses.replace(v, frames=v.frames.copy()) if dataclasses.is_dataclass(v) else v
 
-    encode.load_video = load_video
+    video.load_video = load_video
 
 
 def main(argv=None) -> dict:

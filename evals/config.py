@@ -14,11 +14,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmalign.config import ConfigError, ModelConfig, WorldConfig, _build, _f, apply_overrides, load_raw
+from mmalign.config import (SAMPLING_MOVED, ConfigError, ModelConfig, SamplingConfig, WorldConfig, _build, _f,
+                            apply_overrides, load_raw)
 
 
 @dataclass
 class EvalDataConfig:
+    MOVED = SAMPLING_MOVED  # keys that lived here before (named in the error)
+
     root: str | None = _f(None, "Folder holding the benchmark's official annotation files (nothing is downloaded); "
                                 "synthetic: a world folder, or a world YAML ({out, n_videos, seed}) to build.")
     media_dir: str | None = _f(None, "Folder of the videos / images, relative to `root` or absolute "
@@ -26,10 +29,6 @@ class EvalDataConfig:
     splits: list[str] = _f([], "Subsets to run (POPE: random/popular/adversarial; VideoHallucer categories; "
                                "synthetic: train/test). Empty = the benchmark's default.")
     limit: int | None = _f(None, "Keep only the first N items of each subset (smoke runs); results say so.")
-    num_frames: int | None = _f(8, "Frames sampled uniformly per video (ignored when `fps` is set).")
-    fps: float | None = _f(None, "Sample frames at this rate instead of a fixed count.")
-    max_frames: int = _f(32, "Upper bound on sampled frames.")
-    max_pixels: int | None = _f(None, "Downscale frames and images above this many pixels.")
     options: dict = _f({}, "Benchmark-specific options (e.g. CHAIR: {sample: 500, seed: 0}; VidHal: {task: mcqa}); "
                            "each benchmark checks its own keys.")
 
@@ -66,7 +65,9 @@ class EvalConfig:
     model: ModelConfig = _f(None, "The model to evaluate (ignored when `models` is given).", nested=ModelConfig)
     models: list[dict] = _f([], "Several models to compare: [{name: base, path: ...}, {name: rrpo, path: ...}]; "
                                 "each entry's other keys are `model` keys and override it.")
-    data: EvalDataConfig = _f(None, "Annotation files, media and frame sampling.", nested=EvalDataConfig)
+    data: EvalDataConfig = _f(None, "Annotation files and media.", nested=EvalDataConfig)
+    sampling: SamplingConfig = _f(None, "Frame sampling and pixel budget (the same section as in training).",
+                                  nested=SamplingConfig)
     prompt: PromptConfig = _f(None, "Prompt text around each question.", nested=PromptConfig)
     generation: GenerationConfig = _f(None, "Decoding.", nested=GenerationConfig)
     score: ScoreConfig = _f(None, "Answer parsing and metrics.", nested=ScoreConfig)
@@ -74,7 +75,7 @@ class EvalConfig:
                             nested=WorldConfig)
 
     def __post_init__(self):
-        for f in ("model", "data", "prompt", "generation", "score", "world"):
+        for f in ("model", "data", "sampling", "prompt", "generation", "score", "world"):
             if getattr(self, f) is None:
                 setattr(self, f, self.__dataclass_fields__[f].metadata["nested"]())
         _check_benchmark(self)
@@ -82,7 +83,7 @@ class EvalConfig:
 
 
 def _check_benchmark(cfg: EvalConfig) -> None:
-    from evals.benchmarks import REGISTRY
+    from mmalign.evals.benchmarks import REGISTRY
 
     if cfg.benchmark not in REGISTRY:
         hint = difflib.get_close_matches(cfg.benchmark, list(REGISTRY), n=1)
@@ -173,7 +174,7 @@ def build_eval_config(raw: dict, source: str = "config") -> EvalConfig:
 
 def load_eval_config(path: str | Path, overrides: list[str] | None = None,
                      models: list[str] | None = None) -> EvalConfig:
-    raw = apply_overrides(load_raw(path), overrides or [])
+    raw = apply_overrides(load_raw(path), overrides or [], EvalConfig)
     if models:
         raw["models"] = parse_model_args(models)
     return build_eval_config(raw, str(path))

@@ -82,7 +82,7 @@ def load_model(spec: ModelSpec, process):
 
 def run_settings(cfg: EvalConfig, spec: ModelSpec) -> dict:
     """What changes answers without changing prompts: a resumed run must match it."""
-    d = cfg.data
+    d = cfg.sampling
     return {"benchmark": cfg.benchmark, "model": spec.model.path or f"tiny:{spec.model.tiny}",
             "dtype": spec.model.dtype, "max_new_tokens": cfg.generation.max_new_tokens, "system": cfg.prompt.system,
             "num_frames": d.num_frames, "fps": d.fps, "max_frames": d.max_frames, "max_pixels": d.max_pixels}

@@ -80,17 +80,17 @@ def check_settings(out: Path, settings: dict, overwrite: bool) -> None:
     atomic_write_json(path, settings)
 
 
-def load_media(item: Item, data, cache: dict):
+def load_media(item: Item, sampling, cache: dict):
     """The item's Video or PIL image (cached per batch: paired questions share a video)."""
-    from mmalign.data.video import load_image, load_video
+    from mmalign.data.video import MediaLoader
 
     if item.media not in cache:
+        media = MediaLoader(sampling)
         try:
             if item.media_kind == "video":
-                cache[item.media] = load_video(item.media, num_frames=data.num_frames, fps=data.fps,
-                                               max_frames=data.max_frames, max_pixels=data.max_pixels)
+                cache[item.media] = media.video(item.media)
             else:
-                cache[item.media] = load_image(item.media, max_pixels=data.max_pixels)
+                cache[item.media] = media.images([item.media])[0]
         except ValueError as e:  # MediaError, and bad sampling of a too-short video
             cache[item.media] = e
     return cache[item.media]
@@ -110,7 +110,7 @@ def run_batch(batch: list[Item], model, processor, cfg, generate_fn: Callable) -
     """One row per item: its prediction, or the media error that kept it from the model."""
     rows, ready, cache = {}, [], {}
     for item in batch:
-        media = load_media(item, cfg.data, cache) if item.media else None
+        media = load_media(item, cfg.sampling, cache) if item.media else None
         if isinstance(media, Exception):
             rows[item.id] = {"id": item.id, "prompt": item.prompt, "prediction": None, "error": f"media: {media}"}
         else:

@@ -1,4 +1,4 @@
-"""`mmalign` command line: train, world (and pairs / eval / run where those packages add them).
+"""`mmalign` command line: train, world, pairs (mmalign.perturb), eval (mmalign.evals), run (mmalign.pipelines).
 
 Heavy imports (torch, transformers) happen inside the commands so that `--help` and config
 errors are instant.
@@ -21,9 +21,18 @@ def config_reference(config_cls=None) -> str:
         f"  {k:<{width}}  {h} [default: {d}]" for k, d, h in rows)
 
 
+def method_keys() -> str:
+    """The `train --help` table of which loss keys each method reads, with its defaults."""
+    from mmalign.methods import LOSS_KEYS, METHODS
+
+    return ("loss keys each method reads (unset = the default shown; `derived` = computed from the others):\n"
+            + "\n".join("  " + m.describe() for m in METHODS.values()) + "\n"
+            + "\n".join(f"  loss.{k}: {h.split(': ', 1)[1]}" for k, h in LOSS_KEYS.items()))
+
+
 def cmd_train(args) -> int:
     from mmalign.config import load_config
-    from mmalign.train.recipe import train
+    from mmalign.train.run import train
 
     overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
     cfg = load_config(args.config, overrides)
@@ -44,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmalign", description="Align multimodal and video LLMs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="Train from a YAML config.", epilog=config_reference(),
+    p = sub.add_parser("train", help="Train from a YAML config.", epilog=config_reference() + "\n\n" + method_keys(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config, e.g. configs/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-5")
@@ -61,24 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-objects", type=int, default=3, help="most objects in one video")
     p.set_defaults(func=cmd_world)
 
-    for register in _extensions():
+    from mmalign.evals.cli import register as register_eval
+    from mmalign.perturb.cli import register as register_pairs
+    from mmalign.pipelines.cli import register as register_run
+
+    for register in (register_pairs, register_eval, register_run):
         register(sub)
     return parser
-
-
-def _extensions():
-    """Sub-commands contributed by perturb/ and evals/ (they import mmalign, not the reverse,
-    so they are looked up by name)."""
-    import importlib
-
-    for name in ("perturb.cli", "evals.cli", "pipelines.cli"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):
-                continue
-            raise
-        yield module.register
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as e:
         from mmalign.data.records import RecordError
-        from mmalign.train.recipe import RunExists
+        from mmalign.train.run import RunExists
 
         if isinstance(e, (RecordError, RunExists)):
             print(f"mmalign: error: {e}", file=sys.stderr)

@@ -3,8 +3,18 @@
 Configs are data: dataclasses whose fields carry their help text (`mmalign train --help` and
 the README's reference are generated from it). Unknown keys are errors that name the key path
 and suggest the closest known key; `a.b=value` overrides from the command line are parsed with
-the same YAML rules as the file. A config may list `stages`, each overriding parts of the
-top level (e.g. an SFT stage, then RRPO on the SFT model).
+the same YAML rules as the file, and checked against the schema before anything merges, so a
+typo on the command line is named as such. A config may list `stages`, each overriding parts
+of the top level (e.g. an SFT stage, then RRPO on the SFT model).
+
+Stages and the command line: `stages.<name>.<key.path>=value` (or `stages.<index>....`) sets a
+key of one stage. A top-level override reaches every stage that leaves that key unset; when a
+stage sets the key itself, the override is an error naming the stage and the key (it would
+otherwise be silently shadowed there).
+
+Loss settings are the method's (mmalign.methods): an unset `loss.<key>` takes the method's
+paper default, and a key no method of the run reads is an error. Each stage's resolved
+config (written to its folder as config.yaml) holds the numbers that ran.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,8 +31,10 @@ from typing import Any, Literal
 
 import yaml
 
-METHODS = ("sft", "dpo", "ipo", "simpo", "rpo", "rrpo", "mask_dpo", "ospo", "grpo")
-REFERENCE_FREE = ("sft", "simpo", "ospo")
+from mmalign.methods import LOSS_KEYS, METHODS
+
+METHOD_NAMES = tuple(METHODS)
+MAX_YAML_VALUES = 100_000  # after alias expansion; a config is a few hundred values
 
 
 class ConfigError(ValueError):
@@ -29,6 +42,9 @@ class ConfigError(ValueError):
 
 
 def _f(default, help: str, **kw):
+    """A config field: its default, help text, and optional metadata: `nested` (a section's
+    class), `aliases` (other projects' names for it, for "did you mean"), bounds `ge`, `gt`,
+    `le`, `lt`."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
@@ -36,7 +52,8 @@ def _f(default, help: str, **kw):
 
 @dataclass
 class ModelConfig:
-    path: str | None = _f(None, "Checkpoint folder or hub id loaded with from_pretrained (a real 7B, or a saved run).")
+    path: str | None = _f(None, "Checkpoint folder or hub id loaded with from_pretrained (a real 7B, or a saved run).",
+                          aliases=("model_name_or_path", "checkpoint"))
     tiny: str | None = _f(None, "Build an offline tiny preset instead of `path`: qwen2_5_vl, qwen2_vl, llava, llava_next_video.")
     tiny_dir: str = _f("data/tiny-models", "Where tiny presets are written (reused across runs).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "Weight dtype; auto = bfloat16 on GPU, float32 on CPU.")
@@ -50,9 +67,9 @@ class ModelConfig:
 @dataclass
 class LoraConfig:
     enabled: bool = _f(False, "Train LoRA adapters (peft) instead of the full language model.")
-    r: int = _f(16, "LoRA rank (RRPO official: 128; TEMPLE: 32).")
-    alpha: int = _f(32, "LoRA alpha (RRPO official: 256; TEMPLE: 64).")
-    dropout: float = _f(0.0, "LoRA dropout.")
+    r: int = _f(16, "LoRA rank (RRPO official: 128; TEMPLE: 32).", ge=1, aliases=("rank", "lora_r"))
+    alpha: int = _f(32, "LoRA alpha (RRPO official: 256; TEMPLE: 64).", ge=1, aliases=("lora_alpha",))
+    dropout: float = _f(0.0, "LoRA dropout.", ge=0, lt=1, aliases=("lora_dropout",))
     target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                                    "Language-model module names that get adapters.")
     exclude_modules: str = _f(r".*(visual|vision_tower|multi_modal_projector|vision_model).*",
@@ -60,21 +77,34 @@ class LoraConfig:
 
 
 @dataclass
+class SamplingConfig:
+    """Frame sampling and the pixel budget: the same section in train, pairs and eval configs."""
+    num_frames: int | None = _f(8, "Frames sampled uniformly per video (ignored when `fps` is set).", ge=1,
+                                aliases=("frames", "nframes"))
+    fps: float | None = _f(None, "Sample frames at this rate instead of a fixed count.", gt=0)
+    max_frames: int = _f(32, "Upper bound on sampled frames.", ge=1)
+    max_pixels: int | None = _f(None, "Downscale frames and images above this many pixels before the processor.",
+                                ge=1)
+
+
+SAMPLING_MOVED = {k: f"sampling.{k}" for k in ("num_frames", "fps", "max_frames", "max_pixels")}
+
+
+@dataclass
 class DataConfig:
-    train_file: str | None = _f(None, "JSONL of records (pair, SFT or GRPO schema; see README).")
+    MOVED = SAMPLING_MOVED  # keys that lived here before (named in the error)
+
+    train_file: str | None = _f(None, "JSONL of records (pair, SFT or GRPO schema; see README).",
+                                aliases=("dataset", "train_data", "data_path"))
     eval_file: str | None = _f(None, "Held-out JSONL for the before/after summary.")
-    num_frames: int | None = _f(8, "Frames sampled uniformly per video (ignored when `fps` is set).")
-    fps: float | None = _f(None, "Sample frames at this rate instead of a fixed count.")
-    max_frames: int = _f(32, "Upper bound on sampled frames.")
-    max_pixels: int | None = _f(None, "Downscale frames above this many pixels before the processor.")
-    max_length: int = _f(4096, "Records longer than this many tokens (prompt + response) are skipped.")
+    max_length: int = _f(4096, "Records longer than this many tokens (prompt + response) are skipped.", ge=1)
     system_prompt: str | None = _f(None, "System message for the chat template (None = the template's default).")
     allow_absolute_paths: bool = _f(False, "Let records name media outside their file's folder.")
     strict: bool = _f(False, "Turn every skipped record or media file into a failure.")
     curriculum: Literal["shuffle", "ordered", "bucketed", "rising_cap"] = _f(
         "shuffle", "Record order: shuffled, or easy-to-hard by `difficulty` (see mmalign/train/curriculum.py).")
-    curriculum_buckets: int = _f(4, "Buckets of the `bucketed` curriculum.")
-    curriculum_start: float = _f(0.25, "Initial competence c0 of the `rising_cap` curriculum.")
+    curriculum_buckets: int = _f(4, "Buckets of the `bucketed` curriculum.", ge=1)
+    curriculum_start: float = _f(0.25, "Initial competence c0 of the `rising_cap` curriculum.", ge=0, le=1)
     difficulty_min: float | None = _f(None, "Keep only records with difficulty >= this (e.g. one TEMPLE strength).")
     difficulty_max: float | None = _f(None, "Keep only records with difficulty <= this.")
 
@@ -83,32 +113,51 @@ class DataConfig:
 class WorldConfig:
     enabled: bool = _f(False, "Build (or reuse) the synthetic video world before training.")
     out: str = _f("data/world", "Folder of the synthetic world.")
-    n_videos: int = _f(48, "Number of synthetic videos.")
+    n_videos: int = _f(48, "Number of synthetic videos.", ge=1)
     seed: int = _f(0, "World seed.")
+
+
+def _loss_help(key: str) -> str:
+    readers = [f"{m.name} {'derived' if callable(m.defaults[key]) else m.defaults[key]}"
+               for m in METHODS.values() if key in m.defaults]
+    return f"{LOSS_KEYS[key].split(': ', 1)[1]}. Default by method: {', '.join(readers)}."
 
 
 @dataclass
 class LossConfig:
-    beta: float = _f(0.1, "KL strength (DPO family, RRPO, Mask-DPO); SimPO/OSPO: the SimPO beta.")
-    alpha: float = _f(0.01, "RRPO: token-wise KL weight; RPO: chosen NLL weight.")
-    gamma: float = _f(0.5, "SimPO margin.")
-    label_smoothing: float = _f(0.0, "Conservative DPO label smoothing.")
-    beta_copo: float = _f(5.0, "OSPO conditional term beta.")
-    ospo_weights: list[float] = _f([0.8, 0.5, 1.5], "OSPO weights of SimPO, CoPO and SFT terms.")
+    """Unset (None) = the method's default (mmalign.methods); the resolved value is written
+    to each stage's config.yaml."""
+    beta: float | None = _f(None, _loss_help("beta"), gt=0)
+    alpha: float | None = _f(None, _loss_help("alpha"), ge=0)
+    gamma: float | None = _f(None, _loss_help("gamma"))
+    label_smoothing: float | None = _f(None, _loss_help("label_smoothing"), ge=0, lt=0.5)
+    beta_copo: float | None = _f(None, _loss_help("beta_copo"), gt=0)
+    gamma_copo: float | None = _f(None, _loss_help("gamma_copo"))
+    ospo_weights: list[float] | None = _f(None, _loss_help("ospo_weights"))
 
 
 @dataclass
 class GrpoConfig:
-    num_generations: int = _f(4, "G: samples per prompt (the group).")
-    max_new_tokens: int = _f(32, "Longest sampled response.")
-    temperature: float = _f(1.0, "Sampling temperature of rollouts.")
-    top_p: float = _f(1.0, "Nucleus sampling of rollouts.")
-    num_iterations: int = _f(1, "Optimisation passes over each rollout batch (ratio vs the rollout policy).")
-    clip_eps: float = _f(0.2, "Lower clip of the importance ratio.")
-    clip_eps_high: float | None = _f(None, "Upper clip (None = clip_eps; DAPO uses 0.28).")
-    kl_beta: float = _f(0.04, "Weight of the k3 KL to the reference (0 = no reference model).")
+    num_generations: int = _f(4, "G: samples per prompt (the group).", ge=2)
+    max_new_tokens: int = _f(32, "Longest sampled response.", ge=1, aliases=("max_completion_length",))
+    temperature: float = _f(1.0, "Sampling temperature of rollouts.", gt=0)
+    top_p: float = _f(1.0, "Nucleus sampling of rollouts.", gt=0, le=1)
+    num_iterations: int = _f(1, "Optimisation passes over each rollout batch (ratio vs the rollout policy).", ge=1)
+    clip_eps: float = _f(0.2, "Lower clip of the importance ratio.", ge=0, aliases=("epsilon",))
+    clip_eps_high: float | None = _f(None, "Upper clip (None = clip_eps; DAPO uses 0.28).", ge=0,
+                                     aliases=("epsilon_high",))
+    kl_beta: float = _f(0.04, "Weight of the KL to the reference (0 = no reference model).", ge=0)
+    kl_estimator: Literal["k3", "k3_ratio"] = _f(
+        "k3", "k3: exp(lr - lp) - (lr - lp) - 1 per token (DeepSeekMath); k3_ratio: k3 times the importance "
+              "ratio, the bias-corrected estimator (TRL 1.16's default, use_bias_correction_kl).")
     scale_rewards: bool = _f(True, "Divide advantages by the group std (HARMO: false).")
-    loss_type: Literal["token", "sequence"] = _f("token", "Average over all tokens, or per sequence then batch.")
+    flat_groups: Literal["keep", "drop"] = _f(
+        "keep", "A group whose rewards are all equal (advantage 0): keep it in the token normaliser and the KL term "
+                "(TRL, DeepSeekMath), or drop its samples from the loss altogether.")
+    loss_type: Literal["token", "sequence", "dapo", "dr_grpo"] = _f(
+        "token", "token: mean over this process's completion tokens (TRL bnpo); sequence: per-sequence mean, then "
+                 "batch mean (TRL grpo); dapo: sum over tokens / active tokens across all processes (TRL dapo); "
+                 "dr_grpo: sum / (sequences x max_new_tokens) (Dr. GRPO).")
     rewards: list[dict] = _f([{"name": "answer_match", "weight": 1.0}],
                              "Weighted reward terms: [{name, weight, ...term options}].")
     fallback_reward: float = _f(0.0, "Reward used when a term raises or returns NaN for a sample.")
@@ -129,44 +178,50 @@ class GrpoConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = _f(1, "Passes over the training records.")
-    max_steps: int | None = _f(None, "Stop after this many optimizer steps (overrides epochs).")
-    batch_size: int = _f(2, "Records per micro-batch per process.")
-    grad_accum: int = _f(1, "Micro-batches per optimizer step.")
-    lr: float = _f(5e-6, "Peak learning rate.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
-    warmup_ratio: float = _f(0.1, "Fraction of steps of linear warmup.")
+    epochs: int = _f(1, "Passes over the training records.", ge=1, aliases=("num_train_epochs",))
+    max_steps: int | None = _f(None, "Stop after this many optimizer steps (overrides epochs).", ge=1)
+    batch_size: int = _f(2, "Records per micro-batch per process.", ge=1,
+                         aliases=("per_device_train_batch_size", "train_batch_size"))
+    grad_accum: int = _f(1, "Micro-batches per optimizer step.", ge=1, aliases=("gradient_accumulation_steps",))
+    lr: float = _f(5e-6, "Peak learning rate.", gt=0, aliases=("learning_rate",))
+    weight_decay: float = _f(0.0, "AdamW weight decay.", ge=0)
+    warmup_ratio: float = _f(0.1, "Fraction of steps of linear warmup.", ge=0, le=1)
     scheduler: Literal["cosine", "linear", "constant"] = _f("cosine", "Learning-rate decay after warmup.")
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off).")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off).", ge=0)
     seed: int = _f(0, "Seed of data order and initialisation.")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = _f("auto", "auto = bf16 on GPU, none on CPU.")
     reference: Literal["auto", "copy", "lora_disabled", "precomputed", "none"] = _f(
         "auto", "Reference model: frozen copy, the policy with LoRA disabled, or log-probs precomputed once.")
-    logps_chunk_size: int = _f(512, "Scored tokens per LM-head call for log-probs/KL: bounds logits memory.")
+    logps_chunk_size: int = _f(512, "Scored tokens per LM-head call for log-probs/KL: bounds logits memory.", ge=1)
     shared_prompt: bool = _f(True, "Encode a record's prompt (and video) once for all its responses: one row "
                                    "(prompt, chosen, rejected), each response attending to the prompt and itself "
                                    "(FlashAttention: padding-free rows, vision tower still once). Same log-probs "
                                    "and gradients as one pass per response.")
-    save_every: int = _f(0, "Checkpoint every N optimizer steps (0 = only at the end).")
-    log_every: int = _f(1, "Print and log metrics every N steps.")
+    save_every: int = _f(0, "Checkpoint every N optimizer steps (0 = only at the end).", ge=0,
+                         aliases=("save_steps",))
+    log_every: int = _f(1, "Print and log metrics every N steps.", ge=1, aliases=("logging_steps",))
     report_to: list[str] = _f([], "accelerate trackers: tensorboard, wandb.")
-    max_bad_steps: int = _f(5, "Stop after this many consecutive NaN/inf steps.")
-    num_workers: int = _f(0, "DataLoader worker processes (video decoding).")
+    max_bad_steps: int = _f(5, "Stop after this many consecutive NaN/inf steps.", ge=1)
+    num_workers: int = _f(0, "DataLoader worker processes (video decoding).", ge=0,
+                          aliases=("dataloader_num_workers",))
 
 
 @dataclass
 class RunConfig:
     output_dir: str = _f("runs/default", "Run folder: checkpoints, metrics.jsonl, summary, resolved config.")
-    method: Literal[METHODS] = _f("dpo", "Training method: " + ", ".join(METHODS) + ".")
+    method: Literal[METHOD_NAMES] = _f("dpo", "Training method: " + ", ".join(METHOD_NAMES) + " (the loss keys "
+                                       "each reads: `mmalign train --help`).")
     model: ModelConfig = _f(None, "Backbone.", nested=ModelConfig)
     lora: LoraConfig = _f(None, "LoRA adapters.", nested=LoraConfig)
-    data: DataConfig = _f(None, "Records and media sampling.", nested=DataConfig)
+    data: DataConfig = _f(None, "Records.", nested=DataConfig)
+    sampling: SamplingConfig = _f(None, "Frame sampling and pixel budget of videos and images.", nested=SamplingConfig)
     world: WorldConfig = _f(None, "Synthetic world (the embedded default data).", nested=WorldConfig)
     loss: LossConfig = _f(None, "Loss hyper-parameters.", nested=LossConfig)
     grpo: GrpoConfig = _f(None, "GRPO rollouts, rewards and objective.", nested=GrpoConfig)
     train: TrainConfig = _f(None, "Optimisation.", nested=TrainConfig)
     stages: list[dict] = _f([], "Optional list of stages run in order, each {name, method, and overrides of "
-                               "model/lora/data/loss/train}; each stage starts from the previous stage's weights.")
+                               "model/lora/data/sampling/loss/train/grpo}; each stage starts from the previous "
+                               "stage's weights. On the command line: stages.<name>.<key>=value.")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -238,6 +293,36 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported type {tp}")
 
 
+def _suggest(key: str, cls) -> str | None:
+    """The field of `cls` closest to `key`, by name or by one of its aliases (other projects'
+    names: `learning_rate` -> `lr`)."""
+    names = {}
+    for f in dataclasses.fields(cls):
+        for name in (f.name, *f.metadata.get("aliases", ())):
+            names.setdefault(name, f.name)
+    hint = difflib.get_close_matches(str(key), list(names), n=1)
+    return names[hint[0]] if hint else None
+
+
+def _unknown_key(key, cls, key_path: str, prefix: str = "") -> ConfigError:
+    moved = getattr(cls, "MOVED", {}).get(key)
+    if moved:
+        return ConfigError(f"unknown key '{key_path}': it is now '{moved}'")
+    hint = _suggest(key, cls)
+    known = ", ".join(f.name for f in dataclasses.fields(cls))
+    return ConfigError(f"unknown key '{key_path}'" + (f" (did you mean '{prefix}{hint}'?)" if hint else "")
+                       + f"; known keys here: {known}")
+
+
+def _check_bounds(value, meta: dict, path: str) -> None:
+    if value is None or isinstance(value, (bool, list, dict, str)):
+        return
+    for name, ok, word in (("ge", value >= meta.get("ge", -math.inf), ">="), ("gt", value > meta.get("gt", -math.inf), ">"),
+                           ("le", value <= meta.get("le", math.inf), "<="), ("lt", value < meta.get("lt", math.inf), "<")):
+        if name in meta and not ok:
+            raise ConfigError(f"{path}: must be {word} {meta[name]}, got {value!r}")
+
+
 def _build(cls, raw: Any, path: str):
     if raw is None:
         raw = {}
@@ -245,19 +330,22 @@ def _build(cls, raw: Any, path: str):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    prefix = path.rsplit(".", 1)[0] + "." if "." in path else ""
     kwargs = {}
     for key, value in raw.items():
         key_path = f"{path}.{key}" if path else str(key)
         if key not in fields:
-            hint = difflib.get_close_matches(str(key), list(fields), n=1)
-            raise ConfigError(f"unknown key '{key_path}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                              + f"; known keys here: {', '.join(fields)}")
+            raise _unknown_key(key, cls, key_path, prefix)
         nested = fields[key].metadata.get("nested")
-        kwargs[key] = _build(nested, value, key_path) if nested else _coerce(value, hints[key], key_path)
+        if nested:
+            kwargs[key] = _build(nested, value, key_path)
+        else:
+            kwargs[key] = _coerce(value, hints[key], key_path)
+            _check_bounds(kwargs[key], fields[key].metadata, key_path)
     return cls(**kwargs)
 
 
-STAGE_KEYS = ("name", "method", "model", "lora", "data", "loss", "train", "grpo")
+STAGE_KEYS = ("name", "method", "model", "lora", "data", "sampling", "loss", "train", "grpo")
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -272,22 +360,118 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
-        raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        raise ConfigError(f"command line: override {item!r} is not of the form key.path=value")
     key, value = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"command line: {item!r}: the value is not valid YAML") from None
+    return key.strip().split("."), parsed
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+def check_key_path(cls, keys: list[str], item: str) -> None:
+    """ConfigError naming the command line when `keys` is not a key path of `cls`."""
+    for i, key in enumerate(keys):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        where = ".".join(keys[:i + 1])
+        if key not in fields:
+            err = _unknown_key(key, cls, where, ".".join(keys[:i]) + "." if i else "")
+            raise ConfigError(f"command line: {item!r}: {err}")
+        nested = fields[key].metadata.get("nested")
+        if nested is None:
+            if i < len(keys) - 1 and typing.get_type_hints(cls)[key] not in (dict,) \
+                    and typing.get_origin(typing.get_type_hints(cls)[key]) is not dict:
+                raise ConfigError(f"command line: {item!r}: '{where}' is a value, not a section")
+            return
+        cls = nested
+
+
+def _stage_index(stages: list, ref: str, item: str) -> int:
+    """A stage named on the command line, by its `name`, its default name or its index."""
+    names = [str(s.get("name") or f"{i}-{s.get('method', 'dpo')}") if isinstance(s, dict) else str(i)
+             for i, s in enumerate(stages)]
+    if ref in names:
+        return names.index(ref)
+    if ref.isdigit() and int(ref) < len(stages):
+        return int(ref)
+    hint = difflib.get_close_matches(ref, names, n=1)
+    raise ConfigError(f"command line: {item!r}: no stage {ref!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                      + f"; stages: {', '.join(names) or 'none'}")
+
+
+def _get_path(node: Any, keys: list[str]) -> Any:
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            return None
+        node = node[k]
+    return node
+
+
+def _set_path(node: dict, keys: list[str], value: Any, item: str) -> None:
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"command line: {item!r}: '{k}' is not a section")
+    node[keys[-1]] = value
+
+
+def _leaf_paths(keys: list[str], value: Any) -> list[list[str]]:
+    if isinstance(value, dict) and value:
+        return [p for k, v in value.items() for p in _leaf_paths(keys + [str(k)], v)]
+    return [keys]
+
+
+def apply_overrides(raw: dict, overrides: list[str], schema=None) -> dict:
+    """`key.path=value` items merged into `raw`. With `schema` (the config's dataclass), every
+    path is checked first, and for a RunConfig `stages.<name>.<key.path>` sets one stage's
+    key; a top-level key that a stage sets itself is refused (see the module docstring)."""
     raw = copy.deepcopy(raw)
     for item in overrides:
         keys, value = parse_override(item)
-        node = raw
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: '{k}' is not a section")
-        node[keys[-1]] = value
+        if schema is RunConfig and keys[0] == "stages" and len(keys) > 1:
+            stages = raw.get("stages") or []
+            i = _stage_index(stages, keys[1], item)
+            if len(keys) < 3:
+                raise ConfigError(f"command line: {item!r}: name a key of the stage, e.g. stages.{keys[1]}.train.lr=")
+            if keys[2] not in STAGE_KEYS:
+                hint = difflib.get_close_matches(keys[2], STAGE_KEYS, n=1)
+                raise ConfigError(f"command line: {item!r}: unknown stage key '{keys[2]}'"
+                                  + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+            if keys[2] != "name":
+                check_key_path(RunConfig, keys[2:], item)
+            _set_path(stages[i], keys[2:], value, item)
+            continue
+        if schema is not None:
+            check_key_path(schema, keys, item)
+        if schema is RunConfig and keys[0] != "stages":
+            for leaf in _leaf_paths(keys, value):
+                shadowed = [str(st.get("name") or f"{i}-{st.get('method', 'dpo')}")
+                            for i, st in enumerate(raw.get("stages") or [])
+                            if isinstance(st, dict) and _get_path(st, leaf) is not None]
+                if shadowed:
+                    dotted = ".".join(leaf)
+                    raise ConfigError(
+                        f"command line: {item!r}: stage(s) {', '.join(shadowed)} set {dotted} themselves, so this "
+                        f"would not reach them; set it per stage: " + " ".join(f"stages.{n}.{dotted}=..." for n in shadowed))
+        _set_path(raw, keys, value, item)
     return raw
+
+
+def _expanded_size(node: Any, memo: dict, active: set) -> int:
+    """How many values `node` holds with YAML aliases expanded (each shared subtree counted
+    per reference, memoised, so a 9^9 alias bomb costs a few hundred steps to find)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if not isinstance(node, (dict, list)):
+        return 1
+    if key in active:
+        raise ConfigError("a YAML alias refers to itself (a recursive structure)")
+    active.add(key)
+    children = list(node.values()) + list(node.keys()) if isinstance(node, dict) else node
+    memo[key] = 1 + sum(_expanded_size(c, memo, active) for c in children)
+    active.discard(key)
+    return memo[key]
 
 
 def load_raw(path: str | Path) -> dict:
@@ -298,24 +482,67 @@ def load_raw(path: str | Path) -> dict:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise ConfigError(f"{path}: not a YAML text file ({type(e).__name__})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        size = _expanded_size(raw, {}, set())
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    if size > MAX_YAML_VALUES:
+        raise ConfigError(f"{path}: its YAML aliases expand to {size:.3g} values (over {MAX_YAML_VALUES}): "
+                          "write the values out instead of nesting anchors")
     return raw
+
+
+def _set_loss_keys(raw_loss: Any) -> set[str]:
+    return {k for k, v in (raw_loss or {}).items() if v is not None} if isinstance(raw_loss, dict) else set()
+
+
+def resolve_loss(cfg: RunConfig, where: str = "loss") -> RunConfig:
+    """The method's loss settings in `cfg.loss`: set keys kept, unset ones its paper's defaults,
+    keys it does not read cleared (so the resolved config shows exactly what runs)."""
+    settings = METHODS[cfg.method].settings(cfg.loss)
+    cfg.loss = LossConfig(**settings)
+    return cfg
+
+
+def _unread(method: str, keys: set[str]) -> list[str]:
+    return sorted(keys - set(METHODS[method].defaults))
+
+
+def _reads(method: str) -> str:
+    return ", ".join(METHODS[method].defaults) or "no loss keys"
 
 
 def build_config(raw: dict, source: str = "config") -> RunConfig:
     """Validate a raw dict (top level and every stage) into a RunConfig."""
     try:
         cfg = _build(RunConfig, raw, "")
-        for i, stage in enumerate(cfg.stages):
-            stage_config(cfg, i)
+        top_keys = _set_loss_keys(raw.get("loss"))
+        if not cfg.stages:
+            bad = _unread(cfg.method, top_keys)
+            if bad:
+                raise ConfigError(f"loss.{bad[0]}: method {cfg.method} does not read it (it reads {_reads(cfg.method)})")
+        else:
+            read_somewhere = set()
+            for i in range(len(cfg.stages)):
+                _, stage = stage_config(cfg, i)
+                read_somewhere |= set(METHODS[stage.method].defaults)
+            bad = sorted(top_keys - read_somewhere)
+            if bad:
+                methods = sorted({stage_config(cfg, i)[1].method for i in range(len(cfg.stages))})
+                raise ConfigError(f"loss.{bad[0]}: no stage's method reads it (stages run "
+                                  + "; ".join(f"{m}: {_reads(m)}" for m in methods) + ")")
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg
 
 
 def stage_config(cfg: RunConfig, index: int) -> tuple[str, RunConfig]:
-    """The effective config of stage `index`: the top level with the stage's overrides merged."""
+    """The effective config of stage `index`: the top level with the stage's overrides merged,
+    its loss settings resolved for its method."""
     stage = cfg.stages[index]
     path = f"stages[{index}]"
     if not isinstance(stage, dict):
@@ -331,17 +558,21 @@ def stage_config(cfg: RunConfig, index: int) -> tuple[str, RunConfig]:
         resolved = _build(RunConfig, merged, "")
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return str(stage.get("name") or f"{index}-{resolved.method}"), resolved
+    bad = _unread(resolved.method, _set_loss_keys(stage.get("loss")))
+    if bad:
+        raise ConfigError(f"{path}.loss.{bad[0]}: method {resolved.method} does not read it "
+                          f"(it reads {_reads(resolved.method)})")
+    return str(stage.get("name") or f"{index}-{resolved.method}"), resolve_loss(resolved)
 
 
 def stages_of(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
     if not cfg.stages:
-        return [(cfg.method, cfg)]
+        return [(cfg.method, resolve_loss(copy.deepcopy(cfg)))]
     return [stage_config(cfg, i) for i in range(len(cfg.stages))]
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    raw = apply_overrides(load_raw(path), overrides or [])
+    raw = apply_overrides(load_raw(path), overrides or [], RunConfig)
     return build_config(raw, str(path))
 
 

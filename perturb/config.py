@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mmalign.config import ConfigError, ModelConfig, RunConfig, _build, _f, apply_overrides, load_raw
+from mmalign.config import ConfigError, ModelConfig, RunConfig, SamplingConfig, _build, _f, apply_overrides, load_raw
 from mmalign.data.video_ops import TEMPLE_KINDS
 
 GENERATORS = ("temple", "rrpo", "video", "inject", "apasi", "ospo")
@@ -17,15 +17,6 @@ FRAME_PERTURBATIONS = ("frame_drop", "repeat", "speed_up", "slow_down", "freeze"
                        "local_shuffle", "reverse", "object_mask")
 OSPO_KINDS = ("replace", "swap", "drop")
 CAPTION_PROMPT = "Describe what happens in the video."
-
-
-@dataclass
-class SamplingConfig:
-    num_frames: int | None = _f(8, "Frames sampled uniformly per video; train with the same data.num_frames, since "
-                                   "frame-indexed ops in rejected_video are defined on this clip.")
-    fps: float | None = _f(None, "Sample frames at this rate instead of a fixed count.")
-    max_frames: int = _f(32, "Upper bound on sampled frames.")
-    max_pixels: int | None = _f(None, "Downscale frames above this many pixels before the model sees them.")
 
 
 @dataclass
@@ -122,7 +113,8 @@ class PairsConfig:
                                                               "there is truth, else coco).")
     videos_per_batch: int = _f(4, "Videos loaded and finished together: the unit of progress and resume.")
     model: ModelConfig = _f(None, "The model whose answers make the pairs.", nested=ModelConfig)
-    sampling: SamplingConfig = _f(None, "Frame sampling.", nested=SamplingConfig)
+    sampling: SamplingConfig = _f(None, "Frame sampling (train with the same sampling: frame-indexed ops in "
+                                         "rejected_video are defined on this clip).", nested=SamplingConfig)
     generation: GenerationConfig = _f(None, "Decoding.", nested=GenerationConfig)
     temple: TempleConfig = _f(None, "generator: temple.", nested=TempleConfig)
     rrpo: RrpoConfig = _f(None, "generator: rrpo.", nested=RrpoConfig)
@@ -135,7 +127,7 @@ class PairsConfig:
 
 
 def load_pairs_config(path: str | Path, overrides: list[str] | None = None) -> PairsConfig:
-    raw = apply_overrides(load_raw(path), overrides or [])
+    raw = apply_overrides(load_raw(path), overrides or [], PairsConfig)
     return build_pairs_config(raw, str(path))
 
 

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from mmalign.config import ConfigError
 from mmalign.data.records import Record, read_records, record_to_dict
-from mmalign.data.video import MediaError, load_video
+from mmalign.data.video import MediaError, MediaLoader
 from mmalign.io import atomic_write_json, atomic_write_jsonl, iter_jsonl
 
 from .config import PairsConfig, needs_model
@@ -238,9 +238,7 @@ def _run_batch(generator, phase, cfg, batch, videos, truth_dir, stems, carried, 
         item = Item(key, str(videos / key), video_seed(cfg.seed, key), stem=stems[key])
         try:
             item.truth = _truth(truth_dir, key)
-            s = cfg.sampling
-            item.video = load_video(item.path, num_frames=s.num_frames, fps=s.fps, max_frames=s.max_frames,
-                                    max_pixels=s.max_pixels)
+            item.video = MediaLoader(cfg.sampling).video(item.path)
         except (MediaError, ValueError) as e:
             if strict:
                 raise

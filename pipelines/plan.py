@@ -100,7 +100,7 @@ class Step:
 
 
 def temple_difficulty(m: int) -> float:
-    from perturb.video import temple_difficulty as d
+    from mmalign.perturb.video import temple_difficulty as d
 
     return d(m)
 
@@ -242,11 +242,11 @@ def _set_path(config: dict, path: str, value: Any, kind: str | None) -> dict:
 
 def _config_class(kind: str | None):
     if kind == "pairs":
-        from perturb.config import PairsConfig
+        from mmalign.perturb.config import PairsConfig
 
         return PairsConfig
     if kind == "eval":
-        from evals.config import EvalConfig
+        from mmalign.evals.config import EvalConfig
 
         return EvalConfig
     from mmalign.config import RunConfig
@@ -292,7 +292,7 @@ def _model(base: dict, override: dict | None, policy: str | None) -> dict:
 
 
 def _pairs_config(config: dict, base: dict, policy: str | None, where: str) -> dict:
-    from perturb.config import build_pairs_config
+    from mmalign.perturb.config import build_pairs_config
 
     raw = {**config, "model": _model(base, config.get("model"), policy)}
     return dataclasses.asdict(build_pairs_config(raw, where))
@@ -300,7 +300,7 @@ def _pairs_config(config: dict, base: dict, policy: str | None, where: str) -> d
 
 def _eval_config(config: dict, base: dict, policy: str | None, folder: str, cfg: PipelineConfig,
                  where: str) -> dict:
-    from evals.config import build_eval_config
+    from mmalign.evals.config import build_eval_config
 
     raw = {**config, "output_dir": folder, "model": _model(base, config.get("model"), policy)}
     if cfg.world.enabled and not (config.get("data") or {}).get("root") and not (config.get("world") or {}):

@@ -100,8 +100,8 @@ def _finished(step: Step, marker: Path) -> dict | None:
 # ---------------------------------------------------------------- one step per kind
 
 def run_pairs_step(cfg: PipelineConfig, step: Step, folder: Path) -> dict:
-    from perturb.config import build_pairs_config
-    from perturb.run import run_pairs
+    from mmalign.perturb.config import build_pairs_config
+    from mmalign.perturb.run import run_pairs
 
     pairs_cfg = build_pairs_config(step.config, step.name)
     report = run_pairs(pairs_cfg, step.videos, folder / "pairs.jsonl", show_progress=False)
@@ -115,7 +115,7 @@ def run_train_step(cfg: PipelineConfig, step: Step, folder: Path) -> dict:
     from mmalign.config import build_config
     from mmalign.models.backbone import model_path
     from mmalign.train.checkpoint import is_final
-    from mmalign.train.recipe import run_stage
+    from mmalign.train.run import run_stage
 
     run_cfg = build_config(step.config, step.name)
     reference = model_path(cfg.model) if step.reference == BASE else step.reference
@@ -130,9 +130,9 @@ def run_train_step(cfg: PipelineConfig, step: Step, folder: Path) -> dict:
 
 
 def run_eval_step(cfg: PipelineConfig, step: Step, folder: Path) -> dict:
-    from evals.benchmarks import REGISTRY
-    from evals.config import build_eval_config
-    from evals.run import evaluate
+    from mmalign.evals.benchmarks import REGISTRY
+    from mmalign.evals.config import build_eval_config
+    from mmalign.evals.run import evaluate
 
     eval_cfg = build_eval_config(step.config, step.name)
     results = evaluate(eval_cfg)

@@ -84,3 +84,83 @@ def test_accelerate_configs_load(path):
     raw = yaml.safe_load(path.read_text())
     assert raw["distributed_type"] in {"MULTI_GPU", "FSDP", "DEEPSPEED"}
     assert raw["num_processes"] >= raw["num_machines"] >= 1
+
+
+# ---------------------------------------------------------------- the command line on a staged config
+
+STAGED = ("model: {tiny: qwen2_5_vl}\nstages:\n"
+          "  - {name: sft, method: sft, data: {train_file: sft.jsonl}, train: {lr: 2.0e-3}}\n"
+          "  - {name: rrpo, method: rrpo, data: {train_file: pairs.jsonl}, loss: {beta: 0.1}}\n")
+
+
+def staged(tmp_path):
+    p = tmp_path / "staged.yaml"
+    p.write_text(STAGED)
+    return p
+
+
+def test_stage_override_by_name_and_index_lands(tmp_path):
+    cfg = load_config(staged(tmp_path), ["stages.rrpo.loss.beta=0.5", "stages.0.train.lr=1e-4",
+                                         "stages.rrpo.data.train_file=/data/mine.jsonl"])
+    (_, sft), (_, rrpo) = stages_of(cfg)
+    assert (sft.train.lr, rrpo.loss.beta, rrpo.data.train_file) == (1e-4, 0.5, "/data/mine.jsonl")
+
+
+def test_a_top_level_override_a_stage_shadows_is_an_error_naming_the_stage(tmp_path):
+    with pytest.raises(ConfigError, match=r"command line: 'loss.beta=0.5': stage\(s\) rrpo set loss.beta themselves.*"
+                                          r"stages.rrpo.loss.beta="):
+        load_config(staged(tmp_path), ["loss.beta=0.5"])
+    with pytest.raises(ConfigError, match=r"stage\(s\) sft, rrpo set data.train_file"):
+        load_config(staged(tmp_path), ["data.train_file=x.jsonl"])
+    cfg = load_config(staged(tmp_path), ["train.batch_size=3"])  # no stage sets it: every stage gets it
+    assert [s.train.batch_size for _, s in stages_of(cfg)] == [3, 3]
+
+
+def test_a_typo_on_the_command_line_names_the_command_line_and_suggests(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(staged(tmp_path), ["train.lerning_rate=1e-5"])
+    assert str(e.value).startswith("command line: 'train.lerning_rate=1e-5': unknown key 'train.lerning_rate' "
+                                   "(did you mean 'train.lr'?)")
+    assert "staged.yaml" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"command line: .*no stage 'rrop' \(did you mean 'rrpo'\?\)"):
+        load_config(staged(tmp_path), ["stages.rrop.loss.beta=1"])
+    with pytest.raises(ConfigError, match=r"command line: .*unknown key 'data.num_frames': it is now 'sampling.num_frames'"):
+        load_config(staged(tmp_path), ["data.num_frames=4"])
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train.lr", "0", r"train\.lr: must be > 0, got 0"),
+    ("train.lr", "-1e-5", r"train\.lr: must be > 0"),
+    ("train.batch_size", "0", r"train\.batch_size: must be >= 1, got 0"),
+    ("train.grad_accum", "0", r"train\.grad_accum: must be >= 1, got 0"),
+    ("train.max_steps", "-3", r"train\.max_steps: must be >= 1, got -3"),
+    ("sampling.num_frames", "0", r"sampling\.num_frames: must be >= 1, got 0"),
+    ("loss.beta", "0", r"loss\.beta: must be > 0, got 0"),
+])
+def test_out_of_range_values_are_refused_by_key(tmp_path, key, value, message):
+    p = tmp_path / "c.yaml"
+    p.write_text("method: dpo\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(p, [f"{key}={value}"])
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    import time
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join(['*a%d' % (i - 1)] * 9)}]" for i in range(1, 9)]
+    lines.append("stages: [{name: *a8, method: sft}]")
+    p = tmp_path / "bomb.yaml"
+    p.write_text("\n".join(lines) + "\n")
+    t0 = time.time()
+    with pytest.raises(ConfigError, match=r"aliases expand to .* values"):
+        load_raw(p)
+    assert time.time() - t0 < 5
+
+
+def test_the_cli_prints_one_line_for_a_config_error(tmp_path, capsys):
+    from mmalign.cli import main
+
+    assert main(["train", str(staged(tmp_path)), "train.grad_accum=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mmalign: error: ") and "train.grad_accum" in err[0]

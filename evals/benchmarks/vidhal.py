@@ -7,7 +7,7 @@ Files (Lookuz/VidHal @ e394ae3, `vidhal/`): `annotations.json` = [{video, captio
 rank}}, the published display order of the options (required: without it the official code
 shuffles unseeded). Looked for in `root/` and `root/vidhal/`; videos `<that folder>/videos/<video>.mp4`.
 
-`data.options.task` picks the task (prompts from pipelines/inference/base.py, formatted as
+`data.options.task` picks the task (prompts from mmalign.pipelines/inference/base.py, formatted as
 its Qwen2.5-VL pipeline does: the instruction as system message, the user turn
 "<main prompt>\\n\\n<A. caption\\nB. caption\\nC. caption>"):
 - `mcqa` (default): choose the caption that describes the video. Parsing

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mmalign.config import DataConfig
-from mmalign.data.collate import (AlignmentError, Sequence, collate_sequences, encode_response, sentence_keep_weights,
-                                  span_weights)
-from mmalign.data.records import Record, RecordError, Skipped, sentence_spans
-from mmalign.data.video import MediaError, load_image, load_video
+from mmalign import methods
+from mmalign.config import DataConfig, SamplingConfig
+from mmalign.data.collate import AlignmentError, Sequence, collate_sequences, encode_response
+from mmalign.data.records import Record, RecordError, Skipped
+from mmalign.data.video import MediaError, MediaLoader
 from mmalign.data.video_ops import apply_ops
 from mmalign.models.backbone import encode_prompt
 
@@ -33,35 +33,32 @@ def record_seed(record_id: str) -> int:
     return zlib.crc32(record_id.encode("utf-8"))
 
 
-class MediaLoader:
-    def __init__(self, cfg: DataConfig):
-        self.cfg = cfg
-
-    def video(self, path: str):
-        c = self.cfg
-        return load_video(path, num_frames=c.num_frames, fps=c.fps, max_frames=c.max_frames, max_pixels=c.max_pixels)
-
-    def images(self, paths: list[str]):
-        return [load_image(p, max_pixels=self.cfg.max_pixels) for p in paths]
-
-    def condition_video(self, spec: dict, record_id: str):
-        """The perturbed condition of a conditional pair: another file, or ops on a source."""
-        if "video" in spec:
-            return self.video(spec["video"])
-        clip = self.video(spec["source"])
-        frames = apply_ops(clip.frames, spec.get("ops", []), seed=record_seed(record_id))
-        if len(frames) != len(clip.frames):  # dropped or repeated frames span the same duration
-            clip.timestamps = np.linspace(clip.timestamps[0], clip.timestamps[-1], len(frames)).tolist()
-        clip.frames = frames
-        return clip
+def condition_video(media: MediaLoader, spec: dict, record: Record):
+    """The perturbed condition of a conditional pair: another file, or ops on a source. Ops
+    index the frames of the clip they were made on (`meta.num_frames`, written by `mmalign
+    pairs`): a clip sampled to another length would move them, so the record is refused."""
+    if "video" in spec:
+        return media.video(spec["video"])
+    clip = media.video(spec["source"])
+    made_on = record.meta.get("num_frames")
+    if made_on is not None and made_on != len(clip.frames):
+        raise ValueError(f"rejected_video ops were made on a {made_on}-frame clip (meta.num_frames) but the "
+                         f"sampling gives {len(clip.frames)} frames: train with sampling.num_frames={made_on}")
+    frames = apply_ops(clip.frames, spec.get("ops", []), seed=record_seed(record.id))
+    if len(frames) != len(clip.frames):  # dropped or repeated frames span the same duration
+        clip.timestamps = np.linspace(clip.timestamps[0], clip.timestamps[-1], len(frames)).tolist()
+    clip.frames = frames
+    return clip
 
 
 class RecordDataset(torch.utils.data.Dataset):
     """Encodes record `i` for `method` on access; returns an Example or a Skipped."""
 
-    def __init__(self, records: list[Record], processor, family, method: str, cfg: DataConfig):
-        self.records, self.processor, self.family, self.method, self.cfg = records, processor, family, method, cfg
-        self.media = MediaLoader(cfg)
+    def __init__(self, records: list[Record], processor, family, method: str, cfg: DataConfig,
+                 sampling: SamplingConfig):
+        self.records, self.processor, self.family, self.cfg = records, processor, family, cfg
+        self.method = methods.method(method)
+        self.media = MediaLoader(sampling)
 
     def __len__(self):
         return len(self.records)
@@ -91,32 +88,16 @@ class RecordDataset(torch.utils.data.Dataset):
 
     def encode(self, r: Record) -> list[Sequence]:
         prompt = self.prompt(r)
-        if self.method in ("sft", "grpo"):
+        if self.method.records != "pair":
             return [self.response(prompt, r.response)]
-        chosen_w, rejected_w = self._weights(r)
+        chosen_w, rejected_w = ({"token": fn} for fn in self.method.weights(r)) if self.method.weights else (None, None)
         seqs = [self.response(prompt, r.chosen, chosen_w), self.response(prompt, r.rejected, rejected_w)]
-        if self.method == "ospo":
+        if self.method.condition:
             if not r.rejected_video:
-                raise ValueError("ospo needs `rejected_video` (the perturbed condition)")
-            perturbed = self.prompt(r, video=self.media.condition_video(r.rejected_video, r.id))
+                raise ValueError(f"{self.method.name} needs `rejected_video` (the perturbed condition)")
+            perturbed = self.prompt(r, video=condition_video(self.media, r.rejected_video, r))
             seqs.append(self.response(perturbed, r.chosen))
         return seqs
-
-    def _weights(self, r: Record):
-        if self.method == "rrpo":
-            if not r.chosen_spans or not r.rejected_spans:
-                raise ValueError("rrpo needs chosen_spans and rejected_spans")
-            return ({"span": lambda resp: span_weights(resp, r.chosen_spans)},
-                    {"span": lambda resp: span_weights(resp, r.rejected_spans)})
-        if self.method == "mask_dpo":
-            if r.chosen_sentence_labels is None or r.rejected_sentence_labels is None:
-                raise ValueError("mask_dpo needs chosen_sentence_labels and rejected_sentence_labels")
-            # chosen keeps its factual sentences, rejected its hallucinated ones (Mask-DPO).
-            return ({"keep": lambda resp: sentence_keep_weights(resp, sentence_spans(r.chosen),
-                                                                r.chosen_sentence_labels, keep=1)},
-                    {"keep": lambda resp: sentence_keep_weights(resp, sentence_spans(r.rejected),
-                                                                r.rejected_sentence_labels, keep=0)})
-        return None, None
 
 
 @dataclass

@@ -185,6 +185,21 @@ def resize_frames(frames: np.ndarray, max_pixels: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC)) for f in frames])
 
 
+class MediaLoader:
+    """Videos and images as a `SamplingConfig` (mmalign.config) says: the one place train,
+    pairs and eval turn a path into frames."""
+
+    def __init__(self, sampling):
+        self.sampling = sampling
+
+    def video(self, path: str) -> Video:
+        s = self.sampling
+        return load_video(path, num_frames=s.num_frames, fps=s.fps, max_frames=s.max_frames, max_pixels=s.max_pixels)
+
+    def images(self, paths: list[str]) -> list[Image.Image]:
+        return [load_image(p, max_pixels=self.sampling.max_pixels) for p in paths]
+
+
 # ---------------------------------------------------------------- images
 
 

@@ -12,8 +12,9 @@
                 below runs a prompt once for its G completions (train.shared_prompt)
   4. rewards    the configured weighted terms (mmalign.rewards), each logged raw;
                 advantages normalised within each group (grpo.scale_rewards: by the std too)
-  5. filter     a group whose rewards are all equal has no signal: its samples are dropped
-                from the loss (no gradient at all, KL included) and counted
+  5. flat       a group whose rewards are all equal has advantage 0; it is counted, and kept in
+                the token normaliser and the KL term (grpo.flat_groups: keep, as TRL and
+                DeepSeekMath) or dropped from the loss altogether (drop)
   6. fixed      log-probs of the rollout policy (when grpo.num_iterations > 1) and of the
                 reference (when grpo.kl_beta > 0), once per step
   7. update     grpo.num_iterations optimizer steps on the same rollouts, each over
@@ -31,8 +32,8 @@ checkpoints/ (train.save_every), plus reward_errors.jsonl (every sample a term f
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-import json
 import math
 import time
 from dataclasses import asdict
@@ -47,21 +48,20 @@ from mmalign.data.collate import Sequence, collate_sequences
 from mmalign.data.encode import RecordDataset
 from mmalign.data.records import RecordError, Skipped
 from mmalign.data.video import MediaError
-from mmalign.io import append_jsonl, atomic_write_json
+from mmalign.io import append_jsonl
 from mmalign.losses import all_equal_groups, group_advantages, grpo_loss
-from mmalign.models.backbone import TEXT_KEYS, base_model, family_of, load_backbone
+from mmalign.models.backbone import TEXT_KEYS, base_model, family_of
 from mmalign.rewards import RewardSet, Sample
-from mmalign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
+from mmalign.train.checkpoint import save_checkpoint
 from mmalign.train.curriculum import OrderSampler
-from mmalign.train.recipe import (end_of_step, load_data, make_accelerator, prepare_policy, record_order, reduce_metrics,
-                                  truncate_metrics)
 from mmalign.train.scoring import TokenScorer
+from mmalign.train.stage import (end_of_step, eval_before, finish, load_data, load_policy, make_accelerator,
+                                 optimizer_and_schedule, prepare_policy, record_order, reduce_metrics, resume)
 
 # ---------------------------------------------------------------- the stage
 
-def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bool) -> dict:
+def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume_asked: bool) -> dict:
     from accelerate.utils import set_seed
-    from transformers import get_scheduler
 
     t, g = cfg.train, cfg.grpo
     accelerator = make_accelerator(cfg, stage_dir)
@@ -77,7 +77,7 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
     eval_records = (eval_records or records)[:g.eval_records]
 
     # -- policy, reference
-    model, processor = load_backbone(cfg.model, path=init_path)
+    model, processor = load_policy(cfg, accelerator, init_path)
     set_seed(t.seed)  # after loading: building a tiny preset reseeds the global RNG
     family = family_of(model)
     model, reference = prepare_policy(cfg, model, accelerator,
@@ -95,9 +95,7 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
     steps_total = t.max_steps or max(1, math.ceil(len(records) * t.epochs / (t.batch_size * accelerator.num_processes)))
     updates_total = steps_total * g.num_iterations
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = get_scheduler("constant_with_warmup" if t.scheduler == "constant" else t.scheduler, optimizer,
-                              num_warmup_steps=int(t.warmup_ratio * updates_total), num_training_steps=updates_total)
+    optimizer, scheduler = optimizer_and_schedule(cfg, params, updates_total)
     scorer = TokenScorer(model, t.logps_chunk_size, temperature=g.temperature)
     scorer, optimizer = accelerator.prepare(scorer, optimizer)
     loader = accelerator.prepare_data_loader(loader, device_placement=False)  # prompts stay on CPU until collated
@@ -107,23 +105,11 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
     state = {"step": 0, "micro": 0, "bad_steps": 0, "skipped": [asdict(s) for s in skipped],
              "reward_errors": 0, "groups_all_equal": 0}
     ckpt_dir = stage_dir / "checkpoints"
-    latest = latest_checkpoint(ckpt_dir) if resume else None
-    if latest:
-        state = load_checkpoint(latest, policy, optimizer, scheduler)
-        truncate_metrics(stage_dir / "metrics.jsonl", state["step"])
-        truncate_metrics(stage_dir / "reward_errors.jsonl", state["step"])
-        accelerator.print(f"resumed from {latest} (step {state['step']})")
-    elif main:
-        (stage_dir / "metrics.jsonl").unlink(missing_ok=True)
-        (stage_dir / "reward_errors.jsonl").unlink(missing_ok=True)
-    before_path = stage_dir / "eval_before.json"
-    if latest and before_path.exists():
-        before = json.loads(before_path.read_text())
-    else:
-        before = evaluate(policy, PromptDataset(eval_records, processor, family, cfg), rewards, g, t.batch_size,
-                          pad_id, eos_ids, precomputed, accelerator, t.seed)
-        if main:
-            atomic_write_json(before_path, before)
+    state, latest = resume(stage_dir, resume_asked, accelerator, policy, optimizer, scheduler, state,
+                           logs=("metrics.jsonl", "reward_errors.jsonl"))
+    before = eval_before(stage_dir, latest, accelerator, lambda: evaluate(
+        policy, PromptDataset(eval_records, processor, family, cfg), rewards, g, t.batch_size, pad_id, eos_ids,
+        precomputed, accelerator, t.seed))
 
     # -- the loop: rollouts, rewards, advantages, num_iterations updates
     batches = rng_neutral(accelerator.skip_first_batches(loader, state["micro"]) if state["micro"] else loader)
@@ -152,8 +138,8 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
         scored = rewards(samples, g.num_generations)
         adv = group_advantages(scored.total, g.num_generations, scale_by_std=g.scale_rewards)
 
-        # 5. groups without signal leave the loss
-        keep, flat = signal_rows(scored.total, g.num_generations)
+        # 5. groups without signal: kept (advantage 0) or dropped
+        keep, flat = signal_rows(scored.total, g.num_generations, drop_flat=g.flat_groups == "drop")
         state["groups_all_equal"] += int(flat.sum())
         state["reward_errors"] += len(scored.errors)
 
@@ -170,8 +156,9 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
             seqs = [Sequence(inputs[i // g.num_generations], ids[i]) for i in range(len(samples))]
             batches_ = [scoring_batch(seqs, rows, pad_id, t.shared_prompt, accelerator.device) for rows in chunks]
             fixed = fixed_logps(scorer, reference, batches_, g.num_iterations > 1)
-            totals = {"tokens": sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches_), "rows": len(keep),
-                      "scale": scale}
+            tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches_)
+            totals = {"tokens": tokens, "rows": len(keep), "scale": scale,
+                      "dapo_normalizer": global_count(accelerator, tokens) / accelerator.num_processes}
             for _ in range(g.num_iterations):
                 loss, norm, metrics = update(scorer, optimizer, scheduler, params, batches_, chunks, fixed, adv,
                                              totals, g, t.max_grad_norm, accelerator)
@@ -213,15 +200,9 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
                "skipped": len(state["skipped"]), "skipped_records": state["skipped"][:200],
                "reward_errors": state["reward_errors"], "groups_all_equal": state["groups_all_equal"],
                "before": before, "after": after}
-    accelerator.wait_for_everyone()
-    if main:
-        save_final(stage_dir / "final", policy, processor)
-        atomic_write_json(stage_dir / "summary.json", summary)
-        accelerator.print("\n".join(f"grpo {k:<28} {before.get(k, float('nan')):>9.4f} -> {v:>9.4f}"
-                                    for k, v in after.items() if k != "n"))
-    accelerator.wait_for_everyone()  # the others read this stage's summary and final weights next
-    accelerator.end_training()
-    return summary
+    accelerator.print("\n".join(f"grpo {k:<28} {before.get(k, float('nan')):>9.4f} -> {v:>9.4f}"
+                                for k, v in after.items() if k != "n"))
+    return finish(accelerator, stage_dir, scorer, policy, processor, summary)
 
 
 def check_settings(cfg: RunConfig) -> None:
@@ -243,7 +224,7 @@ class PromptDataset(torch.utils.data.Dataset):
     does not load, a prompt with no room for max_new_tokens within data.max_length)."""
 
     def __init__(self, records, processor, family, cfg: RunConfig):
-        self.encoder = RecordDataset(records, processor, family, "grpo", cfg.data)
+        self.encoder = RecordDataset(records, processor, family, "grpo", cfg.data, cfg.sampling)
         self.max_length, self.max_new_tokens = cfg.data.max_length, cfg.grpo.max_new_tokens
 
     def __len__(self):
@@ -381,12 +362,13 @@ def make_samples(records, n: int, ids: list[list[int]], truncated: list[bool], t
 
 # ---------------------------------------------------------------- scoring and the update
 
-def signal_rows(rewards: torch.Tensor, group_size: int) -> tuple[list[int], torch.Tensor]:
-    """(rows of the groups whose rewards differ, bool [groups] of the all-equal ones). An
-    all-equal group has zero advantages; leaving its rows out of the loss also removes their
-    KL gradient, so such a group contributes nothing at all."""
+def signal_rows(rewards: torch.Tensor, group_size: int, drop_flat: bool = False) -> tuple[list[int], torch.Tensor]:
+    """(rows in the loss, bool [groups] of the all-equal ones). An all-equal group has zero
+    advantages: kept, it still counts in the token normaliser and its KL term still pulls
+    (TRL, DeepSeekMath); with `drop_flat` its rows leave the loss, so it contributes nothing
+    and the others' update is scaled up by total / kept tokens."""
     flat = all_equal_groups(rewards, group_size)
-    return [i for i in range(rewards.numel()) if not flat[i // group_size]], flat
+    return [i for i in range(rewards.numel()) if not (drop_flat and flat[i // group_size])], flat
 
 
 def global_count(accelerator, n: int) -> int:
@@ -422,20 +404,24 @@ def fixed_logps(scorer, reference, batches: list[dict], want_old: bool) -> list[
 
 def update(scorer, optimizer, scheduler, params, batches, chunks, fixed, adv, totals, g: GrpoConfig,
            max_grad_norm: float, accelerator) -> tuple[float, float, dict]:
-    """One optimizer step over the kept rollouts. Each micro-batch's loss is weighted by its
-    share of the batch (tokens for "token" averaging, sequences for "sequence"), so gradients
-    and metrics equal those of one grpo_loss over the whole batch."""
+    """One optimizer step over the rollouts in the loss. Each micro-batch's loss is weighted by
+    its share of the batch (tokens for "token", sequences for "sequence" and "dr_grpo"; "dapo"
+    divides every micro-batch by the same all-process normaliser), so gradients and metrics
+    equal those of one grpo_loss over the whole batch."""
     total, metrics = 0.0, {}
     for k, (batch, rows, fx) in enumerate(zip(batches, chunks, fixed)):
         mask = (batch["labels"][:, 1:] != -100).float()
         tokens = mask.sum().item()
-        share = totals["scale"] * (tokens / totals["tokens"] if g.loss_type == "token" else len(rows) / totals["rows"])
+        part = {"token": tokens / totals["tokens"], "dapo": 1.0}.get(g.loss_type, len(rows) / totals["rows"])
+        share = totals["scale"] * part
         sync = k == len(batches) - 1
-        with accelerator.no_sync(scorer) if not sync else _null():
+        with accelerator.no_sync(scorer) if not sync else contextlib.nullcontext():
             with accelerator.autocast():
                 logps = scorer(batch)["logps"]
                 out = grpo_loss(logps, fx["old"], fx["ref"], adv[rows].to(logps), mask, clip_eps=g.clip_eps,
-                                clip_eps_high=g.clip_eps_high, beta=g.kl_beta, loss_type=g.loss_type)
+                                clip_eps_high=g.clip_eps_high, beta=g.kl_beta, loss_type=g.loss_type,
+                                kl_estimator=g.kl_estimator, normalizer=totals["dapo_normalizer"],
+                                max_completion_length=g.max_new_tokens)
             accelerator.backward(out.loss * share)
         total += float(out.loss.detach()) * share
         token_share = tokens / totals["tokens"]
@@ -448,14 +434,6 @@ def update(scorer, optimizer, scheduler, params, batches, chunks, fixed, adv, to
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return total, norm, metrics
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 # ---------------------------------------------------------------- evaluation and small helpers

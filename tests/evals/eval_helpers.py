@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from evals.benchmarks import REGISTRY
-from evals.config import build_eval_config
-from evals.run import score_items
+from mmalign.evals.benchmarks import REGISTRY
+from mmalign.evals.config import build_eval_config
+from mmalign.evals.run import score_items
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -8,8 +8,8 @@ import json
 import pytest
 from eval_helpers import make_cfg, score
 
-from evals.benchmarks import BenchmarkFilesMissing
-from evals.benchmarks.chair import Chair, load, simple_backend, simple_singularize
+from mmalign.evals.benchmarks import BenchmarkFilesMissing
+from mmalign.evals.benchmarks.chair import Chair, load, simple_backend, simple_singularize
 from mmalign.config import ConfigError
 
 SYNONYMS = """person, man, woman, people, child, baby

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evals.benchmarks.base import pair_scores
-from evals.config import load_eval_config, model_specs, parse_model_args
+from mmalign.evals.benchmarks.base import pair_scores
+from mmalign.evals.config import load_eval_config, model_specs, parse_model_args
 from mmalign.cli import main
 from mmalign.config import ConfigError
 
@@ -22,7 +22,7 @@ def test_tiny_model_end_to_end_and_rerun_resumes(tmp_path, tiny_dir):
     cfg.write_text(yaml.safe_dump(raw))
     args = ["eval", "--config", str(cfg), f"world.out={tmp_path / 'world'}", "world.n_videos=4",
             f"model.tiny_dir={tiny_dir}", f"output_dir={tmp_path / 'out'}", "data.limit=2",
-            "data.num_frames=4", "generation.max_new_tokens=4", "generation.batch_size=4"]
+            "sampling.num_frames=4", "generation.max_new_tokens=4", "generation.batch_size=4"]
     assert main(args) == 0
     out = tmp_path / "out"
     assert (out / "report.html").is_file() and (out / "metrics.md").is_file()

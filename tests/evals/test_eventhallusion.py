@@ -6,8 +6,8 @@ import json
 import pytest
 from eval_helpers import make_cfg, score
 
-from evals.benchmarks import BenchmarkFilesMissing
-from evals.benchmarks.eventhallusion import extract_pred, load
+from mmalign.evals.benchmarks import BenchmarkFilesMissing
+from mmalign.evals.benchmarks.eventhallusion import extract_pred, load
 
 
 def video(vid, answers):

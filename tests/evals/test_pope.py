@@ -6,8 +6,8 @@ import shutil
 import pytest
 from eval_helpers import FIXTURES, make_cfg, score
 
-from evals.benchmarks import BenchmarkFilesMissing
-from evals.benchmarks.pope import aggregate, load, parse_official
+from mmalign.evals.benchmarks import BenchmarkFilesMissing
+from mmalign.evals.benchmarks.pope import aggregate, load, parse_official
 
 
 @pytest.mark.parametrize("answer, parsed", [

@@ -8,10 +8,10 @@ import shutil
 import pytest
 from eval_helpers import FIXTURES, make_cfg
 
-from evals.benchmarks import BenchmarkFilesMissing
-from evals.benchmarks.base import pair_scores
-from evals.benchmarks.synthetic import load
-from evals.run import evaluate
+from mmalign.evals.benchmarks import BenchmarkFilesMissing
+from mmalign.evals.benchmarks.base import pair_scores
+from mmalign.evals.benchmarks.synthetic import load
+from mmalign.evals.run import evaluate
 from mmalign.world import build_world
 
 

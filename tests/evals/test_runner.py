@@ -5,8 +5,8 @@ is recorded per item while the batch goes on, and changed settings are not mixed
 import pytest
 from eval_helpers import make_cfg
 
-from evals.benchmarks import Item
-from evals.runner import (RunMismatch, check_settings, generate_predictions, merged_predictions, read_predictions,
+from mmalign.evals.benchmarks import Item
+from mmalign.evals.runner import (RunMismatch, check_settings, generate_predictions, merged_predictions, read_predictions,
                           shard_path)
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from eval_helpers import make_cfg, score
 
-from evals.benchmarks.synthetic import load, prepare
-from evals.runner import load_media
+from mmalign.evals.benchmarks.synthetic import load, prepare
+from mmalign.evals.runner import load_media
 from mmalign.world import COLORS, Scene, WorldObject, benchmark_items, build_world, render, write_video
 
 
@@ -71,9 +71,9 @@ def colour_mask(frame, colour):
 
 
 def test_the_decoded_video_shows_what_the_truth_says(scene_world):
-    cfg = make_cfg("synthetic", scene_world, data={"num_frames": 16})
+    cfg = make_cfg("synthetic", scene_world, sampling={"num_frames": 16})
     item = load(cfg).items[0]
-    frames = load_media(item, cfg.data, {}).frames
+    frames = load_media(item, cfg.sampling, {}).frames
     assert len(frames) == 16
     blue_y = [np.nonzero(colour_mask(f, "blue"))[0].mean() for f in frames[:12]]
     assert all(b > a for a, b in zip(blue_y, blue_y[1:]))  # moves down while visible

@@ -6,8 +6,8 @@ import shutil
 import pytest
 from eval_helpers import FIXTURES, make_cfg, score
 
-from evals.benchmarks import BenchmarkFilesMissing
-from evals.benchmarks.videohallucer import CATEGORIES, load
+from mmalign.evals.benchmarks import BenchmarkFilesMissing
+from mmalign.evals.benchmarks.videohallucer import CATEGORIES, load
 
 ROOT = FIXTURES / "videohallucer"
 

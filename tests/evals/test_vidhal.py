@@ -7,8 +7,8 @@ import math
 import pytest
 from eval_helpers import make_cfg, score
 
-from evals.benchmarks import BenchmarkFilesMissing
-from evals.benchmarks.vidhal import MCQA_SYSTEM, load, ndcg, parse_option, parse_order
+from mmalign.evals.benchmarks import BenchmarkFilesMissing
+from mmalign.evals.benchmarks.vidhal import MCQA_SYSTEM, load, ndcg, parse_option, parse_order
 
 ORDERS = {"attribute_1": {"A": "2", "B": "1", "C": "3"}, "order_1": {"A": "3", "B": "2", "C": "1"}}
 

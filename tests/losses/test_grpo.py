@@ -91,31 +91,57 @@ def test_grpo_on_policy_ratio_is_one_and_gradient_is_advantage_weighted():
     torch.testing.assert_close(g, -(adv[:, None] * mask) / mask.sum())
 
 
-def trl_grpo_loss(logps, old, ref, adv, mask, eps_low, eps_high, beta, trl_loss_type):
+def trl_grpo_loss(logps, old, ref, adv, mask, eps_low, eps_high, beta, trl_loss_type, bias_correction=False):
     """TRL's GRPOTrainer._compute_loss run on a stand-in trainer whose model returns `logps`."""
     trainer_mod = pytest.importorskip("trl.trainer.grpo_trainer")
-    accel = SimpleNamespace(reduce=lambda x, reduction="sum": x, gather=lambda x: x)
+    accel = SimpleNamespace(reduce=lambda x, reduction="sum": x, gather=lambda x: x, num_processes=1)
+    b, t = mask.shape
     stub = SimpleNamespace(
         top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level="token", beta=beta,
         loss_type=trl_loss_type, epsilon_low=eps_low, epsilon_high=eps_high, use_vllm=False,
-        args=SimpleNamespace(use_bias_correction_kl=False, delta=None), model=SimpleNamespace(training=True),
+        args=SimpleNamespace(use_bias_correction_kl=bias_correction, delta=None, steps_per_generation=1),
+        model=SimpleNamespace(training=True), max_completion_length=t,
         current_gradient_accumulation_steps=1, _entropy_bonus_enabled=False, aux_loss_enabled=False,
         _metrics={"train": defaultdict(list)}, accelerator=accel,
         _get_per_token_logps_and_entropies=lambda *a, **k: (logps, torch.zeros_like(logps), None))
-    b, t = mask.shape
     inputs = {"prompt_ids": torch.zeros(b, 2, dtype=torch.long), "prompt_mask": torch.ones(b, 2),
               "completion_ids": torch.zeros(b, t, dtype=torch.long), "completion_mask": mask,
-              "advantages": adv, "old_per_token_logps": old, "ref_per_token_logps": ref}
+              "advantages": adv, "old_per_token_logps": old, "ref_per_token_logps": ref,
+              "num_items_in_batch": mask.sum()}
     return trainer_mod.GRPOTrainer._compute_loss(stub, None, inputs), stub._metrics["train"]
 
 
-@pytest.mark.parametrize("loss_type, trl_loss_type", [("token", "bnpo"), ("sequence", "grpo")])
-def test_grpo_loss_matches_trl(loss_type, trl_loss_type):
+@pytest.mark.parametrize("loss_type, trl_loss_type", [("token", "bnpo"), ("sequence", "grpo"), ("dapo", "dapo"),
+                                                      ("dr_grpo", "dr_grpo")])
+@pytest.mark.parametrize("kl_estimator", ["k3", "k3_ratio"])
+def test_grpo_loss_matches_trl(loss_type, trl_loss_type, kl_estimator):
     logps, old, ref, adv, mask = rollout(2)
-    out = grpo_loss(logps, old, ref, adv, mask, clip_eps=0.2, clip_eps_high=0.28, beta=0.04, loss_type=loss_type)
-    theirs, metrics = trl_grpo_loss(logps, old, ref, adv, mask, 0.2, 0.28, 0.04, trl_loss_type)
+    out = grpo_loss(logps, old, ref, adv, mask, clip_eps=0.2, clip_eps_high=0.28, beta=0.04, loss_type=loss_type,
+                    kl_estimator=kl_estimator, normalizer=float(mask.sum()), max_completion_length=mask.shape[1])
+    theirs, metrics = trl_grpo_loss(logps, old, ref, adv, mask, 0.2, 0.28, 0.04, trl_loss_type,
+                                    bias_correction=kl_estimator == "k3_ratio")
     torch.testing.assert_close(out.loss, theirs, rtol=1e-10, atol=1e-12)
     for g, r in zip(grads(out.loss, [logps]), grads(theirs, [logps])):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
     assert out.metrics["kl"].item() == pytest.approx(metrics["kl"][0], rel=1e-9)
     assert out.metrics["clip_ratio"].item() == pytest.approx(metrics["clip_ratio/region_mean"][0], rel=1e-9)
+
+
+def test_k3_ratio_changes_the_kl_gradient_not_its_on_policy_value():
+    """On-policy (ratio 1 in value) k3 x ratio has the same loss but a different gradient: the
+    ratio's own derivative, k3 * d ratio, which is the bias correction."""
+    logps, _, ref, adv, mask = rollout(3)
+    plain = grpo_loss(logps, None, ref, adv, mask, beta=0.1, kl_estimator="k3")
+    ratio = grpo_loss(logps, None, ref, adv, mask, beta=0.1, kl_estimator="k3_ratio")
+    torch.testing.assert_close(plain.loss, ratio.loss)
+    (g_plain,), (g_ratio,) = grads(plain.loss, [logps]), grads(ratio.loss, [logps])
+    delta = (ref - logps).detach()
+    k3 = torch.exp(delta) - delta - 1
+    torch.testing.assert_close(g_ratio - g_plain, 0.1 * k3 * mask / mask.sum())
+
+
+def test_dr_grpo_divides_by_the_longest_completion_allowed():
+    logps, _, _, adv, mask = rollout(4)
+    out = grpo_loss(logps, None, None, adv, mask, beta=0.0, loss_type="dr_grpo", max_completion_length=50)
+    (g,) = grads(out.loss, [logps])
+    torch.testing.assert_close(g, -(adv[:, None] * mask) / (mask.shape[0] * 50))

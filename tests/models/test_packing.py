@@ -15,7 +15,7 @@ from mmalign.config import LossConfig
 from mmalign.data.collate import Sequence, collate_sequences
 from mmalign.models.backbone import base_model
 from mmalign.models.packing import PREFIX, plan_layout, prefix_sharing_mask
-from mmalign.train.methods import compute_loss
+from mmalign.methods import compute_loss
 from mmalign.train.scoring import TokenScorer
 
 TOL = dict(rtol=1e-5, atol=1e-5)

@@ -14,7 +14,7 @@ from mmalign.config import LossConfig
 from mmalign.models.backbone import base_model
 from mmalign.models.packing import PREFIX
 from mmalign.models.shared_prompt import SPLIT
-from mmalign.train.methods import compute_loss
+from mmalign.methods import compute_loss
 from mmalign.train.scoring import TokenScorer
 
 TOL = dict(rtol=1e-5, atol=1e-5)

@@ -4,7 +4,7 @@ model (deterministic, instant) where a test is about the generators or the runne
 import pytest
 
 from mmalign.world import build_world
-from perturb.pair import Backend
+from mmalign.perturb.pair import Backend
 from perturb_stubs import stub_complete, stub_generate, stub_yes_prob
 
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perturb.diff import apply_spans, changed_fraction, check_spans, diff_spans, sentences_touched
+from mmalign.perturb.diff import apply_spans, changed_fraction, check_spans, diff_spans, sentences_touched
 
 
 def test_one_word_changed_gives_that_word_on_both_sides():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mmalign.world import Scene, WorldObject, caption, sample_scene
-from perturb.facts import Truth, check_sentence, clip_captions, event_frame, label_sentences
+from mmalign.perturb.facts import Truth, check_sentence, clip_captions, event_frame, label_sentences
 
 
 def scene():

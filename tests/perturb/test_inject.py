@@ -6,9 +6,9 @@ import pytest
 
 from mmalign.data.records import sentence_spans
 from mmalign.world import caption, sample_scene
-from perturb.diff import apply_spans, check_spans, sentences_touched
-from perturb.facts import Truth, check_sentence, event_frame
-from perturb.inject import EDIT_FINDERS, InjectContext, inject, make_injection, prior_injection, prior_request
+from mmalign.perturb.diff import apply_spans, check_spans, sentences_touched
+from mmalign.perturb.facts import Truth, check_sentence, event_frame
+from mmalign.perturb.inject import EDIT_FINDERS, InjectContext, inject, make_injection, prior_injection, prior_request
 
 TYPES = sorted(EDIT_FINDERS)
 

@@ -5,11 +5,11 @@ import numpy as np
 from mmalign.data.video import Video
 from mmalign.data.video_ops import apply_ops
 from mmalign.world import COLORS, Scene, WorldObject, caption, render
-from perturb.config import build_pairs_config
-from perturb.diff import check_spans
-from perturb.facts import Truth
-from perturb.objects import OspoPairs, object_edits
-from perturb.pair import Backend, Item
+from mmalign.perturb.config import build_pairs_config
+from mmalign.perturb.diff import check_spans
+from mmalign.perturb.facts import Truth
+from mmalign.perturb.objects import OspoPairs, object_edits
+from mmalign.perturb.pair import Backend, Item
 
 
 def scene():

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from mmalign.config import ConfigError
-from perturb.config import build_pairs_config, load_pairs_config, needs_model
-from perturb.run import run_pairs
+from mmalign.perturb.config import build_pairs_config, load_pairs_config, needs_model
+from mmalign.perturb.run import run_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs" / "pairs").glob("*.yaml"))
@@ -73,8 +73,9 @@ def test_real_tiny_model_end_to_end(world, tmp_path):
     proc = cli("pairs", "--videos", world / "videos", "--config", ROOT / "configs" / "pairs" / "rrpo.yaml",
                "--out", out, "--quiet", f"model.tiny_dir={tmp_path / 'tiny'}", "generation.max_new_tokens=8")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from mmalign.config import DataConfig
-    from mmalign.data.encode import MediaLoader
+    from mmalign.config import SamplingConfig
+    from mmalign.data.encode import condition_video
+    from mmalign.data.video import MediaLoader
     from mmalign.data.records import read_records
     from mmalign.data.video import load_video
     from mmalign.data.video_ops import apply_ops
@@ -83,11 +84,14 @@ def test_real_tiny_model_end_to_end(world, tmp_path):
     report = json.loads(out.with_name("rrpo_pairs.report.json").read_text())
     assert skipped == [] and len(records) == report["records"] >= 1
     assert len(records) + sum(report["filtered"].values()) == 6
-    loader = MediaLoader(DataConfig(num_frames=8))
+    loader = MediaLoader(SamplingConfig(num_frames=8))
     for r in records:
         assert r.meta["generator"] == "perturb.rrpo" and r.rejected_spans
         # the trainer replays the condition exactly as the generator saw it
-        replayed = loader.condition_video(r.rejected_video, r.id).frames
-        from perturb.pair import op_seed
+        replayed = condition_video(loader, r.rejected_video, r).frames
+        from mmalign.perturb.pair import op_seed
         expected = apply_ops(load_video(r.video, num_frames=8).frames, r.rejected_video["ops"], op_seed(r.id))
         assert np.array_equal(replayed, expected)
+    # a clip sampled to another length would move the frame-indexed ops: the record is refused
+    with pytest.raises(ValueError, match=r"made on a 8-frame clip .* sampling.num_frames=8"):
+        condition_video(MediaLoader(SamplingConfig(num_frames=4)), records[0].rejected_video, records[0])

@@ -8,9 +8,9 @@ import pytest
 
 from mmalign.data.records import read_records
 from mmalign.data.video import MediaError
-from perturb.config import build_pairs_config
-from perturb.pair import Backend
-from perturb.run import RunConflict, _Processes, list_videos, report_path, run_pairs
+from mmalign.perturb.config import build_pairs_config
+from mmalign.perturb.pair import Backend
+from mmalign.perturb.run import RunConflict, _Processes, list_videos, report_path, run_pairs
 
 from perturb_stubs import stub_complete, stub_generate, stub_yes_prob
 

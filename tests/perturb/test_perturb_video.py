@@ -7,10 +7,10 @@ import pytest
 from mmalign.data.video import Video, load_video
 from mmalign.data.video_ops import apply_ops
 from mmalign.world import COLORS, Scene, WorldObject, render
-from perturb.config import FRAME_PERTURBATIONS, build_pairs_config
-from perturb.facts import Truth
-from perturb.pair import Item, op_seed
-from perturb.video import (FrameOpsPairs, RrpoPairs, TemplePairs, frame_ops, perturb_captions, temple_difficulty,
+from mmalign.perturb.config import FRAME_PERTURBATIONS, build_pairs_config
+from mmalign.perturb.facts import Truth
+from mmalign.perturb.pair import Item, op_seed
+from mmalign.perturb.video import (FrameOpsPairs, RrpoPairs, TemplePairs, frame_ops, perturb_captions, temple_difficulty,
                            temple_filter, temple_ops)
 
 

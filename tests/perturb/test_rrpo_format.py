@@ -3,7 +3,7 @@
 import json
 
 from mmalign.data.records import read_records, write_records, Record
-from perturb.rrpo_format import export_rrpo, import_rrpo, to_rrpo
+from mmalign.perturb.rrpo_format import export_rrpo, import_rrpo, to_rrpo
 
 
 def records(folder):

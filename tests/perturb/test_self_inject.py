@@ -8,11 +8,11 @@ import pytest
 
 from mmalign.data.records import sentence_spans
 from mmalign.world import Scene, WorldObject
-from perturb.config import build_pairs_config
-from perturb.diff import check_spans
-from perturb.facts import Truth
-from perturb.pair import Backend, Item
-from perturb.self_inject import (ApasiPairs, cooccurrence, guided_sentence, pick_sentences, plan_replacement,
+from mmalign.perturb.config import build_pairs_config
+from mmalign.perturb.diff import check_spans
+from mmalign.perturb.facts import Truth
+from mmalign.perturb.pair import Backend, Item
+from mmalign.perturb.self_inject import (ApasiPairs, cooccurrence, guided_sentence, pick_sentences, plan_replacement,
                                  replace_count, sentence_weights)
 
 

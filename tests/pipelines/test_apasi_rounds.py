@@ -24,11 +24,11 @@ def pipeline(tmp_path: Path, tiny_dir: str) -> dict:
                  "config": {"generator": "apasi", "answers": "truth", "sampling": {"num_frames": 4},
                             "apasi": {"max_new_tokens": 8}}},
                 {"name": "dpo", "kind": "preference",
-                 "config": {"lora": {"enabled": True, "r": 4, "alpha": 8}, "data": {"num_frames": 4},
+                 "config": {"lora": {"enabled": True, "r": 4, "alpha": 8}, "sampling": {"num_frames": 4},
                             "train": {"batch_size": 2, "max_steps": 2, "lr": 1e-3, "warmup_ratio": 0.0,
                                       "reference": "copy", "save_every": 1}}},
                 {"name": "eval", "kind": "eval",
-                 "config": {"benchmark": "synthetic", "data": {"splits": ["test"], "num_frames": 4},
+                 "config": {"benchmark": "synthetic", "data": {"splits": ["test"]}, "sampling": {"num_frames": 4},
                             "generation": {"max_new_tokens": 2}}},
             ]}],
     }

@@ -7,8 +7,8 @@ import pytest
 
 from mmalign.config import ConfigError, _build
 from mmalign.world import build_world
-from pipelines.plan import PipelineConfig, expand
-from pipelines.run import PipelineExists, run_pipeline
+from mmalign.pipelines.plan import PipelineConfig, expand
+from mmalign.pipelines.run import PipelineExists, run_pipeline
 
 
 def temple_pairs(tmp_path, kinds):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mmalign.config import ConfigError, _build
-from pipelines.plan import PipelineConfig, expand, load_pipeline, scheduled_value
+from mmalign.pipelines.plan import PipelineConfig, expand, load_pipeline, scheduled_value
 
 CONFIGS = sorted(Path(__file__).resolve().parents[2].joinpath("configs", "pipelines").glob("*.yaml"))
 
@@ -42,7 +42,7 @@ def test_temple_quickstart_is_dpo_m16_8_4_2_then_sft_each_from_the_last():
 
 
 def test_strength_windows_select_exactly_the_generator_difficulties():
-    from perturb.video import temple_difficulty
+    from mmalign.perturb.video import temple_difficulty
 
     cfg = _build(PipelineConfig, {"output_dir": "o", "stages": [
         {"name": "p", "kind": "preference", "strengths": [16, 8, 4, 2], "config": {"data": {"train_file": "x"}}}]}, "")
@@ -110,7 +110,7 @@ def test_config_errors_name_the_key(raw, match):
 
 
 def test_temple_difficulty_formula_matches_the_paper_values():
-    from pipelines.plan import temple_difficulty
+    from mmalign.pipelines.plan import temple_difficulty
 
     assert [temple_difficulty(m) for m in (16, 8, 4, 2)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
     assert temple_difficulty(8) == pytest.approx(1 - math.log2(8) / 5)

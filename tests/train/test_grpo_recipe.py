@@ -10,16 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmalign.config import DataConfig, GrpoConfig, ModelConfig, build_config
+from mmalign.config import GrpoConfig, ModelConfig, SamplingConfig, build_config
 from mmalign.data.collate import Sequence, collate_sequences
-from mmalign.data.encode import MediaLoader
+from mmalign.data.video import MediaLoader
 from mmalign.data.records import read_records
 from mmalign.io import iter_jsonl
-from mmalign.losses import grpo_loss
+from mmalign.losses import group_advantages, grpo_loss
 from mmalign.models.backbone import encode_prompt, load_backbone
 from mmalign.train.grpo import (encode_visual, micro_batches, rollout, signal_rows, update,
                                 vision_token_ids)
-from mmalign.train.recipe import train
+from mmalign.train.run import train
 from mmalign.train.scoring import TokenScorer
 
 
@@ -59,7 +59,7 @@ def toy_rollouts(n=5, t=7, seed=0):
     return labels, x, old, ref, adv, mask
 
 
-@pytest.mark.parametrize("loss_type", ["token", "sequence"])
+@pytest.mark.parametrize("loss_type", ["token", "sequence", "dapo", "dr_grpo"])
 def test_micro_batched_update_equals_one_whole_batch_loss(loss_type):
     from accelerate import Accelerator
 
@@ -68,7 +68,7 @@ def test_micro_batched_update_equals_one_whole_batch_loss(loss_type):
 
     whole = ToyScorer(7)
     want = grpo_loss(whole({"x": x})["logps"], old, ref, adv, mask, clip_eps=0.2, clip_eps_high=0.28, beta=0.04,
-                     loss_type=loss_type)
+                     loss_type=loss_type, max_completion_length=g.max_new_tokens)
     want.loss.backward()
 
     scorer = ToyScorer(7)
@@ -77,7 +77,7 @@ def test_micro_batched_update_equals_one_whole_batch_loss(loss_type):
     chunks = micro_batches([0, 1, 2, 3, 4], 3)  # [0, 1, 2] and [3, 4]: unequal rows and tokens
     batches = [{"labels": labels[c], "x": x[c]} for c in chunks]
     fixed = [{"old": old[c], "ref": ref[c]} for c in chunks]
-    totals = {"tokens": int(mask.sum()), "rows": 5, "scale": 1.0}
+    totals = {"tokens": int(mask.sum()), "rows": 5, "scale": 1.0, "dapo_normalizer": float(mask.sum())}
     before = scorer.w.detach().clone()
     loss, _, metrics = update(scorer, optimizer, scheduler, list(scorer.parameters()), batches, chunks, fixed, adv,
                               totals, g, 0.0, Accelerator(cpu=True))
@@ -89,11 +89,30 @@ def test_micro_batched_update_equals_one_whole_batch_loss(loss_type):
     assert 0 < metrics["clip_ratio"] < 1
 
 
-def test_groups_with_equal_rewards_leave_the_loss():
+def test_groups_with_equal_rewards_stay_in_the_loss_unless_dropped():
     rewards = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.5, 0.5, 0.5])
     keep, flat = signal_rows(rewards, 3)
+    assert keep == list(range(9)) and flat.tolist() == [True, False, True]
+    keep, flat = signal_rows(rewards, 3, drop_flat=True)
     assert keep == [3, 4, 5] and flat.tolist() == [True, False, True]
     assert micro_batches(keep, 2) == [[3, 4], [5]] and micro_batches(keep, None) == [[3, 4, 5]]
+
+
+def test_dropping_flat_groups_scales_the_update_by_total_over_kept_tokens():
+    """TRL and DeepSeekMath keep a flat group (advantage 0) in the token normaliser: its rows
+    add no policy gradient but dilute the others'. Dropping it scales the update on the rest
+    by total / kept tokens (x1.5 for one group in three of equal length)."""
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.5])  # groups of 2: the second is flat
+    adv = group_advantages(rewards, 2)
+    logps = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(6, 5, dtype=torch.float64)
+    kept = grpo_loss(logps, None, None, adv, mask, beta=0.0)
+    (g_keep,) = torch.autograd.grad(kept.loss, [logps])
+    rows, _ = signal_rows(rewards, 2, drop_flat=True)
+    dropped = grpo_loss(logps[rows], None, None, adv[rows], mask[rows], beta=0.0)
+    (g_drop,) = torch.autograd.grad(dropped.loss, [logps])
+    torch.testing.assert_close(g_drop[rows], 1.5 * g_keep[rows])
+    assert not g_keep[2:4].any()  # the flat group itself adds no policy gradient either way
 
 
 # ---------------------------------------------------------------- rollouts and scoring on the tiny model
@@ -103,7 +122,7 @@ def tiny(world, tiny_dir):
     model, processor = load_backbone(ModelConfig(tiny="qwen2_5_vl", tiny_dir=tiny_dir))
     model.eval()
     records, _ = read_records(world / "grpo_train.jsonl", "grpo")
-    media = MediaLoader(DataConfig(num_frames=4))
+    media = MediaLoader(SamplingConfig(num_frames=4))
     prompts = [encode_prompt(processor, r.prompt, video=media.video(r.video)) for r in records[:2]]
     eos = [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
     return model, processor, prompts, eos
@@ -190,7 +209,7 @@ def test_rule_reward_rises_after_a_short_sft(tmp_path, world, tiny_dir):
     stage["data"].update(train_file=str(subset), allow_absolute_paths=True)
     stage["train"] = {"lr": 2e-3, "epochs": 6, "scheduler": "constant"}
     raw = {"output_dir": str(tmp_path / "run"), "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir},
-           "data": {"num_frames": 4}, "train": {"batch_size": 4, "seed": 0, "warmup_ratio": 0.0},
+           "sampling": {"num_frames": 4}, "train": {"batch_size": 4, "seed": 0, "warmup_ratio": 0.0},
            "stages": [{"name": "sft", "method": "sft", "data": {"train_file": str(world / "sft_train.jsonl")},
                        "train": {"lr": 3e-3, "max_steps": 100, "epochs": 10}}, stage]}
     train(build_config(raw))
@@ -224,9 +243,10 @@ def test_groups_without_signal_change_nothing(tmp_path, world, tiny_dir):
     """A random model never answers right: every group is all zeros, counted, and the weights
     come out exactly as they went in (no gradient, not even the KL's)."""
     raw = {"output_dir": str(tmp_path / "run"), "method": "grpo",
-           "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir}, "data": {"num_frames": 4},
+           "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir}, "sampling": {"num_frames": 4},
            "train": {"batch_size": 2, "max_steps": 2, "lr": 1e-2, "warmup_ratio": 0.0}, **grpo_stage(world)}
     raw.pop("name")
+    raw["grpo"]["flat_groups"] = "drop"
     train(build_config(raw))
     rows = metrics(tmp_path / "run" / "metrics.jsonl")
     assert [(r["groups"], r["groups_all_equal"], r.get("no_update")) for r in rows] == [(2, 2, True)] * 2
@@ -243,7 +263,7 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, world, tiny_dir, monkeyp
 
     def raw(name):
         out = {"output_dir": str(tmp_path / name), "method": "grpo",
-               "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir}, "data": {"num_frames": 4},
+               "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir}, "sampling": {"num_frames": 4},
                "train": {"batch_size": 2, "max_steps": 4, "save_every": 2, "lr": 1e-3, "warmup_ratio": 0.0},
                **grpo_stage(world, kl_beta=0.04, rewards=[{"name": "instruction_adherence", "max_words": 2}])}
         out.pop("name")

@@ -11,13 +11,13 @@ import yaml
 
 from mmalign.config import build_config
 from mmalign.io import iter_jsonl
-from mmalign.train.recipe import RunExists, train
+from mmalign.train.run import RunExists, train
 
 
 def config(tmp_path, world, tiny_dir, **over):
     raw = {"output_dir": str(tmp_path / "run"), "method": "dpo",
            "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir},
-           "data": {"train_file": str(world / "pairs_train.jsonl"), "num_frames": 4},
+           "data": {"train_file": str(world / "pairs_train.jsonl")}, "sampling": {"num_frames": 4},
            "train": {"batch_size": 2, "lr": 1e-3, "max_steps": 6, "save_every": 3, "warmup_ratio": 0.0}}
     for key, value in over.items():
         section, _, field = key.partition("__")

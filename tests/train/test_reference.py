@@ -6,13 +6,13 @@ import pytest
 
 from mmalign.config import build_config
 from mmalign.io import iter_jsonl
-from mmalign.train.recipe import train
+from mmalign.train.run import train
 
 
 def run(tmp_path, world, tiny_dir, name, **sections):
     raw = {"output_dir": str(tmp_path / name), "method": "dpo",
            "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir},
-           "data": {"train_file": str(world / "pairs_train.jsonl"), "num_frames": 4},
+           "data": {"train_file": str(world / "pairs_train.jsonl")}, "sampling": {"num_frames": 4},
            "train": {"batch_size": 2, "lr": 5e-3, "max_steps": 3, "warmup_ratio": 0.0}}
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)

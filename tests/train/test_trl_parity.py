@@ -10,7 +10,7 @@ from PIL import Image
 from mmalign.config import LossConfig, ModelConfig
 from mmalign.data.collate import Sequence, collate_sequences, encode_response
 from mmalign.models.backbone import encode_prompt, family_of, load_backbone
-from mmalign.train.methods import compute_loss
+from mmalign.methods import compute_loss
 from mmalign.train.scoring import TokenScorer
 
 trl = pytest.importorskip("trl")

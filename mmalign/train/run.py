@@ -1,0 +1,97 @@
+"""`train(cfg)`: the config's stages in order (one stage when the config lists none), each
+through its method's recipe (GRPO's own, the preference recipe for every other method); each
+stage starts from the previous stage's final weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from mmalign.config import ConfigError, RunConfig, stages_of, to_dict
+from mmalign.data.records import RecordError
+from mmalign.io import atomic_write_json, atomic_write_text
+from mmalign.train.checkpoint import is_final
+
+
+class RunExists(RuntimeError):
+    pass
+
+
+def check_inputs(stages: list[tuple[str, RunConfig]]) -> None:
+    """What can be checked before anything is written: a start that fails here claims no
+    output folder, so the corrected rerun needs no --resume."""
+    for name, cfg in stages:
+        where = f"stage {name}: " if len(stages) > 1 else ""
+        if not (cfg.model.path or cfg.model.tiny):
+            raise ConfigError(f"{where}model: set model.path (a checkpoint folder) or model.tiny (an offline preset)")
+        if not cfg.data.train_file:
+            raise ConfigError(f"{where}data.train_file: not set (a JSONL of {cfg.method} records)")
+        world_file = cfg.world.enabled and Path(cfg.data.train_file).resolve().is_relative_to(
+            Path(cfg.world.out).resolve())
+        if not world_file and not Path(cfg.data.train_file).is_file():
+            raise RecordError(f"{where}data.train_file: {cfg.data.train_file}: file not found")
+
+
+def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bool,
+              reference_path: str | None = None) -> dict:
+    if cfg.method == "grpo":
+        if reference_path:
+            raise ValueError("grpo: a reference other than the starting policy (reference_path) is not supported")
+        from mmalign.train.grpo import run_grpo_stage
+
+        return run_grpo_stage(cfg, stage_dir, init_path, resume)
+    from mmalign.train.recipe import run_preference_stage
+
+    return run_preference_stage(cfg, stage_dir, init_path, resume, reference_path)
+
+
+def train(cfg: RunConfig, resume: bool = False) -> dict:
+    from accelerate import PartialState
+
+    out = Path(cfg.output_dir)
+    stages = stages_of(cfg)
+    # Under torchrun / accelerate launch this is one of several processes. Without a GPU,
+    # accelerate only joins the process group (gloo) when told it runs on the CPU.
+    process = PartialState(cpu=not torch.cuda.is_available())
+    if (out / "config.yaml").exists() and not resume:
+        raise RunExists(f"{out} already holds a run: pass --resume to continue it, or choose another "
+                        f"output_dir (output_dir=...)")
+    check_inputs(stages)
+    process.wait_for_everyone()  # every process has checked before the main one writes
+    if process.is_main_process:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        if cfg.world.enabled:
+            from mmalign.world import build_world
+
+            build_world(cfg.world.out, n_videos=cfg.world.n_videos, seed=cfg.world.seed)
+    process.wait_for_everyone()
+    init, summaries = None, {}
+    for i, (name, scfg) in enumerate(stages):
+        stage_dir = out if len(stages) == 1 else out / f"stage{i}-{name}"
+        if not is_final(stage_dir / "final"):
+            run_stage(scfg, stage_dir, init, resume)
+        summaries[name] = json.loads((stage_dir / "summary.json").read_text())
+        init = str(stage_dir / "final")
+    if process.is_main_process:
+        atomic_write_json(out / "summary.json", {"stages": summaries, "final": init})
+        print_summary(summaries)
+        print(f"\nwrote {out}/: " + ", ".join(
+            f"{name} -> {(out if len(stages) == 1 else out / f'stage{i}-{name}') / 'final'}"
+            for i, (name, _) in enumerate(stages)) + f"; summary.json, config.yaml")
+    process.wait_for_everyone()
+    return summaries
+
+
+def print_summary(summaries: dict) -> None:
+    keys = ("loss", "rewards/margin", "rewards/accuracy", "logp_margin", "logp_accuracy")
+    print("\nstage        metric              before      after")
+    for name, s in summaries.items():
+        for k in keys:
+            if k in s.get("after", {}):
+                print(f"{name:<12} {k:<18} {s['before'].get(k, float('nan')):>9.4f}  {s['after'][k]:>9.4f}")
+        if s.get("skipped"):
+            print(f"{name:<12} skipped records: {s['skipped']} (see summary.json)")
