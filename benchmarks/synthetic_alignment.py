@@ -2,26 +2,30 @@
 
     python benchmarks/synthetic_alignment.py            # the full run (CPU, see FULL below)
     python benchmarks/synthetic_alignment.py --quick    # a smoke run of every step (< 1 min)
-    python benchmarks/synthetic_alignment.py --max-changed-fraction 0.5 --results benchmarks/results/minimal_edit
-                                                        # DPO / RRPO on minimal-edit rrpo pairs only
+    python benchmarks/synthetic_alignment.py --max-changed-fraction 0.3 --results benchmarks/results/minimal_edit
+                                                        # DPO / RRPO on stricter minimal-edit rewrites
 
 Where the truth is exact (the synthetic video world, mmalign.world, here with large objects and at
 most 2 per video), for each seed:
 
 0. vision a stand-in for the pretrained vision encoder a real VLM starts from: the random vision
          tower learns which objects and motions each of its tokens shows (truth boxes of the
-         held-in videos; `pretrain_vision`). Shared by all seeds, as the SFT model is.
-1. SFT   a small Qwen2.5-VL built here from random weights (hidden 128, 2 layers) on the world's
-         held-in captions + short QA + the held-in yes/no questions (benchmark format), vision
-         tower frozen. Held-in = the world's train split.
-2. pairs self-alignment pairs from the held-in videos with mmalign's own generators, the SFT
-         model answering where the generator needs answers (see PAIRS for each one's settings).
-3. align copies of the SFT model with DPO, RRPO, TEMPLE-style, APASI-style and Mask-DPO, with
-         the same optimiser settings (fixed beforehand; nothing is tuned on the held-out split).
+         held-in videos; `pretrain_vision`). Shared by all seeds.
+1. SFT   per seed, a small Qwen2.5-VL built here from random weights (hidden 128, 2 layers) on the
+         world's held-in captions + short QA + the held-in yes/no questions (benchmark format),
+         vision tower frozen. Held-in = the world's train split, less the validation videos.
+2. pairs self-alignment pairs from the held-in pair videos with mmalign's own generators, each
+         seed's SFT model answering (see PAIRS). DPO and RRPO train on the same RRPO-recipe
+         pairs (`rrpo_qa`: questions with known answers asked on a masked + shuffled video, the
+         wrong answers kept, the truth rewritten minimally with the wrong concepts).
+3. align copies of each seed's SFT model with DPO, RRPO, TEMPLE-style, APASI-style and Mask-DPO;
+         each method's lr is chosen on held-in validation videos (seed 0) by PRIMARY.
 4. eval  every model on the held-out split (the world's test videos, never used above): the
-         synthetic hallucination benchmark (paired yes/no questions; evals/benchmarks/synthetic.py)
-         and caption-level object precision (`object_precision` below).
+         synthetic hallucination benchmark (paired yes/no questions) and caption-level object
+         precision, CHAIR_s, recall and objects named.
 
+PRIMARY, the metric the target is judged on, was fixed before any held-out number was looked
+at: the hallucination-question accuracy of the synthetic benchmark.
 Writes benchmarks/results/synthetic_alignment.{json,md,png}: per method the mean over seeds, the
 seed spread (min..max and sample std), and the per-seed improvement over that seed's own SFT model.
 Intermediate runs live under runs/synthetic_alignment/ (rerunning reuses finished steps).
@@ -48,7 +52,7 @@ from tqdm.auto import tqdm  # noqa: E402
 # The world's objects are large (26-32 px of a 64 px frame) and at most 2 per video: with the default
 # 14-20 px objects, a model this small trained from scratch never learned to read the video.
 FULL = dict(n_videos=640, object_sizes=(26, 32), max_objects=2, hidden=128, layers=2, vision_steps=1500,
-            sft_steps=3000, sft_lr=2e-3, pair_videos=160, val_videos=80, align_steps=40,
+            sft_steps=3000, sft_lr=2e-3, pair_videos=200, val_videos=80, align_steps=40,
             align_lrs=(1e-4, 3e-4, 1e-3), batch_size=8,
             seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48)
 QUICK = dict(n_videos=8, object_sizes=(26, 32), max_objects=2, hidden=32, layers=1, vision_steps=2, sft_steps=2,
@@ -59,16 +63,19 @@ METHODS = ("dpo", "rrpo", "temple", "apasi", "mask_dpo")
 LABELS = {"sft": "SFT only", "dpo": "DPO", "rrpo": "RRPO", "temple": "TEMPLE-style", "apasi": "APASI-style",
           "mask_dpo": "Mask-DPO"}
 BENCH_SUFFIX = "\nAnswer the question using 'yes' or 'no'."  # the benchmark's own (VideoHallucer) suffix
+PRIMARY = "halluc_accuracy"  # fixed before the first run; see the module docstring
 
 # Which generator makes each method's pairs, and the training method / loss it is trained with.
 # `answers: truth` = chosen is the truth caption (the synthetic world has it); the rejected side
 # is always the SFT model's own output (rrpo, temple) or an edit of a caption (inject, apasi).
 PAIRS = {
-    # RRPO's recipe: the SFT model answers on a masked (25-50% area) + locally shuffled video;
-    # chosen = truth caption, differing phrases -> spans. DPO trains on the very same pairs, so
-    # RRPO vs DPO compares the losses only.
-    "rrpo": {"generator": "rrpo", "answers": "truth",
-             "rrpo": {"mask_area": [0.25, 0.5], "shuffle_window": 4, "pairs_per_video": 2}},
+    # RRPO's recipe: the SFT model answers questions with known answers (yes/no, short, open) on a
+    # masked (25-50% area) + locally shuffled video; its wrong answers are kept; the rejected side
+    # is the truth rewritten with the wrong concepts (exact, from the world's facts), differing
+    # phrases -> spans. DPO trains on the very same pairs, so RRPO vs DPO compares the losses only.
+    "rrpo_qa": {"generator": "rrpo_qa",
+                "rrpo": {"mask_area": [0.25, 0.5], "shuffle_window": 4, "max_changed_fraction": 0.6},
+                "rrpo_qa": {"types": ["yes_no", "short", "open"]}},
     # TEMPLE (pixel-level variant): the SFT model captions the clip-dropped / shuffled / reversed
     # video (rejected) vs the truth caption (chosen); difficulty from the strength m.
     "temple": {"generator": "temple", "answers": "truth", "temple": {"source": "pixels", "clips": 8,
@@ -83,8 +90,8 @@ PAIRS = {
                "inject": {"types": ["object", "attribute", "count", "direction", "order", "cooccurrence"]}},
 }
 TRAIN = {  # method -> (pairs file, training method, loss, extra data settings)
-    "dpo": ("rrpo", "dpo", {"beta": 0.1}, {}),
-    "rrpo": ("rrpo", "rrpo", {"beta": 0.1, "alpha": 0.01}, {}),
+    "dpo": ("rrpo_qa", "dpo", {"beta": 0.1}, {}),
+    "rrpo": ("rrpo_qa", "rrpo", {"beta": 0.1, "alpha": 0.01}, {}),
     # TEMPLE's DPO is ms-swift's default: sigmoid DPO + 1.0 x chosen NLL (= RPO); its curriculum
     # (easy m first) as one stage ordered by difficulty instead of four merged stages.
     "temple": ("temple", "rpo", {"beta": 0.1, "alpha": 1.0}, {"curriculum": "ordered"}),
@@ -207,15 +214,17 @@ def pretrain_vision(model_path: Path, out: Path, world: Path, steps: int, seed: 
 
 # ---------------------------------------------------------------- data
 
-def sft_file(world: Path) -> Path:
+def sft_file(world: Path, exclude: set[str]) -> Path:
     """The world's held-in SFT records (captions + short QA) plus the held-in benchmark questions
-    in the benchmark's prompt format, so the SFT model knows the yes/no format it is tested in."""
+    in the benchmark's prompt format, so the SFT model knows the yes/no format it is tested in;
+    the videos in `exclude` (validation) are left out, so choosing an lr on them is fair."""
     from mmalign.io import atomic_write_jsonl, iter_jsonl
 
     out = world / "sft_mix_train.jsonl"
-    rows = [row for _, row in iter_jsonl(world / "sft_train.jsonl")]
+    video_id = lambda row: Path(row["video"]).stem  # noqa: E731
+    rows = [row for _, row in iter_jsonl(world / "sft_train.jsonl") if video_id(row) not in exclude]
     for _, b in iter_jsonl(world / "bench.jsonl"):
-        if b["split"] != "train":
+        if b["split"] != "train" or video_id(b) in exclude:
             continue
         for role in ("basic", "hallucination"):
             rows.append({"id": f"{b['id']}-{role}", "video": b["video"], "prompt": b[role]["question"] + BENCH_SUFFIX,
@@ -278,8 +287,21 @@ def make_pairs(name: str, model_path: str, videos: Path, world: Path, out: Path,
     return target
 
 
+def validation_bench(world: Path, work: Path, ids: list[str]) -> Path:
+    """A benchmark folder holding only the held-in validation videos' yes/no pairs (as its
+    "test" split; the videos stay where they are)."""
+    from mmalign.io import atomic_write_jsonl, iter_jsonl
+
+    folder = work / f"val_bench_{len(ids)}"
+    keep = set(ids)
+    rows = [{**b, "split": "test", "video": str((world / b["video"]).resolve())}
+            for _, b in iter_jsonl(world / "bench.jsonl") if Path(b["video"]).stem in keep]
+    atomic_write_jsonl(folder / "bench.jsonl", rows)
+    return folder
+
+
 def bench_eval(models: dict[str, str], world: Path, out: Path) -> dict[str, dict]:
-    """The synthetic hallucination benchmark on the held-out (test) split, for each model."""
+    """The synthetic hallucination benchmark on `world`'s test split, for each model."""
     from mmalign.evals.config import build_eval_config
     from mmalign.evals.run import evaluate
 
@@ -341,12 +363,14 @@ def caption_eval(model_path: str, world: Path, size: dict, ids: list[str]) -> di
 
 # ---------------------------------------------------------------- one seed
 
-def run_sft(size: dict, world: Path, work: Path) -> Path:
-    """One SFT model (seed 0), shared by every seed's alignment runs (the CPU budget allows one):
-    vision pretraining, then the language model on the SFT mix with the vision tower frozen."""
+def run_sft(size: dict, world: Path, work: Path, seed: int) -> Path:
+    """The SFT model of one seed: the shared vision stand-in, then the language model on the SFT
+    mix (seeded data order) with the vision tower frozen. One per seed, so the SFT row has a
+    spread of its own and every method is compared with its own seed's SFT model."""
     base = build_small_qwen(work / "base", size["hidden"], size["layers"], 0)
     base = pretrain_vision(base, work / "vision", world, size["vision_steps"])
-    return train_run(work / "sft", str(base), "sft", sft_file(world), size, 0, lr=size["sft_lr"],
+    mix = sft_file(world, set(held_in_split(world, size)[1]))
+    return train_run(work / f"sft-seed{seed}", str(base), "sft", mix, size, seed, lr=size["sft_lr"],
                      max_steps=size["sft_steps"], freeze_vision=True)
 
 
@@ -363,33 +387,38 @@ def align(method: str, lr: float, out: Path, sft: Path, pairs: dict, size: dict,
                          max_steps=size["align_steps"], loss=loss, data=data))
 
 
-def choose_lrs(sft: Path, pairs: dict, size: dict, world: Path, wdir: Path, seed: int, bar) -> dict:
-    """Per method, the alignment lr (of size["align_lrs"]) with the best caption object precision
-    on held-in validation videos (not used for pairs), on the first seed; the others reuse it."""
-    _, val = held_in_split(world, size)
+def choose_lrs(sft: Path, pairs: dict, size: dict, world: Path, work: Path, wdir: Path, seed: int, bar) -> dict:
+    """Per method, the alignment lr (of size["align_lrs"]) with the best PRIMARY on the held-in
+    validation videos (used by no pair and left out of SFT), on the first seed; the others
+    reuse it. The number of steps is fixed (size["align_steps"]), not chosen."""
+    val_bench = validation_bench(world, work, held_in_split(world, size)[1])
     choice = {}
     for method, (pair_name, *_) in TRAIN.items():
         bar.set_description(f"seed {seed}: choose lr {method}")
         if pairs[pair_name].stat().st_size == 0:
             continue
-        scores = {lr: caption_eval(align(method, lr, wdir / f"{method}-lr{lr:g}", sft, pairs, size, seed), world, size,
-                                   val)["object_precision"] for lr in size["align_lrs"]}
-        best = max(scores, key=lambda lr: (scores[lr], -lr))  # ties: the smaller step
-        choice[method] = {"lr": best, "validation_object_precision": scores}
+        runs = {f"lr{lr:g}": align(method, lr, wdir / f"{method}-lr{lr:g}", sft, pairs, size, seed)
+                for lr in size["align_lrs"]}
+        scores = bench_eval({"sft": str(sft), **runs}, val_bench, wdir / f"val-{method}")
+        by_lr = {lr: scores[f"lr{lr:g}"][PRIMARY] for lr in size["align_lrs"]}
+        best = max(by_lr, key=lambda lr: (by_lr[lr], -lr))  # ties: the smaller step
+        choice[method] = {"lr": best, f"validation_{PRIMARY}": by_lr, f"validation_sft_{PRIMARY}": scores["sft"][PRIMARY]}
     return choice
 
 
-def run_seed(seed: int, sft: Path, size: dict, world: Path, work: Path, bar, lrs: dict | None) -> dict:
-    """Pairs (generator seed), alignment (data order / init seed) and evaluation for one seed.
-    `lrs`: the chosen alignment lr per method (None: choose them on this seed)."""
+def run_seed(seed: int, size: dict, world: Path, work: Path, bar, lrs: dict | None) -> dict:
+    """This seed's SFT model, pairs (generator seed), alignment (data order / init seed) and
+    evaluation. `lrs`: the chosen alignment lr per method (None: choose them on this seed)."""
     wdir = work / f"seed{seed}"
+    bar.set_description(f"seed {seed}: sft")
+    sft = run_sft(size, world, work, seed)
     videos = held_in_videos(world, work, held_in_split(world, size)[0])
     pairs = {}
     for name in PAIRS:
         bar.set_description(f"seed {seed}: pairs {name}")
         pairs[name] = make_pairs(name, str(sft), videos, world, wdir / "pairs", size, seed)
         bar.update(1)
-    chosen = choose_lrs(sft, pairs, size, world, wdir, seed, bar) if lrs is None else lrs
+    chosen = choose_lrs(sft, pairs, size, world, work, wdir, seed, bar) if lrs is None else lrs
     models, no_pairs = {"sft": str(sft)}, []
     for method, (pair_name, *_) in TRAIN.items():
         bar.set_description(f"seed {seed}: align {method}")
@@ -412,17 +441,50 @@ def run_seed(seed: int, sft: Path, size: dict, world: Path, work: Path, bar, lrs
         if name != "sft" and name not in no_pairs and summary.exists():
             result[name]["train_summary"] = json.loads(summary.read_text())
     result["pairs"] = {k: sum(1 for _ in open(v)) for k, v in pairs.items()}
+    result["pair_stages"] = pair_stages(pairs["rrpo_qa"])
     result["lrs"] = chosen
     bar.update(1)
     return result
 
 
+def pair_stages(path: Path) -> dict:
+    """Where the RRPO-recipe questions went: asked, answered right (no pair), wrong but nothing
+    to rewrite, rewrite not minimal, kept; the wrong-answer rate and the mean changed fraction
+    of the kept open-answer rewrites, and the kept pairs by question type."""
+    from mmalign.perturb.run import report_path
+
+    report = json.loads(report_path(path).read_text())
+    rows = [json.loads(line) for line in open(path)]
+    asked = report["records"] + sum(report["filtered"].values())
+    right = sum(n for k, n in report["filtered"].items() if k.startswith("1 "))
+    opened = [r["meta"]["changed_fraction"] for r in rows if r["meta"]["question_type"] == "open"]
+    types: dict[str, int] = {}
+    for r in rows:
+        types[r["meta"]["question_type"]] = types.get(r["meta"]["question_type"], 0) + 1
+    return {"asked": asked, "wrong_answer_rate": (asked - right) / max(1, asked), "filtered": report["filtered"],
+            "kept": report["records"], "kept_by_type": types,
+            "open_mean_changed_fraction": statistics.mean(opened) if opened else None}
+
+
 # ---------------------------------------------------------------- report
 
 HEADLINE = ("accuracy", "halluc_accuracy", "basic_accuracy", "object_precision", "chair_s", "object_recall")
-JUDGED = ("accuracy", "object_precision")  # the two held-out hallucination metrics, higher = better
-NAMES = {"accuracy": "pair acc. (held-out) ↑", "halluc_accuracy": "halluc. q acc. ↑", "basic_accuracy": "basic q acc. ↑",
+JUDGED = ("accuracy", "halluc_accuracy", "object_precision", "chair_s")  # the candidate hallucination metrics
+LOWER_IS_BETTER = ("chair_s",)
+NAMES = {"accuracy": "pair acc. ↑", "halluc_accuracy": "halluc. q acc. ↑", "basic_accuracy": "basic q acc. ↑",
          "object_precision": "caption obj. precision ↑", "chair_s": "CHAIR_s ↓", "object_recall": "caption obj. recall ↑"}
+
+
+def beyond_spread(deltas: list[float], lower_is_better: bool = False) -> bool:
+    """The issue's rule: every seed's delta against its own SFT model points the good way, and
+    the mean delta exceeds twice the deltas' std."""
+    signed = [-d if lower_is_better else d for d in deltas]
+    spread = statistics.stdev(signed) if len(signed) > 1 else 0.0
+    return all(d > 0 for d in signed) and statistics.mean(signed) > 2 * spread
+
+
+def _change(value: float, base: float) -> float:
+    return (value / base - 1) if base else (0.0 if value == 0 else float("inf"))
 
 
 def aggregate(per_seed: dict[int, dict]) -> dict:
@@ -434,42 +496,57 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
             deltas = [per_seed[s][name][metric] - per_seed[s]["sft"][metric] for s in per_seed]
             row[metric] = {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
                            "min": min(vals), "max": max(vals), "values": vals,
-                           "delta_mean": statistics.mean(deltas), "deltas": deltas}
+                           "delta_mean": statistics.mean(deltas), "deltas": deltas,
+                           "deltas_std": statistics.stdev(deltas) if len(deltas) > 1 else 0.0}
         row["mentions"] = [per_seed[s][name]["mentions"] for s in per_seed]
+        row["mentions_change"] = [_change(per_seed[s][name]["mentions"], per_seed[s]["sft"]["mentions"])
+                                  for s in per_seed]
         table[name] = row
-    for metric in JUDGED:
-        for name in METHODS:
+    for name in METHODS:
+        for metric in JUDGED:
             r = table[name][metric]
-            # "Beyond the seed spread": the improvement is larger than the std of either arm, and
-            # every seed's model beats its own SFT model.
-            spread = max(r["std"], table["sft"][metric]["std"])
-            r["beats_sft_beyond_spread"] = bool(r["delta_mean"] > spread and all(d > 0 for d in r["deltas"]))
+            r["beats_sft_beyond_spread"] = beyond_spread(r["deltas"], metric in LOWER_IS_BETTER)
+        table[name]["length_within_15pct"] = all(abs(c) <= 0.15 for c in table[name]["mentions_change"])
     return table
 
 
 def markdown(table: dict, meta: dict) -> str:
     seeds = meta["seeds"]
     lines = [f"Held-out synthetic world ({meta['test_videos']} test videos, {meta['bench_pairs']} yes/no pairs), "
-             f"mean ± std over seeds {seeds}; Δ = mean change vs the same seed's SFT model.", "",
+             f"mean ± std over seeds {seeds} (one SFT model per seed); Δ = mean ± std of the per-seed change vs "
+             f"that seed's own SFT model. Primary metric (fixed beforehand): {NAMES[PRIMARY]}.", "",
              "| method | " + " | ".join(NAMES[m] for m in HEADLINE)
-             + " | objects named | Δ pair acc. | Δ obj. precision | beats SFT beyond spread (pair acc. / obj. precision) |",
-             "|---|" + "---|" * (len(HEADLINE) + 4)]
+             + " | objects named (Δ) | Δ " + NAMES[PRIMARY] + " | beyond spread: " + " / ".join(NAMES[m] for m in JUDGED)
+             + " |", "|---|" + "---|" * (len(HEADLINE) + 3)]
     for name in ("sft",) + METHODS:
         row = table[name]
         silent = not any(row.get("mentions", [1]))  # no caption named any object: precision undefined
         cells = [("n/a (no object named)" if silent and m in ("object_precision", "chair_s") else
                   f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}") for m in HEADLINE]
-        deltas = ["", ""] if name == "sft" else [f"{row[m]['delta_mean']:+.3f}" for m in JUDGED]
-        beats = "" if name == "sft" else " / ".join("yes" if row[m]["beats_sft_beyond_spread"] else "**no**"
-                                                      for m in JUDGED)
+        named = f"{statistics.mean(row['mentions']):.0f}"  # object mentions in all test captions, seed mean
+        if name == "sft":
+            lines.append(f"| {LABELS[name]} | " + " | ".join(cells + [named, "", ""]) + " |")
+            continue
+        named += f" ({100 * statistics.mean(row['mentions_change']):+.0f}%)"
+        p = row[PRIMARY]
+        beats = " / ".join("**yes**" if row[m]["beats_sft_beyond_spread"] else "no" for m in JUDGED)
         if name in meta.get("no_pairs", {}):
             beats = f"**no pairs** (seeds {meta['no_pairs'][name]}: = SFT)"
-        named = f"{statistics.mean(row['mentions']):.0f}"  # object mentions in all test captions, seed mean
-        lines.append(f"| {LABELS[name]} | " + " | ".join(cells + [named] + deltas) + f" | {beats} |")
+        lines.append(f"| {LABELS[name]} | " + " | ".join(cells + [named, f"{p['delta_mean']:+.3f} ± {p['deltas_std']:.3f}",
+                                                            beats]) + " |")
     if meta.get("lrs"):
         lines += ["", "Alignment lr per method, chosen on held-in validation videos (seed "
-                  f"{seeds[0]}, best caption object precision of {list(meta['size']['align_lrs'])}): "
+                  f"{seeds[0]}, best {NAMES[PRIMARY]} of {list(meta['size']['align_lrs'])}): "
                   + ", ".join(f"{LABELS[m]} {c['lr']:g}" for m, c in meta["lrs"].items()) + "."]
+    if meta.get("pair_stages"):
+        lines += ["", "RRPO-recipe pairs (DPO and RRPO train on them), per seed: questions asked on the perturbed "
+                  "video -> answered wrong -> kept after the rewrite and the minimal-edit filter:", ""]
+        for seed, st in meta["pair_stages"].items():
+            fraction = st["open_mean_changed_fraction"]
+            lines.append(f"- seed {seed}: {st['asked']} asked, wrong-answer rate {st['wrong_answer_rate']:.3f}, "
+                         f"{st['kept']} kept ({', '.join(f'{k} {v}' for k, v in sorted(st['kept_by_type'].items()))}); "
+                         f"dropped: " + ", ".join(f"{k[2:]} {v}" for k, v in sorted(st["filtered"].items()))
+                         + (f"; open rewrites change {fraction:.3f} of the text on average" if fraction else ""))
     lines += ["", f"Wall time {meta['wall_minutes']:.1f} min on {meta['cpus']} CPU cores; "
               f"regenerate with `{meta['command']}`."] + ([f"({meta['note']}.)"] if meta.get("note") else [])
     return "\n".join(lines) + "\n"
@@ -483,7 +560,7 @@ def plot(table: dict, path: Path, meta: dict) -> None:
 
     names = ("sft",) + METHODS
     fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
-    for ax, metric in zip(axes, ("accuracy", "object_precision", "object_recall")):
+    for ax, metric in zip(axes, (PRIMARY, "accuracy", "object_precision")):
         means = [table[n][metric]["mean"] for n in names]
         errs = [table[n][metric]["std"] for n in names]
         ax.bar(range(len(names)), means, yerr=errs, capsize=4,
@@ -528,21 +605,23 @@ def main(argv=None) -> dict:
     ap.add_argument("--results", default=None, help="results folder (default benchmarks/results; --quick: the work folder)")
     ap.add_argument("--seeds", type=int, nargs="*", default=None, help="override the seeds")
     ap.add_argument("--report-only", action="store_true", help="re-render md / png from the results json")
-    ap.add_argument("--max-changed-fraction", type=float, default=1.0,
-                    help="rrpo pairs (DPO and RRPO train on them): keep only pairs whose differing spans cover at "
-                         "most this share of the texts (RRPO's minimal edits); 1 = keep all")
+    ap.add_argument("--max-changed-fraction", type=float, default=PAIRS["rrpo_qa"]["rrpo"]["max_changed_fraction"],
+                    help="RRPO-recipe pairs (DPO and RRPO train on them): drop open-answer rewrites whose differing "
+                         "spans cover more than this share of the two texts")
     args = ap.parse_args(argv)
     if args.report_only:
         stem = Path(args.results or ROOT / "benchmarks/results") / "synthetic_alignment"
         data = json.loads(Path(f"{stem}.json").read_text())
         return write_report(stem, aggregate(data["per_seed"]), data["meta"], data["per_seed"])
-    PAIRS["rrpo"]["rrpo"]["max_changed_fraction"] = args.max_changed_fraction
+    default_fraction = PAIRS["rrpo_qa"]["rrpo"]["max_changed_fraction"]
+    PAIRS["rrpo_qa"]["rrpo"]["max_changed_fraction"] = args.max_changed_fraction
+    other = args.max_changed_fraction != default_fraction
     size = dict(QUICK if args.quick else FULL)
     if args.seeds:
         size["seeds"] = tuple(args.seeds)
     # Finished steps are reused by folder, so another pair filter needs its own folder.
     default_work = "runs/synthetic_alignment" + ("_quick" if args.quick else "") + (
-        f"_mcf{args.max_changed_fraction:g}" if args.max_changed_fraction < 1 else "")
+        f"_mcf{args.max_changed_fraction:g}" if other else "")
     work = Path(args.work or ROOT / default_work)
     results = Path(args.results or (work if args.quick else ROOT / "benchmarks/results"))
     results.mkdir(parents=True, exist_ok=True)
@@ -556,21 +635,18 @@ def main(argv=None) -> dict:
     _cache_videos()
     steps_per_seed = len(PAIRS) + len(METHODS) + 1
     per_seed = {}
-    with tqdm(total=1 + steps_per_seed * len(size["seeds"]), unit="step") as bar:
-        bar.set_description("sft")
-        sft = run_sft(size, world, work)
-        # Competence is checked where it may be: on held-in videos (the held-out split chooses nothing).
-        held_in = caption_eval(str(sft), world, size, held_in_split(world, size)[1])
-        bar.update(1)
+    with tqdm(total=steps_per_seed * len(size["seeds"]), unit="step") as bar:
         lrs = None
         for seed in size["seeds"]:
-            per_seed[seed] = run_seed(seed, sft, size, world, work, bar, lrs)
+            per_seed[seed] = run_seed(seed, size, world, work, bar, lrs)
             lrs = per_seed[seed]["lrs"]
     table = aggregate(per_seed)
     command = "python benchmarks/synthetic_alignment.py" + (" --quick" if args.quick else "") + (
-        f" --max-changed-fraction {args.max_changed_fraction:g}" if args.max_changed_fraction < 1 else "") + (
+        f" --max-changed-fraction {args.max_changed_fraction:g}" if other else "") + (
         f" --results {args.results}" if args.results and not args.quick else "")
-    meta = {"command": command, "sft_validation_captions": held_in, "lrs": per_seed[size["seeds"][0]]["lrs"], "seeds": list(size["seeds"]), "size": size, "wall_minutes": (time.time() - t0) / 60,
+    meta = {"command": command, "primary": PRIMARY, "lrs": per_seed[size["seeds"][0]]["lrs"],
+            "pair_stages": {s: per_seed[s]["pair_stages"] for s in per_seed},
+            "seeds": list(size["seeds"]), "size": size, "wall_minutes": (time.time() - t0) / 60,
             "cpus": os.cpu_count(), "test_videos": manifest["counts"]["test_videos"],
             "bench_pairs": sum(json.loads(line)["split"] == "test" for line in open(world / "bench.jsonl")),
             "pairs": {"generators": PAIRS, "training": {k: {"pairs": v[0], "method": v[1], "loss": v[2], "data": v[3]}
@@ -585,8 +661,9 @@ def write_report(stem: Path, table: dict, meta: dict, per_seed: dict) -> dict:
             if res[name].get("no_pairs"):
                 no_pairs.setdefault(name, []).append(int(seed))
     meta["no_pairs"] = no_pairs
-    Path(f"{stem}.json").write_text(json.dumps({"meta": meta, "table": table, "per_seed": per_seed}, indent=1,
-                                               default=str))
+    text = json.dumps({"meta": meta, "table": table, "per_seed": per_seed}, indent=1, default=str)
+    # Committed results name no folder of the machine they ran on: paths relative to the repository.
+    Path(f"{stem}.json").write_text(text.replace(str(ROOT) + "/", ""))
     md = markdown(table, meta)
     Path(f"{stem}.md").write_text(md)
     plot(table, Path(f"{stem}.png"), meta)

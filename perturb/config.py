@@ -11,7 +11,7 @@ from typing import Literal
 from mmalign.config import ConfigError, ModelConfig, RunConfig, SamplingConfig, _build, _f, apply_overrides, load_raw
 from mmalign.data.video_ops import TEMPLE_KINDS
 
-GENERATORS = ("temple", "rrpo", "video", "inject", "apasi", "ospo")
+GENERATORS = ("temple", "rrpo", "rrpo_qa", "video", "inject", "apasi", "ospo")
 INJECTION_TYPES = ("object", "attribute", "count", "direction", "order", "cooccurrence", "prior")
 FRAME_PERTURBATIONS = ("frame_drop", "repeat", "speed_up", "slow_down", "freeze", "crop", "blur", "noise", "mask",
                        "local_shuffle", "reverse", "object_mask")
@@ -60,6 +60,26 @@ class RrpoConfig:
     pairs_per_video: int = _f(1, "Perturbed answers per video (each with its own mask and shuffle).")
     max_changed_fraction: float = _f(1.0, "Drop pairs whose differing spans cover more than this share of the two "
                                           "texts (1 = keep all; RRPO wants minimal edits).")
+
+
+@dataclass
+class RrpoQaConfig:
+    questions: str = _f("world", "Question source: `world` (yes/no, multiple-choice, short and open questions from "
+                                 "the synthetic world's truth) or a JSONL of {video, prompt, answer, type?, options?} "
+                                 "records, `video` relative to --videos.")
+    types: list[Literal["yes_no", "mcq", "short", "open"]] = _f(
+        ["yes_no", "short", "open"], "World question types to ask: yes_no, mcq, short, open.")
+    per_video: int | None = _f(None, "Ask at most this many questions per video (drawn per video); None = all.", ge=1)
+    judge: Literal["auto", "rules", "model"] = _f(
+        "auto", "Judge of open answers: the world's facts (rules) or judge_model; auto = rules where the video has "
+                "truth. Short forms are always exact match.")
+    judge_model: str | None = _f(None, "Local chat model folder (AutoModelForCausalLM) judging open answers on real "
+                                       "videos, e.g. a Qwen2.5-7B-Instruct checkpoint.")
+    rewriter: Literal["auto", "facts", "model"] = _f(
+        "auto", "Who rewrites the truth with the wrong concepts: the world's facts (exact) or rewriter_model (RRPO's "
+                "two-turn prompt); auto = facts where the video has truth.")
+    rewriter_model: str | None = _f(None, "Local chat model folder for the rewrite (default: judge_model's).")
+    text_max_new_tokens: int = _f(128, "Longest judge / rewriter reply.", ge=1)
 
 
 @dataclass
@@ -117,7 +137,9 @@ class PairsConfig:
                                          "rejected_video are defined on this clip).", nested=SamplingConfig)
     generation: GenerationConfig = _f(None, "Decoding.", nested=GenerationConfig)
     temple: TempleConfig = _f(None, "generator: temple.", nested=TempleConfig)
-    rrpo: RrpoConfig = _f(None, "generator: rrpo.", nested=RrpoConfig)
+    rrpo: RrpoConfig = _f(None, "generator: rrpo and rrpo_qa (the perturbation, the minimal-edit filter).",
+                          nested=RrpoConfig)
+    rrpo_qa: RrpoQaConfig = _f(None, "generator: rrpo_qa (questions, judge, rewriter).", nested=RrpoQaConfig)
     video: VideoOpsConfig = _f(None, "generator: video.", nested=VideoOpsConfig)
     inject: InjectConfig = _f(None, "generator: inject.", nested=InjectConfig)
     apasi: ApasiConfig = _f(None, "generator: apasi.", nested=ApasiConfig)
@@ -173,6 +195,9 @@ def _validate(cfg: PairsConfig) -> None:
          "must be numbers in (0, 1)")
     need(all("{}" in t for t in cfg.apasi.templates) and cfg.apasi.templates, "apasi.templates", "each must contain {}")
     need(bool(cfg.ospo.kinds), "ospo.kinds", "needs at least one kind")
+    q = cfg.rrpo_qa.questions
+    need(q == "world" or Path(q).is_file(), "rrpo_qa.questions", f"{q}: not 'world' and no such QA file")
+    need(bool(cfg.rrpo_qa.types), "rrpo_qa.types", "needs at least one question type")
     need("{}" in cfg.ospo.question, "ospo.question", "must contain {}")
     need(len(cfg.ospo.fill) == 3 and all(0 <= v <= 255 for v in cfg.ospo.fill), "ospo.fill", "must be [r, g, b] in 0..255")
 
@@ -180,7 +205,7 @@ def _validate(cfg: PairsConfig) -> None:
 def needs_model(cfg: PairsConfig) -> bool:
     """Whether this config asks the model for anything (a model-free run never loads torch)."""
     g = cfg.generator
-    if cfg.answers == "model" or g in ("rrpo", "video", "apasi") or (g == "ospo" and cfg.ospo.self_check):
+    if cfg.answers == "model" or g in ("rrpo", "rrpo_qa", "video", "apasi") or (g == "ospo" and cfg.ospo.self_check):
         return True
     if g == "temple":
         t = cfg.temple

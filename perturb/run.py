@@ -43,12 +43,14 @@ from .config import PairsConfig, needs_model
 from .facts import Truth
 from .inject import InjectPairs
 from .objects import OspoPairs
+from .qa import RrpoQaPairs
 from .pair import Backend, Item, Result
 from .self_inject import ApasiPairs
 from .video import FrameOpsPairs, RrpoPairs, TemplePairs
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts")
-GENERATORS = {"temple": TemplePairs, "rrpo": RrpoPairs, "video": FrameOpsPairs, "inject": InjectPairs,
+GENERATORS = {"temple": TemplePairs, "rrpo": RrpoPairs, "rrpo_qa": RrpoQaPairs, "video": FrameOpsPairs,
+              "inject": InjectPairs,
               "apasi": ApasiPairs, "ospo": OspoPairs}
 KILL_ENV = "MMALIGN_KILL_AFTER_VIDEOS"
 

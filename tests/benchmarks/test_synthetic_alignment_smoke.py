@@ -51,6 +51,14 @@ def test_aggregate_spread_rule():
     assert not table["mask_dpo"]["accuracy"]["beats_sft_beyond_spread"]  # no change
 
 
+def test_beyond_spread_needs_every_seed_and_a_mean_over_twice_the_std():
+    sa = _module()
+    assert sa.beyond_spread([0.10, 0.12, 0.11])  # mean 0.11 > 2 x 0.01
+    assert not sa.beyond_spread([0.01, 0.10, 0.02])  # all positive, but mean 0.043 < 2 x 0.049
+    assert not sa.beyond_spread([0.10, 0.12, -0.01])
+    assert sa.beyond_spread([-0.05, -0.06, -0.05], lower_is_better=True)  # CHAIR_s going down
+
+
 def test_quick_run_writes_results(tmp_path):
     sa = _module()
     table = sa.main(["--quick", "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res")])
@@ -58,6 +66,9 @@ def test_quick_run_writes_results(tmp_path):
     stem = tmp_path / "res/synthetic_alignment"
     data = json.loads(Path(f"{stem}.json").read_text())
     assert data["meta"]["seeds"] == [0]
+    stages = data["meta"]["pair_stages"]["0"]
+    assert stages["asked"] == stages["kept"] + sum(stages["filtered"].values()) > 0
+    assert str(ROOT) not in Path(f"{stem}.json").read_text()
     assert "| RRPO |" in Path(f"{stem}.md").read_text()
     assert Path(f"{stem}.png").stat().st_size > 0
 

@@ -1,0 +1,338 @@
+"""generator: rrpo_qa — RRPO's self-alignment recipe on video questions with known answers.
+
+RRPO (Sarkar & Etemad 2025; pritamqu/RRPO, README and docs/DATA.md) makes its pairs so:
+
+1. start from video questions with known answers (yes/no, multiple choice, short answers,
+   open descriptions);
+2. the model being aligned answers each on a PERTURBED video (25-50% of the frame area masked
+   plus a local temporal shuffle: `rrpo.mask_area`, `rrpo.shuffle_window`);
+3. only the questions it gets WRONG are kept (`judge`);
+4. the rejected response is the ground truth rewritten minimally so that it carries the
+   model's wrong concepts (`rewriter`); the chosen response is the ground truth; the pair
+   differs only in the marked spans. Short answers need no rewrite: the wrong answer is the
+   rejected response.
+
+Question sources (`rrpo_qa.questions`): "world" builds yes/no, multiple-choice, short and open
+questions from the synthetic world's exact truth; a path names a user's JSONL of
+{video, prompt, answer, type?, options?} records (`video` relative to the --videos folder).
+Judges: exact match after normalisation for yes/no, option letters and short answers; open
+answers by the world's facts (`rules`) or a local HF causal LM (`model`). Rewriters: the
+world's facts (exact, `facts`) or the same kind of local LM with RRPO's two-turn prompt (list
+the key differences, then rewrite the truth with them). A rewrite changing more than
+`rrpo.max_changed_fraction` of the two texts is dropped and counted. The report's `filtered`
+counts every question that made no pair, by stage: answered right, judge, rewrite, filter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from mmalign.data.records import sentence_spans
+from mmalign.world import COLORS, SHAPES
+from mmalign.world.text import ANSWER_CHOICES, benchmark_items, caption_sentences, motion_phrase, qa_pairs
+
+from .diff import changed_fraction, diff_spans
+from .facts import check_sentence
+from .lexicon import NUMBER_WORDS, find_objects
+from .pair import Item, PairBuilder, Result, make_record, record_rng
+from .video import _perturbed
+
+QUESTION_TYPES = ("yes_no", "mcq", "short", "open")
+YES_NO_SUFFIX = "\nAnswer the question using 'yes' or 'no'."  # the synthetic benchmark's own
+MCQ_SUFFIX = "\nAnswer with the option's letter."
+OPEN_PROMPT = "Describe what happens in the video."
+LETTERS = "ABCD"
+
+# Drop reasons, in pipeline order (the report's `filtered` counts them).
+RIGHT = "1 answered right on the perturbed video"
+NO_CONCEPT = "2 wrong, but the rewrite found no concept to carry"
+NOT_MINIMAL = "3 rewrite not a minimal edit (rrpo.max_changed_fraction)"
+UNCHANGED = "3 rewrite equals the ground truth"
+
+
+# ---------------------------------------------------------------- questions
+
+def world_questions(scene, types, rng: np.random.Generator) -> list[dict]:
+    """{type, prompt, answer, kind} questions from the scene's truth."""
+    out = []
+    if "yes_no" in types:
+        for item in benchmark_items(scene):
+            for role in ("basic", "hallucination"):
+                q = item[role]
+                out.append({"type": "yes_no", "kind": item["type"], "prompt": q["question"] + YES_NO_SUFFIX,
+                            "answer": q["answer"]})
+    for qa in qa_pairs(scene):
+        if "short" in types:
+            out.append({"type": "short", "kind": qa["kind"], "prompt": qa["question"], "answer": qa["answer"]})
+        if "mcq" in types and qa["kind"] in ("color", "shape", "direction", "count"):
+            wrong = [c for c in ANSWER_CHOICES[qa["kind"]] if c != qa["answer"]]
+            options = [qa["answer"], *rng.choice(wrong, size=min(3, len(wrong)), replace=False).tolist()]
+            rng.shuffle(options)
+            letter = LETTERS[options.index(qa["answer"])]
+            text = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
+            out.append({"type": "mcq", "kind": qa["kind"], "prompt": f"{qa['question']}\n{text}{MCQ_SUFFIX}",
+                        "answer": letter, "options": options})
+    if "open" in types:
+        out.append({"type": "open", "kind": "caption", "prompt": OPEN_PROMPT, "answer": " ".join(caption_sentences(scene))})
+    return out
+
+
+def read_questions(path: str, videos: dict[str, Item]) -> dict[str, list[dict]]:
+    """A user's QA file: one {video, prompt (or question), answer, type?, options?} per line;
+    `video` is a path relative to the --videos folder (or its stem). type defaults to
+    yes_no / mcq / short / open from the answer's form."""
+    by_key = {}
+    stems = {it.key.rsplit(".", 1)[0]: it.key for it in videos.values()}
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            video, prompt, answer = row["video"], row.get("prompt", row.get("question")), row["answer"]
+            if not (isinstance(video, str) and isinstance(prompt, str) and isinstance(answer, str)):
+                raise TypeError("video, prompt and answer must be strings")
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{lineno}: not a QA record ({type(e).__name__}: {e})") from None
+        key = video if video in videos else stems.get(video.rsplit(".", 1)[0])
+        if key is None:
+            continue  # a question about a video not in this folder (or this process's share)
+        kind = row.get("type") or infer_type(answer, row.get("options"))
+        if kind not in QUESTION_TYPES:
+            raise ValueError(f"{path}:{lineno}: type {kind!r} is not one of {list(QUESTION_TYPES)}")
+        by_key.setdefault(key, []).append({"type": kind, "kind": row.get("kind", kind), "prompt": prompt,
+                                           "answer": answer, "options": row.get("options"),
+                                           "id": str(row.get("id", f"l{lineno}"))})
+    return by_key
+
+
+def infer_type(answer: str, options) -> str:
+    a = normalise(answer)
+    if a in ("yes", "no"):
+        return "yes_no"
+    if options or re.fullmatch(r"[a-d]", a):
+        return "mcq"
+    return "short" if len(a.split()) <= 3 else "open"
+
+
+# ---------------------------------------------------------------- judging
+
+def normalise(text: str) -> str:
+    """Lower case, punctuation dropped, number words as digits, whitespace collapsed."""
+    words = re.sub(r"[^\w\s]", " ", str(text).lower()).split()
+    numbers = {w: str(i) for i, w in enumerate(NUMBER_WORDS)}
+    return " ".join(numbers.get(w, w) for w in words)
+
+
+def short_form(text: str, kind: str) -> str:
+    """The answer a short-form question reads from a model's reply: its first yes/no word,
+    its option letter, or the whole normalised text."""
+    norm = normalise(text)
+    if kind == "yes_no":
+        first = norm.split()[:1]
+        return first[0] if first and first[0] in ("yes", "no") else norm
+    if kind == "mcq":
+        m = re.match(r"\s*\(?([A-Da-d])\b", str(text))
+        return m.group(1).upper() if m else norm
+    return norm
+
+
+def is_right(question: dict, reply: str) -> bool:
+    if question["type"] == "mcq":
+        return short_form(reply, "mcq") == question["answer"].strip().upper()[:1]
+    return short_form(reply, question["type"]) == normalise(question["answer"])
+
+
+def wrong_concepts(reply: str, scene) -> list[dict]:
+    """What a caption states that the scene contradicts, by the world's facts: objects named
+    that are not there, and motions wrong for objects that are."""
+    found = []
+    present = {o.name: o for o in scene.objects}
+    for m in find_objects(reply, "world"):
+        if m.text not in present and {"kind": "object", "name": m.text} not in found:
+            found.append({"kind": "object", "name": m.text})
+    for s, e in sentence_spans(reply):
+        sentence = reply[s:e]
+        if check_sentence(sentence, scene) != 0:
+            continue
+        m = re.search(rf"\b({'|'.join(COLORS)}) ({'|'.join(SHAPES)})\b.*?\b(moves (left|right|up|down)|stays still)",
+                      sentence.lower())
+        if m and f"{m.group(1)} {m.group(2)}" in present:
+            direction = m.group(4) or "static"
+            found.append({"kind": "motion", "name": f"{m.group(1)} {m.group(2)}", "direction": direction})
+    return found
+
+
+# ---------------------------------------------------------------- rewriting with the facts
+
+def rewrite_with_facts(truth: str, concepts: list[dict], scene) -> str:
+    """The truth caption carrying the model's wrong concepts, changed as little as possible: a
+    wrong motion replaces that object's motion phrase; a hallucinated object takes the place
+    of a present one that shares its colour or shape (else the first one not yet replaced)."""
+    text = truth
+    present = sorted(scene.objects, key=lambda o: o.id)
+    replaced = set()
+    for c in concepts:
+        if c["kind"] == "motion":
+            obj = next(o for o in present if o.name == c["name"])
+            old, new = motion_phrase(obj.direction), motion_phrase(c["direction"])
+            text = re.sub(rf"(\b{obj.name} ){re.escape(old)}", rf"\g<1>{new}", text)
+    for c in concepts:
+        if c["kind"] != "object":
+            continue
+        color, shape = c["name"].split()
+        near = [o for o in present if o.name not in replaced and (o.color == color or o.shape == shape)]
+        pool = near or [o for o in present if o.name not in replaced]
+        if not pool:
+            continue
+        target = pool[0]
+        replaced.add(target.name)
+        text = re.sub(rf"\b{target.name}\b", c["name"], text)
+    return text
+
+
+# ---------------------------------------------------------------- the builder
+
+class RrpoQaPairs(PairBuilder):
+    name = "rrpo_qa"
+
+    def __init__(self, cfg, backend):
+        super().__init__(cfg, backend)
+        self._judge = self._rewriter = None  # local LMs, loaded when first asked
+
+    def questions(self, item: Item) -> list[dict]:
+        c = self.cfg.rrpo_qa
+        if c.questions == "world":
+            if item.truth is None:
+                return []
+            qs = world_questions(item.truth.scene, c.types, record_rng(item, "questions"))
+            for i, q in enumerate(qs):
+                q["id"] = f"q{i}"
+        else:
+            qs = self._user_questions.get(item.key, [])
+        if c.per_video is not None and len(qs) > c.per_video:
+            pick = sorted(record_rng(item, "pick").choice(len(qs), size=c.per_video, replace=False).tolist())
+            qs = [qs[i] for i in pick]
+        return qs
+
+    def run(self, phase: str, items: list[Item]) -> list[Result]:
+        c, r = self.cfg.rrpo_qa, self.cfg.rrpo
+        results = {it.key: Result(it.key) for it in items}
+        if c.questions != "world":
+            self._user_questions = read_questions(c.questions, {it.key: it for it in items})
+        jobs = []
+        for it in items:
+            qs = self.questions(it)
+            if not qs:
+                results[it.key].skipped = ("rrpo_qa.questions: world, but the video has no truth file"
+                                           if c.questions == "world" else f"no question in {c.questions} names it")
+                continue
+            # One perturbed clip per video, as RRPO perturbs each video once for its questions.
+            tag = "rrpo_qa"
+            area = round(float(record_rng(it, tag).uniform(*r.mask_area)), 4)
+            ops = [{"op": "mask", "area": area}] + ([{"op": "shuffle", "window": r.shuffle_window}]
+                                                   if r.shuffle_window > 1 else [])
+            clip = _perturbed(it.video, ops, f"{it.stem}-{tag}")
+            jobs += [(it, q, ops, area, clip) for q in qs]
+        replies = self.backend.need("generate", "generator rrpo_qa")([(q["prompt"], clip) for _, q, *_, clip in jobs])
+        wrong = []
+        for (it, q, ops, area, _), reply in zip(jobs, replies):
+            if self._right(it, q, reply):
+                results[it.key].drop(RIGHT)
+            else:
+                wrong.append((it, q, ops, area, reply))
+        rejected = self._rewrite(wrong)
+        for (it, q, ops, area, reply), (rej, why) in zip(wrong, rejected):
+            self._add(results[it.key], it, q, ops, area, reply, rej, why)
+        return list(results.values())
+
+    # -- the judge: is the model's reply right?
+    def _right(self, it: Item, q: dict, reply: str) -> bool:
+        if q["type"] != "open":
+            return is_right(q, reply)
+        if self._judge_kind(it) == "rules":
+            return not wrong_concepts(reply, it.truth.scene)
+        return self.judge_model().agrees([(q["prompt"], q["answer"], reply)])[0]
+
+    def _judge_kind(self, it: Item) -> str:
+        j = self.cfg.rrpo_qa.judge
+        return ("rules" if it.truth is not None else "model") if j == "auto" else j
+
+    def _rewriter_kind(self, it: Item) -> str:
+        w = self.cfg.rrpo_qa.rewriter
+        return ("facts" if it.truth is not None else "model") if w == "auto" else w
+
+    # -- the rewriter: the ground truth carrying the wrong concepts
+    def _rewrite(self, wrong: list[tuple]) -> list[tuple[str | None, str | None]]:
+        out: list = [None] * len(wrong)
+        to_model = []
+        for i, (it, q, _, _, reply) in enumerate(wrong):
+            if q["type"] != "open":  # short answers need no rewrite: the wrong answer is the rejected response
+                out[i] = (self._short_rejected(q, reply), None)
+            elif self._rewriter_kind(it) == "facts":
+                concepts = wrong_concepts(reply, it.truth.scene)
+                out[i] = (rewrite_with_facts(q["answer"], concepts, it.truth.scene), None) if concepts \
+                    else (None, NO_CONCEPT)
+            else:
+                to_model.append(i)
+        if to_model:
+            texts = self.rewriter_model().rewrite([(wrong[i][1]["answer"], wrong[i][4]) for i in to_model])
+            for i, text in zip(to_model, texts):
+                out[i] = (text, None) if text.strip() else (None, NO_CONCEPT)
+        return out
+
+    @staticmethod
+    def _short_rejected(q: dict, reply: str) -> str:
+        """The model's short answer as the rejected response, in the chosen answer's form where
+        it reads one (yes / no, an option letter), else its reply as written."""
+        form = short_form(reply, q["type"])
+        if q["type"] == "yes_no" and form in ("yes", "no"):
+            return form
+        if q["type"] == "mcq" and len(form) == 1:
+            return form
+        return reply.strip() or "(no answer)"
+
+    def _add(self, result: Result, it: Item, q: dict, ops, area, reply: str, rejected: str | None,
+             why: str | None) -> None:
+        chosen = q["answer"]
+        if rejected is None:
+            result.drop(why)
+            return
+        if rejected.strip() == chosen.strip():
+            result.drop(UNCHANGED)
+            return
+        c_spans, r_spans = diff_spans(chosen, rejected)
+        fraction = changed_fraction(chosen, c_spans, rejected, r_spans)
+        if q["type"] == "open" and fraction > self.cfg.rrpo.max_changed_fraction:
+            result.drop(NOT_MINIMAL)
+            return
+        meta = {"question_type": q["type"], "question_kind": q["kind"], "perturbation": "mask+local_shuffle",
+                "mask_area": area, "shuffle_window": self.cfg.rrpo.shuffle_window, "model_answer": reply,
+                "judge": "exact" if q["type"] != "open" else self._judge_kind(it),
+                "rewriter": "none" if q["type"] != "open" else self._rewriter_kind(it),
+                "changed_fraction": round(fraction, 4), "question_source": self.cfg.rrpo_qa.questions}
+        result.records.append(make_record(self.cfg, it, f"rrpo_qa-{q['id']}", chosen, c_spans, rejected, r_spans,
+                                          generator=self.name, ops=ops, difficulty=1.0 - fraction, meta=meta,
+                                          prompt=q["prompt"]))
+
+    def judge_model(self):
+        if self._judge is None:
+            from .text_model import TextModel
+
+            self._judge = TextModel(self.cfg.rrpo_qa.judge_model, self.cfg.rrpo_qa.text_max_new_tokens,
+                                    self.cfg.seed, self.cfg.model.trust_remote_code)
+        return self._judge
+
+    def rewriter_model(self):
+        if self._rewriter is None:
+            from .text_model import TextModel
+
+            c = self.cfg.rrpo_qa
+            path = c.rewriter_model or c.judge_model
+            self._rewriter = (self.judge_model() if path == c.judge_model else
+                              TextModel(path, c.text_max_new_tokens, self.cfg.seed, self.cfg.model.trust_remote_code))
+        return self._rewriter
+

@@ -1,0 +1,180 @@
+"""generator rrpo_qa: RRPO's self-alignment recipe (questions on a perturbed video, wrong answers
+kept, the truth rewritten minimally with the wrong concepts), on the world and on real videos."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from mmalign.data.records import read_records
+from mmalign.perturb.config import build_pairs_config
+from mmalign.perturb.diff import apply_spans, changed_fraction
+from mmalign.perturb.pair import Backend
+from mmalign.perturb.qa import (NO_CONCEPT, NOT_MINIMAL, RIGHT, is_right, normalise, rewrite_with_facts, short_form,
+                                world_questions, wrong_concepts)
+from mmalign.perturb.run import report_path, run_pairs
+from mmalign.world import Scene
+from mmalign.world.scene import WorldObject
+
+
+def scene():
+    objects = (WorldObject(0, "circle", "red", 10, (10, 10), "left", 1, 0),
+               WorldObject(1, "square", "blue", 10, (40, 40), "static", 0, 4))
+    return Scene(seed=0, objects=objects)
+
+
+def test_short_forms_are_judged_by_exact_match_after_normalising():
+    yes_no = {"type": "yes_no", "answer": "no"}
+    assert is_right(yes_no, "No, there is not.") and not is_right(yes_no, "Yes.")
+    mcq = {"type": "mcq", "answer": "C"}
+    assert is_right(mcq, "(C) blue") and is_right(mcq, "c") and not is_right(mcq, "B. red")
+    short = {"type": "short", "answer": "2"}
+    assert is_right(short, "Two.") and not is_right(short, "three")
+    assert normalise("  The RED, circle! ") == "the red circle" and short_form("Yes, it does", "yes_no") == "yes"
+
+
+def test_world_questions_cover_each_type_with_exact_answers():
+    qs = world_questions(scene(), ["yes_no", "mcq", "short", "open"], np.random.default_rng(0))
+    types = {q["type"] for q in qs}
+    assert types == {"yes_no", "mcq", "short", "open"}
+    opened = [q for q in qs if q["type"] == "open"]
+    assert opened[0]["answer"] == "A red circle moves left. Then a blue square appears. The blue square stays still."
+    for q in (q for q in qs if q["type"] == "mcq"):
+        letter = q["answer"]
+        assert f"\n{letter}. " in q["prompt"] and q["prompt"].endswith("Answer with the option's letter.")
+
+
+def test_the_facts_rewrite_carries_exactly_the_wrong_concepts():
+    s = scene()
+    truth = "A red circle moves left. Then a blue square appears. The blue square stays still."
+    reply = "A red circle moves right. Then a blue triangle appears."
+    concepts = wrong_concepts(reply, s)
+    assert {"kind": "object", "name": "blue triangle"} in concepts
+    assert {"kind": "motion", "name": "red circle", "direction": "right"} in concepts
+    rewritten = rewrite_with_facts(truth, concepts, s)
+    assert rewritten == "A red circle moves right. Then a blue triangle appears. The blue triangle stays still."
+    assert wrong_concepts(truth, s) == []  # the truth itself carries none
+
+
+class AnswersWrong:
+    """A stub model: says "yes" to every yes/no question, "5" to every short one, and a
+    caption with a hallucinated object for the open question."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, prompts):
+        self.calls += prompts
+        out = []
+        for text, video in prompts:
+            if "yes' or 'no'" in text:
+                out.append("yes")
+            elif text.startswith("Describe"):
+                out.append("A purple triangle moves up.")
+            else:
+                out.append("5")
+        return out
+
+
+def test_world_run_keeps_wrong_answers_and_counts_every_stage(world, tmp_path):
+    model = AnswersWrong()
+    out = tmp_path / "qa.jsonl"
+    cfg = build_pairs_config({"generator": "rrpo_qa", "truth_dir": str(world / "truth"), "videos_per_batch": 3})
+    report = run_pairs(cfg, world / "videos", out, backend=Backend(model), show_progress=False)
+    records, skipped = read_records(out, "pair", allow_absolute_paths=True)  # the videos lie outside tmp_path
+    assert skipped == [] and len(records) == report["records"] > 0
+    # every question asked was answered on the masked + shuffled clip, not the clean one
+    assert all(v is not None and v.path.endswith(".mp4") for _, v in model.calls)
+    asked = len(model.calls)
+    assert report["records"] + sum(report["filtered"].values()) == asked
+    assert report["filtered"][RIGHT] > 0  # "yes" is right for the basic questions
+    for r in records:
+        assert r.chosen != r.rejected
+        assert apply_spans(r.chosen, r.chosen_spans, r.rejected, r.rejected_spans) == r.rejected
+        assert r.meta["question_type"] in ("yes_no", "short", "open")
+        assert r.rejected_video["ops"][0]["op"] == "mask" and 0.25 <= r.rejected_video["ops"][0]["area"] <= 0.5
+        if r.meta["question_type"] == "yes_no":
+            assert (r.chosen, r.rejected) == ("no", "yes")
+        if r.meta["question_type"] == "open":
+            assert "purple triangle" in r.rejected and r.meta["rewriter"] == "facts"
+            assert r.meta["changed_fraction"] == pytest.approx(
+                changed_fraction(r.chosen, r.chosen_spans, r.rejected, r.rejected_spans), abs=1e-4)
+
+
+def test_a_rewrite_over_max_changed_fraction_is_dropped_and_counted(world, tmp_path):
+    out = tmp_path / "qa.jsonl"
+    cfg = build_pairs_config({"generator": "rrpo_qa", "truth_dir": str(world / "truth"),
+                              "rrpo": {"max_changed_fraction": 0.01}, "rrpo_qa": {"types": ["open"]}})
+    report = run_pairs(cfg, world / "videos", out, backend=Backend(AnswersWrong()), show_progress=False)
+    assert report["records"] == 0 and report["filtered"][NOT_MINIMAL] == len(list((world / "videos").glob("*.mp4")))
+
+
+def tiny_chat_lm(path, replies):
+    """A tiny random Qwen2 causal LM saved as a user's local judge / rewriter model; its
+    `generate` is replaced by one that returns `replies` in turn (a random LM writes noise)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from mmalign.models.tiny import QWEN_CHAT_TEMPLATE, _qwen_tokenizer
+
+    tok = _qwen_tokenizer()
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+
+
+def test_real_videos_without_truth_use_a_qa_file_and_a_local_model_rewriter(world, tmp_path, monkeypatch):
+    """Videos with no truth files: questions from the user's QA file, short answers judged by
+    exact match, the open answer judged and rewritten by a local chat model (RRPO's two turns)."""
+    videos = tmp_path / "videos"
+    shutil.copytree(world / "videos", videos)
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps(r) for r in [
+        {"video": "vid0000.mp4", "prompt": "Is the ball red?", "answer": "no"},
+        {"video": "vid0000", "prompt": "Describe the video.", "answer": "A man kicks a red ball on a field."},
+        {"video": "missing.mp4", "prompt": "Is it?", "answer": "yes"}]) + "\n")
+    lm = tmp_path / "judge"
+    tiny_chat_lm(lm, None)
+    import mmalign.perturb.text_model as tm
+
+    turns = []
+
+    def chat(self, conversations):
+        turns.extend(conversations)
+        replies = []
+        for messages in conversations:
+            last = messages[-1]["content"]
+            replies.append("no" if last.startswith("Question:") else
+                           "- kicks -> throws\n- red -> blue" if last.startswith("Ground truth:") else
+                           "A man throws a blue ball on a field.")
+        return replies
+
+    monkeypatch.setattr(tm.TextModel, "chat", chat)
+    cfg = build_pairs_config({"generator": "rrpo_qa", "rrpo_qa": {"questions": str(qa), "judge_model": str(lm)}})
+    out = tmp_path / "pairs" / "qa.jsonl"
+    model = lambda prompts: ["yes" if p.startswith("Is") else "A woman throws a blue ball." for p, _ in prompts]
+    report = run_pairs(cfg, videos, out, backend=Backend(model), show_progress=False)
+    records, _ = read_records(out, "pair", allow_absolute_paths=True)
+    by_type = {r.meta["question_type"]: r for r in records}
+    assert (by_type["yes_no"].chosen, by_type["yes_no"].rejected) == ("no", "yes")
+    open_ = by_type["open"]
+    assert (open_.chosen, open_.rejected) == ("A man kicks a red ball on a field.", "A man throws a blue ball on a field.")
+    assert [open_.chosen[s:e] for s, e in open_.chosen_spans] == ["kicks", "red"]
+    assert open_.meta["judge"] == "model" and open_.meta["rewriter"] == "model"
+    # the rewrite saw the differences it listed first: RRPO's second turn
+    assert turns[-1][-2] == {"role": "assistant", "content": "- kicks -> throws\n- red -> blue"}
+    assert len(report["skipped"]) == len(list(videos.glob("*.mp4"))) - 1  # the others have no question
+    assert all("no question" in s["reason"] for s in report["skipped"])
+    assert not str(records[0].video).startswith(str(tmp_path / "pairs"))  # outside the output's folder: absolute
+
+
+def test_open_answers_on_real_videos_without_a_judge_model_fail_clearly(world, tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"video": "vid0000.mp4", "prompt": "Describe it.", "answer": "A long open answer here."}))
+    videos = tmp_path / "videos"
+    shutil.copytree(world / "videos", videos)
+    cfg = build_pairs_config({"generator": "rrpo_qa", "rrpo_qa": {"questions": str(qa)}})
+    with pytest.raises(ValueError, match="rrpo_qa.judge_model"):
+        run_pairs(cfg, videos, tmp_path / "o.jsonl", backend=Backend(lambda ps: ["x" for _ in ps]), show_progress=False)
