@@ -20,6 +20,7 @@ Predictions are stored stripped of surrounding whitespace, as the official infer
 from __future__ import annotations
 
 import json
+import sys
 from itertools import groupby
 from pathlib import Path
 from typing import Callable
@@ -27,7 +28,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from mmalign.config import ConfigError
-from mmalign.io import append_jsonl, atomic_write_json, iter_jsonl
+from mmalign.io import append_jsonl, atomic_write_json, cut_torn_tail
 
 from .benchmarks import Item
 
@@ -56,7 +57,19 @@ def read_predictions(out: Path) -> dict[str, dict]:
     kill mid-write, is ignored)."""
     rows: dict[str, dict] = {}
     for path in sorted(out.glob(SHARD_GLOB)):
-        for _, row in iter_jsonl(path, skip_torn_tail=True):
+        lines = path.read_bytes().split(b"\n")
+        for lineno, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+                if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+                    raise ValueError("no string 'id'")
+            except ValueError as e:
+                if any(line.strip() for line in lines[lineno:]):  # not just a torn last line
+                    print(f"mmalign: warning: {path}:{lineno}: not a prediction row ({str(e)[:80]}); skipped, "
+                          "its item is generated again", file=sys.stderr)
+                continue
             rows[row["id"]] = row
     return rows
 
@@ -139,6 +152,7 @@ def generate_predictions(items: list[Item], out: Path, load_model: Callable, cfg
         return 0
     model, processor = load_model()
     path = shard_path(out, process.process_index, process.num_processes)
+    cut_torn_tail(path)
     size = cfg.generation.batch_size
     with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"generate {out.name}", unit="item",
               disable=not process.is_local_main_process) as bar:

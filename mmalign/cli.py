@@ -50,7 +50,13 @@ def cmd_world(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
     parser = argparse.ArgumentParser(prog="mmalign", description="Align multimodal and video LLMs.")
+    try:
+        parser.add_argument("--version", action="version", version=f"mmalign {version('mmalign')}")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        parser.add_argument("--version", action="version", version="mmalign (not installed)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="Train from a YAML config.", epilog=config_reference() + "\n\n" + method_keys(),

@@ -13,11 +13,23 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600; a written file gets the mode open() would give it (0666 & ~umask).
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()  # likewise for mkdtemp's 0700 folders
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -66,3 +78,25 @@ def iter_jsonl(path: str | os.PathLike, skip_torn_tail: bool = False) -> Iterato
             if skip_torn_tail and is_tail:
                 return
             raise ValueError(f"{path}:{i}: not a JSON line ({e})") from None
+
+
+def cut_torn_tail(path: str | os.PathLike) -> None:
+    """Drop an unfinished last line (a kill during the write) before appending after it: the
+    next line would otherwise be glued to the torn bytes."""
+    path = Path(path)
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    tail = data[keep:]
+    if tail.strip():
+        try:
+            json.loads(tail)
+            with open(path, "ab") as f:  # a whole line that only lacks its newline
+                f.write(b"\n")
+            return
+        except ValueError:
+            pass
+    if keep < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(keep)

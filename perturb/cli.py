@@ -21,14 +21,31 @@ def cmd_pairs(args) -> int:
     except MediaError as e:  # --strict: the first unusable video ends the run
         print(f"mmalign: error: {e}", file=sys.stderr)
         return 2
-    if report is not None:
-        summary = {k: report[k] for k in ("out", "records", "videos", "videos_with_records", "filtered", "this_run")}
-        summary["skipped"] = len(report["skipped"])
-        print(json.dumps(summary, indent=1))
-        if report["absolute_media_paths"]:
-            print("note: the videos lie outside the output's folder, so records name them by absolute path; "
-                  "train with data.allow_absolute_paths=true", file=sys.stderr)
+    if report is None:  # a process other than the main one
+        return 0
+    summary = {k: report[k] for k in ("out", "records", "videos", "videos_with_records", "filtered", "this_run")}
+    summary["skipped"] = len(report["skipped"])
+    print(json.dumps(summary, indent=1))
+    if report["absolute_media_paths"]:
+        print("note: the videos lie outside the output's folder, so records name them by absolute path; "
+              "train with data.allow_absolute_paths=true (or write --out next to the videos)", file=sys.stderr)
+    if report["records"] == 0:
+        print(f"mmalign: error: {args.out}: no pair was written from {report['videos']} video(s); why:\n"
+              + top_reasons(report), file=sys.stderr)
+        return 1
     return 0
+
+
+def top_reasons(report: dict, n: int = 5) -> str:
+    """The commonest reasons videos gave no pair: skipped videos, then dropped candidates."""
+    counts: dict[str, int] = {}
+    for s in report["skipped"]:
+        reason = s["reason"].split(": ", 1)[-1] if s["reason"].startswith("/") else s["reason"]
+        counts[f"video skipped: {reason}"] = counts.get(f"video skipped: {reason}", 0) + 1
+    for reason, k in report["filtered"].items():
+        counts[f"pair dropped: {reason}"] = k
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
+    return "\n".join(f"  {k:>5} x {reason}" for reason, k in top) or "  (no video found)"
 
 
 def cmd_export(args) -> int:

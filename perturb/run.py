@@ -37,7 +37,7 @@ from tqdm import tqdm
 from mmalign.config import ConfigError
 from mmalign.data.records import Record, read_records, record_to_dict
 from mmalign.data.video import MediaError, MediaLoader
-from mmalign.io import atomic_write_json, atomic_write_jsonl, iter_jsonl
+from mmalign.io import atomic_write_json, atomic_write_jsonl, cut_torn_tail, iter_jsonl
 
 from .config import PairsConfig, needs_model
 from .facts import Truth
@@ -143,7 +143,7 @@ def run_pairs(cfg: PairsConfig, videos: str | os.PathLike, out: str | os.PathLik
         mine = [k for i, k in enumerate(keys) if i % procs.world == procs.rank]
         pending = [k for k in mine if k not in done]
         own = parts / f"{phase}-{procs.rank:03d}-of-{procs.world:03d}.jsonl"
-        _cut_torn_tail(own)
+        cut_torn_tail(own)
         bar = tqdm(total=len(pending), desc=f"{cfg.generator}:{phase}", unit="video",
                    disable=not show_progress or procs.rank != 0)
         size = cfg.videos_per_batch
@@ -279,24 +279,6 @@ def _append_line(path: Path, row: dict) -> None:
         f.write(json.dumps(row, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _cut_torn_tail(path: Path) -> None:
-    """Drop an unfinished last line (a kill during the write) before appending after it."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    tail = data[keep:]
-    if tail.strip():
-        try:
-            json.loads(tail)
-            return  # a whole line that only lacks its newline
-        except ValueError:
-            pass
-    if keep < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(keep)
 
 
 def _finished(parts: Path, phase: str) -> dict[str, dict]:

@@ -179,21 +179,26 @@ class FrameOpsPairs(VideoPairs):
 
     name = "video"
 
+    NO_BOXES = "object_mask left out: the video has no truth file (object boxes)"
+
     def plan(self, item: Item):
         out = []
         for p in self.cfg.video.perturbations:
+            if p["name"] == "object_mask" and item.truth is None:
+                continue  # the other perturbations still make pairs of this video (counted in run)
             tag = f"video-{p['name']}-s{p['strength']:g}"
             ops = frame_ops(p["name"], p["strength"], len(item.video.frames), item, record_rng(item, tag))
             out.append((tag, ops, p["name"], 1.0 - p["strength"], {"perturbation": p["name"], "strength": p["strength"]}))
         return out
 
     def run(self, phase: str, items: list[Item]) -> list[Result]:
-        if not any(p["name"] == "object_mask" for p in self.cfg.video.perturbations):
-            return super().run(phase, items)
-        results = {it.key: Result(it.key) for it in items}
-        have = with_truth(items, results, "object_mask needs a truth file (object boxes)")
-        results.update((r.key, r) for r in super().run(phase, have))
-        return list(results.values())
+        results = super().run(phase, items)
+        masks = sum(p["name"] == "object_mask" for p in self.cfg.video.perturbations)
+        for it, result in zip(items, results):
+            if masks and it.truth is None:
+                for _ in range(masks):
+                    result.drop(self.NO_BOXES)
+        return results
 
 
 class RrpoPairs(VideoPairs):

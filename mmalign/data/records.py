@@ -425,6 +425,10 @@ class _MediaPaths:
             if not self.allow_absolute and not _is_inside(full, self.folder):
                 raise _Invalid(f"'{name}' path {value!r} leaves the record file's folder "
                                "(allow_absolute_paths permits it)")
+            # Checked by its real location too: a symlink (or a symlinked folder) must not lead out.
+            if not self.allow_absolute and not _is_inside(os.path.realpath(full), os.path.realpath(self.folder)):
+                raise _Invalid(f"'{name}' path {value!r} is a symbolic link (or in a linked folder) that leads out of "
+                               "the record file's folder (allow_absolute_paths permits it)")
         if self.check_exists and not os.path.isfile(full):
             raise _Invalid(f"'{name}' file not found: {full}")
         return full

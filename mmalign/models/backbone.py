@@ -11,6 +11,7 @@ is family-agnostic: visual tensors of several examples concatenate along dim 0 i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,50 @@ def model_path(cfg: ModelConfig) -> str:
         from mmalign.models.tiny import build_tiny
 
         return str(build_tiny(cfg.tiny, Path(cfg.tiny_dir) / cfg.tiny))
-    raise ValueError("model: set `path` (a checkpoint) or `tiny` (an offline preset)")
+    from mmalign.config import ConfigError
+
+    raise ConfigError("model: set model.path (a checkpoint folder) or model.tiny (an offline preset)")
+
+
+def check_checkpoint(path: str, trust_remote_code: bool) -> None:
+    """A one-line ConfigError for what from_pretrained would answer with a traceback: a missing
+    folder, pickle-only weights, a torn safetensors file, custom code without permission."""
+    import json
+
+    from mmalign.config import ConfigError
+
+    folder = Path(path)
+    if not folder.exists():
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", path) and not path.startswith("."):
+            return  # a hub id: from_pretrained fetches it where the hub is reachable
+        raise ConfigError(f"model.path: {path}: no such folder")
+    if not folder.is_dir():
+        raise ConfigError(f"model.path: {path}: not a folder (a checkpoint folder holds config.json and weights)")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"model.path: {path}: no config.json, so not a transformers checkpoint folder")
+    try:
+        auto_map = json.loads(config.read_text(encoding="utf-8")).get("auto_map")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"model.path: {config}: not valid JSON ({e})") from None
+    if auto_map and not trust_remote_code:
+        raise ConfigError(f"model.path: {config} names custom code (auto_map); set model.trust_remote_code=true "
+                          "to allow it to run")
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        pickles = sorted(p.name for p in folder.glob("*.bin"))
+        raise ConfigError(f"model.path: {path}: no *.safetensors weights"
+                          + (f" (only pickle files: {', '.join(pickles)}; mmalign never unpickles weights: convert "
+                             "them with save_pretrained(safe_serialization=True))" if pickles else ""))
+    from safetensors import safe_open
+
+    for w in weights:
+        try:
+            with safe_open(str(w), "pt") as f:
+                f.keys()
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own and OS errors for torn files
+            raise ConfigError(f"model.path: {w}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") \
+                from None
 
 
 def load_backbone(cfg: ModelConfig, path: str | None = None):
@@ -79,6 +123,7 @@ def load_backbone(cfg: ModelConfig, path: str | None = None):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     path = path or model_path(cfg)
+    check_checkpoint(str(path), cfg.trust_remote_code)
     attn = cfg.attn_implementation
     if attn == "flash_attention_2":
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from mmalign.io import atomic_write_json
+from mmalign.io import DIR_MODE, atomic_write_json
 
 STATE = "trainer_state.json"
 
@@ -30,6 +30,7 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict, keep
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{state['step']:07d}"
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-"))
+    os.chmod(tmp, DIR_MODE)
     try:
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")

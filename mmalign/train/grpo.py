@@ -55,7 +55,7 @@ from mmalign.rewards import RewardSet, Sample
 from mmalign.train.checkpoint import save_checkpoint
 from mmalign.train.curriculum import OrderSampler
 from mmalign.train.scoring import TokenScorer
-from mmalign.train.stage import (end_of_step, eval_before, finish, load_data, load_policy, make_accelerator,
+from mmalign.train.stage import (end_of_step, no_usable_records, eval_before, finish, load_data, load_policy, make_accelerator,
                                  optimizer_and_schedule, prepare_policy, record_order, reduce_metrics, resume)
 
 # ---------------------------------------------------------------- the stage
@@ -73,7 +73,7 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
     records, skipped = load_data(cfg, cfg.data.train_file)
     eval_records, _ = load_data(cfg, cfg.data.eval_file)
     if not records:
-        raise RecordError(f"{cfg.data.train_file}: no usable records ({len(skipped)} skipped)")
+        raise no_usable_records(cfg.data.train_file, skipped)
     eval_records = (eval_records or records)[:g.eval_records]
 
     # -- policy, reference

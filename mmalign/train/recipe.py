@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from mmalign.config import RunConfig
 from mmalign.data.encode import RecordDataset, make_collate
-from mmalign.data.records import RecordError
 from mmalign.io import append_jsonl
 from mmalign.methods import compute_loss, method, preference_margins
 from mmalign.models.backbone import family_of
@@ -27,7 +26,7 @@ from mmalign.train.checkpoint import save_checkpoint
 from mmalign.train.curriculum import OrderSampler
 from mmalign.train.reference import PrecomputedReference, model_fingerprint
 from mmalign.train.scoring import TokenScorer
-from mmalign.train.stage import (end_of_step, eval_before, finish, load_data, load_policy, make_accelerator,
+from mmalign.train.stage import (end_of_step, no_usable_records, eval_before, finish, load_data, load_policy, make_accelerator,
                                  mean_metrics, optimizer_and_schedule, prepare_policy, record_order, reduce_metrics,
                                  reference_kind, resume)
 
@@ -49,7 +48,7 @@ def run_preference_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None,
     records, skipped = load_data(cfg, cfg.data.train_file)
     eval_records, _ = load_data(cfg, cfg.data.eval_file)
     if not records:
-        raise RecordError(f"{cfg.data.train_file}: no usable records ({len(skipped)} skipped)")
+        raise no_usable_records(cfg.data.train_file, skipped)
 
     # -- model, reference
     model, processor = load_policy(cfg, accelerator, init_path)

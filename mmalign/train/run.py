@@ -28,6 +28,10 @@ def check_inputs(stages: list[tuple[str, RunConfig]]) -> None:
         where = f"stage {name}: " if len(stages) > 1 else ""
         if not (cfg.model.path or cfg.model.tiny):
             raise ConfigError(f"{where}model: set model.path (a checkpoint folder) or model.tiny (an offline preset)")
+        if cfg.model.path:
+            from mmalign.models.backbone import check_checkpoint
+
+            check_checkpoint(cfg.model.path, cfg.model.trust_remote_code)
         if not cfg.data.train_file:
             raise ConfigError(f"{where}data.train_file: not set (a JSONL of {cfg.method} records)")
         world_file = cfg.world.enabled and Path(cfg.data.train_file).resolve().is_relative_to(

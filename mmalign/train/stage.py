@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 import yaml
 
 from mmalign.config import RunConfig, to_dict
-from mmalign.data.records import read_records
+from mmalign.data.records import RecordError, read_records
 from mmalign.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_jsonl
 from mmalign.methods import method
 from mmalign.models.backbone import freeze_vision, load_backbone
@@ -109,6 +110,31 @@ def load_data(cfg: RunConfig, path: str | None):
         hi = math.inf if d.difficulty_max is None else d.difficulty_max
         records = [r for r in records if r.difficulty is not None and lo <= r.difficulty <= hi]
     return records, skipped
+
+
+def reason_counts(skipped) -> list[tuple[str, int]]:
+    """Skip reasons grouped (file paths inside them blanked), commonest first."""
+    counts: dict[str, int] = {}
+    for s in skipped:
+        reason = re.sub(r"'(?:/|\.\.)[^']*'|: /\S+$", lambda m: "'…'" if m.group().startswith("'") else ": …",
+                        s.reason if hasattr(s, "reason") else s["reason"])
+        counts[reason] = counts.get(reason, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])
+
+
+FIXES = (("allow_absolute_paths permits", "data.allow_absolute_paths=true"),
+         ("file not found", "media paths are relative to the record file's folder"),
+         ("does not read", "mmalign train --help lists each method's keys"))
+
+
+def no_usable_records(path: str, skipped) -> RecordError:
+    """'no usable records', with the top reasons, their counts, and what fixes them."""
+    top = reason_counts(skipped)[:3]
+    lines = [f"{path}: no usable records ({len(skipped)} skipped)" + (": top reasons:" if top else "")]
+    for reason, n in top:
+        fix = next((f for key, f in FIXES if key in reason), None)
+        lines.append(f"  {n} x {reason}" + (f"  [fix: {fix}]" if fix else ""))
+    return RecordError("\n".join(lines))
 
 
 def record_order(cfg: RunConfig, records, processes: int) -> list[int]:

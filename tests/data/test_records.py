@@ -419,3 +419,26 @@ def _without_source(r: Record) -> dict:
 def test_skipped_is_a_plain_record_of_the_problem():
     s = Skipped("f.jsonl:3", None, "why")
     assert (s.source, s.id, s.reason) == ("f.jsonl:3", None, "why")
+
+
+def test_a_symlink_out_of_the_record_folder_is_refused(tmp_path):
+    """A video that is a symlink to a file outside, or sits in a linked folder that points
+    outside, is refused unless allow_absolute_paths (which lets it through)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.mp4").write_bytes(b"x")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "v.mp4").symlink_to(outside / "secret.mp4")
+    (data / "linked").symlink_to(outside)
+    (data / "inside.mp4").write_bytes(b"x")
+    (data / "alias.mp4").symlink_to(data / "inside.mp4")  # a link that stays inside is fine
+    lines = [{"id": str(i), "prompt": "p", "response": "r", "video": v}
+             for i, v in enumerate(["v.mp4", "linked/secret.mp4", "alias.mp4"])]
+    path = data / "sft.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    records, skipped = read_records(path, "sft")
+    assert [r.id for r in records] == ["2"]
+    assert [s.id for s in skipped] == ["0", "1"] and all("symbolic link" in s.reason for s in skipped)
+    records, _ = read_records(path, "sft", allow_absolute_paths=True)
+    assert len(records) == 3

@@ -134,3 +134,29 @@ def test_other_settings_are_not_mixed_in(tmp_path):
         check_settings(tmp_path, {"max_new_tokens": 16}, overwrite=False)
     check_settings(tmp_path, {"max_new_tokens": 16}, overwrite=True)
     assert read_predictions(tmp_path) == {}
+
+
+def test_resuming_after_a_torn_line_appends_after_the_last_complete_line(tmp_path):
+    """A kill mid-write leaves torn bytes at the end of the shard; the resumed run cuts them
+    before appending, so every line of the file is a whole prediction afterwards."""
+    import json
+
+    items = text_items(4)
+    generate_predictions(items[:2], tmp_path, loader, CFG, generate_fn=FakeGenerate())
+    path = shard_path(tmp_path, 0, 1)
+    path.write_bytes(path.read_bytes() + b'{"id": "q2", "prompt": "quest')
+    generate_predictions(items, tmp_path, loader, CFG, generate_fn=FakeGenerate())
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["q0", "q1", "q2", "q3"]
+
+
+def test_a_garbage_line_is_named_skipped_and_regenerated(tmp_path, capsys):
+    items = text_items(3)
+    generate_predictions(items, tmp_path, loader, CFG, generate_fn=FakeGenerate())
+    path = shard_path(tmp_path, 0, 1)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "garbage!", lines[2]]) + "\n")
+    again = FakeGenerate()
+    assert generate_predictions(items, tmp_path, loader, CFG, generate_fn=again) == 1
+    assert again.prompts == ["question 1"]
+    assert f"{path}:2: not a prediction row" in capsys.readouterr().err

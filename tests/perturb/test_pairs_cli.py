@@ -71,7 +71,8 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_records(world, tmp_p
 def test_real_tiny_model_end_to_end(world, tmp_path):
     out = world / "rrpo_pairs.jsonl"
     proc = cli("pairs", "--videos", world / "videos", "--config", ROOT / "configs" / "pairs" / "rrpo.yaml",
-               "--out", out, "--quiet", f"model.tiny_dir={tmp_path / 'tiny'}", "generation.max_new_tokens=8")
+               "--out", out, "--quiet", "model.path=null", "model.tiny=qwen2_5_vl", f"model.tiny_dir={tmp_path / 'tiny'}",
+               "generation.max_new_tokens=8")
     assert proc.returncode == 0, proc.stderr[-3000:]
     from mmalign.config import SamplingConfig
     from mmalign.data.encode import condition_video

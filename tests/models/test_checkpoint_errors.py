@@ -1,0 +1,57 @@
+"""Checkpoints that from_pretrained would answer with a traceback get one line naming the key."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from mmalign.config import ConfigError, ModelConfig
+from mmalign.models.backbone import load_backbone
+
+
+@pytest.fixture
+def ckpt(tmp_path, tiny_dir):
+    from mmalign.models.backbone import model_path
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(model_path(ModelConfig(tiny="qwen2_5_vl", tiny_dir=tiny_dir)), folder)
+    return folder
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.path: .*nope: no such folder"):
+        load_backbone(ModelConfig(path=str(tmp_path / "nope")))
+
+
+def test_pickle_only_weights_are_refused(ckpt):
+    (ckpt / "model.safetensors").rename(ckpt / "pytorch_model.bin")
+    with pytest.raises(ConfigError, match=r"no \*\.safetensors weights \(only pickle files: pytorch_model\.bin"):
+        load_backbone(ModelConfig(path=str(ckpt)))
+
+
+def test_a_torn_safetensors_file(ckpt):
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ConfigError, match=r"model\.safetensors: not a readable safetensors file"):
+        load_backbone(ModelConfig(path=str(ckpt)))
+
+
+def test_custom_code_needs_trust_remote_code(ckpt):
+    config = json.loads((ckpt / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_x.X"}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"auto_map.*model\.trust_remote_code=true"):
+        load_backbone(ModelConfig(path=str(ckpt)))
+
+
+def test_the_cli_says_it_in_one_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    (tmp_path / "d.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    cfg.write_text(f"method: dpo\noutput_dir: {tmp_path / 'run'}\nmodel: {{path: {tmp_path / 'nope'}}}\n"
+                   f"data: {{train_file: {tmp_path / 'd.jsonl'}}}\n")
+    out = subprocess.run([sys.executable, "-m", "mmalign.cli", "train", str(cfg)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"mmalign: error: model.path: {tmp_path / 'nope'}: no such folder"]
+    assert not (tmp_path / "run").exists()  # a start that fails its checks claims no output folder
