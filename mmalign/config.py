@@ -83,8 +83,10 @@ class SamplingConfig:
                                 aliases=("frames", "nframes"))
     fps: float | None = _f(None, "Sample frames at this rate instead of a fixed count.", gt=0)
     max_frames: int = _f(32, "Upper bound on sampled frames.", ge=1)
-    max_pixels: int | None = _f(None, "Downscale frames and images above this many pixels before the processor.",
-                                ge=1)
+    max_pixels: int | None = _f(602112, "Downscale frames and images above this many pixels before anything else "
+                                "touches them (null = never). Default 768 x 28 x 28: Qwen2.5-VL's per-frame video "
+                                "budget, the largest of the supported backbones (LLaVA-family processors resize to "
+                                "336-384 px themselves), so a 1080p frame is shrunk 3.4x first.", ge=1)
 
 
 SAMPLING_MOVED = {k: f"sampling.{k}" for k in ("num_frames", "fps", "max_frames", "max_pixels")}

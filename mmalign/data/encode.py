@@ -59,6 +59,10 @@ class RecordDataset(torch.utils.data.Dataset):
         self.records, self.processor, self.family, self.cfg = records, processor, family, cfg
         self.method = methods.method(method)
         self.media = MediaLoader(sampling)
+        # A token covers at most this many characters, so text longer than max_length times it
+        # cannot fit: refused before the tokenizer (or the video decoder) spends time on it.
+        vocab = processor.tokenizer.get_vocab()
+        self.max_chars = cfg.max_length * max(len(processor.tokenizer.convert_tokens_to_string([t])) for t in vocab)
 
     def __len__(self):
         return len(self.records)
@@ -66,6 +70,9 @@ class RecordDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         r = self.records[i]
         try:
+            chars = len(r.prompt) + max(len(t or "") for t in (r.chosen, r.rejected, r.response))
+            if chars > self.max_chars:
+                raise ValueError(f"{chars} characters cannot fit in data.max_length={self.cfg.max_length} tokens")
             example = Example(r, self.encode(r))
             too_long = max(len(s) for s in example.sequences)
             if too_long > self.cfg.max_length:

@@ -232,7 +232,12 @@ def _numbered_lines(path) -> list[tuple[int, bytes]]:
     return [(i, raw) for i, raw in enumerate(data.split(b"\n"), start=1) if raw.strip()]
 
 
+MAX_LINE_BYTES = 8 * 2**20  # a record line is text and media paths: 8 MiB is far past any real one
+
+
 def _parse_line(raw: bytes) -> Any:
+    if len(raw) > MAX_LINE_BYTES:  # refused before decoding, parsing or tokenizing it
+        raise _Invalid(f"line of {len(raw) / 2**20:.1f} MiB is over the {MAX_LINE_BYTES // 2**20} MiB bound of a record")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

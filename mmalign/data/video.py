@@ -9,8 +9,11 @@ another library chose.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 
@@ -125,7 +128,20 @@ def load_video(path: str | os.PathLike, num_frames: int | None = 8, fps: float |
     source_fps = float(reader.get_avg_fps())
     if fps is not None and not (math.isfinite(source_fps) and source_fps > 0):
         raise MediaError(path, f"frame rate unknown ({source_fps}); cannot sample by fps")
-    indices = sample_indices(n, source_fps, num_frames=num_frames, fps=fps, max_frames=max_frames)
+    starts = _frame_starts(reader, n, path)
+    by_time = _variable_rate(starts)
+
+    def select(limit):
+        if by_time:
+            return sample_by_time(starts, num_frames=num_frames, fps=fps, max_frames=limit)
+        return sample_indices(n, source_fps, num_frames=num_frames, fps=fps, max_frames=limit)
+
+    indices = select(max_frames)
+    if fps is not None:
+        wanted = len(select(n))
+        if wanted > max_frames:
+            _say_once("max_frames", f"mmalign: note: {path} gives {wanted} frames at fps={fps:g}; capped at "
+                                    f"max_frames={max_frames} (uniformly over the video). Said once per run.")
     frames, timestamps = _decode(reader, indices, path)
     if max_pixels is not None:
         frames = resize_frames(frames, max_pixels)
@@ -148,21 +164,83 @@ def _decord_errors() -> tuple[type[BaseException], ...]:
     return (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError)
 
 
+_SAID: set[str] = set()
+
+
+def _say_once(key: str, message: str) -> None:
+    if key not in _SAID:
+        _SAID.add(key)
+        print(message, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _native_stderr(sink: list[str]):
+    """Capture what native code (decord's FFmpeg and C++ logging) writes to file descriptor 2,
+    so it lands in the skip reason instead of on the console."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            sink.extend(line.strip() for line in tmp.read().decode("utf-8", "replace").splitlines() if line.strip())
+
+
 def _open_video(path: str):
     import decord  # imported here: a heavy native module that image-only users never need
 
+    native: list[str] = []
     try:
-        return decord.VideoReader(path)
+        with _native_stderr(native):
+            return decord.VideoReader(path)
     except _decord_errors() as e:
-        raise MediaError(path, f"not a readable video ({_first_line(e)})") from None
+        detail = _first_line(e) + (f"; decoder said: {native[0][:160]}" if native else "")
+        raise MediaError(path, f"not a readable video ({detail})") from None
+
+
+def _frame_starts(reader, n: int, path: str) -> np.ndarray:
+    try:
+        return np.asarray(reader.get_frame_timestamp(list(range(n))))[:, 0].astype(float)
+    except _decord_errors() as e:
+        raise MediaError(path, f"frame timestamps unreadable ({_first_line(e)})") from None
+
+
+def _variable_rate(starts: np.ndarray) -> bool:
+    """Frame durations that differ by more than 25% of their median: a variable-frame-rate file."""
+    if len(starts) < 3:
+        return False
+    durations = np.diff(starts)
+    median = float(np.median(durations))
+    return median > 0 and float(np.max(np.abs(durations - median))) > 0.25 * median
+
+
+def sample_by_time(starts, num_frames: int | None = None, fps: float | None = None, max_frames: int = 32) -> list[int]:
+    """`sample_indices` by presentation time instead of frame index (variable-frame-rate video):
+    fps: the frame on screen at each tick k / fps; num_frames: the frames on screen at
+    num_frames instants spread uniformly from the first to the last frame's start."""
+    starts = np.asarray(starts, dtype=float)
+    if fps is not None:
+        ticks = np.arange(starts[0], starts[-1] + 1e-9, 1.0 / fps)
+    else:
+        count = min(num_frames or len(starts), len(starts), max_frames)
+        ticks = np.linspace(starts[0], starts[-1], count)
+    on_screen = np.clip(np.searchsorted(starts, ticks + 1e-9, side="right") - 1, 0, len(starts) - 1)
+    return _uniform_subset(sorted(set(int(i) for i in on_screen)), max_frames)
 
 
 def _decode(reader, indices: list[int], path: str) -> tuple[np.ndarray, list[float]]:
+    native: list[str] = []
     try:
-        batch = reader.get_batch(indices)
-        stamps = reader.get_frame_timestamp(indices)
+        with _native_stderr(native):
+            batch = reader.get_batch(indices)
+            stamps = reader.get_frame_timestamp(indices)
     except _decord_errors() as e:
-        raise MediaError(path, f"frames {indices[0]}..{indices[-1]} do not decode ({_first_line(e)})") from None
+        detail = _first_line(e) + (f"; decoder said: {native[0][:160]}" if native else "")
+        raise MediaError(path, f"frames {indices[0]}..{indices[-1]} do not decode ({detail})") from None
     # A bridge set elsewhere (torch, ...) changes what get_batch returns; numpy either way.
     frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) != len(indices):

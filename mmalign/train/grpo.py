@@ -55,8 +55,9 @@ from mmalign.rewards import RewardSet, Sample
 from mmalign.train.checkpoint import save_checkpoint
 from mmalign.train.curriculum import OrderSampler
 from mmalign.train.scoring import TokenScorer
-from mmalign.train.stage import (end_of_step, no_usable_records, eval_before, finish, load_data, load_policy, make_accelerator,
-                                 optimizer_and_schedule, prepare_policy, record_order, reduce_metrics, resume)
+from mmalign.train.stage import (end_of_step, eval_before, finish, load_data, load_policy, make_accelerator,
+                                no_usable_records, optimizer_and_schedule, prepare_policy, record_order,
+                                reduce_metrics, resume, skip_summary)
 
 # ---------------------------------------------------------------- the stage
 
@@ -196,8 +197,7 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
     # -- after: evaluate, save, summarise
     after = evaluate(policy, PromptDataset(eval_records, processor, family, cfg), rewards, g, t.batch_size,
                      pad_id, eos_ids, precomputed, accelerator, t.seed)
-    summary = {"method": "grpo", "steps": state["step"], "records": len(records),
-               "skipped": len(state["skipped"]), "skipped_records": state["skipped"][:200],
+    summary = {"method": "grpo", "steps": state["step"], **skip_summary(records, skipped, state["skipped"]),
                "reward_errors": state["reward_errors"], "groups_all_equal": state["groups_all_equal"],
                "before": before, "after": after}
     accelerator.print("\n".join(f"grpo {k:<28} {before.get(k, float('nan')):>9.4f} -> {v:>9.4f}"

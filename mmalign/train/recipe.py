@@ -26,9 +26,9 @@ from mmalign.train.checkpoint import save_checkpoint
 from mmalign.train.curriculum import OrderSampler
 from mmalign.train.reference import PrecomputedReference, model_fingerprint
 from mmalign.train.scoring import TokenScorer
-from mmalign.train.stage import (end_of_step, no_usable_records, eval_before, finish, load_data, load_policy, make_accelerator,
-                                 mean_metrics, optimizer_and_schedule, prepare_policy, record_order, reduce_metrics,
-                                 reference_kind, resume)
+from mmalign.train.stage import (end_of_step, eval_before, finish, load_data, load_policy, make_accelerator,
+                                mean_metrics, no_usable_records, optimizer_and_schedule, prepare_policy,
+                                record_order, reduce_metrics, reference_kind, resume, skip_summary)
 
 
 def run_preference_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume_asked: bool,
@@ -79,6 +79,7 @@ def run_preference_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None,
     state, latest = resume(stage_dir, resume_asked, accelerator, accelerator.unwrap_model(scorer).model, optimizer,
                            scheduler, state)
     held_out = eval_records or records[:16]
+    measured_on = "data.eval_file" if eval_records else "the first 16 TRAINING records (no data.eval_file given)"
     before = eval_before(stage_dir, latest, accelerator,
                          lambda: evaluate(cfg, scorer, reference, held_out, processor, family, accelerator))
 
@@ -140,9 +141,8 @@ def run_preference_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None,
 
     # -- after: evaluate, save, summarise
     after = evaluate(cfg, scorer, reference, held_out, processor, family, accelerator)
-    summary = {"method": cfg.method, "steps": state["step"], "records": len(records),
-               "skipped": len(state["skipped"]), "skipped_records": state["skipped"][:200],
-               "before": before, "after": after}
+    summary = {"method": cfg.method, "steps": state["step"], **skip_summary(records, skipped, state["skipped"]),
+               "before": before, "after": after, "before_after_measured_on": measured_on}
     return finish(accelerator, stage_dir, scorer, accelerator.unwrap_model(scorer).model, processor, summary)
 
 

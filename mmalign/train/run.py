@@ -98,4 +98,8 @@ def print_summary(summaries: dict) -> None:
             if k in s.get("after", {}):
                 print(f"{name:<12} {k:<18} {s['before'].get(k, float('nan')):>9.4f}  {s['after'][k]:>9.4f}")
         if s.get("skipped"):
-            print(f"{name:<12} skipped records: {s['skipped']} (see summary.json)")
+            print(f"{name:<12} skipped records: {s['skipped']}, e.g.:")
+            for row in s["skipped_records"][:3]:
+                print(f"{'':<12}   {row['source']}: {row['reason']}")
+        if "TRAINING" in s.get("before_after_measured_on", ""):
+            print(f"{name:<12} note: before/after measured on training records (set data.eval_file)")

@@ -122,6 +122,17 @@ def reason_counts(skipped) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
+def skip_summary(records, read_skipped, skipped: list[dict]) -> dict:
+    """The summary's counts: each record once whatever the epochs (a bad video is met once per
+    epoch), `records` = those that trained (read, and their media decoded), reasons grouped."""
+    unique = {s["source"]: s for s in skipped}
+    at_read = {s.source for s in read_skipped}
+    never_decoded = len(set(unique) - at_read)
+    return {"records": len(records) - never_decoded, "skipped": len(unique),
+            "skipped_by_reason": dict(reason_counts(list(unique.values()))),
+            "skipped_records": list(unique.values())[:200]}
+
+
 FIXES = (("allow_absolute_paths permits", "data.allow_absolute_paths=true"),
          ("file not found", "media paths are relative to the record file's folder"),
          ("does not read", "mmalign train --help lists each method's keys"))

@@ -369,3 +369,59 @@ def test_ops_on_a_decoded_video(media):
     video = load_video(media / "bars.mp4", num_frames=8)
     reversed_frames = apply_ops(video.frames, [{"op": "reverse"}], seed=0)
     assert [bar_index(f) for f in reversed_frames] == [31, 27, 22, 18, 13, 9, 4, 0]
+
+
+def _write_vfr(path, stamps_ms):
+    """A variable-frame-rate mp4: frame i shows grey level 10 * i from stamps_ms[i]."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(stamps_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), (10 * i) % 256, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def test_variable_frame_rate_video_is_sampled_by_time(tmp_path):
+    """Ten frames in the first 0.36 s, then ten over 4 s: by index, fps=1 would take frames
+    0, 2, 5, 7, ... (clustered at the start); by time it takes the frame on screen each second."""
+    import decord
+
+    stamps = [40 * i for i in range(10)] + [760 + 400 * i for i in range(10)]
+    path = tmp_path / "vfr.mp4"
+    _write_vfr(path, stamps)
+    starts = np.asarray(decord.VideoReader(str(path)).get_frame_timestamp(list(range(20))))[:, 0]
+    clip = load_video(path, num_frames=None, fps=1.0, max_frames=32)
+    for tick, index in zip(range(len(clip.indices)), clip.indices):
+        assert starts[index] <= tick + 1e-6 and (index == 19 or starts[index + 1] > tick + 1e-6)
+    assert len(clip.indices) == 5  # ticks 0..4 s
+    even = load_video(path, num_frames=5, max_frames=32)
+    assert even.indices[1] >= 10  # the second of five even instants is past the dense start
+
+
+def test_fps_past_max_frames_is_said_once(tmp_path, capsys):
+    import mmalign.data.video as video
+
+    video._SAID.discard("max_frames")
+    path = tmp_path / "long.mp4"
+    _write_vfr(path, [40 * i for i in range(50)])  # 2 s at 25 fps
+    load_video(path, fps=25.0, max_frames=8)
+    load_video(path, fps=25.0, max_frames=8)
+    err = capsys.readouterr().err
+    assert err.count("capped at max_frames=8") == 1 and "50 frames at fps=25" in err
+
+
+def test_decoder_messages_go_into_the_reason_not_the_console(tmp_path, capfd):
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    with pytest.raises(MediaError, match="not a readable video"):
+        load_video(path)
+    assert capfd.readouterr().err == ""

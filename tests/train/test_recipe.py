@@ -135,3 +135,29 @@ def test_max_steps_beyond_the_epochs_runs_every_step(tmp_path, world, tiny_dir):
     rows = metrics(Path(raw["output_dir"]))
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     assert rows[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the decay ends at the last step
+
+
+def test_bad_media_is_a_skipped_batch_counted_once_per_record(tmp_path, world, tiny_dir):
+    """First batches that are all 0-byte videos are skipped batches, not NaN steps; over three
+    epochs each bad record is counted once, and `records` counts only those that trained."""
+    rows = [json.loads(line) for line in (world / "pairs_train.jsonl").read_text().splitlines()][:4]
+    data = tmp_path / "data"
+    (data / "videos").mkdir(parents=True)
+    (data / "videos" / "empty.mp4").write_bytes(b"")
+    import shutil
+
+    for r in rows:
+        shutil.copy(world / r["video"], data / "videos" / Path(r["video"]).name)
+        r["video"] = f"videos/{Path(r['video']).name}"
+    bad = [{**rows[0], "id": f"bad{i}", "video": "videos/empty.mp4"} for i in range(2)]
+    raw = config(tmp_path, world, tiny_dir, data__train_file=str(data / "pairs.jsonl"), train__epochs=3,
+                 train__max_steps=None, train__save_every=0, data__curriculum="ordered")
+    for r in bad + rows:
+        r["difficulty"] = 0.0 if r["id"].startswith("bad") else 1.0
+    (data / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in bad + rows) + "\n")
+    summary = train(build_config(raw))["dpo"]
+    rows_logged = metrics(tmp_path / "run")
+    assert not any(r.get("nonfinite_step_skipped") for r in rows_logged)
+    assert (summary["skipped"], summary["records"]) == (2, 4)
+    (reason, n), = summary["skipped_by_reason"].items()
+    assert n == 2 and reason.endswith("empty file (0 bytes)")
