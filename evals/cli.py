@@ -17,7 +17,7 @@ def cmd_eval(args) -> int:
     from .run import evaluate
 
     cfg = load_eval_config(args.config, args.overrides, args.models)
-    evaluate(cfg, overwrite=args.overwrite)
+    evaluate(cfg, overwrite=args.overwrite, predictions=args.predictions)
     return 0
 
 
@@ -33,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--models", nargs="+", metavar="NAME=PATH",
                    help="Compare several models (replaces `models` in the config; put it last), "
                         "e.g. base=/ckpt rrpo=runs/rrpo/final")
+    p.add_argument("--predictions", default=None, metavar="FILE",
+                   help="Score this predictions file (our predictions.jsonl, or a JSON object / list of "
+                        "{id, prediction}) instead of running a model; items it lacks are listed and counted.")
     p.add_argument("--overwrite", action="store_true",
                    help="Discard predictions already in output_dir instead of resuming from them.")
     p.set_defaults(func=cmd_eval)

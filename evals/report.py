@@ -22,6 +22,28 @@ COUNT_COLUMNS = ("scored", "media_errors", "unparsable")
 LISTED = 100  # items listed per model and kind in the HTML; results.json has all of them
 
 
+# What each headline metric counts (shown under the tables of metrics.md and report.html).
+DEFINITIONS = {
+    "accuracy": "share of scored questions answered right (paired benchmarks: VideoHallucer's overall score, "
+                "a pair counts only when both its basic and its hallucinated question are right)",
+    "pair_accuracy": "share of (basic, hallucinated) question pairs with both answers right",
+    "basic_accuracy": "share of basic questions (answer: yes) answered right",
+    "halluc_accuracy": "share of hallucinated questions (answer: no) answered right",
+    "precision": "of the answers 'yes', the share that are right (POPE: yes = positive)",
+    "recall": "of the questions whose answer is 'yes', the share answered 'yes'",
+    "f1": "harmonic mean of precision and recall",
+    "yes_ratio": "share of answers that are 'yes' (an unbiased model is near the benchmark's share)",
+    "chair_s": "CHAIR_s: share of captions that name at least one object not in the image (lower is better)",
+    "chair_i": "CHAIR_i: share of object mentions that name an object not in the image (lower is better)",
+    "not_matching_rate": "share of answers that match none of the options",
+    "ndcg": "VidHal ordering task: normalised discounted cumulative gain of the caption ranking",
+}
+
+
+def definitions(results: dict) -> list[tuple[str, str]]:
+    return [(k, DEFINITIONS[k]) for k in headline_keys(results) if k in DEFINITIONS]
+
+
 def fmt(value) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4g}"
@@ -63,6 +85,9 @@ def markdown_summary(results: dict) -> str:
                     for c in categories(results)]
         names = [m["name"] for m in results["models"]]
         parts += ["", f"{key} per category:", "", md_table(["category", *names], cat_rows)]
+    defs = definitions(results)
+    if defs:
+        parts += ["", "Metrics:", *(f"- `{k}`: {d}" for k, d in defs)]
     parts += [f"\n{w}" for w in warnings(results)]
     return "\n".join(parts) + "\n"
 
@@ -143,6 +168,8 @@ def render_html(results: dict) -> str:
                          [[m["name"], *(fmt(m["metrics"].get(k)) for k in keys),
                            *(fmt(m["counts"][c]) for c in COUNT_COLUMNS)] for m in results["models"]])
     notes = "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in warnings(results))
+    summary += "<dl>" + "".join(f"<dt><code>{html.escape(k)}</code></dt><dd>{html.escape(d)}</dd>"
+                                for k, d in definitions(results)) + "</dl>"
     figs = "".join(f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,{png}'>"
                    for t, png in figures(results))
     lists = "".join(

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from mmalign.config import to_dict
+import json
+
+from mmalign.config import ConfigError, to_dict
 
 from .benchmarks import REGISTRY, Benchmark, BenchmarkFilesMissing, Item
 from .config import EvalConfig, ModelSpec, ScoreConfig, model_specs
@@ -19,8 +21,9 @@ from .runner import check_settings, generate_predictions, merged_predictions
 
 
 def evaluate(cfg: EvalConfig, overwrite: bool = False, process=None, generate_fn: Callable | None = None,
-             load_model_fn: Callable | None = None) -> dict:
+             load_model_fn: Callable | None = None, predictions: str | None = None) -> dict:
     """Run and score every model of `cfg`; returns what results.json holds (main process).
+    `predictions`: score that file instead, loading no model (`score_file`).
     `generate_fn` / `load_model_fn(spec, process)` replace generate / load_backbone (tests)."""
     bench = REGISTRY[cfg.benchmark]
     load_model_fn = load_model_fn or load_model
@@ -37,7 +40,18 @@ def evaluate(cfg: EvalConfig, overwrite: bool = False, process=None, generate_fn
         loaded.notes.append(f"data.limit={cfg.data.limit}: only the first items of each subset were evaluated")
 
     models = []
-    for spec in model_specs(cfg):
+    if predictions is not None:
+        models.append(score_file(bench, cfg, loaded.items, predictions))
+    specs = [] if predictions is not None else model_specs(cfg)
+    from mmalign.models.backbone import check_checkpoint
+
+    for spec in specs:  # every model checked before the first one generates anything
+        if spec.model.path:
+            try:
+                check_checkpoint(spec.model.path, spec.model.trust_remote_code)
+            except ConfigError as e:
+                raise ConfigError(f"model {spec.name!r}: {e}") from None
+    for spec in specs:
         model_out = out / spec.name
         if process.is_main_process:
             check_settings(model_out, run_settings(cfg, spec), overwrite)
@@ -101,6 +115,45 @@ def score_items(bench: Benchmark, score: ScoreConfig, items: list[Item], predict
             "media_errors": media_errors, "unparsable": unparsable, "items": rows}
 
 
+def read_prediction_file(path: str) -> dict[str, object]:
+    """id -> prediction from our predictions.jsonl ({id, prediction} per line), a JSON object
+    {id: prediction}, or a JSON list of {id, prediction | pred | answer} (the shape most
+    official inference scripts write). A bad line is named by file:line."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+        rows = list(data.items()) if isinstance(data, dict) else None
+        if isinstance(data, list):
+            rows = [(str(r["id"]), next(r[k] for k in ("prediction", "pred", "answer") if k in r)) for r in data]
+    except json.JSONDecodeError:
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                rows.append((str(row["id"]), row.get("prediction")))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ConfigError(f"{path}:{lineno}: not a prediction row {{id, prediction}} "
+                                  f"({type(e).__name__})") from None
+    except (KeyError, StopIteration, TypeError) as e:
+        raise ConfigError(f"{path}: a list entry lacks 'id' or 'prediction' ({type(e).__name__})") from None
+    if rows is None:
+        raise ConfigError(f"{path}: expected JSON lines, an object or a list of predictions")
+    return dict(rows)
+
+
+def score_file(bench: Benchmark, cfg: EvalConfig, items: list[Item], path: str) -> dict:
+    """Score an existing predictions file: no model is loaded. Items the file lacks are listed
+    and counted, never guessed."""
+    preds = read_prediction_file(path)
+    present = [it for it in items if it.id in preds]
+    missing = [it.id for it in items if it.id not in preds]
+    scored = score_items(bench, cfg.score, present, [{"prediction": preds[it.id], "error": None} for it in present])
+    scored["counts"]["missing_predictions"] = len(missing)
+    return {"name": Path(path).stem, "model": f"predictions:{path}", **scored, "missing_predictions": missing}
+
+
 def judged_row(bench: Benchmark, score: ScoreConfig, item: Item, pred: dict) -> dict:
     """The results.json row: the item, the answer, and what the official rule made of it.
     Items whose media failed have no answer and are left out of the metrics (listed instead)."""
@@ -109,5 +162,10 @@ def judged_row(bench: Benchmark, score: ScoreConfig, item: Item, pred: dict) -> 
            "prediction": pred["prediction"], "error": pred.get("error")}
     if row["error"] is not None:
         return {**row, "parsed": None, "correct": None, "unparsable": False}
+    if not isinstance(pred["prediction"], str):
+        # null or not text: the benchmark's own rule reads it as an empty answer (EventHallusion's
+        # eval.py: unmatched; POPE's: no "no" word, so "yes"), and it is listed as unparsable.
+        j = bench.judge(item, "", score)
+        return {**row, "parsed": j.parsed, "correct": bool(j.correct), "unparsable": True, **j.extra}
     j = bench.judge(item, pred["prediction"], score)
     return {**row, "parsed": j.parsed, "correct": bool(j.correct), "unparsable": j.unparsable, **j.extra}

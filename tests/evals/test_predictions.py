@@ -1,0 +1,67 @@
+"""`mmalign eval --predictions FILE`: score an existing predictions file, no model loaded;
+items it lacks are listed and counted; a null prediction is read as an empty answer by the
+benchmark's own rule, not a crash."""
+
+import json
+
+import pytest
+
+from mmalign.cli import main
+from mmalign.evals.benchmarks.pope import load
+
+
+@pytest.fixture
+def pope_cfg(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).parent / "fixtures" / "pope"
+    cfg = tmp_path / "pope.yaml"
+    cfg.write_text(f"benchmark: pope\noutput_dir: {tmp_path / 'out'}\ndata: {{root: {root}, splits: [random], "
+                   "limit: 6}\nmodel: {path: /no/such/model}\n")
+    return cfg
+
+
+def test_scores_a_file_without_a_model_and_lists_what_it_lacks(tmp_path, pope_cfg):
+    from mmalign.evals.config import load_eval_config
+
+    items = load(load_eval_config(pope_cfg)).items
+    assert len(items) == 6
+    truth = {it.id: it.target for it in items}
+    # answer the first four right, the fifth wrong, leave the sixth out; one extra null row
+    rows = [{"id": it.id, "prediction": it.target.capitalize() + "."} for it in items[:4]]
+    wrong = "No." if items[4].target == "yes" else "Yes."
+    rows.append({"id": items[4].id, "prediction": wrong})
+    path = tmp_path / "preds.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert main(["eval", "--config", str(pope_cfg), "--predictions", str(path)]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    (m,) = results["models"]
+    assert m["missing_predictions"] == [items[5].id] and m["counts"]["missing_predictions"] == 1
+    assert m["counts"]["scored"] == 5
+    assert m["metrics"]["accuracy"] == pytest.approx(4 / 5)
+    assert truth  # the model path does not exist: nothing was loaded
+
+
+def test_a_null_prediction_is_unmatched(tmp_path, pope_cfg):
+    from mmalign.evals.config import load_eval_config
+
+    items = load(load_eval_config(pope_cfg)).items
+    preds = {it.id: it.target for it in items}
+    preds[items[0].id] = None
+    path = tmp_path / "preds.json"
+    path.write_text(json.dumps(preds))
+    assert main(["eval", "--config", str(pope_cfg), "--predictions", str(path)]) == 0
+    (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
+    row = next(r for r in m["items"] if r["id"] == items[0].id)
+    # POPE's official rule reads an empty answer as "yes" (no "no" word in it)
+    assert row["unparsable"] is True and row["parsed"] == "yes" and row["correct"] == (items[0].target == "yes")
+    assert m["metrics"]["accuracy"] == pytest.approx((5 + (items[0].target == "yes")) / 6)
+
+
+def test_eval_models_are_all_checked_before_any_generates(tmp_path, tiny_dir):
+    cfg = tmp_path / "syn.yaml"
+    cfg.write_text(f"benchmark: synthetic\noutput_dir: {tmp_path / 'out'}\nworld: {{enabled: true, out: "
+                   f"{tmp_path / 'world'}, n_videos: 4}}\nmodel: {{tiny_dir: {tiny_dir}}}\n")
+    code = main(["eval", "--config", str(cfg), "--models", "a=/no/such/first", "b=/no/such/second"])
+    assert code == 2
+    assert not (tmp_path / "out" / "a").exists()
