@@ -36,6 +36,11 @@ def cmd_train(args) -> int:
 
     overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
     cfg = load_config(args.config, overrides)
+    if args.plan:
+        from mmalign.train.plan import plan, print_plan
+
+        print_plan(plan(cfg))
+        return 0
     train(cfg, resume=args.resume)
     return 0
 
@@ -65,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. train.lr=1e-5")
     p.add_argument("--resume", action="store_true", help="Continue the run in output_dir from its last checkpoint.")
     p.add_argument("--strict", action="store_true", help="Fail on the first unusable record or media file.")
+    p.add_argument("--plan", action="store_true", help="Print the token distribution, the longest record, the records "
+                                                       "over data.max_length and the estimated activation memory per "
+                                                       "micro-batch, from file headers alone; train nothing.")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("world", help="Write a synthetic raw-video folder with ground truth.")

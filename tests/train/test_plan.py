@@ -1,0 +1,56 @@
+"""`mmalign train --plan`: token counts from file headers and the processor's grid rules equal
+the real processor's counts, on every tiny family, with videos and with images."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmalign.config import build_config, stages_of
+from mmalign.data.encode import RecordDataset
+from mmalign.data.records import read_records
+from mmalign.models.backbone import family_of, load_backbone
+from mmalign.train.plan import plan, record_lengths
+
+
+def image_records(tmp_path, world):
+    from mmalign.data.video import load_video
+
+    frames = load_video(next((world / "videos").glob("*.mp4")), num_frames=2).frames
+    rows = []
+    for i, f in enumerate(frames):
+        Image.fromarray(np.kron(f, np.ones((3, 5, 1), np.uint8))).save(tmp_path / f"im{i}.png")  # 192 x 320
+        rows.append({"id": f"i{i}", "images": [f"im{i}.png"], "prompt": "What is there?", "chosen": "A red circle.",
+                     "rejected": "A blue square moves left."})
+    path = tmp_path / "images.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("tiny, media", [("qwen2_5_vl", "video"), ("qwen2_vl", "video"), ("llava_next_video", "video"),
+                                         ("qwen2_5_vl", "images"), ("llava", "images")])
+def test_the_estimate_equals_the_processors_count(tmp_path, world, tiny_dir, tiny, media):
+    train_file = world / "pairs_train.jsonl" if media == "video" else image_records(tmp_path, world)
+    raw = {"method": "dpo", "model": {"tiny": tiny, "tiny_dir": tiny_dir}, "data": {"train_file": str(train_file)},
+           "sampling": {"num_frames": 6, "max_pixels": 3000}}
+    (_, cfg), = stages_of(build_config(raw))
+    model, processor = load_backbone(cfg.model)
+    records, _ = read_records(train_file, "pair")
+    records = records[:4]
+    family = family_of(model)
+    lengths = record_lengths(records, processor, family, cfg)
+    dataset = RecordDataset(records, processor, family, "dpo", cfg.data, cfg.sampling)
+    for i, est in enumerate(lengths):
+        ex = dataset[i]
+        assert [len(s) for s in ex.sequences] == [est.prompt + r for r in est.responses], records[i].source
+        assert est.media > 0
+
+
+def test_plan_reports_the_records_over_max_length(world, tiny_dir):
+    raw = {"method": "dpo", "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir},
+           "data": {"train_file": str(world / "pairs_train.jsonl"), "max_length": 70}, "sampling": {"num_frames": 4}}
+    report = plan(build_config(raw))["dpo"]
+    over = report["over_max_length"]
+    assert 0 < over < report["records"] and report["tokens"]["max"] > 70
+    assert report["activation_gib_per_micro_batch"] > 0
