@@ -24,8 +24,17 @@ most 2 per video), for each seed:
          synthetic hallucination benchmark (paired yes/no questions) and caption-level object
          precision, CHAIR_s, recall and objects named.
 
-PRIMARY, the metric the target is judged on, was fixed before any held-out number was looked
-at: the hallucination-question accuracy of the synthetic benchmark.
+PRIMARY, the metric the target is judged on and the lr is chosen by: the synthetic benchmark's
+pair accuracy (a pair counts only when its basic question, answer yes, and its hallucinated
+twin, answer no, are both right). The first run used hallucination-question accuracy instead:
+on the held-in validation videos DPO and RRPO then learned to answer "no" to everything
+(hallucination-question accuracy 1.0, pair accuracy 0.0), a metric that rewards a bias; the
+README tells that run's numbers. Pair accuracy cannot be won that way.
+
+The RRPO-recipe pairs are balanced before training (`balance_yes_no`): a yes-biased SFT model
+gets wrong mostly the questions whose answer is "no", so its raw pairs hold ~25 "no over yes"
+pairs for each "yes over no" one, and the preference they teach is "say no". Equally many of
+each are kept (the rest of the pairs, short answers and open descriptions, all).
 Writes benchmarks/results/synthetic_alignment.{json,md,png}: per method the mean over seeds, the
 seed spread (min..max and sample std), and the per-seed improvement over that seed's own SFT model.
 Intermediate runs live under runs/synthetic_alignment/ (rerunning reuses finished steps).
@@ -53,7 +62,7 @@ from tqdm.auto import tqdm  # noqa: E402
 # 14-20 px objects, a model this small trained from scratch never learned to read the video.
 FULL = dict(n_videos=640, object_sizes=(26, 32), max_objects=2, hidden=128, layers=2, vision_steps=1500,
             sft_steps=3000, sft_lr=2e-3, pair_videos=200, val_videos=80, align_steps=40,
-            align_lrs=(1e-4, 3e-4, 1e-3), batch_size=8,
+            align_lrs=(3e-5, 1e-4, 3e-4), batch_size=8,
             seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48)
 QUICK = dict(n_videos=8, object_sizes=(26, 32), max_objects=2, hidden=32, layers=1, vision_steps=2, sft_steps=2,
              sft_lr=2e-3, pair_videos=3, val_videos=2, align_steps=1, align_lrs=(1e-4, 1e-3), batch_size=8, seeds=(0,),
@@ -63,7 +72,7 @@ METHODS = ("dpo", "rrpo", "temple", "apasi", "mask_dpo")
 LABELS = {"sft": "SFT only", "dpo": "DPO", "rrpo": "RRPO", "temple": "TEMPLE-style", "apasi": "APASI-style",
           "mask_dpo": "Mask-DPO"}
 BENCH_SUFFIX = "\nAnswer the question using 'yes' or 'no'."  # the benchmark's own (VideoHallucer) suffix
-PRIMARY = "halluc_accuracy"  # fixed before the first run; see the module docstring
+PRIMARY = "accuracy"  # the benchmark's pair accuracy; see the module docstring for why not halluc_accuracy
 
 # Which generator makes each method's pairs, and the training method / loss it is trained with.
 # `answers: truth` = chosen is the truth caption (the synthetic world has it); the rejected side
@@ -75,7 +84,7 @@ PAIRS = {
     # phrases -> spans. DPO trains on the very same pairs, so RRPO vs DPO compares the losses only.
     "rrpo_qa": {"generator": "rrpo_qa",
                 "rrpo": {"mask_area": [0.25, 0.5], "shuffle_window": 4, "max_changed_fraction": 0.6},
-                "rrpo_qa": {"types": ["yes_no", "short", "open"]}},
+                "rrpo_qa": {"types": ["yes_no", "short", "open"]}, "balance_yes_no": True},
     # TEMPLE (pixel-level variant): the SFT model captions the clip-dropped / shuffled / reversed
     # video (rejected) vs the truth caption (chosen); difficulty from the strength m.
     "temple": {"generator": "temple", "answers": "truth", "temple": {"source": "pixels", "clips": 8,
@@ -276,15 +285,35 @@ def make_pairs(name: str, model_path: str, videos: Path, world: Path, out: Path,
     from mmalign.perturb.run import run_pairs
 
     target = out / f"{name}.jsonl"
-    if target.exists():
-        return target
-    raw = {"seed": seed, "model": {"path": model_path}, "truth_dir": str(world / "truth"),
-           "sampling": {"num_frames": 8}, "generation": {"batch_size": 16, "max_new_tokens": size["caption_tokens"]},
-           "videos_per_batch": 16, **json.loads(json.dumps(PAIRS[name]))}
-    if name == "temple":
-        raw["temple"]["magnitudes"] = size["temple_magnitudes"]
-    run_pairs(build_pairs_config(raw, f"pairs {name}"), videos, target, show_progress=True)
-    return target
+    settings = json.loads(json.dumps(PAIRS[name]))
+    balance = settings.pop("balance_yes_no", False)
+    if not target.exists():
+        raw = {"seed": seed, "model": {"path": model_path}, "truth_dir": str(world / "truth"),
+               "sampling": {"num_frames": 8}, "generation": {"batch_size": 16, "max_new_tokens": size["caption_tokens"]},
+               "videos_per_batch": 16, **settings}
+        if name == "temple":
+            raw["temple"]["magnitudes"] = size["temple_magnitudes"]
+        run_pairs(build_pairs_config(raw, f"pairs {name}"), videos, target, show_progress=True)
+    return balance_yes_no(target, seed) if balance else target
+
+
+def balance_yes_no(path: Path, seed: int) -> Path:
+    """Equally many pairs whose truth is "yes" as "no" (a seeded draw from the larger side);
+    every other pair kept. Written beside `path` as <name>.balanced.jsonl."""
+    out = path.with_name(path.stem + ".balanced.jsonl")
+    if out.exists():
+        return out
+    rows = [json.loads(line) for line in open(path)]
+    by_answer = {a: [i for i, r in enumerate(rows) if r["chosen"] == a] for a in ("yes", "no")}
+    keep_n = min(len(v) for v in by_answer.values())
+    rng = np.random.default_rng(seed)
+    drop = set()
+    for answer, idx in by_answer.items():
+        drop |= set(rng.choice(idx, size=len(idx) - keep_n, replace=False).tolist()) if len(idx) > keep_n else set()
+    from mmalign.io import atomic_write_jsonl
+
+    atomic_write_jsonl(out, [r for i, r in enumerate(rows) if i not in drop])
+    return out
 
 
 def validation_bench(world: Path, work: Path, ids: list[str]) -> Path:
@@ -453,7 +482,8 @@ def pair_stages(path: Path) -> dict:
     of the kept open-answer rewrites, and the kept pairs by question type."""
     from mmalign.perturb.run import report_path
 
-    report = json.loads(report_path(path).read_text())
+    raw = path.with_name(path.name.replace(".balanced", ""))
+    report = json.loads(report_path(raw).read_text())
     rows = [json.loads(line) for line in open(path)]
     asked = report["records"] + sum(report["filtered"].values())
     right = sum(n for k, n in report["filtered"].items() if k.startswith("1 "))
@@ -462,7 +492,8 @@ def pair_stages(path: Path) -> dict:
     for r in rows:
         types[r["meta"]["question_type"]] = types.get(r["meta"]["question_type"], 0) + 1
     return {"asked": asked, "wrong_answer_rate": (asked - right) / max(1, asked), "filtered": report["filtered"],
-            "kept": report["records"], "kept_by_type": types,
+            "kept": report["records"], "kept_by_type": types, "trained_on": len(rows),
+            "yes_no_balance_dropped": report["records"] - len(rows),
             "open_mean_changed_fraction": statistics.mean(opened) if opened else None}
 
 
@@ -544,7 +575,8 @@ def markdown(table: dict, meta: dict) -> str:
         for seed, st in meta["pair_stages"].items():
             fraction = st["open_mean_changed_fraction"]
             lines.append(f"- seed {seed}: {st['asked']} asked, wrong-answer rate {st['wrong_answer_rate']:.3f}, "
-                         f"{st['kept']} kept ({', '.join(f'{k} {v}' for k, v in sorted(st['kept_by_type'].items()))}); "
+                         f"{st['kept']} kept, {st['trained_on']} after the yes/no balance "
+                         f"({', '.join(f'{k} {v}' for k, v in sorted(st['kept_by_type'].items()))}); "
                          f"dropped: " + ", ".join(f"{k[2:]} {v}" for k, v in sorted(st["filtered"].items()))
                          + (f"; open rewrites change {fraction:.3f} of the text on average" if fraction else ""))
     lines += ["", f"Wall time {meta['wall_minutes']:.1f} min on {meta['cpus']} CPU cores; "
