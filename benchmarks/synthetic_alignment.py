@@ -579,6 +579,9 @@ def markdown(table: dict, meta: dict) -> str:
                          f"({', '.join(f'{k} {v}' for k, v in sorted(st['kept_by_type'].items()))}); "
                          f"dropped: " + ", ".join(f"{k[2:]} {v}" for k, v in sorted(st["filtered"].items()))
                          + (f"; open rewrites change {fraction:.3f} of the text on average" if fraction else ""))
+    if meta["size"]["n_videos"] < 100:
+        lines += ["", "**Smoke-test numbers** (`--quick`: a one-layer model, a handful of videos, one step "
+                      "per method): they show that every step ran, not what any method does."]
     lines += ["", f"Wall time {meta['wall_minutes']:.1f} min on {meta['cpus']} CPU cores; "
               f"regenerate with `{meta['command']}`."] + ([f"({meta['note']}.)"] if meta.get("note") else [])
     return "\n".join(lines) + "\n"

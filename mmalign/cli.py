@@ -104,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as e:
         from mmalign.data.records import RecordError
+        from mmalign.train.checkpoint import CheckpointWriteError
         from mmalign.train.run import RunExists
 
-        if isinstance(e, (RecordError, RunExists)):
+        if isinstance(e, (RecordError, RunExists, CheckpointWriteError)):
             print(f"mmalign: error: {e}", file=sys.stderr)
             return 2
         raise

@@ -83,7 +83,8 @@ def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, r
 
     from .summary import write_summary
 
-    return write_summary(out, done)
+    smoke = bool(cfg.model.tiny) and not cfg.model.path
+    return write_summary(out, done, smoke=smoke)
 
 
 def _finished(step: Step, marker: Path) -> dict | None:

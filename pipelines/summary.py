@@ -8,13 +8,18 @@ from pathlib import Path
 from mmalign.io import atomic_write_json, atomic_write_text
 
 
-def write_summary(out: Path, rows: list[dict]) -> dict:
+SMOKE = ("Smoke-test numbers: a tiny model built from random weights on a few synthetic videos; they show "
+         "that every step ran and fed the next, not what the method does.")
+
+
+def write_summary(out: Path, rows: list[dict], smoke: bool = False) -> dict:
     steps = [{k: v for k, v in row.items() if k != "config"} for row in rows]
     evals = [r for r in steps if r["kind"] == "eval"]
     rounds = sorted({r["round"] for r in steps if r["round"] is not None})
     summary = {"steps": steps, "rounds": rounds,
                "metric": evals[-1]["numbers"]["metric"] if evals else None,
-               "curve": [{"step": r["step"], "round": r["round"], "value": r["numbers"]["value"]} for r in evals]}
+               "curve": [{"step": r["step"], "round": r["round"], "value": r["numbers"]["value"]} for r in evals],
+               "note": SMOKE if smoke else None}
     atomic_write_json(out / "pipeline_summary.json", summary)
     atomic_write_text(out / "pipeline_summary.md", markdown(summary))
     if evals:
@@ -36,6 +41,8 @@ def markdown(summary: dict) -> str:
         else:
             shown = ", ".join(f"{k} {_fmt(v)}" for k, v in nums.items())
         lines.append(f"| {r['step']} | {r['kind']} | {_fmt(r['round'])} | {_fmt(r['seconds'])} | {shown} |")
+    if summary.get("note"):
+        lines += ["", summary["note"]]
     return "\n".join(lines) + "\n"
 
 

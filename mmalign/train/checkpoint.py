@@ -22,6 +22,10 @@ from mmalign.io import DIR_MODE, atomic_write_json
 STATE = "trainer_state.json"
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (a full disk, say); the earlier ones are untouched."""
+
+
 def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -40,6 +44,12 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict, keep
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = [p.name for p in sorted(folder.glob("step-*")) if (p / STATE).exists()]
+        raise CheckpointWriteError(f"{final}: writing the checkpoint failed ({e.strerror or e}); earlier checkpoints "
+                                   f"are intact: {', '.join(kept) or 'none yet'} (resume from them with --resume)") \
+            from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -161,3 +161,46 @@ def test_bad_media_is_a_skipped_batch_counted_once_per_record(tmp_path, world, t
     assert (summary["skipped"], summary["records"]) == (2, 4)
     (reason, n), = summary["skipped_by_reason"].items()
     assert n == 2 and reason.endswith("empty file (0 bytes)")
+
+
+def test_a_full_disk_names_the_checkpoint_and_keeps_the_earlier_ones(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    import mmalign.train.checkpoint as ck
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    ck.save_checkpoint(tmp_path, model, opt, sched, {"step": 1})
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ck, "save_file", full)
+    with pytest.raises(ck.CheckpointWriteError, match=r"step-0000002: writing the checkpoint failed \(No space left on "
+                                                      r"device\); earlier checkpoints are intact: step-0000001"):
+        ck.save_checkpoint(tmp_path, model, opt, sched, {"step": 2})
+    assert ck.latest_checkpoint(tmp_path).name == "step-0000001" and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_a_kill_while_final_is_written_resumes_to_a_finished_run(tmp_path, world, tiny_dir, monkeypatch):
+    """summary.json goes first and final/'s DONE marker last: a kill in between leaves a stage
+    that --resume runs to the end again, rewriting both (before, summary.json could be missing
+    beside a complete final/, and --resume failed)."""
+    import mmalign.train.stage as stage
+
+    raw = config(tmp_path, world, tiny_dir, train__max_steps=2, train__save_every=1)
+    real = stage.save_final
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed while writing final/")
+
+    monkeypatch.setattr(stage, "save_final", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(build_config(raw))
+    assert (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "run" / "final" / "DONE.json").exists()
+    monkeypatch.setattr(stage, "save_final", real)
+    summary = train(build_config(raw), resume=True)
+    assert summary["dpo"]["steps"] == 2 and (tmp_path / "run" / "final" / "DONE.json").exists()
