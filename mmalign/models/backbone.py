@@ -34,7 +34,7 @@ FAMILIES = {
     "qwen": Family("qwen", "<|im_end|>", ("model.visual",)),
     "llava": Family("llava", "</s>", ("model.vision_tower", "model.multi_modal_projector", "model.vision_resampler")),
 }
-MODEL_TYPES = {"qwen2_vl": "qwen", "qwen2_5_vl": "qwen", "llava": "llava", "llava_next_video": "llava",
+MODEL_TYPES = {"qwen2_vl": "qwen", "qwen2_5_vl": "qwen", "qwen3_vl": "qwen", "llava": "llava", "llava_next_video": "llava",
                "llava_onevision": "llava"}
 
 

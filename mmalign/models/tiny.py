@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "llava", "llava_next_video")
+TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava", "llava_next_video")
 
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
@@ -124,6 +124,32 @@ def _build_qwen(kind: str):
     return Qwen2VLForConditionalGeneration(config), processor
 
 
+def _build_qwen3_vl(kind: str):
+    """Qwen3-VL (transformers' Qwen3VLForConditionalGeneration): 16 px patches, interleaved
+    mRoPE, DeepStack vision features fed to the first language layers, and the video's
+    timestamps written into the prompt by its processor."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    tok = _qwen_tokenizer()
+    ids = tok.convert_tokens_to_ids
+    # 64 x 64 world frames: one 64 x 64 grid (16 merged tokens) per pair of frames.
+    budget = dict(size={"shortest_edge": 32 * 32 * 4, "longest_edge": 64 * 64 * 2}, patch_size=16, merge_size=2)
+    processor = Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(**budget),
+                                 video_processor=Qwen3VLVideoProcessor(**budget), tokenizer=tok,
+                                 chat_template=QWEN_CHAT_TEMPLATE)
+    text = _tiny_text(len(tok), pad_token_id=ids("<|endoftext|>"), head_dim=16,
+                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                                       "mrope_interleaved": True})
+    text["eos_token_id"] = ids("<|im_end|>")
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
+                  num_position_embeddings=64, deepstack_visual_indexes=[1])
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=ids("<|image_pad|>"),
+                           video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
+                           vision_end_token_id=ids("<|vision_end|>"))
+    return Qwen3VLForConditionalGeneration(config), processor
+
+
 def _build_llava(kind: str):
     from transformers import (CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration,
                               LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration,
@@ -167,7 +193,7 @@ def build_tiny(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return out_dir
     torch.manual_seed(seed)
-    builder = _build_qwen if kind.startswith("qwen") else _build_llava
+    builder = {"qwen3_vl": _build_qwen3_vl}.get(kind, _build_qwen if kind.startswith("qwen") else _build_llava)
     model, processor = builder(kind)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

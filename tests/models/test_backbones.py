@@ -10,7 +10,8 @@ from mmalign.data.video import Video
 from mmalign.models.backbone import encode_prompt, family_of, freeze_vision, load_backbone, vision_parameters
 from mmalign.models.tiny import TINY_PRESETS
 
-MEDIA = {"qwen2_5_vl": ("image", "video"), "qwen2_vl": ("image", "video"), "llava": ("image",),
+MEDIA = {"qwen2_5_vl": ("image", "video"), "qwen2_vl": ("image", "video"), "qwen3_vl": ("image", "video"),
+         "llava": ("image",),
          "llava_next_video": ("video",)}
 
 

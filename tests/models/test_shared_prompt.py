@@ -18,8 +18,8 @@ from mmalign.methods import compute_loss
 from mmalign.train.scoring import TokenScorer
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-CASES = [("qwen2_5_vl", "video"), ("qwen2_5_vl", "image+video"), ("qwen2_vl", "video"), ("llava", "image"),
-         ("llava_next_video", "video")]
+CASES = [("qwen2_5_vl", "video"), ("qwen2_5_vl", "image+video"), ("qwen2_vl", "video"), ("qwen3_vl", "video"),
+         ("qwen3_vl", "image+video"), ("llava", "image"), ("llava_next_video", "video")]
 
 
 def dpo_step(model, batch, ref_logps, mode=None):
