@@ -76,11 +76,12 @@ def build(shape: dict, attn: str, dtype, device, max_pixels: int):
     special = dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
                    vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
     config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **special)
-    config._attn_implementation = attn
+    from mmalign.models import hf
+
+    hf.set_attn_implementation(config, attn)
     model = Qwen2_5_VLForConditionalGeneration(config).to(device=device, dtype=dtype)
-    model.config._attn_implementation = attn
-    for sub in (model.model.language_model.config, model.model.visual.config):
-        sub._attn_implementation = attn
+    for sub in (model.config, model.model.language_model.config, model.model.visual.config):
+        hf.set_attn_implementation(sub, attn)
     return model, processor
 
 

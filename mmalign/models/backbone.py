@@ -182,12 +182,12 @@ def encode_prompt(processor, prompt: str, video=None, images=None, system: str |
 def video_metadata(video):
     """transformers' VideoMetadata for frames we sampled ourselves: Qwen's temporal rotary
     positions depend on the fps of the sampled clip."""
-    from transformers.video_utils import VideoMetadata
-
     n = len(video.frames)
     ts = list(getattr(video, "timestamps", []) or [])
     fps = (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) >= 2 and ts[-1] > ts[0] else float(video.source_fps or 1.0)
-    return VideoMetadata(total_num_frames=n, fps=fps, frames_indices=list(range(n)))
+    from mmalign.models import hf
+
+    return hf.video_metadata(n, fps)
 
 
 def visual_keys(inputs: dict) -> list[str]:

@@ -34,10 +34,9 @@ slow video the temporal positions run past the cursor, and the two differ.)
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 
+from mmalign.models import hf
 from mmalign.models.backbone import base_model, family_of
 from mmalign.models.packing import PREFIX, Plan, flex_block_mask, packed_visual, plan_layout, prefix_sharing_mask
 
@@ -48,7 +47,7 @@ MODES = ("split", "mask", "varlen")
 
 
 def attn_implementation(model) -> str:
-    return base_model(model).model.language_model.config._attn_implementation or "eager"
+    return hf.attn_implementation(base_model(model).model.language_model.config)
 
 
 def default_mode(model) -> str:
@@ -69,7 +68,8 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
     Returns [B, T, H, D] as transformers' attention functions do.
     """
     from torch.nn.functional import scaled_dot_product_attention as sdpa
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    repeat_kv, sdpa_attention_forward = hf.sdpa_internals()
 
     if shared_prefix is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -97,17 +97,12 @@ def use_split_attention(vlm) -> None:
     model from sdpa to it. The switch stays (it must: gradient checkpointing replays layers in
     backward, after this forward returned) and changes nothing for other forwards, which carry
     no `shared_prefix` and get plain sdpa and sdpa's masks."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    if SPLIT not in AttentionInterface._global_mapping:
-        AttentionInterface.register(SPLIT, shared_prefix_attention)
-        AttentionMaskInterface.register(SPLIT, sdpa_mask)
+    hf.register_attention(SPLIT, shared_prefix_attention)
     config = vlm.language_model.config
-    if config._attn_implementation not in ("sdpa", SPLIT):
-        raise ValueError(f"split attention runs on sdpa, not {config._attn_implementation}: "
+    if hf.attn_implementation(config) not in ("sdpa", SPLIT):
+        raise ValueError(f"split attention runs on sdpa, not {hf.attn_implementation(config)}: "
                          "use mode='mask' or 'varlen'")
-    config._attn_implementation = SPLIT
+    hf.set_attn_implementation(config, SPLIT)
 
 
 def scored_hidden(model, batch: dict, labels: torch.Tensor, mode: str | None = None) -> torch.Tensor:
@@ -154,7 +149,7 @@ def scored_hidden(model, batch: dict, labels: torch.Tensor, mode: str | None = N
         n_visual = batch[PREFIX + "n_visual"].tolist()
         copies = plan.copies if mode == "varlen" else list(range(len(n_visual)))
         # the vision tower outside the LLM forward: it must not see the `shared_prefix` argument
-        extra = {"mm_encoder_outputs": vision_once(vlm, visual, n_visual, copies)} if visual else {}
+        extra = {hf.MM_ENCODER_OUTPUTS: vision_once(vlm, visual, n_visual, copies)} if visual else {}
     if mode == "split":
         use_split_attention(vlm)
         responses = {}
@@ -196,8 +191,7 @@ def qwen_positions(vlm, batch: dict, plan: Plan) -> torch.Tensor:
         row = (resp.row, slice(resp.start, resp.start + n))  # the response's ids in the forward layout
         seq = torch.cat([ids[g, :prompt.length], plan.input_ids.to(ids.device)[row]])[None]
         tt = torch.cat([types[g, :prompt.length], torch.zeros(n, dtype=types.dtype, device=types.device)])[None]
-        pos, _ = vlm.get_rope_index(input_ids=seq, mm_token_type_ids=tt, attention_mask=None, **grids)
-        rope[g] = pos[:, 0]
+        rope[g] = hf.rope_index(vlm, seq, tt, grids)[:, 0]
     out = torch.zeros((3, *plan.input_ids.shape), dtype=torch.long, device=ids.device)
     for seg in plan.segments:
         pos, plen = rope[seg.group], prompts[seg.group].length
@@ -205,10 +199,6 @@ def qwen_positions(vlm, batch: dict, plan: Plan) -> torch.Tensor:
         out[:, seg.row, seg.start:seg.start + seg.length] = pos[:, first:first + seg.length]
     return out
 
-
-def _call_with(fn, tensors: dict):
-    params = inspect.signature(fn).parameters
-    return fn(**{k: v for k, v in tensors.items() if k in params}, return_dict=True)
 
 
 def vision_once(vlm, visual: dict, n_visual: list[list[int]], copies: list[int]) -> dict:
@@ -218,7 +208,7 @@ def vision_once(vlm, visual: dict, n_visual: list[list[int]], copies: list[int])
     for m, (name, keys) in enumerate((("image", IMAGE_KEYS), ("video", VIDEO_KEYS))):
         if keys[0] not in visual:
             continue
-        res = _call_with(getattr(vlm, f"get_{name}_features"), {k: visual[k] for k in keys if k in visual})
+        res = hf.vision_features(getattr(vlm, f"get_{name}_features"), {k: visual[k] for k in keys if k in visual})
         counts = [n[m] for n in n_visual]
         first = [sum(counts[:g]) for g in range(len(counts))]
         order = [first[g] + i for g in copies for i in range(counts[g])]

@@ -33,7 +33,6 @@ checkpoints/ (train.save_every), plus reward_errors.jsonl (every sample a term f
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import time
 from dataclasses import asdict
@@ -50,6 +49,7 @@ from mmalign.data.records import RecordError, Skipped
 from mmalign.data.video import MediaError
 from mmalign.io import append_jsonl
 from mmalign.losses import all_equal_groups, group_advantages, grpo_loss
+from mmalign.models import hf
 from mmalign.models.backbone import TEXT_KEYS, base_model, family_of
 from mmalign.rewards import RewardSet, Sample
 from mmalign.train.checkpoint import save_checkpoint
@@ -265,7 +265,7 @@ def rng_neutral(loader):
 def takes_features(model) -> bool:
     """Whether the backbone's forward accepts precomputed vision features (transformers'
     `mm_encoder_outputs`); otherwise pixels go in and the vision tower runs per sequence."""
-    return "mm_encoder_outputs" in inspect.signature(base_model(model).model.forward).parameters
+    return hf.takes_encoder_outputs(base_model(model).model)
 
 
 @torch.no_grad()
@@ -278,21 +278,18 @@ def encode_visual(model, prompt: dict, device) -> dict[str, list[torch.Tensor]]:
         pixels = "pixel_values" if modality == "image" else "pixel_values_videos"
         if fn is None or pixels not in prompt:
             continue
-        kwargs = {k: prompt[k].to(device) for k in inspect.signature(fn).parameters if k in prompt}
-        out[modality] = list(fn(**kwargs, return_dict=True).pooler_output)
+        out[modality] = list(hf.vision_features(fn, {k: v.to(device) for k, v in prompt.items()}).pooler_output)
     return out
 
 
 def with_features(batch: dict, feats: list[dict]) -> dict:
     """Swap the batch's pixel tensors for its rows' precomputed features (rows in order), as
     transformers' `mm_encoder_outputs`."""
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
     batch = {k: v for k, v in batch.items() if not k.startswith("pixel_values")}
     modalities = sorted({m for f in feats for m in f})
     if modalities:
-        batch["mm_encoder_outputs"] = {
-            m: BaseModelOutputWithPooling(pooler_output=[x for f in feats for x in f.get(m, [])]) for m in modalities}
+        batch[hf.MM_ENCODER_OUTPUTS] = {m: hf.encoder_outputs([x for f in feats for x in f.get(m, [])])
+                                        for m in modalities}
     return batch
 
 
