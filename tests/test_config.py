@@ -164,3 +164,24 @@ def test_the_cli_prints_one_line_for_a_config_error(tmp_path, capsys):
     assert main(["train", str(staged(tmp_path)), "train.grad_accum=0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mmalign: error: ") and "train.grad_accum" in err[0]
+
+
+def test_version_flag(capsys):
+    from mmalign.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("mmalign 0.")
+
+
+def test_written_files_take_the_users_umask(tmp_path):
+    import os
+    import stat
+
+    from mmalign.io import FILE_MODE, atomic_write_text
+
+    atomic_write_text(tmp_path / "a.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == FILE_MODE == 0o666 & ~mask
+    assert FILE_MODE != 0o600 or mask == 0o066  # not mkstemp's private mode

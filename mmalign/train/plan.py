@@ -20,6 +20,7 @@ bytes (float32 log-softmax). Weights, gradients and optimizer state are listed b
 
 from __future__ import annotations
 
+import functools
 import statistics
 from dataclasses import dataclass
 
@@ -46,6 +47,11 @@ class Length:
 
 def video_shape(path: str, s) -> tuple[int, int, int, float]:
     """(sampled frames, height, width after max_pixels, source fps) from the header alone."""
+    return _video_shape(path, s.num_frames, s.fps, s.max_frames, s.max_pixels)
+
+
+@functools.lru_cache(maxsize=4096)  # records share videos (a video's questions, a pair's two sides)
+def _video_shape(path: str, num_frames, fps_target, max_frames, max_pixels) -> tuple[int, int, int, float]:
     import av
 
     with av.open(path) as container:
@@ -53,9 +59,9 @@ def video_shape(path: str, s) -> tuple[int, int, int, float]:
         n = stream.frames or int(float(stream.duration * stream.time_base) * float(stream.average_rate))
         fps = float(stream.average_rate or 1)
         h, w = stream.height, stream.width
-    count = len(sample_indices(max(n, 1), fps, num_frames=s.num_frames, fps=s.fps, max_frames=s.max_frames))
-    if s.max_pixels is not None:
-        h, w = fit_within(h, w, s.max_pixels)
+    count = len(sample_indices(max(n, 1), fps, num_frames=num_frames, fps=fps_target, max_frames=max_frames))
+    if max_pixels is not None:
+        h, w = fit_within(h, w, max_pixels)
     return count, h, w, fps
 
 
@@ -113,6 +119,27 @@ def record_lengths(records, processor, family, cfg: RunConfig) -> list[Length]:
         responses = [len(encode_response(tok, t, family.end_of_turn).ids) for t in texts if t is not None]
         out.append(Length(r.source, prompt, extra + n_placeholders, responses))
     return out
+
+
+def drop_over_length(records, processor, family, cfg: RunConfig):
+    """(records that fit data.max_length, Skipped for the others): found from headers and the
+    processor's rules before training starts. A media file whose header does not read is left
+    in (the trainer reports it when it decodes)."""
+    from mmalign.data.records import Skipped
+
+    keep, skipped = [], []
+    for r in records:
+        try:
+            (length,) = record_lengths([r], processor, family, cfg)
+        except Exception:  # noqa: BLE001 - unreadable media: the decoder's own error comes later, per record
+            keep.append(r)
+            continue
+        if length.longest > cfg.data.max_length:
+            skipped.append(Skipped(r.source, r.id, f"{length.longest} tokens > data.max_length={cfg.data.max_length} "
+                                                   "(found before training)"))
+        else:
+            keep.append(r)
+    return keep, skipped
 
 
 def activation_gib(tokens: int, text_config, chunk: int, checkpointing: bool) -> float:

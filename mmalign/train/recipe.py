@@ -24,6 +24,7 @@ from mmalign.methods import compute_loss, method, preference_margins
 from mmalign.models.backbone import family_of
 from mmalign.train.checkpoint import save_checkpoint
 from mmalign.train.curriculum import OrderSampler
+from mmalign.train.plan import drop_over_length
 from mmalign.train.reference import PrecomputedReference, model_fingerprint
 from mmalign.train.scoring import TokenScorer
 from mmalign.train.stage import (end_of_step, eval_before, finish, load_data, load_policy, make_accelerator,
@@ -53,6 +54,13 @@ def run_preference_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None,
     # -- model, reference
     model, processor = load_policy(cfg, accelerator, init_path)
     family = family_of(model)
+    records, too_long = drop_over_length(records, processor, family, cfg)
+    skipped += too_long
+    if too_long:
+        accelerator.print(f"{len(too_long)} record(s) over data.max_length={cfg.data.max_length} skipped before "
+                          f"training, e.g. {too_long[0].source}: {too_long[0].reason}")
+    if not records:
+        raise no_usable_records(cfg.data.train_file, skipped)
     ref_model = load_policy(cfg, accelerator, reference_path)[0] if reference_path else None
     ref_kind = reference_kind(cfg)
     model, reference = prepare_policy(cfg, model, accelerator, lambda m: TokenScorer(m, t.logps_chunk_size), ref_model)

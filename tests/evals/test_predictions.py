@@ -65,3 +65,15 @@ def test_eval_models_are_all_checked_before_any_generates(tmp_path, tiny_dir):
     code = main(["eval", "--config", str(cfg), "--models", "a=/no/such/first", "b=/no/such/second"])
     assert code == 2
     assert not (tmp_path / "out" / "a").exists()
+
+
+def test_metrics_md_defines_its_metrics(tmp_path, pope_cfg):
+    from mmalign.evals.config import load_eval_config
+
+    items = load(load_eval_config(pope_cfg)).items
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({it.id: "yes" for it in items}))
+    assert main(["eval", "--config", str(pope_cfg), "--predictions", str(path)]) == 0
+    md = (tmp_path / "out" / "metrics.md").read_text()
+    assert "- `accuracy`: share of scored questions answered right" in md and "- `yes_ratio`:" in md
+    assert "<dt><code>f1</code></dt>" in (tmp_path / "out" / "report.html").read_text()

@@ -96,3 +96,37 @@ def test_real_tiny_model_end_to_end(world, tmp_path):
     # a clip sampled to another length would move the frame-indexed ops: the record is refused
     with pytest.raises(ValueError, match=r"made on a 8-frame clip .* sampling.num_frames=8"):
         condition_video(MediaLoader(SamplingConfig(num_frames=4)), records[0].rejected_video, records[0])
+
+
+def test_pairs_written_next_to_the_videos_train_as_they_are(world, tmp_path):
+    """The output of `mmalign pairs` fed to `mmalign train`: relative media paths, no flag."""
+    import shutil
+
+    raw = tmp_path / "raw"
+    shutil.copytree(world / "videos", raw / "videos")
+    shutil.copytree(world / "truth", raw / "truth")
+    out = raw / "pairs.jsonl"
+    proc = cli("pairs", "--videos", raw / "videos", "--config", ROOT / "configs" / "pairs" / "inject.yaml",
+               "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert all(not json.loads(line)["video"].startswith("/") for line in out.read_text().splitlines())
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(f"method: mask_dpo\noutput_dir: {tmp_path / 'run'}\nmodel: {{tiny: qwen2_5_vl, tiny_dir: "
+                   f"{tmp_path / 'tiny'}}}\ndata: {{train_file: {out}}}\nsampling: {{num_frames: 4}}\n"
+                   "train: {max_steps: 1, batch_size: 2}\n")
+    trained = subprocess.run([sys.executable, "-m", "mmalign.cli", "train", str(cfg)], capture_output=True, text=True,
+                             timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]["mask_dpo"]["skipped"] == 0
+
+
+def test_zero_pairs_exit_nonzero_with_the_reasons(world, tmp_path):
+    videos = tmp_path / "videos"
+    import shutil
+
+    shutil.copytree(world / "videos", videos)  # no truth files beside them
+    proc = cli("pairs", "--videos", videos, "--config", ROOT / "configs" / "pairs" / "inject.yaml",
+               "--out", tmp_path / "p.jsonl", "--quiet")
+    assert proc.returncode == 1
+    assert "no pair was written" in proc.stderr and "video skipped: answers: truth, but the video has no truth file" \
+        in proc.stderr

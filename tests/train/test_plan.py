@@ -54,3 +54,15 @@ def test_plan_reports_the_records_over_max_length(world, tiny_dir):
     over = report["over_max_length"]
     assert 0 < over < report["records"] and report["tokens"]["max"] > 70
     assert report["activation_gib_per_micro_batch"] > 0
+
+
+def test_training_skips_records_over_max_length_before_it_starts(tmp_path, world, tiny_dir):
+    from mmalign.train.run import train
+
+    raw = {"output_dir": str(tmp_path / "run"), "method": "dpo", "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir},
+           "data": {"train_file": str(world / "pairs_train.jsonl"), "max_length": 70}, "sampling": {"num_frames": 4},
+           "train": {"batch_size": 2, "max_steps": 1, "lr": 1e-4}}
+    expected = plan(build_config(raw))["dpo"]["over_max_length"]
+    summary = train(build_config(raw))["dpo"]
+    before = [s for s in summary["skipped_records"] if "found before training" in s["reason"]]
+    assert len(before) == expected > 0
