@@ -32,7 +32,13 @@ def evaluate(cfg: EvalConfig, overwrite: bool = False, process=None, generate_fn
     if process.is_main_process and bench.prepare is not None:
         bench.prepare(cfg)
     process.wait_for_everyone()
-    loaded = bench.load(cfg)
+    try:
+        loaded = bench.load(cfg)
+    except (TypeError, AttributeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{cfg.benchmark}: an annotation file has a field of the wrong type or form "
+                          f"({type(e).__name__}: {e})") from None
     if cfg.official and loaded.missing:
         raise BenchmarkFilesMissing(f"official: true but {cfg.benchmark} files are missing: "
                                     + "; ".join(loaded.missing))

@@ -114,18 +114,39 @@ def media_root(root: Path, media_dir: str | None, default: str) -> Path:
     return path if path.is_absolute() else root / path
 
 
+class AnnotationRow(dict):
+    """An annotation entry that knows where it came from: a missing field is a one-line error
+    naming the file and line (or entry), not a KeyError deep in a loader."""
+
+    def __init__(self, data: dict, source: str):
+        super().__init__({k: _located(v, f"{source}.{k}") for k, v in data.items()})
+        self.source = source
+
+    def __missing__(self, key):
+        raise BenchmarkFilesMissing(f"{self.source}: missing field {key!r} (an official annotation file has it)")
+
+
+def _located(value, source: str):
+    if isinstance(value, dict):
+        return AnnotationRow(value, source)
+    if isinstance(value, list):
+        return [_located(v, f"{source}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
 def read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise BenchmarkFilesMissing(f"{path}: not valid JSON ({e})") from None
+    return _located(data, str(path))
 
 
 def read_json_lines(path: Path) -> list:
     from mmalign.io import iter_jsonl
 
     try:
-        return [row for _, row in iter_jsonl(path)]
+        return [_located(row, f"{path}:{lineno}") for lineno, row in iter_jsonl(path)]
     except ValueError as e:
         raise BenchmarkFilesMissing(str(e)) from None
 

@@ -77,3 +77,25 @@ def test_metrics_md_defines_its_metrics(tmp_path, pope_cfg):
     md = (tmp_path / "out" / "metrics.md").read_text()
     assert "- `accuracy`: share of scored questions answered right" in md and "- `yes_ratio`:" in md
     assert "<dt><code>f1</code></dt>" in (tmp_path / "out" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("drop, field", [("label", "label"), ("text", "text")])
+def test_an_annotation_line_missing_a_field_is_named(tmp_path, drop, field, capsys):
+    from pathlib import Path
+
+    root = tmp_path / "pope"
+    root.mkdir()
+    src = Path(__file__).parent / "fixtures" / "pope" / "coco_pope_random.json"
+    lines = src.read_text().splitlines()[:4]
+    bad = json.loads(lines[2])
+    del bad[drop]
+    lines[2] = json.dumps(bad)
+    (root / "coco_pope_random.json").write_text("\n".join(lines) + "\n")
+    cfg = tmp_path / "pope.yaml"
+    cfg.write_text(f"benchmark: pope\noutput_dir: {tmp_path / 'out'}\ndata: {{root: {root}, splits: [random]}}\n")
+    preds = tmp_path / "p.json"
+    preds.write_text("{}")
+    assert main(["eval", "--config", str(cfg), "--predictions", str(preds)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mmalign: error: {root / 'coco_pope_random.json'}:3: missing field '{field}' "
+                   "(an official annotation file has it)"]
