@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava", "llava_next_video")
+TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava", "llava_next_video", "llava_onevision")
 
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
@@ -150,6 +150,45 @@ def _build_qwen3_vl(kind: str):
     return Qwen3VLForConditionalGeneration(config), processor
 
 
+ONEVISION_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+
+# LLaVA-OneVision / LLaVA-Video (Qwen2 language models): the ChatML turns of their official
+# template, with <image> / <video> placeholders before the text.
+ONEVISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for c in message['content'] %}{% if c['type'] == 'image' %}<image>\n"
+    "{% elif c['type'] == 'video' %}<video>\n{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _build_llava_onevision(kind: str):
+    """LLaVA-OneVision (and LLaVA-Video-7B-Qwen2, the same class): SigLIP tower, anyres image
+    tiles, pooled video frames, a Qwen2 language model with ChatML turns."""
+    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
+                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor,
+                              Qwen2Tokenizer)
+
+    tok = Qwen2Tokenizer(tokenizer_object=train_tokenizer(ONEVISION_SPECIAL), eos_token="<|im_end|>",
+                         pad_token="<|endoftext|>", unk_token=None, extra_special_tokens=["<|im_start|>", "<image>", "<video>"])
+    ids = tok.convert_tokens_to_ids
+    size = 56  # 4 x 4 patches of 14 px: 16 tokens per tile, 4 per pooled video frame
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size={"height": size, "width": size},
+                                                     image_grid_pinpoints=[[size, size]], do_pad=True),
+        video_processor=LlavaOnevisionVideoProcessor(size={"height": size, "width": size}), tokenizer=tok,
+        num_image_tokens=16, vision_feature_select_strategy="full", chat_template=ONEVISION_CHAT_TEMPLATE,
+        vision_aspect_ratio="anyres_max_1")
+    vision = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, image_size=size, patch_size=14)
+    text = dict(model_type="qwen2", **_tiny_text(len(tok), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>")))
+    config = LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_index=ids("<image>"),
+                                  video_token_index=ids("<video>"), vision_feature_layer=-1,
+                                  vision_feature_select_strategy="full", image_grid_pinpoints=[[size, size]],
+                                  vision_aspect_ratio="anyres_max_1")
+    return LlavaOnevisionForConditionalGeneration(config), processor
+
+
 def _build_llava(kind: str):
     from transformers import (CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration,
                               LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration,
@@ -193,7 +232,8 @@ def build_tiny(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return out_dir
     torch.manual_seed(seed)
-    builder = {"qwen3_vl": _build_qwen3_vl}.get(kind, _build_qwen if kind.startswith("qwen") else _build_llava)
+    builder = {"qwen3_vl": _build_qwen3_vl, "llava_onevision": _build_llava_onevision}.get(
+        kind, _build_qwen if kind.startswith("qwen") else _build_llava)
     model, processor = builder(kind)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
