@@ -394,7 +394,9 @@ def main(argv=None) -> dict:
               "shape": "tiny" if args.tiny else "Qwen2.5-VL-7B shape, 2 language and 2 vision layers",
               "torch": torch.__version__, "transformers": transformers.__version__,
               "seconds": round(time.time() - t0, 1), "steps": steps.rows}
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    from mmalign.io import write_result_json
+
+    write_result_json(out, result, ROOT)
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return result
 

@@ -65,6 +65,11 @@ def child(variant: str, tokens: int, vocab: int, chunk: int) -> dict:
             "peak_extra_mib": round(peak_mib() - before, 1), "seconds": round(seconds, 2)}
 
 
+from mmalign.io import write_result_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tokens", type=int, default=8192)
@@ -100,7 +105,7 @@ def main() -> None:
               "full_float32_logits_mib": round(logits_mib, 1), "rows": rows, "target_fraction": 0.125,
               "machine": {"platform": platform.platform(), "python": platform.python_version()}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result_json(args.out, result, ROOT)
     print(f"-> {args.out}")
 
 

@@ -103,6 +103,11 @@ def step(policy: TokenScorer, reference: TokenScorer, batch: dict) -> tuple[floa
     return seconds, cpu
 
 
+from mmalign.io import write_result_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=16)
@@ -187,7 +192,7 @@ def main() -> None:
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                           "torch": torch.__version__}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result_json(args.out, result, ROOT)
     print(f"-> {args.out}")
 
 

@@ -93,6 +93,9 @@ def bench_pairs(world: Path, runs: dict[str, dict], tiny_dir: str) -> dict:
     return results
 
 
+from mmalign.io import write_result_json  # noqa: E402
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=24)
@@ -131,7 +134,7 @@ def main() -> None:
                 "by generation (tiny random model, greedy, max_new_tokens as in each config, CPU).",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_result_json(args.out, result, ROOT)
     print(f"written {args.out}")
 
 

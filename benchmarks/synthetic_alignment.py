@@ -696,9 +696,9 @@ def write_report(stem: Path, table: dict, meta: dict, per_seed: dict) -> dict:
             if res[name].get("no_pairs"):
                 no_pairs.setdefault(name, []).append(int(seed))
     meta["no_pairs"] = no_pairs
-    text = json.dumps({"meta": meta, "table": table, "per_seed": per_seed}, indent=1, default=str)
-    # Committed results name no folder of the machine they ran on: paths relative to the repository.
-    Path(f"{stem}.json").write_text(text.replace(str(ROOT) + "/", ""))
+    from mmalign.io import write_result_json
+
+    write_result_json(f"{stem}.json", {"meta": meta, "table": table, "per_seed": per_seed}, ROOT)
     md = markdown(table, meta)
     Path(f"{stem}.md").write_text(md)
     plot(table, Path(f"{stem}.png"), meta)

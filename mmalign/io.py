@@ -100,3 +100,10 @@ def cut_torn_tail(path: str | os.PathLike) -> None:
     if keep < len(data):
         with open(path, "r+b") as f:
             f.truncate(keep)
+
+
+def write_result_json(path: str | os.PathLike, obj: Any, root: str | os.PathLike, indent: int = 1) -> None:
+    """A benchmark's result file, with every path under `root` (the repository) written relative
+    to it: committed results name no folder of the machine they ran on."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, default=str)
+    atomic_write_text(path, text.replace(str(Path(root).resolve()) + "/", "") + "\n")
