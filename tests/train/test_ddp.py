@@ -14,22 +14,29 @@ def launch(cmd, tmp_path):
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_two_process_ddp_matches_single_process(tmp_path, world, tiny_dir):
-    def config(name, batch_size):
-        raw = {"output_dir": str(tmp_path / name), "method": "dpo",
-               "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir},
-               "data": {"train_file": str(world / "pairs_train.jsonl")}, "sampling": {"num_frames": 4},
-               "train": {"batch_size": batch_size, "lr": 1e-3, "max_steps": 3, "warmup_ratio": 0.0}}
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(raw))
-        return path
-
-    single = launch([sys.executable, "-m", "mmalign.cli", "train", str(config("single", 4))], tmp_path)
+def one_and_two_processes(tmp_path, config, port: int):
+    """Run `config(name, batch_size)` (a raw config) in one process at batch 4 and under
+    torchrun in two at batch 2 (the same global batch); both must succeed."""
+    paths = {}
+    for name, batch in (("single", 4), ("ddp", 2)):
+        paths[name] = tmp_path / f"{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(config(name, batch)))
+    single = launch([sys.executable, "-m", "mmalign.cli", "train", str(paths["single"])], tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
     # torchrun starts the processes; on a CPU-only machine they join a gloo process group.
-    ddp = launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                  "-m", "mmalign.cli", "train", str(config("ddp", 2))], tmp_path)
+    ddp = launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+                  "-m", "mmalign.cli", "train", str(paths["ddp"])], tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+
+
+def test_two_process_ddp_matches_single_process(tmp_path, world, tiny_dir):
+    def config(name, batch_size):
+        return {"output_dir": str(tmp_path / name), "method": "dpo",
+                "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir},
+                "data": {"train_file": str(world / "pairs_train.jsonl")}, "sampling": {"num_frames": 4},
+                "train": {"batch_size": batch_size, "lr": 1e-3, "max_steps": 3, "warmup_ratio": 0.0}}
+
+    one_and_two_processes(tmp_path, config, 29517)
     a = [r for _, r in iter_jsonl(tmp_path / "single" / "metrics.jsonl")]
     b = [r for _, r in iter_jsonl(tmp_path / "ddp" / "metrics.jsonl")]
     assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3]
@@ -44,21 +51,15 @@ def test_two_process_two_stage_config_from_an_empty_tiny_dir(tmp_path, world):
     stage's end, the tiny preset is built once by the main process before the other loads
     it, and every stage's losses equal the single process's."""
     def config(name, batch_size):
-        raw = {"output_dir": str(tmp_path / name), "model": {"tiny": "qwen2_5_vl", "tiny_dir": str(tmp_path / f"tiny-{name}")},
-               "sampling": {"num_frames": 4}, "train": {"batch_size": batch_size, "max_steps": 2, "warmup_ratio": 0.0},
-               "stages": [{"name": "sft", "method": "sft", "data": {"train_file": str(world / "sft_train.jsonl")},
-                           "train": {"lr": 1e-3}},
-                          {"name": "dpo", "method": "dpo", "data": {"train_file": str(world / "pairs_train.jsonl")},
-                           "train": {"lr": 1e-3}}]}
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(raw))
-        return path
+        return {"output_dir": str(tmp_path / name),
+                "model": {"tiny": "qwen2_5_vl", "tiny_dir": str(tmp_path / f"tiny-{name}")},
+                "sampling": {"num_frames": 4}, "train": {"batch_size": batch_size, "max_steps": 2, "warmup_ratio": 0.0},
+                "stages": [{"name": "sft", "method": "sft", "data": {"train_file": str(world / "sft_train.jsonl")},
+                            "train": {"lr": 1e-3}},
+                           {"name": "dpo", "method": "dpo", "data": {"train_file": str(world / "pairs_train.jsonl")},
+                            "train": {"lr": 1e-3}}]}
 
-    single = launch([sys.executable, "-m", "mmalign.cli", "train", str(config("single", 4))], tmp_path)
-    assert single.returncode == 0, single.stderr[-3000:]
-    ddp = launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
-                  "-m", "mmalign.cli", "train", str(config("ddp", 2))], tmp_path)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one_and_two_processes(tmp_path, config, 29519)
     for stage in ("stage0-sft", "stage1-dpo"):
         a = [r for _, r in iter_jsonl(tmp_path / "single" / stage / "metrics.jsonl")]
         b = [r for _, r in iter_jsonl(tmp_path / "ddp" / stage / "metrics.jsonl")]
