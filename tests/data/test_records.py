@@ -21,6 +21,7 @@ def folder(tmp_path):
     for name in ("videos/v1.mp4", "videos/v2.mp4", "images/a.jpg", "images/b.jpg"):
         (data / name).write_bytes(b"x")  # existence is all the reader checks
     (tmp_path / "outside.mp4").write_bytes(b"x")
+    (data / "videos" / "link.mp4").symlink_to(tmp_path / "outside.mp4")  # leads out of the folder
     return data
 
 
@@ -96,6 +97,9 @@ BAD = [
     ("rejected_video ops malformed", pair("r3", rejected_video={"source": "videos/v1.mp4", "ops": ["reverse"]}),
      "'rejected_video.ops' must be a list of {'op': name, ...} objects"),
     ("rejected_video escapes", pair("r4", rejected_video={"video": "../outside.mp4"}), "'rejected_video.video' path"),
+    ("symlink out", pair("p6", video="videos/link.mp4"), "is a symbolic link (or in a linked folder) that leads out"),
+    ("50 MB line", b'{"id": "huge", "prompt": "' + b"x" * (9 * 2**20) + b'", "chosen": "a", "rejected": "b"}',
+     "over the 8 MiB bound of a record"),
     ("duplicate id", pair("video-pair"), "duplicate id 'video-pair' (first on line 1)"),
 ]
 

@@ -204,3 +204,16 @@ def test_a_kill_while_final_is_written_resumes_to_a_finished_run(tmp_path, world
     monkeypatch.setattr(stage, "save_final", real)
     summary = train(build_config(raw), resume=True)
     assert summary["dpo"]["steps"] == 2 and (tmp_path / "run" / "final" / "DONE.json").exists()
+
+
+def test_resume_removes_partial_checkpoints_a_kill_left(tmp_path):
+    from types import SimpleNamespace
+
+    from mmalign.train.stage import resume
+
+    partial = tmp_path / "checkpoints" / ".tmp-k1ll3d"
+    partial.mkdir(parents=True)
+    (partial / "trainable.safetensors").write_bytes(b"half a checkpoint")
+    accelerator = SimpleNamespace(is_main_process=True, print=print)
+    state, latest = resume(tmp_path, True, accelerator, None, None, None, {"step": 0})
+    assert latest is None and state == {"step": 0} and not partial.exists()
