@@ -545,7 +545,8 @@ def markdown(table: dict, meta: dict) -> str:
     seeds = meta["seeds"]
     lines = [f"Held-out synthetic world ({meta['test_videos']} test videos, {meta['bench_pairs']} yes/no pairs), "
              f"mean ± std over seeds {seeds} (one SFT model per seed); Δ = mean ± std of the per-seed change vs "
-             f"that seed's own SFT model. Primary metric (fixed beforehand): {NAMES[PRIMARY]}.", "",
+             f"that seed's own SFT model. Primary metric: {NAMES[PRIMARY]} (fixed before this run; the first run's "
+             "choice is in the README).", "",
              "| method | " + " | ".join(NAMES[m] for m in HEADLINE)
              + " | objects named (Δ) | Δ " + NAMES[PRIMARY] + " | beyond spread: " + " / ".join(NAMES[m] for m in JUDGED)
              + " |", "|---|" + "---|" * (len(HEADLINE) + 3)]
