@@ -35,9 +35,11 @@ FAMILIES = {
     "llava": Family("llava", "</s>", ("model.vision_tower", "model.multi_modal_projector", "model.vision_resampler")),
     # LLaVA-OneVision / LLaVA-Video: LLaVA's vision side, a Qwen2 language model's ChatML turns
     "llava_qwen": Family("llava_qwen", "<|im_end|>", ("model.vision_tower", "model.multi_modal_projector")),
+    # InternVL3 / 3.5 -hf: InternViT + projector, ChatML turns; video frames go in as image tiles
+    "internvl": Family("internvl", "<|im_end|>", ("model.vision_tower", "model.multi_modal_projector")),
 }
 MODEL_TYPES = {"qwen2_vl": "qwen", "qwen2_5_vl": "qwen", "qwen3_vl": "qwen", "llava": "llava", "llava_next_video": "llava",
-               "llava_onevision": "llava_qwen"}
+               "llava_onevision": "llava_qwen", "internvl": "internvl"}
 
 
 def family_of(model) -> Family:

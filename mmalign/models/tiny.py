@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava", "llava_next_video", "llava_onevision")
+TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava", "llava_next_video", "llava_onevision", "internvl")
 
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
@@ -189,6 +189,38 @@ def _build_llava_onevision(kind: str):
     return LlavaOnevisionForConditionalGeneration(config), processor
 
 
+INTERNVL_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+# InternVL3 / 3.5 "-hf": ChatML turns; the processor expands <IMG_CONTEXT> per tile and <video> per frame.
+INTERNVL_CHAT_TEMPLATE = ONEVISION_CHAT_TEMPLATE.replace("<image>\n", "<IMG_CONTEXT>\n")
+
+
+def _build_internvl(kind: str):
+    """InternVL3 / InternVL3.5 as transformers ships them (InternVLForConditionalGeneration): an
+    InternViT tower, pixel-shuffle downsampling, tiles for images and one tile per video frame."""
+    from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration,
+                              InternVLProcessor, Qwen2Tokenizer)
+    from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+
+    tok = Qwen2Tokenizer(tokenizer_object=train_tokenizer(INTERNVL_SPECIAL), eos_token="<|im_end|>",
+                         pad_token="<|endoftext|>", unk_token=None,
+                         extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
+                                               "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>",
+                                               "im_start": "<|im_start|>"})
+    ids = tok.convert_tokens_to_ids
+    size = 56  # 4 x 4 patches of 14 px, pixel-shuffled by 0.5: 4 tokens per tile / frame
+    processor = InternVLProcessor(
+        image_processor=GotOcr2ImageProcessor(size={"height": size, "width": size}, crop_to_patches=False,
+                                              max_patches=1),
+        video_processor=InternVLVideoProcessor(size={"height": size, "width": size}), tokenizer=tok,
+        image_seq_length=4, chat_template=INTERNVL_CHAT_TEMPLATE)
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                  image_size=[size, size], patch_size=[14, 14])
+    text = dict(model_type="qwen2", **_tiny_text(len(tok), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>")))
+    config = InternVLConfig(vision_config=vision, text_config=text, image_token_id=ids("<IMG_CONTEXT>"),
+                            image_seq_length=4, downsample_ratio=0.5)
+    return InternVLForConditionalGeneration(config), processor
+
+
 def _build_llava(kind: str):
     from transformers import (CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration,
                               LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration,
@@ -232,7 +264,8 @@ def build_tiny(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return out_dir
     torch.manual_seed(seed)
-    builder = {"qwen3_vl": _build_qwen3_vl, "llava_onevision": _build_llava_onevision}.get(
+    builder = {"qwen3_vl": _build_qwen3_vl, "llava_onevision": _build_llava_onevision,
+               "internvl": _build_internvl}.get(
         kind, _build_qwen if kind.startswith("qwen") else _build_llava)
     model, processor = builder(kind)
     model.save_pretrained(out_dir)
