@@ -55,3 +55,19 @@ def test_the_cli_says_it_in_one_line(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [f"mmalign: error: model.path: {tmp_path / 'nope'}: no such folder"]
     assert not (tmp_path / "run").exists()  # a start that fails its checks claims no output folder
+
+
+@pytest.mark.parametrize("body, message", [
+    ("model: {}\ndata: {train_file: d.jsonl}\n", "model: set model.path (a checkpoint folder) or model.tiny (an offline preset)"),
+    ("model: {tiny: qwen2_5_vl}\n", "data.train_file: not set (a JSONL of dpo records)"),
+    ("model: {tiny: qwen2_5_vl}\ndata: {train_file: nope.jsonl}\n", "data.train_file: nope.jsonl: file not found"),
+])
+def test_missing_model_or_data_is_one_line_and_claims_nothing(tmp_path, body, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"method: dpo\noutput_dir: {tmp_path / 'run'}\n" + body)
+    (tmp_path / "d.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    out = subprocess.run([sys.executable, "-m", "mmalign.cli", "train", str(cfg)], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"mmalign: error: {message}"]
+    assert not (tmp_path / "run").exists()

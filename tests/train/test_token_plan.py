@@ -29,7 +29,9 @@ def image_records(tmp_path, world):
 
 
 @pytest.mark.parametrize("tiny, media", [("qwen2_5_vl", "video"), ("qwen2_vl", "video"), ("llava_next_video", "video"),
-                                         ("qwen2_5_vl", "images"), ("llava", "images")])
+                                         ("qwen3_vl", "video"), ("llava_onevision", "video"), ("internvl", "video"),
+                                         ("qwen2_5_vl", "images"), ("llava", "images"), ("qwen3_vl", "images"),
+                                         ("llava_onevision", "images"), ("internvl", "images")])
 def test_the_estimate_equals_the_processors_count(tmp_path, world, tiny_dir, tiny, media):
     train_file = world / "pairs_train.jsonl" if media == "video" else image_records(tmp_path, world)
     raw = {"method": "dpo", "model": {"tiny": tiny, "tiny_dir": tiny_dir}, "data": {"train_file": str(train_file)},
