@@ -50,6 +50,19 @@ def attn_implementation(model) -> str:
     return hf.attn_implementation(base_model(model).model.language_model.config)
 
 
+def cannot_share(model) -> str | None:
+    """Why this backbone cannot run the shared-prompt layout, or None. Layers other than full
+    attention (Qwen3.5's Gated DeltaNet linear attention, sliding windows) read a packed row as
+    one sequence: the rejected response would see the chosen one through their recurrent state."""
+    config = base_model(model).model.language_model.config
+    kinds = sorted({t for t in (getattr(config, "layer_types", None) or []) if t != "full_attention"})
+    if kinds:
+        return f"its language model has {', '.join(kinds)} layers"
+    if getattr(base_model(model).model.language_model, "has_sliding_layers", False):
+        return "its language model has sliding-window layers"
+    return None
+
+
 def default_mode(model) -> str:
     """"split" on sdpa, "varlen" on FlashAttention (no prefix-sharing masks), else "mask"."""
     impl = attn_implementation(model)
@@ -121,8 +134,9 @@ def scored_hidden(model, batch: dict, labels: torch.Tensor, mode: str | None = N
         raise ValueError(f"unknown shared-prompt mode {mode!r}; known: {', '.join(MODES)}")
     if mode == "mask" and "flash" in impl:
         raise ValueError(f"attn_implementation={impl} cannot take a prefix-sharing mask: use mode='varlen'")
-    if mode != "varlen" and getattr(vlm.language_model, "has_sliding_layers", False):
-        raise NotImplementedError("shared-prompt forward with sliding-window layers: set train.shared_prompt=false")
+    blocker = cannot_share(model)
+    if blocker:  # the trainer falls back before it gets here (stage.shared_prompt_or_fallback)
+        raise NotImplementedError(f"shared-prompt forward: {blocker}; set train.shared_prompt=false")
     plan = plan_layout(batch, labels, "varlen" if mode == "varlen" else "mask")
     device = batch[PREFIX + "input_ids"].device
     visual = packed_visual(batch)

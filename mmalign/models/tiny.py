@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava", "llava_next_video", "llava_onevision", "internvl")
+TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5", "llava", "llava_next_video", "llava_onevision", "internvl")
 
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
@@ -122,6 +122,28 @@ def _build_qwen(kind: str):
     vision.update(embed_dim=32, hidden_size=64, mlp_ratio=2)
     config = Qwen2VLConfig(text_config=text, vision_config=vision, **special)
     return Qwen2VLForConditionalGeneration(config), processor
+
+
+def _build_qwen3_5(kind: str):
+    """Qwen3.5 (Qwen3_5ForConditionalGeneration): Qwen3-VL's vision side and processor, a hybrid
+    language model of Gated DeltaNet (linear attention) and full-attention layers."""
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+    model3, processor = _build_qwen3_vl("qwen3_vl")
+    config3 = model3.config
+    text = {**config3.text_config.to_dict(), "layer_types": ["linear_attention", "full_attention"],
+            "linear_num_value_heads": 2, "linear_num_key_heads": 2, "linear_key_head_dim": 16,
+            "linear_value_head_dim": 16}
+    for key in ("model_type", "architectures", "transformers_version", "dtype", "torch_dtype"):
+        text.pop(key, None)
+    text["rope_parameters"] = {**text["rope_parameters"], "partial_rotary_factor": 1.0}
+    vision = {k: v for k, v in config3.vision_config.to_dict().items()
+              if k in ("depth", "hidden_size", "intermediate_size", "num_heads", "out_hidden_size", "patch_size",
+                       "num_position_embeddings", "spatial_merge_size", "temporal_patch_size")}
+    config = Qwen3_5Config(text_config=text, vision_config=vision, image_token_id=config3.image_token_id,
+                           video_token_id=config3.video_token_id, vision_start_token_id=config3.vision_start_token_id,
+                           vision_end_token_id=config3.vision_end_token_id)
+    return Qwen3_5ForConditionalGeneration(config), processor
 
 
 def _build_qwen3_vl(kind: str):
@@ -264,7 +286,7 @@ def build_tiny(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return out_dir
     torch.manual_seed(seed)
-    builder = {"qwen3_vl": _build_qwen3_vl, "llava_onevision": _build_llava_onevision,
+    builder = {"qwen3_vl": _build_qwen3_vl, "qwen3_5": _build_qwen3_5, "llava_onevision": _build_llava_onevision,
                "internvl": _build_internvl}.get(
         kind, _build_qwen if kind.startswith("qwen") else _build_llava)
     model, processor = builder(kind)

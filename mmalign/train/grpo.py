@@ -57,7 +57,7 @@ from mmalign.train.curriculum import OrderSampler
 from mmalign.train.scoring import TokenScorer
 from mmalign.train.stage import (end_of_step, eval_before, finish, load_data, load_policy, make_accelerator,
                                 no_usable_records, optimizer_and_schedule, prepare_policy, record_order,
-                                reduce_metrics, resume, skip_summary)
+                                reduce_metrics, resume, shared_prompt_or_fallback, skip_summary)
 
 # ---------------------------------------------------------------- the stage
 
@@ -79,6 +79,7 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
 
     # -- policy, reference
     model, processor = load_policy(cfg, accelerator, init_path)
+    shared_prompt_or_fallback(cfg, model, accelerator, stage_dir)
     set_seed(t.seed)  # after loading: building a tiny preset reseeds the global RNG
     family = family_of(model)
     model, reference = prepare_policy(cfg, model, accelerator,

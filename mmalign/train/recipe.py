@@ -29,7 +29,8 @@ from mmalign.train.reference import PrecomputedReference, model_fingerprint
 from mmalign.train.scoring import TokenScorer
 from mmalign.train.stage import (end_of_step, eval_before, finish, load_data, load_policy, make_accelerator,
                                 mean_metrics, no_usable_records, optimizer_and_schedule, prepare_policy,
-                                record_order, reduce_metrics, reference_kind, resume, skip_summary)
+                                record_order, reduce_metrics, reference_kind, resume, shared_prompt_or_fallback,
+                                skip_summary)
 
 
 def run_preference_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume_asked: bool,
@@ -54,6 +55,7 @@ def run_preference_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None,
     # -- model, reference
     model, processor = load_policy(cfg, accelerator, init_path)
     family = family_of(model)
+    shared_prompt_or_fallback(cfg, model, accelerator, stage_dir)
     records, too_long = drop_over_length(records, processor, family, cfg)
     skipped += too_long
     if too_long:

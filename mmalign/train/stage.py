@@ -54,6 +54,20 @@ def load_policy(cfg: RunConfig, accelerator, path: str | None = None):
         return load_backbone(cfg.model, path=path)
 
 
+def shared_prompt_or_fallback(cfg: RunConfig, model, accelerator, stage_dir: Path) -> None:
+    """A backbone that cannot share the prompt runs one pass per response: said once, and the
+    stage's config.yaml records what runs."""
+    from mmalign.models.shared_prompt import cannot_share
+
+    reason = cannot_share(model) if cfg.train.shared_prompt else None
+    if reason:
+        accelerator.print(f"train.shared_prompt: {type(model).__name__} cannot share the prompt ({reason}); "
+                          "scoring each response in its own pass instead")
+        cfg.train.shared_prompt = False
+        if accelerator.is_main_process:
+            atomic_write_text(stage_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
 def reference_kind(cfg: RunConfig) -> str:
     m = method(cfg.method)
     kind = cfg.train.reference

@@ -11,6 +11,7 @@ from mmalign.models.backbone import encode_prompt, family_of, freeze_vision, loa
 from mmalign.models.tiny import TINY_PRESETS
 
 MEDIA = {"qwen2_5_vl": ("image", "video"), "qwen2_vl": ("image", "video"), "qwen3_vl": ("image", "video"),
+         "qwen3_5": ("image", "video"),
          "llava": ("image",), "llava_onevision": ("image", "video"), "internvl": ("image", "video"),
          "llava_next_video": ("video",)}
 
