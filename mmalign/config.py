@@ -54,7 +54,7 @@ def _f(default, help: str, **kw):
 class ModelConfig:
     path: str | None = _f(None, "Checkpoint folder or hub id loaded with from_pretrained (a real 7B, or a saved run).",
                           aliases=("model_name_or_path", "checkpoint"))
-    tiny: str | None = _f(None, "Build an offline tiny preset instead of `path`: qwen2_5_vl, qwen2_vl, qwen3_vl, qwen3_5, llava, "
+    tiny: str | None = _f(None, "Build an offline tiny preset instead of `path`: qwen2_5_vl, qwen2_vl, qwen3_vl, qwen3_5, glm4v, llava, "
                                     "llava_next_video, llava_onevision, internvl.")
     tiny_dir: str = _f("data/tiny-models", "Where tiny presets are written (reused across runs).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "Weight dtype; auto = bfloat16 on GPU, float32 on CPU.")

@@ -28,17 +28,20 @@ class Family:
     name: str
     end_of_turn: str             # appended to every response; scored like any response token
     vision_prefixes: tuple[str, ...]  # module-name prefixes of the vision tower + projector
+    mrope: bool = False          # 3D multimodal rotary positions from the VLM's own get_rope_index
 
 
 FAMILIES = {
-    "qwen": Family("qwen", "<|im_end|>", ("model.visual",)),
+    "qwen": Family("qwen", "<|im_end|>", ("model.visual",), mrope=True),
+    # GLM-4.1V: Qwen2-VL-style vision and 3D rope; an assistant turn ends where the next <|user|> begins
+    "glm": Family("glm", "<|user|>", ("model.visual",), mrope=True),
     "llava": Family("llava", "</s>", ("model.vision_tower", "model.multi_modal_projector", "model.vision_resampler")),
     # LLaVA-OneVision / LLaVA-Video: LLaVA's vision side, a Qwen2 language model's ChatML turns
     "llava_qwen": Family("llava_qwen", "<|im_end|>", ("model.vision_tower", "model.multi_modal_projector")),
     # InternVL3 / 3.5 -hf: InternViT + projector, ChatML turns; video frames go in as image tiles
     "internvl": Family("internvl", "<|im_end|>", ("model.vision_tower", "model.multi_modal_projector")),
 }
-MODEL_TYPES = {"qwen2_vl": "qwen", "qwen2_5_vl": "qwen", "qwen3_vl": "qwen", "qwen3_5": "qwen", "llava": "llava", "llava_next_video": "llava",
+MODEL_TYPES = {"qwen2_vl": "qwen", "qwen2_5_vl": "qwen", "qwen3_vl": "qwen", "qwen3_5": "qwen", "glm4v": "glm", "llava": "llava", "llava_next_video": "llava",
                "llava_onevision": "llava_qwen", "internvl": "internvl"}
 
 

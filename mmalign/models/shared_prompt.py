@@ -140,7 +140,11 @@ def scored_hidden(model, batch: dict, labels: torch.Tensor, mode: str | None = N
     plan = plan_layout(batch, labels, "varlen" if mode == "varlen" else "mask")
     device = batch[PREFIX + "input_ids"].device
     visual = packed_visual(batch)
-    if family_of(model).name == "qwen":
+    if family_of(model).name == "glm" and "pixel_values" in visual and "pixel_values_videos" in visual:
+        # GLM-4.1V marks video frames with its image token: features handed over per modality do not line up
+        raise NotImplementedError("GLM-4.1V: a batch with both images and videos cannot share prompts; "
+                                  "set train.shared_prompt=false")
+    if family_of(model).mrope:
         position_ids = qwen_positions(vlm, batch, plan).to(device)
         if mode == "varlen":  # the text row first: transformers reads sequence boundaries from it
             position_ids = torch.cat([plan.text_pos.to(device)[None], position_ids])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5", "llava", "llava_next_video", "llava_onevision", "internvl")
+TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5", "glm4v", "llava", "llava_next_video", "llava_onevision", "internvl")
 
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
@@ -144,6 +144,43 @@ def _build_qwen3_5(kind: str):
                            video_token_id=config3.video_token_id, vision_start_token_id=config3.vision_start_token_id,
                            vision_end_token_id=config3.vision_end_token_id)
     return Qwen3_5ForConditionalGeneration(config), processor
+
+
+GLM_SPECIAL = ["<|endoftext|>", "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|begin_of_image|>",
+               "<|end_of_image|>", "<|image|>", "<|begin_of_video|>", "<|end_of_video|>", "<|video|>"]
+# GLM-4.1V's turns: [gMASK]<sop><|user|>\n...<|assistant|>\n (from its chat_template.jinja)
+GLM_CHAT_TEMPLATE = (
+    "[gMASK]<sop>{% for message in messages %}<|{{ message['role'] }}|>\n{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for c in message['content'] %}{% if c['type'] == 'image' %}"
+    "<|begin_of_image|><|image|><|end_of_image|>{% elif c['type'] == 'video' %}<|begin_of_video|><|video|>"
+    "<|end_of_video|>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def _build_glm4v(kind: str):
+    """GLM-4.1V-Thinking (Glm4vForConditionalGeneration): a Qwen2-VL-style vision tower and 3D
+    rope, GLM's turn tokens."""
+    from transformers import Glm4vConfig, Glm4vForConditionalGeneration, Glm4vImageProcessor, Glm4vProcessor, Qwen2Tokenizer
+    from transformers.models.glm4v.video_processing_glm4v import Glm4vVideoProcessor
+
+    tok = Qwen2Tokenizer(tokenizer_object=train_tokenizer(GLM_SPECIAL), eos_token="<|endoftext|>",
+                         pad_token="<|endoftext|>", unk_token=None, extra_special_tokens=GLM_SPECIAL[1:])
+    ids = tok.convert_tokens_to_ids
+    budget = dict(size={"shortest_edge": 28 * 28 * 4, "longest_edge": 56 * 56 * 2}, patch_size=14, merge_size=2)
+    processor = Glm4vProcessor(image_processor=Glm4vImageProcessor(**budget),
+                               video_processor=Glm4vVideoProcessor(**budget), tokenizer=tok,
+                               chat_template=GLM_CHAT_TEMPLATE)
+    text = _tiny_text(len(tok), pad_token_id=ids("<|endoftext|>"), eos_token_id=[ids("<|endoftext|>"), ids("<|user|>")],
+                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                                       "partial_rotary_factor": 1.0})
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, image_size=56)
+    config = Glm4vConfig(text_config=text, vision_config=vision, image_token_id=ids("<|image|>"),
+                         video_token_id=ids("<|video|>"), image_start_token_id=ids("<|begin_of_image|>"),
+                         image_end_token_id=ids("<|end_of_image|>"), video_start_token_id=ids("<|begin_of_video|>"),
+                         video_end_token_id=ids("<|end_of_video|>"))
+    return Glm4vForConditionalGeneration(config), processor
 
 
 def _build_qwen3_vl(kind: str):
@@ -286,7 +323,7 @@ def build_tiny(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return out_dir
     torch.manual_seed(seed)
-    builder = {"qwen3_vl": _build_qwen3_vl, "qwen3_5": _build_qwen3_5, "llava_onevision": _build_llava_onevision,
+    builder = {"qwen3_vl": _build_qwen3_vl, "qwen3_5": _build_qwen3_5, "glm4v": _build_glm4v, "llava_onevision": _build_llava_onevision,
                "internvl": _build_internvl}.get(
         kind, _build_qwen if kind.startswith("qwen") else _build_llava)
     model, processor = builder(kind)

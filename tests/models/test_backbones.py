@@ -11,7 +11,7 @@ from mmalign.models.backbone import encode_prompt, family_of, freeze_vision, loa
 from mmalign.models.tiny import TINY_PRESETS
 
 MEDIA = {"qwen2_5_vl": ("image", "video"), "qwen2_vl": ("image", "video"), "qwen3_vl": ("image", "video"),
-         "qwen3_5": ("image", "video"),
+         "qwen3_5": ("image", "video"), "glm4v": ("image", "video"),
          "llava": ("image",), "llava_onevision": ("image", "video"), "internvl": ("image", "video"),
          "llava_next_video": ("video",)}
 
@@ -37,7 +37,8 @@ def test_tiny_loads_and_scores_its_media(backbone):
         placeholder = {"qwen": {"image": "<|image_pad|>", "video": "<|video_pad|>"},
                        "llava": {"image": "<image>", "video": "<video>"},
                        "llava_qwen": {"image": "<image>", "video": "<video>"},
-                       "internvl": {"image": "<IMG_CONTEXT>", "video": "<IMG_CONTEXT>"}}[family_of(model).name][media]
+                       "internvl": {"image": "<IMG_CONTEXT>", "video": "<IMG_CONTEXT>"},
+                       "glm": {"image": "<|image|>", "video": "<|image|>"}}[family_of(model).name][media]
         n_placeholders = int((inputs["input_ids"] == processor.tokenizer.convert_tokens_to_ids(placeholder)).sum())
         assert n_placeholders > 1  # expanded to the vision features
         with torch.no_grad():

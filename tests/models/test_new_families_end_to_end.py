@@ -18,7 +18,7 @@ def cli(*args, cwd):
                           text=True, timeout=600)
 
 
-@pytest.mark.parametrize("family", ["qwen3_vl", "llava_onevision", "internvl"])
+@pytest.mark.parametrize("family", ["qwen3_vl", "llava_onevision", "internvl", "glm4v"])
 def test_pairs_train_eval_on_the_tiny_preset(tmp_path, family):
     raw = tmp_path / "raw"
     build_world(raw, n_videos=4, seed=2, show_progress=False)

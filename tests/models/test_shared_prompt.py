@@ -20,7 +20,8 @@ from mmalign.train.scoring import TokenScorer
 TOL = dict(rtol=1e-5, atol=1e-5)
 CASES = [("qwen2_5_vl", "video"), ("qwen2_5_vl", "image+video"), ("qwen2_vl", "video"), ("qwen3_vl", "video"),
          ("qwen3_vl", "image+video"), ("llava", "image"), ("llava_next_video", "video"), ("llava_onevision", "video"),
-         ("llava_onevision", "image"), ("internvl", "video"), ("internvl", "image")]
+         ("llava_onevision", "image"), ("internvl", "video"), ("internvl", "image"),
+         ("glm4v", "video"), ("glm4v", "image")]
 
 
 def dpo_step(model, batch, ref_logps, mode=None):
