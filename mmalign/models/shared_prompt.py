@@ -233,5 +233,8 @@ def vision_once(vlm, visual: dict, n_visual: list[list[int]], copies: list[int])
         feats = res.pooler_output
         res.pooler_output = feats[torch.tensor(order, device=feats.device)] if torch.is_tensor(feats) \
             else tuple(feats[i] for i in order)
+        deepstack = getattr(res, "deepstack_features", None)
+        if deepstack is not None:  # Qwen3-VL: per DeepStack layer, the features of each item, reordered alike
+            res.deepstack_features = [tuple(layer[i] for i in order) for layer in deepstack]
         out[name] = res
     return out

@@ -36,7 +36,9 @@ def dpo_step(model, batch, ref_logps, mode=None):
 
 
 @pytest.mark.parametrize("kind,media,mode", [(k, m, "split") for k, m in CASES] +
-                         [("qwen2_5_vl", "image+video", "mask"), ("llava", "image", "mask")])
+                         [("qwen2_5_vl", "image+video", "mask"), ("llava", "image", "mask"),
+                          ("qwen3_vl", "video", "mask"), ("llava_onevision", "video", "mask"), ("internvl", "video", "mask"),
+                          ("glm4v", "video", "mask")])
 def test_logps_and_dpo_gradients_equal_two_pass(kind, media, mode):
     """split: the default on sdpa (prompt + first response causal, later responses against the
     prompt's keys); mask: one sdpa call with the prefix-sharing boolean mask."""
