@@ -64,11 +64,15 @@ def takes_encoder_outputs(vlm) -> bool:
     return MM_ENCODER_OUTPUTS in inspect.signature(vlm.forward).parameters
 
 
-def encoder_outputs(features: list):
-    """What `mm_encoder_outputs` carries for one modality."""
+def encoder_outputs(features: list, deepstack: list | None = None):
+    """What `mm_encoder_outputs` carries for one modality (Qwen3-VL also reads
+    `deepstack_features`: per DeepStack layer, the features of each item)."""
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    return BaseModelOutputWithPooling(pooler_output=features)
+    out = BaseModelOutputWithPooling(pooler_output=features)
+    if deepstack is not None:
+        out.deepstack_features = deepstack
+    return out
 
 
 def video_metadata(n_frames: int, fps: float):

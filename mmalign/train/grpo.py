@@ -270,8 +270,10 @@ def takes_features(model) -> bool:
 
 
 @torch.no_grad()
-def encode_visual(model, prompt: dict, device) -> dict[str, list[torch.Tensor]]:
-    """The prompt's media through the vision tower, once: {modality: [features per item]}."""
+def encode_visual(model, prompt: dict, device) -> dict[str, dict]:
+    """The prompt's media through the vision tower, once: {modality: {"pooled": features per item
+    (a list) or all items' features (one tensor), as the family's getter gives them, "deepstack":
+    [per DeepStack layer, [features per item]] or None (all but Qwen3-VL)}}."""
     inner = base_model(model).model
     out = {}
     for modality in ("image", "video"):
@@ -279,7 +281,11 @@ def encode_visual(model, prompt: dict, device) -> dict[str, list[torch.Tensor]]:
         pixels = "pixel_values" if modality == "image" else "pixel_values_videos"
         if fn is None or pixels not in prompt:
             continue
-        out[modality] = list(hf.vision_features(fn, {k: v.to(device) for k, v in prompt.items()}).pooler_output)
+        res = hf.vision_features(fn, {k: v.to(device) for k, v in prompt.items()})
+        deepstack = getattr(res, "deepstack_features", None)
+        pooled = res.pooler_output  # a tuple per item (Qwen, GLM) or one tensor (LLaVA, InternVL)
+        out[modality] = {"pooled": pooled if torch.is_tensor(pooled) else list(pooled),
+                         "deepstack": [list(layer) for layer in deepstack] if deepstack is not None else None}
     return out
 
 
@@ -288,9 +294,17 @@ def with_features(batch: dict, feats: list[dict]) -> dict:
     transformers' `mm_encoder_outputs`."""
     batch = {k: v for k, v in batch.items() if not k.startswith("pixel_values")}
     modalities = sorted({m for f in feats for m in f})
-    if modalities:
-        batch[hf.MM_ENCODER_OUTPUTS] = {m: hf.encoder_outputs([x for f in feats for x in f.get(m, [])])
-                                        for m in modalities}
+    encoded = {}
+    for m in modalities:
+        rows = [f[m] for f in feats if m in f]
+        deepstack = None
+        if rows[0]["deepstack"] is not None:
+            deepstack = [tuple(x for r in rows for x in r["deepstack"][layer]) for layer in range(len(rows[0]["deepstack"]))]
+        pooled = (torch.cat([r["pooled"] for r in rows]) if torch.is_tensor(rows[0]["pooled"]) else
+                  [x for r in rows for x in r["pooled"]])
+        encoded[m] = hf.encoder_outputs(pooled, deepstack)
+    if encoded:
+        batch[hf.MM_ENCODER_OUTPUTS] = encoded
     return batch
 
 

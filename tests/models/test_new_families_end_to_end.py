@@ -40,3 +40,30 @@ def test_pairs_train_eval_on_the_tiny_preset(tmp_path, family):
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     (model,) = json.loads((tmp_path / "eval" / "results.json").read_text())["models"]
     assert model["counts"]["scored"] == model["counts"]["items"] > 0
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "llava_onevision", "internvl", "glm4v"])
+def test_grpo_rollouts_from_precomputed_vision_equal_the_pixel_path(tmp_path, family):
+    """GRPO runs the vision tower once per prompt and hands the features to generate
+    (`mm_encoder_outputs`; Qwen3-VL's DeepStack features too): the same greedy rollouts."""
+    from mmalign.config import GrpoConfig, ModelConfig
+    from mmalign.data.video import MediaLoader
+    from mmalign.config import SamplingConfig
+    from mmalign.models.backbone import encode_prompt, family_of, load_backbone
+    from mmalign.train.grpo import encode_visual, rollout, stop_ids, takes_features
+
+    world = tmp_path / "w"
+    build_world(world, n_videos=2, seed=3, show_progress=False)
+    model, processor = load_backbone(ModelConfig(tiny=family, tiny_dir=str(tmp_path / "tiny")))
+    model.eval()
+    media = MediaLoader(SamplingConfig(num_frames=4))
+    prompts = [encode_prompt(processor, "How many objects are there?", video=media.video(str(v)))
+               for v in sorted((world / "videos").glob("*.mp4"))]
+    g = GrpoConfig(max_new_tokens=5)
+    eos = stop_ids(model, processor.tokenizer, family_of(model).end_of_turn)
+    pad = processor.tokenizer.pad_token_id
+    assert takes_features(model)
+    feats = [encode_visual(model, p, "cpu") for p in prompts]
+    with_features, _ = rollout(model, prompts, feats, g, 2, pad, eos, "cpu", greedy=True)
+    from_pixels, _ = rollout(model, prompts, None, g, 2, pad, eos, "cpu", greedy=True)
+    assert with_features == from_pixels
