@@ -4,24 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from mmalign.world import build_world
-
-    out = tmp_path_factory.mktemp("world")
-    build_world(out, n_videos=2, seed=1, show_progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tiny"))
 
 
 def test_the_test_command_is_self_contained_and_ci_runs_exactly_it():

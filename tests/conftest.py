@@ -1,3 +1,6 @@
+"""Session fixtures for the whole suite: a small synthetic world and one folder of tiny presets
+(built once, reused by every test that loads one). Folders may override `world`."""
+
 import pytest
 
 from mmalign.world import build_world
