@@ -48,6 +48,7 @@ def evaluate(cfg: EvalConfig, overwrite: bool = False, process=None, generate_fn
     models = []
     if predictions is not None:
         models.append(score_file(bench, cfg, loaded.items, predictions))
+        loaded.notes += models[-1].pop("notes")
     specs = [] if predictions is not None else model_specs(cfg)
     from mmalign.models.backbone import check_checkpoint
 
@@ -155,9 +156,17 @@ def score_file(bench: Benchmark, cfg: EvalConfig, items: list[Item], path: str) 
     preds = read_prediction_file(path)
     present = [it for it in items if it.id in preds]
     missing = [it.id for it in items if it.id not in preds]
+    extra = len(set(preds) - {it.id for it in items})
     scored = score_items(bench, cfg.score, present, [{"prediction": preds[it.id], "error": None} for it in present])
     scored["counts"]["missing_predictions"] = len(missing)
-    return {"name": Path(path).stem, "model": f"predictions:{path}", **scored, "missing_predictions": missing}
+    notes = []
+    if missing and extra:
+        notes.append(f"{path} lacks {len(missing)} of the {len(items)} items and names {extra} that the annotation "
+                     "files do not have: it was likely made on another version of the benchmark's files"
+                     + (" (LLaVA-1.5's published POPE answers line up only with POPE commit e3e3926, whose random "
+                        "split has 2,910 questions, not 3,000)" if bench.name == "pope" else ""))
+    return {"name": Path(path).stem, "model": f"predictions:{path}", **scored, "missing_predictions": missing,
+            "notes": notes}
 
 
 def judged_row(bench: Benchmark, score: ScoreConfig, item: Item, pred: dict) -> dict:

@@ -99,3 +99,17 @@ def test_an_annotation_line_missing_a_field_is_named(tmp_path, drop, field, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"mmalign: error: {root / 'coco_pope_random.json'}:3: missing field '{field}' "
                    "(an official annotation file has it)"]
+
+
+def test_a_file_made_on_other_annotation_files_is_flagged(tmp_path, pope_cfg):
+    from mmalign.evals.config import load_eval_config
+
+    items = load(load_eval_config(pope_cfg)).items
+    preds = {it.id: "yes" for it in items[:4]} | {"random-9999": "no"}
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(preds))
+    assert main(["eval", "--config", str(pope_cfg), "--predictions", str(path)]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    (note,) = [n for n in results["notes"] if "another version" in n]
+    assert "lacks 2 of the 6 items and names 1" in note and "e3e3926" in note
+    assert "another version" in (tmp_path / "out" / "metrics.md").read_text()
