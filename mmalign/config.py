@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import math
+import operator
 import types
 import typing
 from dataclasses import dataclass, field
@@ -317,12 +317,14 @@ def _unknown_key(key, cls, key_path: str, prefix: str = "") -> ConfigError:
                        + f"; known keys here: {known}")
 
 
+BOUNDS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="), "lt": (operator.lt, "<")}
+
+
 def _check_bounds(value, meta: dict, path: str) -> None:
     if value is None or isinstance(value, (bool, list, dict, str)):
         return
-    for name, ok, word in (("ge", value >= meta.get("ge", -math.inf), ">="), ("gt", value > meta.get("gt", -math.inf), ">"),
-                           ("le", value <= meta.get("le", math.inf), "<="), ("lt", value < meta.get("lt", math.inf), "<")):
-        if name in meta and not ok:
+    for name, (holds, word) in BOUNDS.items():
+        if name in meta and not holds(value, meta[name]):
             raise ConfigError(f"{path}: must be {word} {meta[name]}, got {value!r}")
 
 
@@ -382,16 +384,22 @@ def check_key_path(cls, keys: list[str], item: str) -> None:
             raise ConfigError(f"command line: {item!r}: {err}")
         nested = fields[key].metadata.get("nested")
         if nested is None:
-            if i < len(keys) - 1 and typing.get_type_hints(cls)[key] not in (dict,) \
-                    and typing.get_origin(typing.get_type_hints(cls)[key]) is not dict:
+            hint = typing.get_type_hints(cls)[key]
+            if i < len(keys) - 1 and dict not in (hint, typing.get_origin(hint)):
                 raise ConfigError(f"command line: {item!r}: '{where}' is a value, not a section")
             return
         cls = nested
 
 
-def _stage_index(stages: list, ref: str, item: str) -> int:
+def stage_name(index: int, stage: dict, method: str) -> str:
+    """A stage's `name`, or `<index>-<method>` (`method`: the stage's own, else the top level's)."""
+    return str(stage.get("name") or f"{index}-{stage.get('method', method)}")
+
+
+def _stage_index(raw: dict, ref: str, item: str) -> int:
     """A stage named on the command line, by its `name`, its default name or its index."""
-    names = [str(s.get("name") or f"{i}-{s.get('method', 'dpo')}") if isinstance(s, dict) else str(i)
+    stages = raw.get("stages") or []
+    names = [stage_name(i, s, raw.get("method", "dpo")) if isinstance(s, dict) else str(i)
              for i, s in enumerate(stages)]
     if ref in names:
         return names.index(ref)
@@ -433,7 +441,7 @@ def apply_overrides(raw: dict, overrides: list[str], schema=None) -> dict:
         keys, value = parse_override(item)
         if schema is RunConfig and keys[0] == "stages" and len(keys) > 1:
             stages = raw.get("stages") or []
-            i = _stage_index(stages, keys[1], item)
+            i = _stage_index(raw, keys[1], item)
             if len(keys) < 3:
                 raise ConfigError(f"command line: {item!r}: name a key of the stage, e.g. stages.{keys[1]}.train.lr=")
             if keys[2] not in STAGE_KEYS:
@@ -448,7 +456,7 @@ def apply_overrides(raw: dict, overrides: list[str], schema=None) -> dict:
             check_key_path(schema, keys, item)
         if schema is RunConfig and keys[0] != "stages":
             for leaf in _leaf_paths(keys, value):
-                shadowed = [str(st.get("name") or f"{i}-{st.get('method', 'dpo')}")
+                shadowed = [stage_name(i, st, raw.get("method", "dpo"))
                             for i, st in enumerate(raw.get("stages") or [])
                             if isinstance(st, dict) and _get_path(st, leaf) is not None]
                 if shadowed:
@@ -503,7 +511,7 @@ def _set_loss_keys(raw_loss: Any) -> set[str]:
     return {k for k, v in (raw_loss or {}).items() if v is not None} if isinstance(raw_loss, dict) else set()
 
 
-def resolve_loss(cfg: RunConfig, where: str = "loss") -> RunConfig:
+def resolve_loss(cfg: RunConfig) -> RunConfig:
     """The method's loss settings in `cfg.loss`: set keys kept, unset ones its paper's defaults,
     keys it does not read cleared (so the resolved config shows exactly what runs)."""
     settings = METHODS[cfg.method].settings(cfg.loss)
@@ -511,12 +519,15 @@ def resolve_loss(cfg: RunConfig, where: str = "loss") -> RunConfig:
     return cfg
 
 
-def _unread(method: str, keys: set[str]) -> list[str]:
-    return sorted(keys - set(METHODS[method].defaults))
-
-
 def _reads(method: str) -> str:
     return ", ".join(METHODS[method].defaults) or "no loss keys"
+
+
+def _check_reads(method: str, keys: set[str], where: str) -> None:
+    """Refuse loss keys set for `method` that it does not read."""
+    bad = sorted(keys - set(METHODS[method].defaults))
+    if bad:
+        raise ConfigError(f"{where}{bad[0]}: method {method} does not read it (it reads {_reads(method)})")
 
 
 def build_config(raw: dict, source: str = "config") -> RunConfig:
@@ -525,17 +536,11 @@ def build_config(raw: dict, source: str = "config") -> RunConfig:
         cfg = _build(RunConfig, raw, "")
         top_keys = _set_loss_keys(raw.get("loss"))
         if not cfg.stages:
-            bad = _unread(cfg.method, top_keys)
-            if bad:
-                raise ConfigError(f"loss.{bad[0]}: method {cfg.method} does not read it (it reads {_reads(cfg.method)})")
+            _check_reads(cfg.method, top_keys, "loss.")
         else:
-            read_somewhere = set()
-            for i in range(len(cfg.stages)):
-                _, stage = stage_config(cfg, i)
-                read_somewhere |= set(METHODS[stage.method].defaults)
-            bad = sorted(top_keys - read_somewhere)
+            methods = sorted({stage.method for _, stage in stages_of(cfg)})
+            bad = sorted(top_keys - {k for m in methods for k in METHODS[m].defaults})
             if bad:
-                methods = sorted({stage_config(cfg, i)[1].method for i in range(len(cfg.stages))})
                 raise ConfigError(f"loss.{bad[0]}: no stage's method reads it (stages run "
                                   + "; ".join(f"{m}: {_reads(m)}" for m in methods) + ")")
     except ConfigError as e:
@@ -561,11 +566,8 @@ def stage_config(cfg: RunConfig, index: int) -> tuple[str, RunConfig]:
         resolved = _build(RunConfig, merged, "")
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    bad = _unread(resolved.method, _set_loss_keys(stage.get("loss")))
-    if bad:
-        raise ConfigError(f"{path}.loss.{bad[0]}: method {resolved.method} does not read it "
-                          f"(it reads {_reads(resolved.method)})")
-    return str(stage.get("name") or f"{index}-{resolved.method}"), resolve_loss(resolved)
+    _check_reads(resolved.method, _set_loss_keys(stage.get("loss")), f"{path}.loss.")
+    return stage_name(index, stage, resolved.method), resolve_loss(resolved)
 
 
 def stages_of(cfg: RunConfig) -> list[tuple[str, RunConfig]]:

@@ -185,3 +185,15 @@ def test_written_files_take_the_users_umask(tmp_path):
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == FILE_MODE == 0o666 & ~mask
     assert FILE_MODE != 0o600 or mask == 0o066  # not mkstemp's private mode
+
+
+def test_a_stage_without_a_name_or_method_is_addressed_by_the_name_it_runs_under(tmp_path):
+    """`<index>-<method>` with the top level's method when the stage names none (the command
+    line once looked for `1-dpo` while the stage ran as `1-rrpo`)."""
+    p = tmp_path / "c.yaml"
+    p.write_text("method: rrpo\nmodel: {tiny: qwen2_5_vl}\nstages:\n  - {method: sft}\n  - {loss: {beta: 0.2}}\n")
+    cfg = load_config(p, ["stages.1-rrpo.loss.beta=0.5"])
+    assert [name for name, _ in stages_of(cfg)] == ["0-sft", "1-rrpo"]
+    assert stages_of(cfg)[1][1].loss.beta == 0.5
+    with pytest.raises(ConfigError, match=r"stage\(s\) 1-rrpo set loss.beta themselves"):
+        load_config(p, ["loss.beta=0.3"])
