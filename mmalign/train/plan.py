@@ -103,22 +103,22 @@ class MediaTokens:
         return self._measure(("images", sizes), len(sizes), images=[Image.new("RGB", (w, h)) for h, w in sizes])
 
 
+def record_length(r, media: MediaTokens, processor, family, cfg: RunConfig) -> Length:
+    extra = 0  # tokens the placeholders add when the processor expands them
+    if r.video:
+        extra += media.video(*video_shape(r.video, cfg.sampling))
+    if r.images:
+        extra += media.images(tuple(image_size(p, cfg.sampling) for p in r.images))
+    n_placeholders = len(r.images or []) + bool(r.video)
+    prompt = template_tokens(processor, r.prompt, len(r.images or []), bool(r.video), cfg.data.system_prompt) + extra
+    texts = [r.response] if method(cfg.method).records != "pair" else [r.chosen, r.rejected]
+    responses = [len(encode_response(processor.tokenizer, t, family.end_of_turn).ids) for t in texts if t is not None]
+    return Length(r.source, prompt, extra + n_placeholders, responses)
+
+
 def record_lengths(records, processor, family, cfg: RunConfig) -> list[Length]:
-    media = MediaTokens(processor, cfg.data.system_prompt)
-    tok = processor.tokenizer
-    out = []
-    for r in records:
-        extra = 0  # tokens the placeholders add when the processor expands them
-        if r.video:
-            extra += media.video(*video_shape(r.video, cfg.sampling))
-        if r.images:
-            extra += media.images(tuple(image_size(p, cfg.sampling) for p in r.images))
-        n_placeholders = len(r.images or []) + bool(r.video)
-        prompt = template_tokens(processor, r.prompt, len(r.images or []), bool(r.video), cfg.data.system_prompt) + extra
-        texts = [r.response] if method(cfg.method).records != "pair" else [r.chosen, r.rejected]
-        responses = [len(encode_response(tok, t, family.end_of_turn).ids) for t in texts if t is not None]
-        out.append(Length(r.source, prompt, extra + n_placeholders, responses))
-    return out
+    media = MediaTokens(processor, cfg.data.system_prompt)  # one cache of media shapes for all records
+    return [record_length(r, media, processor, family, cfg) for r in records]
 
 
 def drop_over_length(records, processor, family, cfg: RunConfig):
@@ -127,10 +127,11 @@ def drop_over_length(records, processor, family, cfg: RunConfig):
     in (the trainer reports it when it decodes)."""
     from mmalign.data.records import Skipped
 
+    media = MediaTokens(processor, cfg.data.system_prompt)
     keep, skipped = [], []
     for r in records:
         try:
-            (length,) = record_lengths([r], processor, family, cfg)
+            length = record_length(r, media, processor, family, cfg)
         except Exception:  # noqa: BLE001 - unreadable media: the decoder's own error comes later, per record
             keep.append(r)
             continue
