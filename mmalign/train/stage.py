@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+from collections import Counter
 import signal
 from pathlib import Path
 
@@ -128,12 +129,10 @@ def load_data(cfg: RunConfig, path: str | None):
 
 def reason_counts(skipped) -> list[tuple[str, int]]:
     """Skip reasons grouped (file paths inside them blanked), commonest first."""
-    counts: dict[str, int] = {}
-    for s in skipped:
-        reason = re.sub(r"'(?:/|\.\.)[^']*'|: /\S+$", lambda m: "'…'" if m.group().startswith("'") else ": …",
-                        s.reason if hasattr(s, "reason") else s["reason"])
-        counts[reason] = counts.get(reason, 0) + 1
-    return sorted(counts.items(), key=lambda kv: -kv[1])
+    def blanked(reason: str) -> str:
+        return re.sub(r": /\S+$", ": …", re.sub(r"'(?:/|\.\.)[^']*'", "'…'", reason))
+
+    return Counter(blanked(s.reason if hasattr(s, "reason") else s["reason"]) for s in skipped).most_common()
 
 
 def skip_summary(records, read_skipped, skipped: list[dict]) -> dict:
