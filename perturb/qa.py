@@ -26,6 +26,7 @@ counts every question that made no pair, by stage: answered right, judge, rewrit
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from .diff import changed_fraction, diff_spans
 from .facts import check_sentence
 from .lexicon import NUMBER_WORDS, find_objects
 from .pair import Item, PairBuilder, Result, make_record, record_rng
-from .video import _perturbed
+from .video import perturbed, rrpo_ops
 
 QUESTION_TYPES = ("yes_no", "mcq", "short", "open")
 YES_NO_SUFFIX = "\nAnswer the question using 'yes' or 'no'."  # the synthetic benchmark's own
@@ -81,12 +82,16 @@ def world_questions(scene, types, rng: np.random.Generator) -> list[dict]:
     return out
 
 
-def read_questions(path: str, videos: dict[str, Item]) -> dict[str, list[dict]]:
-    """A user's QA file: one {video, prompt (or question), answer, type?, options?} per line;
-    `video` is a path relative to the --videos folder (or its stem). type defaults to
-    yes_no / mcq / short / open from the answer's form."""
-    by_key = {}
-    stems = {it.key.rsplit(".", 1)[0]: it.key for it in videos.values()}
+def _stem(path: str) -> str:
+    return os.path.splitext(path)[0]
+
+
+def read_questions(path: str) -> dict[str, list[dict]]:
+    """A user's QA file, read once: one {video, prompt (or question), answer, type?, options?}
+    per line; `video` is a path relative to the --videos folder, with or without its extension.
+    Keyed by that path without its extension. type defaults to yes_no / mcq / short / open from
+    the answer's form."""
+    by_stem = {}
     for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -97,16 +102,13 @@ def read_questions(path: str, videos: dict[str, Item]) -> dict[str, list[dict]]:
                 raise TypeError("video, prompt and answer must be strings")
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}:{lineno}: not a QA record ({type(e).__name__}: {e})") from None
-        key = video if video in videos else stems.get(video.rsplit(".", 1)[0])
-        if key is None:
-            continue  # a question about a video not in this folder (or this process's share)
         kind = row.get("type") or infer_type(answer, row.get("options"))
         if kind not in QUESTION_TYPES:
             raise ValueError(f"{path}:{lineno}: type {kind!r} is not one of {list(QUESTION_TYPES)}")
-        by_key.setdefault(key, []).append({"type": kind, "kind": row.get("kind", kind), "prompt": prompt,
-                                           "answer": answer, "options": row.get("options"),
-                                           "id": str(row.get("id", f"l{lineno}"))})
-    return by_key
+        by_stem.setdefault(_stem(video), []).append({"type": kind, "kind": row.get("kind", kind), "prompt": prompt,
+                                                     "answer": answer, "options": row.get("options"),
+                                                     "id": str(row.get("id", f"l{lineno}"))})
+    return by_stem
 
 
 def infer_type(answer: str, options) -> str:
@@ -202,6 +204,7 @@ class RrpoQaPairs(PairBuilder):
     def __init__(self, cfg, backend):
         super().__init__(cfg, backend)
         self._judge = self._rewriter = None  # local LMs, loaded when first asked
+        self._user_questions = None  # the QA file, read on the first batch
 
     def questions(self, item: Item) -> list[dict]:
         c = self.cfg.rrpo_qa
@@ -212,7 +215,7 @@ class RrpoQaPairs(PairBuilder):
             for i, q in enumerate(qs):
                 q["id"] = f"q{i}"
         else:
-            qs = self._user_questions.get(item.key, [])
+            qs = self._user_questions.get(_stem(item.key), [])
         if c.per_video is not None and len(qs) > c.per_video:
             pick = sorted(record_rng(item, "pick").choice(len(qs), size=c.per_video, replace=False).tolist())
             qs = [qs[i] for i in pick]
@@ -221,8 +224,8 @@ class RrpoQaPairs(PairBuilder):
     def run(self, phase: str, items: list[Item]) -> list[Result]:
         c, r = self.cfg.rrpo_qa, self.cfg.rrpo
         results = {it.key: Result(it.key) for it in items}
-        if c.questions != "world":
-            self._user_questions = read_questions(c.questions, {it.key: it for it in items})
+        if c.questions != "world" and self._user_questions is None:
+            self._user_questions = read_questions(c.questions)
         jobs = []
         for it in items:
             qs = self.questions(it)
@@ -232,10 +235,8 @@ class RrpoQaPairs(PairBuilder):
                 continue
             # One perturbed clip per video, as RRPO perturbs each video once for its questions.
             tag = "rrpo_qa"
-            area = round(float(record_rng(it, tag).uniform(*r.mask_area)), 4)
-            ops = [{"op": "mask", "area": area}] + ([{"op": "shuffle", "window": r.shuffle_window}]
-                                                   if r.shuffle_window > 1 else [])
-            clip = _perturbed(it.video, ops, f"{it.stem}-{tag}")
+            ops, area = rrpo_ops(r, it, tag)
+            clip = perturbed(it.video, ops, f"{it.stem}-{tag}")
             jobs += [(it, q, ops, area, clip) for q in qs]
         replies = self.backend.need("generate", "generator rrpo_qa")([(q["prompt"], clip) for _, q, *_, clip in jobs])
         wrong = []

@@ -97,6 +97,16 @@ def _object_mask_ops(s: float, item: Item | None, rng) -> list[dict]:
     return [{"op": "mask_boxes", "boxes": boxes, "fill": list(item.truth.scene.background)}]
 
 
+def rrpo_ops(c, item: Item, tag: str) -> tuple[list[dict], float]:
+    """RRPO's perturbation of one record (`c`: the rrpo config section): one box over an area
+    drawn from mask_area, then a local shuffle of shuffle_window frames; and that area."""
+    area = round(float(record_rng(item, tag).uniform(*c.mask_area)), 4)
+    ops = [{"op": "mask", "area": area}]
+    if c.shuffle_window > 1:
+        ops.append({"op": "shuffle", "window": c.shuffle_window})
+    return ops, area
+
+
 def temple_filter(chosen: str, rejected: str, kind: str, max_ratio: float = 1.5) -> str | None:
     """TEMPLE's pair filters; the reason a pair is dropped, or None to keep it."""
     if chosen.strip() in rejected:
@@ -115,7 +125,7 @@ def _clips_of(video: Video, n: int) -> list[Video]:
                   [video.indices[i] for i in p] if video.indices else []) for p in parts]
 
 
-def _perturbed(video: Video, ops: list[dict], record_id: str) -> Video:
+def perturbed(video: Video, ops: list[dict], record_id: str) -> Video:
     frames = apply_ops(video.frames, ops, seed=op_seed(record_id))
     n = len(frames)
     # Timestamps keep the clip's span, spread over the new frame count (speed / drop change it).
@@ -144,7 +154,7 @@ class VideoPairs(PairBuilder):
         jobs = [(it, *p) for it in ready for p in self.plan(it)]
         # One generate call for the clean and the perturbed clips of the whole batch.
         prompts = [(self.cfg.prompt, it.video) for it in ready] if from_model else []
-        prompts += [(self.cfg.prompt, _perturbed(it.video, ops, f"{it.stem}-{tag}")) for it, tag, ops, *_ in jobs]
+        prompts += [(self.cfg.prompt, perturbed(it.video, ops, f"{it.stem}-{tag}")) for it, tag, ops, *_ in jobs]
         texts = self.backend.need("generate", f"generator {self.name}")(prompts)
         if from_model:
             chosen, texts = {it.key: t for it, t in zip(ready, texts)}, texts[len(ready):]
@@ -214,10 +224,7 @@ class RrpoPairs(VideoPairs):
         out = []
         for k in range(c.pairs_per_video):
             tag = f"rrpo{k}"
-            area = round(float(record_rng(item, tag).uniform(*c.mask_area)), 4)
-            ops = [{"op": "mask", "area": area}]
-            if c.shuffle_window > 1:
-                ops.append({"op": "shuffle", "window": c.shuffle_window})
+            ops, area = rrpo_ops(c, item, tag)
             out.append((tag, ops, "rrpo", None, {"perturbation": "mask+local_shuffle", "mask_area": area,
                                                   "shuffle_window": c.shuffle_window}))
         return out
