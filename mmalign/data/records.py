@@ -420,6 +420,8 @@ class _MediaPaths:
     def resolve(self, value, name: str) -> str:
         if not isinstance(value, str) or not value.strip():
             raise _Invalid(f"'{name}' must be a non-empty path string, got {_short(value)}")
+        if "\x00" in value:  # no file system takes one, and realpath raises on it
+            raise _Invalid(f"'{name}' path {_short(value)} holds a NUL character")
         if os.path.isabs(value):
             if not self.allow_absolute:
                 raise _Invalid(f"'{name}' path {value!r} is absolute; paths are relative to the record file's folder "

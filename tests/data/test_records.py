@@ -98,6 +98,7 @@ BAD = [
      "'rejected_video.ops' must be a list of {'op': name, ...} objects"),
     ("rejected_video escapes", pair("r4", rejected_video={"video": "../outside.mp4"}), "'rejected_video.video' path"),
     ("symlink out", pair("p6", video="videos/link.mp4"), "is a symbolic link (or in a linked folder) that leads out"),
+    ("NUL in a path", pair("p7", video="videos/v1\u0000.mp4"), "holds a NUL character"),
     ("50 MB line", b'{"id": "huge", "prompt": "' + b"x" * (9 * 2**20) + b'", "chosen": "a", "rejected": "b"}',
      "over the 8 MiB bound of a record"),
     ("duplicate id", pair("video-pair"), "duplicate id 'video-pair' (first on line 1)"),
