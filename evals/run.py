@@ -34,9 +34,9 @@ def evaluate(cfg: EvalConfig, overwrite: bool = False, process=None, generate_fn
     process.wait_for_everyone()
     try:
         loaded = bench.load(cfg)
+    except ConfigError:
+        raise
     except (TypeError, AttributeError, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
         raise ConfigError(f"{cfg.benchmark}: an annotation file has a field of the wrong type or form "
                           f"({type(e).__name__}: {e})") from None
     if cfg.official and loaded.missing:

@@ -7,6 +7,7 @@ the batch goes on without it and the trainer counts it in the run summary.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 
@@ -26,6 +27,12 @@ from mmalign.models.backbone import encode_prompt
 class Example:
     record: Record
     sequences: list[Sequence]  # e.g. [chosen, rejected] or [chosen, rejected, chosen-under-perturbed-video]
+
+
+@functools.lru_cache(maxsize=8)  # one pass over the vocabulary per tokenizer, not per dataset
+def longest_token_chars(tokenizer) -> int:
+    """The most characters one token of `tokenizer` decodes to."""
+    return max(len(tokenizer.convert_tokens_to_string([t])) for t in tokenizer.get_vocab())
 
 
 def record_seed(record_id: str) -> int:
@@ -59,10 +66,9 @@ class RecordDataset(torch.utils.data.Dataset):
         self.records, self.processor, self.family, self.cfg = records, processor, family, cfg
         self.method = methods.method(method)
         self.media = MediaLoader(sampling)
-        # A token covers at most this many characters, so text longer than max_length times it
-        # cannot fit: refused before the tokenizer (or the video decoder) spends time on it.
-        vocab = processor.tokenizer.get_vocab()
-        self.max_chars = cfg.max_length * max(len(processor.tokenizer.convert_tokens_to_string([t])) for t in vocab)
+        # Text longer than max_length times the longest token cannot fit: refused before the
+        # tokenizer (or the video decoder) spends time on it.
+        self.max_chars = cfg.max_length * longest_token_chars(processor.tokenizer)
 
     def __len__(self):
         return len(self.records)

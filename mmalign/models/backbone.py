@@ -41,8 +41,8 @@ FAMILIES = {
     # InternVL3 / 3.5 -hf: InternViT + projector, ChatML turns; video frames go in as image tiles
     "internvl": Family("internvl", "<|im_end|>", ("model.vision_tower", "model.multi_modal_projector")),
 }
-MODEL_TYPES = {"qwen2_vl": "qwen", "qwen2_5_vl": "qwen", "qwen3_vl": "qwen", "qwen3_5": "qwen", "glm4v": "glm", "llava": "llava", "llava_next_video": "llava",
-               "llava_onevision": "llava_qwen", "internvl": "internvl"}
+MODEL_TYPES = {"qwen2_vl": "qwen", "qwen2_5_vl": "qwen", "qwen3_vl": "qwen", "qwen3_5": "qwen", "glm4v": "glm",
+               "llava": "llava", "llava_next_video": "llava", "llava_onevision": "llava_qwen", "internvl": "internvl"}
 
 
 def family_of(model) -> Family:
