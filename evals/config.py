@@ -51,12 +51,17 @@ class ScoreConfig:
                                "alternative the benchmark offers (e.g. POPE: lmms_eval).")
     backend: str = _f("simple", "Text backend of scorers that tokenize (CHAIR): `simple` (deterministic, "
                                 "no downloads) or `official` (NLTK + pattern, as the official script).")
+    judge_model: str | None = _f(None, "Local chat model folder for the parts an official scorer hands to an LLM "
+                                       "(TempCompass captioning and unmatched answers, EventHallusion "
+                                       "descriptions); None = those parts are skipped and said.")
+    embedding_model: str | None = _f(None, "Local sentence-embedding model folder (VidHalluc STH: "
+                                           "princeton-nlp/sup-simcse-roberta-large); None = STH descriptions unscored.")
 
 
 @dataclass
 class EvalConfig:
     benchmark: str = _f("synthetic", "Benchmark to run: pope, chair, amber, videohallucer, eventhallusion, vidhal, "
-                                     "synthetic.")
+                                     "tempcompass, vidhalluc, synthetic.")
     output_dir: str = _f("runs/eval/default", "Where predictions (resumable), results.json, metrics.md and "
                                               "report.html go.")
     official: bool = _f(False, "Refuse to start unless the scoring is exactly the official one (official mode and "

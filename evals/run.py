@@ -122,13 +122,17 @@ def score_items(bench: Benchmark, score: ScoreConfig, items: list[Item], predict
             "media_errors": media_errors, "unparsable": unparsable, "items": rows}
 
 
-def read_prediction_file(path: str) -> dict[str, object]:
-    """id -> prediction from our predictions.jsonl ({id, prediction} per line), a JSON object
-    {id: prediction}, or a JSON list of {id, prediction | pred | answer} (the shape most
-    official inference scripts write). A bad line is named by file:line."""
+def read_prediction_file(path: str, bench: Benchmark | None = None) -> dict[str, object]:
+    """id -> prediction from the benchmark's official predictions file (its `read_predictions`),
+    our predictions.jsonl ({id, prediction} per line), a JSON object {id: prediction}, or a JSON
+    list of {id, prediction | pred | answer} (the shape most official inference scripts write).
+    A bad line is named by file:line."""
     text = Path(path).read_text(encoding="utf-8")
     try:
         data = json.loads(text)
+        official = official_predictions(bench, data, path)
+        if official is not None:
+            return official
         rows = list(data.items()) if isinstance(data, dict) else None
         if isinstance(data, list):
             rows = [(str(r["id"]), next(r[k] for k in ("prediction", "pred", "answer") if k in r)) for r in data]
@@ -143,17 +147,27 @@ def read_prediction_file(path: str) -> dict[str, object]:
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise ConfigError(f"{path}:{lineno}: not a prediction row {{id, prediction}} "
                                   f"({type(e).__name__})") from None
-    except (KeyError, StopIteration, TypeError) as e:
+    except (KeyError, StopIteration, TypeError, AttributeError) as e:
         raise ConfigError(f"{path}: a list entry lacks 'id' or 'prediction' ({type(e).__name__})") from None
     if rows is None:
         raise ConfigError(f"{path}: expected JSON lines, an object or a list of predictions")
     return dict(rows)
 
 
+def official_predictions(bench: Benchmark | None, data, path: str) -> dict | None:
+    if bench is None or bench.read_predictions is None:
+        return None
+    try:
+        return bench.read_predictions(data, path)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{path}: looks like {bench.name}'s official predictions file but an entry lacks "
+                          f"{e} ({type(e).__name__})") from None
+
+
 def score_file(bench: Benchmark, cfg: EvalConfig, items: list[Item], path: str) -> dict:
     """Score an existing predictions file: no model is loaded. Items the file lacks are listed
     and counted, never guessed."""
-    preds = read_prediction_file(path)
+    preds = read_prediction_file(path, bench)
     present = [it for it in items if it.id in preds]
     missing = [it.id for it in items if it.id not in preds]
     extra = len(set(preds) - {it.id for it in items})

@@ -63,6 +63,7 @@ class Benchmark:
     needs_backend: bool = False              # official scoring needs outside NLP resources
     prepare: Callable | None = None          # run once on the main process before loading (build data)
     unparsable_note: str | dict = "counted as wrong, as the official script does"  # or {mode: note}
+    read_predictions: Callable | None = None  # (parsed JSON, path) -> {item id: prediction} for an official file
 
 
 # ---------------------------------------------------------------- files
