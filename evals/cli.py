@@ -13,9 +13,36 @@ import argparse
 
 
 def cmd_eval(args) -> int:
-    from .config import load_eval_config
+    from mmalign.config import ConfigError
+
+    from .config import build_eval_config, load_eval_config
     from .run import evaluate
 
+    if args.harness == "lmms-eval":
+        from mmalign.config import apply_overrides
+
+        from .config import EvalConfig, parse_model_args
+        from .harness import run_lmms_eval
+
+        tasks = [t for t in (args.tasks or "").split(",") if t]
+        if not tasks:
+            raise ConfigError("--harness lmms-eval needs --tasks, e.g. --tasks videomme,mvbench")
+        if args.predictions:
+            raise ConfigError("--predictions scores a built-in benchmark's file; lmms-eval tasks run a model")
+        if args.config:
+            cfg = load_eval_config(args.config, args.overrides, args.models)
+        else:
+            raw = apply_overrides({}, args.overrides, EvalConfig)
+            if args.models:
+                raw["models"] = parse_model_args(args.models)
+            cfg = build_eval_config(raw, "command line")
+        run_lmms_eval(cfg, tasks)
+        return 0
+    if args.tasks:
+        raise ConfigError("--tasks names lmms-eval tasks: add --harness lmms-eval")
+    if not args.config:
+        raise ConfigError("--config is required (e.g. configs/eval/videohallucer.yaml), "
+                          "unless --harness lmms-eval runs lmms-eval tasks")
     cfg = load_eval_config(args.config, args.overrides, args.models)
     evaluate(cfg, overwrite=args.overwrite, predictions=args.predictions)
     return 0
@@ -28,7 +55,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("eval", help="Run a hallucination benchmark with the official scoring.",
                        epilog=config_reference(EvalConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="YAML config, e.g. configs/eval/videohallucer.yaml")
+    p.add_argument("--config", help="YAML config, e.g. configs/eval/videohallucer.yaml (optional with --harness)")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. model.path=runs/rrpo/final")
     p.add_argument("--models", nargs="+", metavar="NAME=PATH",
                    help="Compare several models (replaces `models` in the config; put it last), "
@@ -36,6 +63,11 @@ def register(sub) -> None:
     p.add_argument("--predictions", default=None, metavar="FILE",
                    help="Score this predictions file (our predictions.jsonl, or a JSON object / list of "
                         "{id, prediction}) instead of running a model; items it lacks are listed and counted.")
+    p.add_argument("--harness", choices=("builtin", "lmms-eval"), default="builtin",
+                   help="builtin: the config's benchmark; lmms-eval: the --tasks of lmms-eval (an optional extra, "
+                        "pip install -e '.[lmms]'), run with this config's model and sampling, data from data.root")
+    p.add_argument("--tasks", default=None, metavar="T1,T2",
+                   help="lmms-eval tasks, e.g. videomme,mvbench,mlvu,longvideobench,tvbench,vinoground,tempcompass")
     p.add_argument("--overwrite", action="store_true",
                    help="Discard predictions already in output_dir instead of resuming from them.")
     p.set_defaults(func=cmd_eval)
