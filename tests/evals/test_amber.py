@@ -106,3 +106,58 @@ def test_missing_file_names_every_place_looked(tmp_path):
     shutil.copy(ROOT / "data" / "annotations.json", tmp_path)
     with pytest.raises(BenchmarkFilesMissing, match=r"query_discriminative\.json.*data/query/query_discriminative"):
         load(make_cfg("amber", tmp_path))
+
+
+# ---------------------------------------------------------------- the generative task
+# Checked by hand once against inference.py itself (NLTK and spaCy replaced by the simple
+# backend's rules, and again with a non-trivial similarity): CHAIR / Cover / Hal / Cog equal on
+# all 1,004 generative annotations of the official file.
+
+def generative_root(tmp_path):
+    import json
+
+    root = tmp_path / "amber"
+    (root / "data" / "query").mkdir(parents=True)
+    (root / "data" / "annotations.json").write_text(json.dumps([
+        {"id": 1, "type": "generative", "truth": ["dog", "grass"], "hallu": ["cat", "ball"]},
+        {"id": 2, "type": "generative", "truth": ["car"], "hallu": ["truck"]},
+        {"id": 3, "type": "discriminative-hallucination", "truth": "no"}]))
+    (root / "data" / "query" / "query_generative.json").write_text(json.dumps([
+        {"id": 1, "image": "AMBER_1.jpg", "query": "Describe this image."},
+        {"id": 2, "image": "AMBER_2.jpg", "query": "Describe this image."}]))
+    (root / "data" / "query" / "query_discriminative.json").write_text(json.dumps([
+        {"id": 3, "image": "AMBER_3.jpg", "query": "Is there a cat in this image?"}]))
+    (root / "data" / "relation.json").write_text(json.dumps({
+        "dog": ["puppy"], "grass": ["lawn"], "cat": ["kitten"], "ball": [], "car": ["vehicle"], "truck": [],
+        "tree": [], "image": []}))
+    (root / "data" / "safe_words.txt").write_text("image\nvehicle")
+    return root
+
+
+def test_generative_by_hand(tmp_path):
+    root = generative_root(tmp_path)
+    cfg = make_cfg("amber", root, data={"splits": ["generative", "existence"]})
+    loaded = load(cfg)
+    gen = [it for it in loaded.items if it.category == "generative"]
+    assert [it.prompt for it in gen] == ["Describe this image."] * 2     # the query as written
+    assert any("approximates" in n for n in loaded.notes)
+    answers = {"1": "A puppy on the lawn chases a kitten near a tree in the image.",
+               "2": "A vehicle.", "3": "No"}
+    out = score(cfg, loaded.items, [answers[it.id] for it in loaded.items])
+    # response 1 nouns in the vocabulary: puppy (covers dog), lawn (covers grass), kitten (hallu cat:
+    # Cog, and a hallucinated noun), tree (hallucinated), image (a safe word: counted, never bad)
+    # -> 5 nouns, 2 bad. response 2: vehicle, a safe word -> 1 noun, car uncovered, clean.
+    m = out["metrics"]
+    assert m["chair"] == round(2 / (6 + 0.001) * 100, 1)
+    assert m["cover"] == round(2 / (3 + 0.001) * 100, 1)
+    assert m["cog"] == round(1 / (3 + 0.001) * 100, 1)
+    assert m["hal"] == round(100 - 1 / (2 + 0.001) * 100, 1)
+    assert m["accuracy"] == round(1 / 1.001 * 100, 1)          # the discriminative question still scores
+
+
+def test_generative_official_needs_the_official_backend(tmp_path):
+    from mmalign.config import ConfigError
+
+    root = generative_root(tmp_path)
+    with pytest.raises(ConfigError, match="score.backend=official"):
+        load(make_cfg("amber", root, data={"splits": ["generative"]}, official=True))
