@@ -1,6 +1,7 @@
 """Seconds per DPO preference step: the naive two-pass forward vs mmalign's shared-prompt path.
 
     python benchmarks/pair_step.py [--frames 16] [--size 224] [--layers 6] [--vocab 4096] [--steps 4]
+    python benchmarks/pair_step.py --family qwen3_vl     # a tiny preset of another family (see below)
 
 One video-heavy pair (a 16-frame 224x224 clip and a short question; prompt >= 90% of each
 sequence) on a randomly initialised Qwen2.5-VL (6 layers of width 512, a 4-block vision tower)
@@ -18,6 +19,12 @@ the DPO loss, backward. The vision tower is frozen (the default, as in RRPO and 
   chosen one causal block, rejected against the prompt's keys and its own).
 - shared_mask: the same row through one sdpa call with the prefix-sharing boolean mask, for
   comparison: it computes every masked-out score and skips no causal block.
+
+`--family <tiny preset>` (qwen3_vl, glm4v, internvl, llava_onevision, ...) runs the same pair
+on that family's tiny preset (its real config class and processor, width 64, 2 layers, built
+from config as in the tests) instead of the width-512 Qwen2.5-VL; results go to
+pair_step_<family>.json. At that size fixed per-call overheads weigh more than at 7B, so these
+rows are a check that each family's shared path pays off, not a prediction of its 7B speed-up.
 
 The token-count limit of the speed-up is 2(P+R)/(P+2R) (the LLM processes P+2R tokens
 instead of 2(P+R)); running the vision tower once adds to it. The optimizer step, the same
@@ -83,11 +90,11 @@ def build(args):
     return model, processor
 
 
-def pair(processor, args) -> list[Sequence]:
+def pair(processor, args, end: str = "<|im_end|>") -> list[Sequence]:
     frames = np.random.default_rng(0).integers(0, 255, (args.frames, args.size, args.size, 3), dtype=np.uint8)
     video = types.SimpleNamespace(frames=frames, timestamps=[i / 2 for i in range(args.frames)], source_fps=2.0)
     prompt = encode_prompt(processor, "Describe what happens in the video, in order.", video=video)
-    resp = [encode_response(processor.tokenizer, t, "<|im_end|>").ids for t in (CHOSEN, REJECTED)]
+    resp = [encode_response(processor.tokenizer, t, end).ids for t in (CHOSEN, REJECTED)]
     return [Sequence(prompt, resp[0]), Sequence(prompt, resp[1])]
 
 
@@ -106,6 +113,7 @@ def step(policy: TokenScorer, reference: TokenScorer, batch: dict) -> tuple[floa
 from mmalign.io import write_result_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = str(Path(__file__).parent / "results" / "pair_step.json")
 
 
 def main() -> None:
@@ -121,15 +129,29 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (0 = torch's default); 1 because on a small shared machine two OpenMP "
                          "threads spin on each other: here 2-3x slower than one, and noisy")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "pair_step.json"))
+    ap.add_argument("--family", default=None, help="a tiny preset (model.tiny) to run instead of the Qwen2.5-VL model")
+    ap.add_argument("--out", default=DEFAULT_OUT)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model, processor = build(args)
+    if args.family:
+        import tempfile
+
+        from mmalign.config import ModelConfig
+        from mmalign.models.backbone import family_of, load_backbone
+
+        model, processor = load_backbone(ModelConfig(tiny=args.family, tiny_dir=tempfile.mkdtemp(), dtype="float32"))
+        model.train()
+        end = family_of(model).end_of_turn
+        if args.out == DEFAULT_OUT:
+            args.out = str(Path(DEFAULT_OUT).with_name(f"pair_step_{args.family}.json"))
+    else:
+        model, processor = build(args)
+        end = "<|im_end|>"
     freeze_vision(model)
     ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    seqs = pair(processor, args)
+    seqs = pair(processor, args, end)
     pad = processor.tokenizer.pad_token_id
     naive, shared = collate_sequences(seqs, pad), collate_sequences(seqs, pad, shared_prompt=True)
     paths = {"naive": (naive, None), "shared": (shared, None), "shared_mask": (shared, "mask")}
@@ -138,7 +160,9 @@ def main() -> None:
     rc, rr = len(seqs[0].response_ids), len(seqs[1].response_ids)
     limit = (2 * P + rc + rr) / (P + rc + rr)
     r = (rc + rr) / 2
-    print(f"pair: prompt {P} tokens ({int(seqs[0].prompt['video_grid_thw'].prod()) // 4} video), chosen {rc}, "
+    grid = seqs[0].prompt.get("video_grid_thw")
+    video_tokens = f"{int(grid.prod()) // 4} video" if grid is not None else "video"
+    print(f"pair: prompt {P} tokens ({video_tokens}), chosen {rc}, "
           f"rejected {rr}; prompt = {P / (P + r):.1%} of a sequence; "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M params, {torch.get_num_threads()} threads")
 
@@ -175,6 +199,8 @@ def main() -> None:
     print(f"mmalign (shared, split attention): {speedup['shared']:.2f}x wall, {speedup_cpu['shared']:.2f}x CPU time; "
           f"token-count limit 2(P+R)/(P+2R) = {limit:.2f}x, plus the vision tower run 2 instead of 4 times; "
           f"target >= 1.6x: {'met' if speedup['shared'] >= 1.6 else 'NOT met'}")
+    print(f"shared step = {speedup['shared'] / limit:.0%} of the token-count limit (issue #18 target >= 88%: "
+          f"{'met' if speedup['shared'] >= 0.88 * limit else 'NOT met'})")
     print(f"with the optimizer step ({opt_s:.2f} s, the same for both) included: {speedup_opt:.2f}x")
     print(f"max |logp naive - logp other paths| = {diff:.2e}; load average during the run {load:.1f} on "
           f"{os.cpu_count()} CPUs")
@@ -186,7 +212,9 @@ def main() -> None:
               "all_steps_wall_cpu": {k: [[round(t, 3), round(c, 3)] for t, c in v] for k, v in times.items()},
               "speedup": {k: round(v, 3) for k, v in speedup.items()},
               "speedup_cpu_time": {k: round(v, 3) for k, v in speedup_cpu.items()},
-              "token_limit": round(limit, 3), "target": 1.6, "target_met": speedup["shared"] >= 1.6,
+              "token_limit": round(limit, 3), "fraction_of_token_limit": round(speedup["shared"] / limit, 3),
+              "target_fraction_of_limit": 0.88, "fraction_target_met": speedup["shared"] >= 0.88 * limit,
+              "target": 1.6, "target_met": speedup["shared"] >= 1.6,
               "optimizer_step_seconds": round(opt_s, 3), "speedup_with_optimizer": round(speedup_opt, 3),
               "max_abs_logp_diff": diff, "threads": torch.get_num_threads(), "load_average": round(load, 2),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),

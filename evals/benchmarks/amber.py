@@ -92,6 +92,7 @@ def generative_items(cfg, root: Path, truth: dict, images: Path) -> list[Item]:
     if cfg.official and cfg.score.backend != "official":
         raise ConfigError("official: true: AMBER's generative task must score with score.backend=official "
                           "(NLTK + spaCy en_core_web_lg)")
+    backend(cfg.score.backend)  # a missing NLTK / spaCy model stops the run here, before any answer is generated
     paths = require("amber", root, {k: find_file(root, c) for k, c in GENERATIVE.items()}, GENERATIVE)
     meta = {"relation": str(paths["relation"]), "safe_words": str(paths["safe_words"])}
     return [Item(id=str(q["id"]), prompt=q["query"] if cfg.prompt.suffix is None else q["query"] + cfg.prompt.suffix,

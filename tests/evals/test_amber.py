@@ -161,3 +161,16 @@ def test_generative_official_needs_the_official_backend(tmp_path):
     root = generative_root(tmp_path)
     with pytest.raises(ConfigError, match="score.backend=official"):
         load(make_cfg("amber", root, data={"splits": ["generative"]}, official=True))
+
+
+def test_generative_official_backend_missing_stops_before_generating(tmp_path, monkeypatch):
+    import sys
+
+    from mmalign.evals.benchmarks import amber
+
+    monkeypatch.setitem(sys.modules, "spacy", None)   # spaCy not installed
+    amber.backend.cache_clear()
+    with pytest.raises(amber.BackendUnavailable, match="en_core_web_lg"):
+        load(make_cfg("amber", generative_root(tmp_path), data={"splits": ["generative"]},
+                      score={"backend": "official"}))
+    amber.backend.cache_clear()
