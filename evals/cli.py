@@ -15,13 +15,10 @@ import argparse
 def cmd_eval(args) -> int:
     from mmalign.config import ConfigError
 
-    from .config import build_eval_config, load_eval_config
+    from .config import load_eval_config
     from .run import evaluate
 
     if args.harness == "lmms-eval":
-        from mmalign.config import apply_overrides
-
-        from .config import EvalConfig, parse_model_args
         from .harness import run_lmms_eval
 
         tasks = [t for t in (args.tasks or "").split(",") if t]
@@ -29,14 +26,7 @@ def cmd_eval(args) -> int:
             raise ConfigError("--harness lmms-eval needs --tasks, e.g. --tasks videomme,mvbench")
         if args.predictions:
             raise ConfigError("--predictions scores a built-in benchmark's file; lmms-eval tasks run a model")
-        if args.config:
-            cfg = load_eval_config(args.config, args.overrides, args.models)
-        else:
-            raw = apply_overrides({}, args.overrides, EvalConfig)
-            if args.models:
-                raw["models"] = parse_model_args(args.models)
-            cfg = build_eval_config(raw, "command line")
-        run_lmms_eval(cfg, tasks)
+        run_lmms_eval(load_eval_config(args.config, args.overrides, args.models), tasks)
         return 0
     if args.tasks:
         raise ConfigError("--tasks names lmms-eval tasks: add --harness lmms-eval")
@@ -62,7 +52,8 @@ def register(sub) -> None:
                         "e.g. base=/ckpt rrpo=runs/rrpo/final")
     p.add_argument("--predictions", default=None, metavar="FILE",
                    help="Score this predictions file (the benchmark's official format, our predictions.jsonl, "
-                        "or a JSON object / list of {id, prediction}) instead of running a model; items it lacks are listed and counted.")
+                        "or a JSON object / list of {id, prediction}) instead of running a model; items it lacks "
+                        "are listed and counted.")
     p.add_argument("--harness", choices=("builtin", "lmms-eval"), default="builtin",
                    help="builtin: the config's benchmark; lmms-eval: the --tasks of lmms-eval (an optional extra, "
                         "pip install -e '.[lmms]'), run with this config's model and sampling, data from data.root")

@@ -177,9 +177,10 @@ def build_eval_config(raw: dict, source: str = "config") -> EvalConfig:
         raise ConfigError(f"{source}: {e}") from None
 
 
-def load_eval_config(path: str | Path, overrides: list[str] | None = None,
+def load_eval_config(path: str | Path | None, overrides: list[str] | None = None,
                      models: list[str] | None = None) -> EvalConfig:
-    raw = apply_overrides(load_raw(path), overrides or [], EvalConfig)
+    """The config at `path` (None: the defaults) with the command line's overrides and models."""
+    raw = apply_overrides(load_raw(path) if path else {}, overrides or [], EvalConfig)
     if models:
         raw["models"] = parse_model_args(models)
-    return build_eval_config(raw, str(path))
+    return build_eval_config(raw, str(path) if path else "command line")

@@ -170,16 +170,18 @@ def run_lmms_eval(cfg: EvalConfig, tasks: list[str], load_model_fn=None) -> dict
 
     from .run import load_model, make_process
 
-    requests = task_requests(TaskManager(), tasks, root)
+    manager = TaskManager()  # indexes every task folder lmms-eval has: built once
+    requests = task_requests(manager, tasks, root)
     process = make_process()
     load_model_fn = load_model_fn or load_model
+    model_class = lmms_model_class()
     out = Path(cfg.output_dir)
     models = []
     for spec in model_specs(cfg):
         model, processor = load_model_fn(spec, process)
-        lm = lmms_model_class()(model, processor, cfg)
+        lm = model_class(model, processor, cfg)
         evaluated = simple_evaluate(model=lm, tasks=requests, batch_size=cfg.generation.batch_size,
-                                   limit=cfg.data.limit, log_samples=True, task_manager=TaskManager())
+                                   limit=cfg.data.limit, log_samples=True, task_manager=manager)
         if evaluated is None:  # not the main process
             continue
         models.append(model_result(spec, lm, evaluated))

@@ -125,8 +125,8 @@ def score_items(bench: Benchmark, score: ScoreConfig, items: list[Item], predict
 def read_prediction_file(path: str, bench: Benchmark | None = None) -> dict[str, object]:
     """id -> prediction from the benchmark's official predictions file (its `read_predictions`),
     our predictions.jsonl ({id, prediction} per line), a JSON object {id: prediction}, or a JSON
-    list of {id, prediction | pred | answer | response} (the shape most official inference scripts write).
-    A bad line is named by file:line."""
+    list of {id, prediction | pred | answer | response} (the shape most official inference scripts
+    write). A bad line is named by file:line."""
     text = Path(path).read_text(encoding="utf-8")
     try:
         data = json.loads(text)
@@ -135,7 +135,8 @@ def read_prediction_file(path: str, bench: Benchmark | None = None) -> dict[str,
             return official
         rows = list(data.items()) if isinstance(data, dict) else None
         if isinstance(data, list):
-            rows = [(str(r["id"]), next(r[k] for k in ("prediction", "pred", "answer", "response") if k in r)) for r in data]
+            keys = ("prediction", "pred", "answer", "response")
+            rows = [(str(r["id"]), next(r[k] for k in keys if k in r)) for r in data]
     except json.JSONDecodeError:
         rows = []
         for lineno, line in enumerate(text.splitlines(), start=1):

@@ -8,8 +8,8 @@ from . import amber, chair, eventhallusion, pope, synthetic, tempcompass, videoh
 from .base import Benchmark, BenchmarkFilesMissing, Item, Judgement, Loaded
 
 REGISTRY: dict[str, Benchmark] = {
-    m.BENCHMARK.name: m.BENCHMARK for m in (pope, chair, amber, videohallucer, eventhallusion, vidhal, tempcompass, vidhalluc,
-                                          synthetic)
+    m.BENCHMARK.name: m.BENCHMARK
+    for m in (pope, chair, amber, videohallucer, eventhallusion, vidhal, tempcompass, vidhalluc, synthetic)
 }
 
 __all__ = ["REGISTRY", "Benchmark", "BenchmarkFilesMissing", "Item", "Judgement", "Loaded"]

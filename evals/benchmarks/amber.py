@@ -59,7 +59,8 @@ CATEGORY = {"discriminative-hallucination": "existence",  # the rest (discrimina
             "discriminative-attribute-number": "attribute-number",
             "discriminative-attribute-action": "attribute-action"}
 GENERATIVE = {"queries": ["query_generative.json", "query/query_generative.json", "data/query/query_generative.json"],
-              "relation": ["relation.json", "data/relation.json"], "safe_words": ["safe_words.txt", "data/safe_words.txt"]}
+              "relation": ["relation.json", "data/relation.json"],
+              "safe_words": ["safe_words.txt", "data/safe_words.txt"]}
 CANDIDATES = {"annotations": ["annotations.json", "data/annotations.json"],
               "queries": ["query_discriminative.json", "query/query_discriminative.json",
                           "data/query/query_discriminative.json"]}

@@ -45,10 +45,11 @@ DIMENSIONS = ("action", "direction", "speed", "order", "attribute_change")
 SUFFIX = {"multi-choice": "\nPlease directly give the best option:", "yes_no": "\nPlease answer yes or no:",
           "caption_matching": "\nPlease directly give the best option:", "captioning": ""}
 
-_RATE = ("If the prediction is correct, respond \"Correct\". If the prediction is incorrect, respond \"Incorrect\".\n")
+JUDGE_SYSTEM = "You are an AI assistant for question answering."  # utils/eval_utils.py get_llm_output
 _JUDGE_HEAD = ("\nYou will receive a {kind}, the ground-truth answer and the prediction from a question answering "
                "(QA) model. Your task is to determine whether QA model prediction is correct, based on the question "
-               "and ground-truth answer. " + _RATE)
+               "and ground-truth answer. If the prediction is correct, respond \"Correct\". If the prediction is "
+               "incorrect, respond \"Incorrect\".\n")
 # prompt_templates.py: (name of the question kind, header of the question block) per task
 JUDGE_KINDS = {"multi-choice": ("multi-choice question", "Multi-Choice Question"),
                "yes_no": ("Yes/No question", "Yes/No Question"),
@@ -75,7 +76,8 @@ def files(task: str) -> list[str]:
 
 
 def load(cfg) -> Loaded:
-    root = resolve_root(cfg.data.root, "tempcompass", "questions/{multi-choice,yes_no,caption_matching,captioning}.json")
+    root = resolve_root(cfg.data.root, "tempcompass",
+                        "questions/{multi-choice,yes_no,caption_matching,captioning}.json")
     videos = media_root(root, cfg.data.media_dir, "videos")
     meta_path = find_file(root, ["meta_info.json"])
     aspects = read_json(meta_path) if meta_path else {}
@@ -195,7 +197,7 @@ def judge(item: Item, prediction: str, score) -> Judgement:
     task, pred = item.meta["task"], prediction.replace("</s>", "").strip()
     if task == "captioning":
         prompt = f"{CAPTION_JUDGE}\nVideo Description:{pred}\nMulti-Choice Question:\n{item.meta['mc_question']}\n"
-        reply = chat_judge(score.judge_model, prompt, system="You are an AI assistant for question answering.")
+        reply = chat_judge(score.judge_model, prompt, system=JUDGE_SYSTEM)
         rating = caption_rating(reply, item.meta["mc_answer"])
         return Judgement(reply, bool(rating), extra={"rating": rating, "match_success": None})
     if task == "multi-choice":
@@ -211,7 +213,7 @@ def judge(item: Item, prediction: str, score) -> Judgement:
     kind, header = JUDGE_KINDS[task]
     prompt = (_JUDGE_HEAD.format(kind=kind) + f"\n{header}:\n{item.meta['question']}\nGround-Truth Answer: "
               f"{item.target}\nModel Prediction: {pred}")
-    rating = judge_rating(chat_judge(score.judge_model, prompt, system="You are an AI assistant for question answering."))
+    rating = judge_rating(chat_judge(score.judge_model, prompt, system=JUDGE_SYSTEM))
     return Judgement(None, bool(rating), unparsable=True, extra={"rating": rating, "match_success": False})
 
 

@@ -136,14 +136,14 @@ def tsh_answer(pred: str) -> str:
         return "None"
     has_a, has_b = "action a" in answer, "action b" in answer
     if has_a and has_b:
+        action = r"(action [ab]|[ab][\.\)])"
         for word, reverse in (("before", False), ("then", False), ("after", True)):
             if word in answer:
-                found = _ordered(answer, rf"(action [ab]|[ab][\.\)])[^{word}]+{word}[^action]*?(action [ab]|[ab][\.\)])",
-                                 reverse)
+                found = _ordered(answer, rf"{action}[^{word}]+{word}[^action]*?{action}", reverse)
                 if found:
                     return found
                 break  # the script looks at the first of before / then / after only
-        return "".join(m.group(1)[-1].upper() for m in re.finditer(r"(action [ab]|[ab][\.\)])", answer))
+        return "".join(m.group(1)[-1].upper() for m in re.finditer(action, answer))
     return "A" if has_a else "B" if has_b else "None"
 
 
