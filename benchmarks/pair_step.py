@@ -20,11 +20,16 @@ the DPO loss, backward. The vision tower is frozen (the default, as in RRPO and 
 - shared_mask: the same row through one sdpa call with the prefix-sharing boolean mask, for
   comparison: it computes every masked-out score and skips no causal block.
 
-`--family <tiny preset>` (qwen3_vl, glm4v, internvl, llava_onevision, ...) runs the same pair
-on that family's tiny preset (its real config class and processor, width 64, 2 layers, built
-from config as in the tests) instead of the width-512 Qwen2.5-VL; results go to
-pair_step_<family>.json. At that size fixed per-call overheads weigh more than at 7B, so these
-rows are a check that each family's shared path pays off, not a prediction of its 7B speed-up.
+`--family <tiny preset>` (qwen3_vl, glm4v, internvl, llava_onevision, smolvlm, ...) runs the
+same pair on that family's tiny preset (its real config class and processor, width 64, 2
+layers, built from config as in the tests) instead of the width-512 Qwen2.5-VL; results go to
+pair_step_<family>.json. At that size fixed per-call overheads dominate a 15-30 ms step, so
+these rows check that each family's shared path pays off, no more. `--family F --width 512`
+widens the family's language model to the default model's size (6 layers of width 512, 64-dim
+heads, a 4096-row head; the family's own vision tower and processor kept) and samples as many
+frames as give a prompt of about `--prompt-tokens` (the preset processors' frames are small,
+4-16 tokens each); results go to pair_step_<family>_w512.json. That is the per-family
+counterpart of the default run: the LLM's work dominates the step, as on a 7B.
 
 The token-count limit of the speed-up is 2(P+R)/(P+2R) (the LLM processes P+2R tokens
 instead of 2(P+R)); running the vision tower once adds to it. The optimizer step, the same
@@ -90,10 +95,44 @@ def build(args):
     return model, processor
 
 
+def widened(model, width: int, layers: int, vocab: int):
+    """The family's model with its language model at `width` x `layers` (random weights)."""
+    config = copy.deepcopy(model.config)
+    text = config.text_config
+    heads = width // 64
+    text.hidden_size, text.intermediate_size, text.num_hidden_layers = width, 3 * width, layers
+    text.num_attention_heads, text.num_key_value_heads, text.vocab_size = heads, max(1, heads // 4), vocab
+    if getattr(text, "head_dim", None):
+        text.head_dim = 64
+    if getattr(text, "layer_types", None):
+        text.layer_types = ["full_attention"] * layers
+    rope = getattr(text, "rope_parameters", None) or {}
+    if "mrope_section" in rope:  # 3D rotary sections cover the rotated half of a 64-dim head
+        rope["mrope_section"] = [8, 12, 12]
+    if hasattr(config.vision_config, "out_hidden_size"):  # Qwen / GLM towers project to the LLM width themselves
+        config.vision_config.out_hidden_size = width
+    torch.manual_seed(0)
+    return type(model)(config).train()
+
+
+def video_prompt(processor, n_frames: int, size: int) -> dict:
+    frames = np.random.default_rng(0).integers(0, 255, (n_frames, size, size, 3), dtype=np.uint8)
+    video = types.SimpleNamespace(frames=frames, timestamps=[i / 2 for i in range(n_frames)], source_fps=2.0)
+    return encode_prompt(processor, "Describe what happens in the video, in order.", video=video)
+
+
+def frames_for(processor, tokens: int, size: int) -> int:
+    """The (even: Qwen's 2-frame patches) frame count whose prompt is about `tokens` long. Two
+    rounds: a processor's pixel budget can shrink frames as their number grows."""
+    n = 16
+    for _ in range(2):
+        per_frame = video_prompt(processor, n, size)["input_ids"].shape[1] / n
+        n = max(2, 2 * round(tokens / per_frame / 2))
+    return n
+
+
 def pair(processor, args, end: str = "<|im_end|>") -> list[Sequence]:
-    frames = np.random.default_rng(0).integers(0, 255, (args.frames, args.size, args.size, 3), dtype=np.uint8)
-    video = types.SimpleNamespace(frames=frames, timestamps=[i / 2 for i in range(args.frames)], source_fps=2.0)
-    prompt = encode_prompt(processor, "Describe what happens in the video, in order.", video=video)
+    prompt = video_prompt(processor, args.frames, args.size)
     resp = [encode_response(processor.tokenizer, t, end).ids for t in (CHOSEN, REJECTED)]
     return [Sequence(prompt, resp[0]), Sequence(prompt, resp[1])]
 
@@ -130,6 +169,11 @@ def main() -> None:
                     help="torch threads (0 = torch's default); 1 because on a small shared machine two OpenMP "
                          "threads spin on each other: here 2-3x slower than one, and noisy")
     ap.add_argument("--family", default=None, help="a tiny preset (model.tiny) to run instead of the Qwen2.5-VL model")
+    ap.add_argument("--width", type=int, default=None,
+                    help="with --family: widen its language model to this width (--layers deep, --vocab rows)")
+    ap.add_argument("--prompt-tokens", type=int, default=None,
+                    help="with --family: sample the frames that give about this many prompt tokens (default with "
+                         "--width: 550, the default model's prompt)")
     ap.add_argument("--out", default=DEFAULT_OUT)
     args = ap.parse_args()
     if args.threads:
@@ -144,8 +188,14 @@ def main() -> None:
         model, processor = load_backbone(ModelConfig(tiny=args.family, tiny_dir=tempfile.mkdtemp(), dtype="float32"))
         model.train()
         end = family_of(model).end_of_turn
+        if args.width:
+            model = widened(model, args.width, args.layers, args.vocab)
+            args.prompt_tokens = args.prompt_tokens or 550
+        if args.prompt_tokens:
+            args.frames = frames_for(processor, args.prompt_tokens, args.size)
         if args.out == DEFAULT_OUT:
-            args.out = str(Path(DEFAULT_OUT).with_name(f"pair_step_{args.family}.json"))
+            suffix = f"_w{args.width}" if args.width else ""
+            args.out = str(Path(DEFAULT_OUT).with_name(f"pair_step_{args.family}{suffix}.json"))
     else:
         model, processor = build(args)
         end = "<|im_end|>"

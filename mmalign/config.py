@@ -55,7 +55,7 @@ class ModelConfig:
     path: str | None = _f(None, "Checkpoint folder or hub id loaded with from_pretrained (a real 7B, or a saved run).",
                           aliases=("model_name_or_path", "checkpoint"))
     tiny: str | None = _f(None, "Build an offline tiny preset instead of `path`: qwen2_5_vl, qwen2_vl, qwen3_vl, qwen3_5, glm4v, llava, "
-                                    "llava_next_video, llava_onevision, internvl.")
+                                    "llava_next_video, llava_onevision, internvl, smolvlm.")
     tiny_dir: str = _f("data/tiny-models", "Where tiny presets are written (reused across runs).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "Weight dtype; auto = bfloat16 on GPU, float32 on CPU.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = _f(
@@ -73,7 +73,7 @@ class LoraConfig:
     dropout: float = _f(0.0, "LoRA dropout.", ge=0, lt=1, aliases=("lora_dropout",))
     target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                                    "Language-model module names that get adapters.")
-    exclude_modules: str = _f(r".*(visual|vision_tower|multi_modal_projector|vision_model).*",
+    exclude_modules: str = _f(r".*(visual|vision_tower|multi_modal_projector|vision_model|connector).*",
                               "Regex of modules never adapted (the vision side).")
 
 

@@ -71,12 +71,12 @@ class Sequence:
 def collate_sequences(seqs: list[Sequence], pad_id: int, shared_prompt: bool = False) -> dict[str, torch.Tensor]:
     """Right-padded batch. `labels` is -100 outside responses; each weight name becomes a
     [N, L] float tensor (0 outside responses); visual tensors concatenate along dim 0
-    (Qwen's flattened patches and LLaVA's stacked pixels alike).
+    (`concat_visual`: Qwen's flattened patches and LLaVA's stacked pixels alike).
 
     shared_prompt: the model inputs instead hold each shared prompt once, followed by all of
     its responses (`mmalign.models.packing.pack_shared`, keys `packed.*`); `labels` and the
     weights keep the layout above."""
-    from mmalign.models.backbone import TEXT_KEYS
+    from mmalign.models.backbone import TEXT_KEYS, concat_visual
 
     length = max(len(s) for s in seqs)
     n = len(seqs)
@@ -107,6 +107,6 @@ def collate_sequences(seqs: list[Sequence], pad_id: int, shared_prompt: bool = F
     if has_mm_types:
         batch["mm_token_type_ids"] = mm_types
     for key in (k for k in seqs[0].prompt if k not in TEXT_KEYS):
-        batch[key] = torch.cat([s.prompt[key] for s in seqs], dim=0)
+        batch[key] = concat_visual([s.prompt[key] for s in seqs])
     batch.update({f"weights.{k}": v for k, v in weights.items()})
     return batch

@@ -1,12 +1,10 @@
 """Backbone adapters: how each vision-language family is loaded, prompted and scored.
 
-Two families cover the supported checkpoints:
-- `qwen`:  Qwen2-VL and Qwen2.5-VL (images and videos; patches flattened, grid_thw per item).
-- `llava`: LLaVA-1.5 (images), LLaVA-NeXT-Video and LLaVA-OneVision (images and videos).
-
-What differs between them is small and kept as data (`Family`) plus one function that turns
-a prompt and its media into processor inputs. Everything else (batching, log-probs, losses)
-is family-agnostic: visual tensors of several examples concatenate along dim 0 in both.
+What differs between families is small and kept as data, one `Family` entry each (a new
+family is one entry plus its tiny preset): the end-of-turn token, where the vision side lives,
+where the language model lives, and the position rule. Everything else (batching, log-probs,
+losses) is family-agnostic: visual tensors of several examples concatenate along dim 0
+(`concat_visual`).
 """
 
 from __future__ import annotations
@@ -29,20 +27,29 @@ class Family:
     end_of_turn: str             # appended to every response; scored like any response token
     vision_prefixes: tuple[str, ...]  # module-name prefixes of the vision tower + projector
     mrope: bool = False          # 3D multimodal rotary positions from the VLM's own get_rope_index
+    text_model: str = "language_model"  # the VLM's attribute holding the language model
+    # whether one shared-prompt batch may hold images and videos: GLM-4.1V marks video frames with
+    # its image token, so features handed over per modality do not line up
+    mixed_media: bool = True
 
 
 FAMILIES = {
     "qwen": Family("qwen", "<|im_end|>", ("model.visual",), mrope=True),
     # GLM-4.1V: Qwen2-VL-style vision and 3D rope; an assistant turn ends where the next <|user|> begins
-    "glm": Family("glm", "<|user|>", ("model.visual",), mrope=True),
+    "glm": Family("glm", "<|user|>", ("model.visual",), mrope=True, mixed_media=False),
     "llava": Family("llava", "</s>", ("model.vision_tower", "model.multi_modal_projector", "model.vision_resampler")),
     # LLaVA-OneVision / LLaVA-Video: LLaVA's vision side, a Qwen2 language model's ChatML turns
     "llava_qwen": Family("llava_qwen", "<|im_end|>", ("model.vision_tower", "model.multi_modal_projector")),
     # InternVL3 / 3.5 -hf: InternViT + projector, ChatML turns; video frames go in as image tiles
     "internvl": Family("internvl", "<|im_end|>", ("model.vision_tower", "model.multi_modal_projector")),
+    # SmolVLM2: SigLIP + pixel-shuffle connector, a Llama language model under `text_model`; a video
+    # goes in as its frames, images of one prompt stacked [1, frames, C, H, W] with a pixel mask
+    "smolvlm": Family("smolvlm", "<end_of_utterance>", ("model.vision_model", "model.connector"),
+                      text_model="text_model"),
 }
 MODEL_TYPES = {"qwen2_vl": "qwen", "qwen2_5_vl": "qwen", "qwen3_vl": "qwen", "qwen3_5": "qwen", "glm4v": "glm",
-               "llava": "llava", "llava_next_video": "llava", "llava_onevision": "llava_qwen", "internvl": "internvl"}
+               "llava": "llava", "llava_next_video": "llava", "llava_onevision": "llava_qwen", "internvl": "internvl",
+               "smolvlm": "smolvlm"}
 
 
 def family_of(model) -> Family:
@@ -50,6 +57,11 @@ def family_of(model) -> Family:
     if model_type not in MODEL_TYPES:
         raise ValueError(f"unsupported backbone model_type {model_type!r}; supported: {', '.join(MODEL_TYPES)}")
     return FAMILIES[MODEL_TYPES[model_type]]
+
+
+def language_model(model):
+    """The language model inside the VLM (its config carries the attention implementation)."""
+    return getattr(base_model(model).model, family_of(model).text_model)
 
 
 def base_model(model):
@@ -177,6 +189,7 @@ def encode_prompt(processor, prompt: str, video=None, images=None, system: str |
     """
     messages = chat_messages(prompt, "video" if video is not None else None, len(images or []), system)
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    check_media(processor, bool(images), video is not None)
     kwargs = {}
     if images:
         kwargs["images"] = list(images)
@@ -184,6 +197,22 @@ def encode_prompt(processor, prompt: str, video=None, images=None, system: str |
         kwargs.update(videos=[np.asarray(video.frames)], do_sample_frames=False, video_metadata=[video_metadata(video)])
     inputs = processor(text=[text], return_tensors="pt", **kwargs)
     return {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+
+
+def shared_media_names(processor) -> set[str]:
+    """Input names the processor writes for images and videos alike (SmolVLM: `pixel_values`):
+    where there are any, one processor call cannot take both, or the videos' tensors would
+    silently replace the images'."""
+    video_processor = getattr(processor, "video_processor", None)
+    return set(getattr(processor.image_processor, "model_input_names", [])) & \
+        set(getattr(video_processor, "model_input_names", []))
+
+
+def check_media(processor, images: bool, videos: bool) -> None:
+    shared = shared_media_names(processor) if images and videos else set()
+    if shared:
+        raise ValueError(f"{type(processor).__name__} writes images and videos under the same names "
+                         f"({', '.join(sorted(shared))}): one prompt cannot hold both")
 
 
 def video_metadata(video):
@@ -199,3 +228,19 @@ def video_metadata(video):
 
 def visual_keys(inputs: dict) -> list[str]:
     return [k for k in inputs if k not in TEXT_KEYS]
+
+
+def concat_visual(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """One visual tensor of several prompts, along dim 0. Where the prompts' shapes differ past
+    dim 0 the rest is zero-padded: SmolVLM stacks a prompt's images (a video's frames) as
+    [1, N, C, H, W] with a pixel mask, LLaVA-OneVision its tiles as [n, tiles, C, H, W], and
+    both drop all-zero padding (SmolVLM by its pixels, OneVision by `image_sizes`)."""
+    shape = [max(t.shape[d] for t in tensors) for d in range(tensors[0].dim())]
+    if all(list(t.shape[1:]) == shape[1:] for t in tensors):
+        return torch.cat(tensors, dim=0)
+    out = []
+    for t in tensors:
+        padded = t.new_zeros((t.shape[0], *shape[1:]))  # new_zeros: pixel masks are bool
+        padded[tuple(slice(0, n) for n in t.shape)] = t
+        out.append(padded)
+    return torch.cat(out, dim=0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mmalign.models.backbone import chat_messages, video_metadata
+from mmalign.models.backbone import chat_messages, check_media, shared_media_names, video_metadata
 
 
 @dataclass
@@ -32,6 +32,7 @@ def encode_prompts(processor, prompts: list[Prompt], system: str | None = None) 
         if p.video is not None:
             videos.append(np.asarray(p.video.frames))
             metas.append(video_metadata(p.video))
+    check_media(processor, bool(images), bool(videos))
     kwargs = {}
     if images:
         kwargs["images"] = images
@@ -47,6 +48,17 @@ def generate(model, processor, prompts: list[Prompt], max_new_tokens: int = 64, 
              repetition_penalty: float = 1.0, system: str | None = None) -> list[list[str]]:
     """Texts generated for each prompt: `num_return_sequences` per prompt, special tokens
     removed. Greedy by default (deterministic)."""
+    with_video = [p.video is not None for p in prompts]
+    if any(p.images for p in prompts) and any(with_video) and shared_media_names(processor):
+        # one call cannot take both (SmolVLM): video prompts and the others decode apart
+        parts = {v: [i for i, w in enumerate(with_video) if w == v] for v in (True, False)}
+        kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
+                  num_return_sequences=num_return_sequences, repetition_penalty=repetition_penalty, system=system)
+        out = [None] * len(prompts)
+        for idx in parts.values():
+            for i, texts in zip(idx, generate(model, processor, [prompts[i] for i in idx], **kw)):
+                out[i] = texts
+        return out
     inputs = encode_prompts(processor, prompts, system)
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in inputs.items()}

@@ -66,7 +66,7 @@ def pack_shared(seqs, pad_id: int) -> dict[str, torch.Tensor]:
     [G, L] where the processor gives it; packed.<visual key>: each prompt's tensors once, in
     group order.
     """
-    from mmalign.models.backbone import visual_keys
+    from mmalign.models.backbone import concat_visual, visual_keys
 
     groups = group_by_prompt(seqs)
     prompts = [seqs[g[0]].prompt for g in groups]
@@ -92,7 +92,7 @@ def pack_shared(seqs, pad_id: int) -> dict[str, torch.Tensor]:
     if types is not None:
         out["mm_token_type_ids"] = types
     for key in dict.fromkeys(k for p in prompts for k in visual_keys(p)):  # prompts may differ in media
-        out[key] = torch.cat([p[key] for p in prompts if key in p], dim=0)
+        out[key] = concat_visual([p[key] for p in prompts if key in p])
     return {PREFIX + k: v for k, v in out.items()}
 
 

@@ -37,28 +37,28 @@ from __future__ import annotations
 import torch
 
 from mmalign.models import hf
-from mmalign.models.backbone import base_model, family_of
+from mmalign.models.backbone import base_model, family_of, language_model
 from mmalign.models.packing import PREFIX, Plan, flex_block_mask, packed_visual, plan_layout, prefix_sharing_mask
 
-IMAGE_KEYS = ("pixel_values", "image_grid_thw", "image_sizes")
+IMAGE_KEYS = ("pixel_values", "pixel_attention_mask", "image_grid_thw", "image_sizes")
 VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw")
 SPLIT = "mmalign_shared_prefix"  # the attention implementation name "split" mode switches sdpa to
 MODES = ("split", "mask", "varlen")
 
 
 def attn_implementation(model) -> str:
-    return hf.attn_implementation(base_model(model).model.language_model.config)
+    return hf.attn_implementation(language_model(model).config)
 
 
 def cannot_share(model) -> str | None:
     """Why this backbone cannot run the shared-prompt layout, or None. Layers other than full
     attention (Qwen3.5's Gated DeltaNet linear attention, sliding windows) read a packed row as
     one sequence: the rejected response would see the chosen one through their recurrent state."""
-    config = base_model(model).model.language_model.config
+    config = language_model(model).config
     kinds = sorted({t for t in (getattr(config, "layer_types", None) or []) if t != "full_attention"})
     if kinds:
         return f"its language model has {', '.join(kinds)} layers"
-    if getattr(base_model(model).model.language_model, "has_sliding_layers", False):
+    if getattr(language_model(model), "has_sliding_layers", False):
         return "its language model has sliding-window layers"
     return None
 
@@ -105,13 +105,13 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
     return torch.stack(rows).transpose(1, 2).contiguous(), None
 
 
-def use_split_attention(vlm) -> None:
+def use_split_attention(model) -> None:
     """Register `shared_prefix_attention` with transformers (once) and switch this language
     model from sdpa to it. The switch stays (it must: gradient checkpointing replays layers in
     backward, after this forward returned) and changes nothing for other forwards, which carry
     no `shared_prefix` and get plain sdpa and sdpa's masks."""
     hf.register_attention(SPLIT, shared_prefix_attention)
-    config = vlm.language_model.config
+    config = language_model(model).config
     if hf.attn_implementation(config) not in ("sdpa", SPLIT):
         raise ValueError(f"split attention runs on sdpa, not {hf.attn_implementation(config)}: "
                          "use mode='mask' or 'varlen'")
@@ -140,10 +140,9 @@ def scored_hidden(model, batch: dict, labels: torch.Tensor, mode: str | None = N
     plan = plan_layout(batch, labels, "varlen" if mode == "varlen" else "mask")
     device = batch[PREFIX + "input_ids"].device
     visual = packed_visual(batch)
-    if family_of(model).name == "glm" and "pixel_values" in visual and "pixel_values_videos" in visual:
-        # GLM-4.1V marks video frames with its image token: features handed over per modality do not line up
-        raise NotImplementedError("GLM-4.1V: a batch with both images and videos cannot share prompts; "
-                                  "set train.shared_prompt=false")
+    if not family_of(model).mixed_media and "pixel_values" in visual and "pixel_values_videos" in visual:
+        raise NotImplementedError(f"{base_model(model).config.model_type}: a batch with both images and videos "
+                                  "cannot share prompts; set train.shared_prompt=false")
     if family_of(model).mrope:
         position_ids = qwen_positions(vlm, batch, plan).to(device)
         if mode == "varlen":  # the text row first: transformers reads sequence boundaries from it
@@ -169,7 +168,7 @@ def scored_hidden(model, batch: dict, labels: torch.Tensor, mode: str | None = N
         # the vision tower outside the LLM forward: it must not see the `shared_prefix` argument
         extra = {hf.MM_ENCODER_OUTPUTS: vision_once(vlm, visual, n_visual, copies)} if visual else {}
     if mode == "split":
-        use_split_attention(vlm)
+        use_split_attention(model)
         responses = {}
         for seg in plan.segments:
             if seg.branch > 0:

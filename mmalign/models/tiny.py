@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5", "glm4v", "llava", "llava_next_video", "llava_onevision", "internvl")
+TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5", "glm4v", "llava", "llava_next_video", "llava_onevision",
+                "internvl", "smolvlm")
 
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
@@ -280,6 +281,37 @@ def _build_internvl(kind: str):
     return InternVLForConditionalGeneration(config), processor
 
 
+SMOLVLM_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>",
+                   "<global-img>", "<video>"]
+
+
+def _build_smolvlm(kind: str):
+    """SmolVLM2 (SmolVLMForConditionalGeneration): a SigLIP tower, a pixel-shuffle connector, a
+    Llama language model; its processor writes a video as its frames, each after a "Frame from
+    MM:SS:" line, with the official chat template ("User: ...<end_of_utterance>\nAssistant:")."""
+    from transformers import (Qwen2Tokenizer, SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessor,
+                              SmolVLMProcessor)
+    from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
+    from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
+
+    tok = Qwen2Tokenizer(tokenizer_object=train_tokenizer(SMOLVLM_SPECIAL), eos_token="<end_of_utterance>",
+                         pad_token="<|endoftext|>", unk_token=None, extra_special_tokens=SMOLVLM_SPECIAL[1:])
+    ids = tok.convert_tokens_to_ids
+    size = 64  # 4 x 4 patches of 16 px, pixel-shuffled by 2: 4 tokens per image / frame
+    edge = {"longest_edge": size}
+    processor = SmolVLMProcessor(
+        image_processor=SmolVLMImageProcessor(size=edge, max_image_size=edge, do_image_splitting=False),
+        video_processor=SmolVLMVideoProcessor(size=edge, max_image_size=edge), tokenizer=tok, image_seq_len=4,
+        chat_template=DEFAULT_CHAT_TEMPLATE)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=size,
+                  patch_size=16)
+    text = dict(model_type="llama", **_tiny_text(len(tok), eos_token_id=ids("<end_of_utterance>"),
+                                                   pad_token_id=ids("<|endoftext|>")))
+    config = SmolVLMConfig(text_config=text, vision_config=vision, image_token_id=ids("<image>"), scale_factor=2,
+                           pad_token_id=ids("<|endoftext|>"))
+    return SmolVLMForConditionalGeneration(config), processor
+
+
 def _build_llava(kind: str):
     from transformers import (CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration,
                               LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration,
@@ -324,7 +356,7 @@ def build_tiny(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
         return out_dir
     torch.manual_seed(seed)
     builder = {"qwen3_vl": _build_qwen3_vl, "qwen3_5": _build_qwen3_5, "glm4v": _build_glm4v, "llava_onevision": _build_llava_onevision,
-               "internvl": _build_internvl}.get(
+               "internvl": _build_internvl, "smolvlm": _build_smolvlm}.get(
         kind, _build_qwen if kind.startswith("qwen") else _build_llava)
     model, processor = builder(kind)
     model.save_pretrained(out_dir)

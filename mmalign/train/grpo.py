@@ -50,7 +50,7 @@ from mmalign.data.video import MediaError
 from mmalign.io import append_jsonl
 from mmalign.losses import all_equal_groups, group_advantages, grpo_loss
 from mmalign.models import hf
-from mmalign.models.backbone import TEXT_KEYS, base_model, family_of
+from mmalign.models.backbone import TEXT_KEYS, base_model, concat_visual, family_of
 from mmalign.rewards import RewardSet, Sample
 from mmalign.train.checkpoint import save_checkpoint
 from mmalign.train.curriculum import OrderSampler
@@ -292,7 +292,7 @@ def encode_visual(model, prompt: dict, device) -> dict[str, dict]:
 def with_features(batch: dict, feats: list[dict]) -> dict:
     """Swap the batch's pixel tensors for its rows' precomputed features (rows in order), as
     transformers' `mm_encoder_outputs`."""
-    batch = {k: v for k, v in batch.items() if not k.startswith("pixel_values")}
+    batch = {k: v for k, v in batch.items() if not k.startswith("pixel_")}  # pixel_attention_mask too
     modalities = sorted({m for f in feats for m in f})
     encoded = {}
     for m in modalities:
@@ -337,7 +337,7 @@ def generation_batch(prompts: list[dict], pad_id: int) -> dict:
             fill = pad_id if key == "input_ids" else 0
             batch[key] = torch.cat([F.pad(p[key], (length - p[key].shape[1], 0), value=fill) for p in prompts])
         else:
-            batch[key] = torch.cat([p[key] for p in prompts])
+            batch[key] = concat_visual([p[key] for p in prompts])
     return batch
 
 

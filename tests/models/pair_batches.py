@@ -48,17 +48,18 @@ def pair_sequences(kind: str, media: str, n: int = 2) -> list[Sequence]:
     """n records laid out as the trainer does: [chosen_1..n, rejected_1..n]; each record's two
     sequences share one prompt object. Responses differ in length both ways; for Qwen the
     records' images, frame counts and fps differ too, so each prompt has its own grids
-    and rotary positions (LLaVA batches must share one frame count)."""
+    and rotary positions, and for SmolVLM its own zero-padded pixel stack (LLaVA batches must
+    share one frame count)."""
     model, processor = tiny(kind)
     eot = family_of(model).end_of_turn
-    qwen = kind.startswith("qwen")
+    varied = kind.startswith("qwen") or kind == "smolvlm"
     chosen, rejected = [], []
     for i in range(n):
         kw = {}
         if "image" in media:
             kw["images"] = [image(i, *((60, 80), (84, 56), (40, 100))[i % 3])]
         if "video" in media:
-            kw["video"] = video(i, n=(8, 4, 6)[i % 3] if qwen else 8, fps=(4.0, 0.25, 3.0)[i % 3])
+            kw["video"] = video(i, n=(8, 4, 6)[i % 3] if varied else 8, fps=(4.0, 0.25, 3.0)[i % 3])
         prompt = encode_prompt(processor, f"Describe what happens, clip {i}.", **kw)
         chosen.append(Sequence(prompt, encode_response(processor.tokenizer, CHOSEN[i % 2], eot).ids))
         rejected.append(Sequence(prompt, encode_response(processor.tokenizer, REJECTED[i % 2], eot).ids))

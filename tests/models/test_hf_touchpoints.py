@@ -8,7 +8,7 @@ import torch
 
 from mmalign.config import ModelConfig
 from mmalign.models import hf
-from mmalign.models.backbone import load_backbone
+from mmalign.models.backbone import language_model, load_backbone
 from mmalign.models.tiny import TINY_PRESETS
 
 
@@ -37,12 +37,12 @@ def test_sdpa_integration_internals():
 @pytest.fixture(scope="module", params=TINY_PRESETS)
 def vlm(request, tmp_path_factory):
     model, _ = load_backbone(ModelConfig(tiny=request.param, tiny_dir=str(tmp_path_factory.mktemp("t"))))
-    return request.param, model.model
+    return request.param, model.model, model
 
 
 def test_private_attn_implementation_is_writable(vlm):
-    _, inner = vlm
-    config = inner.language_model.config
+    *_, model = vlm
+    config = language_model(model).config
     before = hf.attn_implementation(config)
     hf.set_attn_implementation(config, "eager")
     assert config._attn_implementation == "eager"
@@ -50,7 +50,7 @@ def test_private_attn_implementation_is_writable(vlm):
 
 
 def test_rope_index_signature(vlm):
-    kind, inner = vlm
+    kind, inner, _ = vlm
     if not kind.startswith("qwen"):
         pytest.skip("1D positions: LLaVA families take no get_rope_index")
     assert {"input_ids", "mm_token_type_ids", "attention_mask", "image_grid_thw", "video_grid_thw"} <= \
@@ -58,7 +58,7 @@ def test_rope_index_signature(vlm):
 
 
 def test_vision_feature_getters_return_pooler_output(vlm):
-    _, inner = vlm
+    _, inner, _ = vlm
     for name in ("get_image_features", "get_video_features"):
         fn = getattr(inner, name, None)
         if fn is not None:
@@ -67,7 +67,7 @@ def test_vision_feature_getters_return_pooler_output(vlm):
 
 
 def test_forward_takes_mm_encoder_outputs(vlm):
-    _, inner = vlm
+    _, inner, _ = vlm
     assert hf.takes_encoder_outputs(inner)
     assert hf.encoder_outputs([torch.zeros(1)]).pooler_output[0].shape == (1,)
 

@@ -18,7 +18,7 @@ def cli(*args, cwd):
                           text=True, timeout=600)
 
 
-@pytest.mark.parametrize("family", ["qwen3_vl", "llava_onevision", "internvl", "glm4v"])
+@pytest.mark.parametrize("family", ["qwen3_vl", "llava_onevision", "internvl", "glm4v", "smolvlm"])
 def test_pairs_train_eval_on_the_tiny_preset(tmp_path, family):
     raw = tmp_path / "raw"
     build_world(raw, n_videos=4, seed=2, show_progress=False)
@@ -42,7 +42,7 @@ def test_pairs_train_eval_on_the_tiny_preset(tmp_path, family):
     assert model["counts"]["scored"] == model["counts"]["items"] > 0
 
 
-@pytest.mark.parametrize("family", ["qwen3_vl", "llava_onevision", "internvl", "glm4v"])
+@pytest.mark.parametrize("family", ["qwen3_vl", "llava_onevision", "internvl", "glm4v", "smolvlm"])
 def test_grpo_rollouts_from_precomputed_vision_equal_the_pixel_path(tmp_path, family):
     """GRPO runs the vision tower once per prompt and hands the features to generate
     (`mm_encoder_outputs`; Qwen3-VL's DeepStack features too): the same greedy rollouts."""
@@ -67,3 +67,15 @@ def test_grpo_rollouts_from_precomputed_vision_equal_the_pixel_path(tmp_path, fa
     with_features, _ = rollout(model, prompts, feats, g, 2, pad, eos, "cpu", greedy=True)
     from_pixels, _ = rollout(model, prompts, None, g, 2, pad, eos, "cpu", greedy=True)
     assert with_features == from_pixels
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5", "llava_onevision", "internvl", "glm4v", "smolvlm"])
+def test_quickstart_runs_with_the_family(tmp_path, family):
+    """The README's quickstart line with `model.tiny=<family>`: both stages, on a small world."""
+    steps = [f"stages.{s}.train.max_steps=2" for s in ("sft", "rrpo")]
+    run = cli("train", ROOT / "configs/quickstart.yaml", f"model.tiny={family}", "world.n_videos=6",
+              f"output_dir={tmp_path / 'run'}", *steps, cwd=tmp_path)  # the world's files land under tmp_path/data
+    assert run.returncode == 0, run.stderr[-2000:]
+    stages = json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]
+    assert [stages[s]["steps"] for s in ("sft", "rrpo")] == [2, 2]
+    assert (tmp_path / "run" / "stage1-rrpo" / "final" / "config.json").is_file()

@@ -76,7 +76,7 @@ def test_plan_rejects_a_batch_that_does_not_match_its_labels():
 
 @pytest.mark.parametrize("kind,media", [("qwen2_5_vl", "image+video"), ("qwen2_vl", "image"), ("llava", "image"),
                                         ("llava_next_video", "video"), ("qwen3_vl", "video"), ("llava_onevision", "video"),
-                                        ("internvl", "video"), ("glm4v", "video")])
+                                        ("internvl", "video"), ("glm4v", "video"), ("smolvlm", "video")])
 def test_padding_free_packed_logps_equal_unpacked(kind, media):
     model, _ = tiny(kind)
     std, shared = batches(kind, media, n=3)

@@ -11,7 +11,7 @@ import torch
 from pair_batches import batches, pair_sequences, tiny
 
 from mmalign.config import LossConfig
-from mmalign.models.backbone import base_model
+from mmalign.models.backbone import base_model, language_model
 from mmalign.models.packing import PREFIX
 from mmalign.models.shared_prompt import SPLIT
 from mmalign.methods import compute_loss
@@ -21,7 +21,7 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 CASES = [("qwen2_5_vl", "video"), ("qwen2_5_vl", "image+video"), ("qwen2_vl", "video"), ("qwen3_vl", "video"),
          ("qwen3_vl", "image+video"), ("llava", "image"), ("llava_next_video", "video"), ("llava_onevision", "video"),
          ("llava_onevision", "image"), ("internvl", "video"), ("internvl", "image"),
-         ("glm4v", "video"), ("glm4v", "image")]
+         ("glm4v", "video"), ("glm4v", "image"), ("smolvlm", "video"), ("smolvlm", "image")]
 
 
 def dpo_step(model, batch, ref_logps, mode=None):
@@ -38,7 +38,7 @@ def dpo_step(model, batch, ref_logps, mode=None):
 @pytest.mark.parametrize("kind,media,mode", [(k, m, "split") for k, m in CASES] +
                          [("qwen2_5_vl", "image+video", "mask"), ("llava", "image", "mask"),
                           ("qwen3_vl", "video", "mask"), ("llava_onevision", "video", "mask"), ("internvl", "video", "mask"),
-                          ("glm4v", "video", "mask")])
+                          ("glm4v", "video", "mask"), ("smolvlm", "video", "mask")])
 def test_logps_and_dpo_gradients_equal_two_pass(kind, media, mode):
     """split: the default on sdpa (prompt + first response causal, later responses against the
     prompt's keys); mask: one sdpa call with the prefix-sharing boolean mask."""
@@ -51,7 +51,7 @@ def test_logps_and_dpo_gradients_equal_two_pass(kind, media, mode):
     assert lp_sh.shape == lp_std.shape and (lp_sh[~mask] == 0).all()
     torch.testing.assert_close(lp_sh, lp_std, **TOL)
     torch.testing.assert_close(loss_sh, loss_std, **TOL)
-    assert g_sh.keys() == g_std.keys() and any("visual" in n or "vision_tower" in n for n in g_std)
+    assert g_sh.keys() == g_std.keys() and any(v in n for v in ("visual", "vision_tower", "vision_model") for n in g_std)
     for name in g_std:
         torch.testing.assert_close(g_sh[name], g_std[name], **TOL, msg=lambda m: f"{name}: {m}")
 
@@ -68,12 +68,14 @@ def test_shared_layout_writes_each_prompt_once():
 
 @pytest.mark.parametrize("kind,media,tower", [("qwen2_5_vl", "image+video", "visual"),
                                               ("llava", "image", "vision_tower"),
-                                              ("llava_next_video", "video", "vision_tower")])
+                                              ("llava_next_video", "video", "vision_tower"),
+                                              ("smolvlm", "video", "vision_model")])
 def test_vision_tower_runs_once_per_prompt(kind, media, tower):
     model, _ = tiny(kind)
     seen = []
-    hook = getattr(base_model(model).model, tower).register_forward_hook(
-        lambda m, args, out: seen.append(args[0].shape[0]))
+    hook = getattr(base_model(model).model, tower).register_forward_hook(  # SmolVLM passes pixels by keyword
+        lambda m, args, kwargs, out: seen.append((args[0] if args else kwargs["pixel_values"]).shape[0]),
+        with_kwargs=True)
     try:
         std, shared = batches(kind, media)
         with torch.no_grad():
@@ -135,18 +137,19 @@ def test_a_third_sequence_on_another_prompt_gets_its_own_group():
     pad = processor.tokenizer.pad_token_id
     std, shared = collate_sequences(seqs, pad), collate_sequences(seqs, pad, shared_prompt=True)
     assert shared[PREFIX + "rows"].tolist() == [[0, 2], [1, 3], [4, 5]]
-    config = base_model(model).model.language_model.config
+    config = language_model(model).config
     config._attn_implementation = "sdpa"
     with torch.no_grad():
         torch.testing.assert_close(TokenScorer(model)(shared)["logps"], TokenScorer(model)(std)["logps"], **TOL)
     assert config._attn_implementation == SPLIT  # the default on sdpa
 
 
-def test_gradient_checkpointing_replays_the_split_attention():
+@pytest.mark.parametrize("kind", ["qwen2_5_vl", "qwen3_vl", "glm4v", "internvl", "llava_onevision", "smolvlm"])
+def test_gradient_checkpointing_replays_the_split_attention(kind):
     """Checkpointed layers rerun in backward, after the forward returned: the split layout
     must travel with the layer's arguments."""
-    model, _ = tiny("qwen2_5_vl")
-    std, shared = batches("qwen2_5_vl", "video")
+    model, _ = tiny(kind)
+    std, shared = batches(kind, "video")
     mask = std["labels"][:, 1:] != -100
     ref = torch.zeros(mask.shape)
     _, _, g_std = dpo_step(model, std, ref)
@@ -167,11 +170,11 @@ def test_split_attention_leaves_other_forwards_unchanged():
 
     model, _ = tiny("llava")
     std, _ = batches("llava", "image")
-    config = base_model(model).model.language_model.config
+    config = language_model(model).config
     config._attn_implementation = "sdpa"
     with torch.no_grad():
         before = TokenScorer(model)(std)["logps"]
-        use_split_attention(base_model(model).model)
+        use_split_attention(model)
         assert config._attn_implementation == SPLIT
         after = TokenScorer(model)(std)["logps"]
     assert torch.equal(before, after)
