@@ -18,7 +18,7 @@ def cli(*args, cwd):
                           text=True, timeout=600)
 
 
-@pytest.mark.parametrize("family", ["qwen3_vl", "llava_onevision", "internvl", "glm4v", "smolvlm"])
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5", "llava_onevision", "internvl", "glm4v", "smolvlm"])
 def test_pairs_train_eval_on_the_tiny_preset(tmp_path, family):
     raw = tmp_path / "raw"
     build_world(raw, n_videos=4, seed=2, show_progress=False)
@@ -42,7 +42,7 @@ def test_pairs_train_eval_on_the_tiny_preset(tmp_path, family):
     assert model["counts"]["scored"] == model["counts"]["items"] > 0
 
 
-@pytest.mark.parametrize("family", ["qwen3_vl", "llava_onevision", "internvl", "glm4v", "smolvlm"])
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5", "llava_onevision", "internvl", "glm4v", "smolvlm"])
 def test_grpo_rollouts_from_precomputed_vision_equal_the_pixel_path(tmp_path, family):
     """GRPO runs the vision tower once per prompt and hands the features to generate
     (`mm_encoder_outputs`; Qwen3-VL's DeepStack features too): the same greedy rollouts."""
