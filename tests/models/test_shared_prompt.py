@@ -178,3 +178,25 @@ def test_split_attention_leaves_other_forwards_unchanged():
         assert config._attn_implementation == SPLIT
         after = TokenScorer(model)(std)["logps"]
     assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("mode", ["split", "varlen"])
+def test_smolvlm_batch_of_an_image_record_and_a_video_record(mode):
+    """SmolVLM stacks a prompt's images / frames as [1, N, C, H, W]: an image prompt (N = 1) and
+    an 8-frame video prompt in one batch are zero-padded to N = 8 (`concat_visual`), and the
+    model drops the padding images: both layouts equal each record scored alone."""
+    from mmalign.data.collate import collate_sequences
+
+    model, processor = tiny("smolvlm")
+    pad = processor.tokenizer.pad_token_id
+    (ci, ri), (cv, rv) = pair_sequences("smolvlm", "image", 1), pair_sequences("smolvlm", "video", 1)
+    seqs = [ci, cv, ri, rv]
+    std, shared = collate_sequences(seqs, pad), collate_sequences(seqs, pad, shared_prompt=True)
+    assert std["pixel_values"].shape[:2] == (4, 8) and shared[PREFIX + "pixel_values"].shape[:2] == (2, 8)
+    with torch.no_grad():
+        alone = [TokenScorer(model)(collate_sequences([s], pad))["logps"][0] for s in seqs]
+        for got in (TokenScorer(model)(std)["logps"], TokenScorer(model, packing=mode)(shared)["logps"]):
+            for row, expected in zip(got, alone):
+                n = expected.shape[0]
+                torch.testing.assert_close(row[:n], expected, **TOL)
+                assert (row[n:] == 0).all()
