@@ -11,6 +11,7 @@ import pytest
 from mmalign.world import build_world
 
 ROOT = Path(__file__).resolve().parents[2]
+NEW_FAMILIES = ["qwen3_vl", "qwen3_5", "llava_onevision", "internvl", "glm4v", "smolvlm"]  # the issue-18 families' tiny presets
 
 
 def cli(*args, cwd):
@@ -18,7 +19,7 @@ def cli(*args, cwd):
                           text=True, timeout=600)
 
 
-@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5", "llava_onevision", "internvl", "glm4v", "smolvlm"])
+@pytest.mark.parametrize("family", NEW_FAMILIES)
 def test_pairs_train_eval_on_the_tiny_preset(tmp_path, family):
     raw = tmp_path / "raw"
     build_world(raw, n_videos=4, seed=2, show_progress=False)
@@ -42,7 +43,7 @@ def test_pairs_train_eval_on_the_tiny_preset(tmp_path, family):
     assert model["counts"]["scored"] == model["counts"]["items"] > 0
 
 
-@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5", "llava_onevision", "internvl", "glm4v", "smolvlm"])
+@pytest.mark.parametrize("family", NEW_FAMILIES)
 def test_grpo_rollouts_from_precomputed_vision_equal_the_pixel_path(tmp_path, family):
     """GRPO runs the vision tower once per prompt and hands the features to generate
     (`mm_encoder_outputs`; Qwen3-VL's DeepStack features too): the same greedy rollouts."""
@@ -69,7 +70,7 @@ def test_grpo_rollouts_from_precomputed_vision_equal_the_pixel_path(tmp_path, fa
     assert with_features == from_pixels
 
 
-@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5", "llava_onevision", "internvl", "glm4v", "smolvlm"])
+@pytest.mark.parametrize("family", NEW_FAMILIES)
 def test_quickstart_runs_with_the_family(tmp_path, family):
     """The README's quickstart line with `model.tiny=<family>`: both stages, on a small world."""
     steps = [f"stages.{s}.train.max_steps=2" for s in ("sft", "rrpo")]
