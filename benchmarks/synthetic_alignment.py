@@ -6,21 +6,37 @@
                                                         # DPO / RRPO on stricter minimal-edit rewrites
 
 Where the truth is exact (the synthetic video world, mmalign.world, here with large objects and at
-most 2 per video), for each seed:
+most 2 per video). Two worlds: the benchmark world (seed 0: held-in train split, held-out test
+split) and a pretraining world (seed PRETRAIN_SEED, other scenes) that stands in for the data a
+real VLM is pretrained on. Shared by all seeds:
 
-0. vision a stand-in for the pretrained vision encoder a real VLM starts from: the random vision
-         tower learns which objects and motions each of its tokens shows (truth boxes of the
-         held-in videos; `pretrain_vision`). Shared by all seeds.
-1. SFT   per seed, a small Qwen2.5-VL built here from random weights (hidden 128, 2 layers) on the
-         world's held-in captions + short QA + the held-in yes/no questions (benchmark format),
-         vision tower frozen. Held-in = the world's train split, less the validation videos.
-2. pairs self-alignment pairs from the held-in pair videos with mmalign's own generators, each
+0. vision a stand-in for the pretrained vision encoder: the random vision tower learns which
+         objects and motions each of its tokens shows, from the pretraining world's truth boxes
+         (`pretrain_vision`). Trained on the benchmark's own held-in videos instead (as this
+         harness first did), it memorised them: per-token object precision 0.95 on them, 0.67 on
+         other held-in videos.
+1. base  the language model (hidden 128, 2 layers) learns to read the frozen tower's tokens on
+         the pretraining world's instruction data (`run_base`): a stand-in for a
+         pretrained VLM. A yes/no question about a named object ("Is the triangle red?") needs
+         the model to compare the question's words with the video; a model this small sits at
+         the yes/no prior for thousands of steps before it learns that, and at lr 2e-3 it never
+         did. Its held-in validation scores per question kind go into the report
+         (`base_validation`), so a base that never learned it cannot pass unnoticed.
+
+Then, for each seed:
+
+2. SFT   the base fine-tuned on the benchmark world's held-in captions + short QA + held-in
+         yes/no questions (benchmark format), seeded data order, vision tower frozen. Held-in =
+         the world's train split, less the validation videos.
+3. pairs self-alignment pairs from the held-in pair videos with mmalign's own generators, each
          seed's SFT model answering (see PAIRS). DPO and RRPO train on the same RRPO-recipe
          pairs (`rrpo_qa`: questions with known answers asked on a masked + shuffled video, the
          wrong answers kept, the truth rewritten minimally with the wrong concepts).
-3. align copies of each seed's SFT model with DPO, RRPO, TEMPLE-style, APASI-style and Mask-DPO;
-         each method's lr is chosen on held-in validation videos (seed 0) by PRIMARY.
-4. eval  every model on the held-out split (the world's test videos, never used above): the
+4. align copies of each seed's SFT model with DPO, RRPO, TEMPLE-style, APASI-style, Mask-DPO,
+         and a control: continued SFT on the chosen answers of the RRPO-recipe pairs (does the
+         preference add anything beyond the answers it prefers?). Each method's lr is chosen on
+         held-in validation videos (seed 0) by PRIMARY.
+5. eval  every model on the held-out split (the world's test videos, never used above): the
          synthetic hallucination benchmark (paired yes/no questions) and caption-level object
          precision, CHAIR_s, recall and objects named.
 
@@ -32,9 +48,11 @@ on the held-in validation videos DPO and RRPO then learned to answer "no" to eve
 README tells that run's numbers. Pair accuracy cannot be won that way.
 
 The RRPO-recipe pairs are balanced before training (`balance_yes_no`): a yes-biased SFT model
-gets wrong mostly the questions whose answer is "no", so its raw pairs hold ~25 "no over yes"
-pairs for each "yes over no" one, and the preference they teach is "say no". Equally many of
-each are kept (the rest of the pairs, short answers and open descriptions, all).
+gets wrong mostly the questions whose answer is "no", so its raw pairs can hold many more "no
+over yes" pairs than "yes over no" ones, and the preference they teach is then "say no".
+Equally many of each are kept (the rest of the pairs, short answers and open descriptions, all).
+For the write-up of which step fails, `clean_video_check` asks each seed's SFT model the kept
+pairs' questions on the clean video: a pair it already answers right there corrects nothing.
 Writes benchmarks/results/synthetic_alignment.{json,md,png}: per method the mean over seeds, the
 seed spread (min..max and sample std), and the per-seed improvement over that seed's own SFT model.
 Intermediate runs live under runs/synthetic_alignment/ (rerunning reuses finished steps).
@@ -60,17 +78,20 @@ from tqdm.auto import tqdm  # noqa: E402
 # Sizes. FULL fits ~30 min on 2 CPU cores (timed: see the README section); QUICK is a smoke test.
 # The world's objects are large (26-32 px of a 64 px frame) and at most 2 per video: with the default
 # 14-20 px objects, a model this small trained from scratch never learned to read the video.
-FULL = dict(n_videos=640, object_sizes=(26, 32), max_objects=2, hidden=128, layers=2, vision_steps=1500,
-            sft_steps=3000, sft_lr=2e-3, pair_videos=200, val_videos=80, align_steps=40,
-            align_lrs=(3e-5, 1e-4, 3e-4), batch_size=8,
+# vision_steps, base_steps and base_lr are the ones seen to give a base that reads the video (its
+# held-in validation scores are in the report); at base_lr 2e-3 the yes/no questions never left the prior.
+FULL = dict(n_videos=640, object_sizes=(26, 32), max_objects=2, pretrain_videos=4000, hidden=128, layers=2,
+            vision_steps=3000, base_steps=6000, base_lr=5e-4, sft_steps=1000, sft_lr=2e-4, pair_videos=200,
+            val_videos=80, align_steps=40, align_lrs=(1e-5, 3e-5, 1e-4, 3e-4), batch_size=8,
             seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48)
-QUICK = dict(n_videos=8, object_sizes=(26, 32), max_objects=2, hidden=32, layers=1, vision_steps=2, sft_steps=2,
-             sft_lr=2e-3, pair_videos=3, val_videos=2, align_steps=1, align_lrs=(1e-4, 1e-3), batch_size=8, seeds=(0,),
-             temple_magnitudes=[4], caption_tokens=8)
+QUICK = dict(n_videos=8, object_sizes=(26, 32), max_objects=2, pretrain_videos=4, hidden=32, layers=1, vision_steps=2,
+             base_steps=2, base_lr=5e-4, sft_steps=2, sft_lr=2e-4, pair_videos=3, val_videos=2, align_steps=1,
+             align_lrs=(1e-4, 1e-3), batch_size=8, seeds=(0,), temple_magnitudes=[4], caption_tokens=8)
+PRETRAIN_SEED = 1  # the pretraining world's scenes; the benchmark world is seed 0
 
-METHODS = ("dpo", "rrpo", "temple", "apasi", "mask_dpo")
+METHODS = ("dpo", "rrpo", "temple", "apasi", "mask_dpo", "sft_chosen")
 LABELS = {"sft": "SFT only", "dpo": "DPO", "rrpo": "RRPO", "temple": "TEMPLE-style", "apasi": "APASI-style",
-          "mask_dpo": "Mask-DPO"}
+          "mask_dpo": "Mask-DPO", "sft_chosen": "SFT on chosen (control)"}
 BENCH_SUFFIX = "\nAnswer the question using 'yes' or 'no'."  # the benchmark's own (VideoHallucer) suffix
 PRIMARY = "accuracy"  # the benchmark's pair accuracy; see the module docstring for why not halluc_accuracy
 
@@ -106,6 +127,8 @@ TRAIN = {  # method -> (pairs file, training method, loss, extra data settings)
     "temple": ("temple", "rpo", {"beta": 0.1, "alpha": 1.0}, {"curriculum": "ordered"}),
     "apasi": ("apasi", "dpo", {"beta": 0.1}, {}),
     "mask_dpo": ("inject", "mask_dpo", {"beta": 0.1}, {}),
+    # The control: the same RRPO-recipe pairs' chosen answers as SFT records (`chosen_records`).
+    "sft_chosen": ("rrpo_qa", "sft", {}, {}),
 }
 
 
@@ -176,25 +199,29 @@ def token_labels(truth: dict, indices: list[int], grid_t: int, grid_hw: tuple[in
 
 
 def pretrain_vision(model_path: Path, out: Path, world: Path, steps: int, seed: int = 0, lr: float = 2e-3,
-                    batch: int = 16) -> Path:
+                    batch: int = 16, ids: list[str] | None = None) -> Path:
     """Stand-in for the pretrained vision encoder every real VLM starts from (we cannot download
-    one): the random vision tower + merger learn, through a linear head that is then thrown
-    away, which objects and motions each merged token shows (multi-label, truth boxes of the
-    held-in videos only). SFT then trains the language model on top with the tower frozen."""
+    one): the random vision tower + merger learn, through a linear head, which objects and
+    motions each merged token shows (multi-label, truth boxes of every video of `world`, the
+    pretraining world: never the benchmark world's videos; `ids` limits it to those videos).
+    SFT then trains the language model on top with the tower frozen; the head is kept beside
+    the checkpoint (vision_head.safetensors, rows as `token_labels`) only to measure the tower."""
     import torch
 
     from mmalign.config import ModelConfig
     from mmalign.data.video import load_video
     from mmalign.models.backbone import load_backbone
 
-    stamp, wanted = out / "built.json", {"steps": steps, "seed": seed, "lr": lr, "batch": batch}
+    truths = [json.loads(t.read_text()) for t in sorted((world / "truth").glob("*.json"))]
+    keep = None if ids is None else set(ids)
+    truths = [t for t in truths if keep is None or t["id"] in keep]
+    stamp, wanted = out / "built.json", {"steps": steps, "seed": seed, "lr": lr, "batch": batch, "videos": len(truths)}
     if stamp.exists() and all(json.loads(stamp.read_text()).get(k) == v for k, v in wanted.items()):
         return out
     torch.manual_seed(seed)
     model, processor = load_backbone(ModelConfig(path=str(model_path)))
-    truths = [json.loads(t.read_text()) for t in sorted((world / "truth").glob("*.json"))]
     pixels, labels = [], []
-    for truth in (t for t in truths if t["split"] == "train"):
+    for truth in truths:
         video = load_video(str(world / "videos" / f"{truth['id']}.mp4"), num_frames=8)
         enc = processor.video_processor(videos=[video.frames], return_tensors="pt")
         grid = enc["video_grid_thw"][0]
@@ -215,30 +242,80 @@ def pretrain_vision(model_path: Path, out: Path, world: Path, steps: int, seed: 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    from safetensors.torch import save_file
+
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    save_file({"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()},
+              str(out / "vision_head.safetensors"))
     stamp.write_text(json.dumps({**wanted, "final_loss": loss.item()}))
     return out
 
 
+def vision_token_scores(vision: Path, world: Path, ids: list[str]) -> dict:
+    """How well a pretrained vision stand-in names the objects of videos `ids`: per merged
+    token, its head's (colour, shape) predictions (logit > 0) against `token_labels`, pooled
+    into precision and recall."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mmalign.config import ModelConfig
+    from mmalign.data.video import load_video
+    from mmalign.models.backbone import load_backbone
+    from mmalign.world.scene import COLORS, SHAPES
+
+    model, processor = load_backbone(ModelConfig(path=str(vision)))
+    head = load_file(str(vision / "vision_head.safetensors"))
+    combos = len(COLORS) * len(SHAPES)
+    hits = predicted = present = 0
+    with torch.no_grad():
+        for vid in ids:
+            truth = json.loads((world / "truth" / f"{vid}.json").read_text())
+            video = load_video(str(world / "videos" / f"{vid}.mp4"), num_frames=8)
+            enc = processor.video_processor(videos=[video.frames], return_tensors="pt")
+            grid, merge = enc["video_grid_thw"][0], model.config.vision_config.spatial_merge_size
+            feats = model.model.visual(enc["pixel_values_videos"], grid_thw=grid[None]).pooler_output
+            guess = (feats @ head["weight"].T + head["bias"] > 0)[:, :combos]
+            truth_on = torch.from_numpy(token_labels(truth, video.indices, int(grid[0]), (int(grid[1]) // merge,
+                                                     int(grid[2]) // merge), video.frames.shape[1]))[:, :combos] > 0
+            hits += int((guess & truth_on).sum())
+            predicted += int(guess.sum())
+            present += int(truth_on.sum())
+    return {"precision": hits / max(1, predicted), "recall": hits / max(1, present)}
+
+
 # ---------------------------------------------------------------- data
 
-def sft_file(world: Path, exclude: set[str]) -> Path:
-    """The world's held-in SFT records (captions + short QA) plus the held-in benchmark questions
-    in the benchmark's prompt format, so the SFT model knows the yes/no format it is tested in;
-    the videos in `exclude` (validation) are left out, so choosing an lr on them is fair."""
+def instruction_mix(world: Path, splits: tuple[str, ...], exclude: set[str], name: str) -> Path:
+    """`world`'s SFT records (captions + short QA) of `splits`, then its benchmark questions of
+    those splits in the benchmark's prompt format (so the model knows the yes/no format it is
+    tested in), less the videos in `exclude`; written as `world`/<name>.jsonl. The per-seed SFT
+    mix is the benchmark world's train split less the validation videos (so choosing an lr on
+    them is fair); the base's is every video of the pretraining world."""
     from mmalign.io import atomic_write_jsonl, iter_jsonl
 
-    out = world / "sft_mix_train.jsonl"
+    out = world / f"{name}.jsonl"
     video_id = lambda row: Path(row["video"]).stem  # noqa: E731
-    rows = [row for _, row in iter_jsonl(world / "sft_train.jsonl") if video_id(row) not in exclude]
+    rows = [row for split in splits for _, row in iter_jsonl(world / f"sft_{split}.jsonl") if video_id(row) not in exclude]
     for _, b in iter_jsonl(world / "bench.jsonl"):
-        if b["split"] != "train" or video_id(b) in exclude:
+        if b["split"] not in splits or video_id(b) in exclude:
             continue
         for role in ("basic", "hallucination"):
             rows.append({"id": f"{b['id']}-{role}", "video": b["video"], "prompt": b[role]["question"] + BENCH_SUFFIX,
-                         "response": b[role]["answer"], "meta": {"kind": "bench_" + b["type"], "split": "train"}})
+                         "response": b[role]["answer"], "meta": {"kind": "bench_" + b["type"], "split": b["split"]}})
     atomic_write_jsonl(out, rows)
+    return out
+
+
+def chosen_records(pairs: Path) -> Path:
+    """The control's training file: each pair's prompt and chosen response as an SFT record
+    (same video), written beside the pairs as <name>.chosen.jsonl."""
+    from mmalign.io import atomic_write_jsonl, iter_jsonl
+
+    out = pairs.with_name(pairs.stem + ".chosen.jsonl")
+    if not out.exists():
+        atomic_write_jsonl(out, [{"id": r["id"], "video": r["video"], "prompt": r["prompt"], "response": r["chosen"]}
+                                 for _, r in iter_jsonl(pairs)])
     return out
 
 
@@ -330,7 +407,8 @@ def validation_bench(world: Path, work: Path, ids: list[str]) -> Path:
 
 
 def bench_eval(models: dict[str, str], world: Path, out: Path) -> dict[str, dict]:
-    """The synthetic hallucination benchmark on `world`'s test split, for each model."""
+    """The synthetic hallucination benchmark on `world`'s test split, for each model: its
+    metrics, plus `by_kind`, the pair accuracy of each question kind."""
     from mmalign.evals.config import build_eval_config
     from mmalign.evals.run import evaluate
 
@@ -343,7 +421,8 @@ def bench_eval(models: dict[str, str], world: Path, out: Path) -> dict[str, dict
 
     with contextlib.redirect_stdout(io.StringIO()):  # evaluate prints its own table; ours comes later
         results = evaluate(build_eval_config(raw, "synthetic eval"))
-    return {m["name"]: m["metrics"] for m in results["models"]}
+    return {m["name"]: {**m["metrics"], "by_kind": {k: c["accuracy"] for k, c in m["categories"].items()}}
+            for m in results["models"]}
 
 
 def object_precision(captions: dict[str, str], world: Path) -> dict:
@@ -392,13 +471,29 @@ def caption_eval(model_path: str, world: Path, size: dict, ids: list[str]) -> di
 
 # ---------------------------------------------------------------- one seed
 
-def run_sft(size: dict, world: Path, work: Path, seed: int) -> Path:
-    """The SFT model of one seed: the shared vision stand-in, then the language model on the SFT
-    mix (seeded data order) with the vision tower frozen. One per seed, so the SFT row has a
-    spread of its own and every method is compared with its own seed's SFT model."""
-    base = build_small_qwen(work / "base", size["hidden"], size["layers"], 0)
-    base = pretrain_vision(base, work / "vision", world, size["vision_steps"])
-    mix = sft_file(world, set(held_in_split(world, size)[1]))
+def run_base(size: dict, world: Path, work: Path) -> tuple[Path, dict]:
+    """The shared start of every seed: a random small Qwen2.5-VL, its vision stand-in and its
+    language model pretrained on the pretraining world (steps 0 and 1 of the module docstring),
+    and that base's scores per question kind on the held-in validation videos."""
+    pretrain_world = work / "pretrain_world"
+    from mmalign.world import build_world
+
+    build_world(pretrain_world, n_videos=size["pretrain_videos"], seed=PRETRAIN_SEED, object_sizes=size["object_sizes"],
+                max_objects=size["max_objects"], show_progress=False)
+    model = build_small_qwen(work / "base", size["hidden"], size["layers"], 0)
+    vision = pretrain_vision(model, work / "vision", pretrain_world, size["vision_steps"])
+    mix = instruction_mix(pretrain_world, ("train", "test"), set(), "instruction_mix_all")
+    base = train_run(work / "base-lm", str(vision), "sft", mix, size, 0, lr=size["base_lr"],
+                     max_steps=size["base_steps"])
+    val_bench = validation_bench(world, work, held_in_split(world, size)[1])
+    return base, bench_eval({"base": str(base)}, val_bench, work / "base-lm" / "validation")["base"]
+
+
+def run_sft(size: dict, world: Path, work: Path, seed: int, base: Path) -> Path:
+    """The SFT model of one seed: the base fine-tuned on the held-in SFT mix (seeded data order)
+    with the vision tower frozen. One per seed, so the SFT row has a spread of its own and every
+    method is compared with its own seed's SFT model."""
+    mix = instruction_mix(world, ("train",), set(held_in_split(world, size)[1]), "sft_mix_train")
     return train_run(work / f"sft-seed{seed}", str(base), "sft", mix, size, seed, lr=size["sft_lr"],
                      max_steps=size["sft_steps"], freeze_vision=True)
 
@@ -412,7 +507,8 @@ def held_in_split(world: Path, size: dict) -> tuple[list[str], list[str]]:
 
 def align(method: str, lr: float, out: Path, sft: Path, pairs: dict, size: dict, seed: int) -> str:
     pair_name, train_method, loss, data = TRAIN[method]
-    return str(train_run(out, str(sft), train_method, pairs[pair_name], size, seed, lr=lr,
+    records = chosen_records(pairs[pair_name]) if train_method == "sft" else pairs[pair_name]
+    return str(train_run(out, str(sft), train_method, records, size, seed, lr=lr,
                          max_steps=size["align_steps"], loss=loss, data=data))
 
 
@@ -431,16 +527,18 @@ def choose_lrs(sft: Path, pairs: dict, size: dict, world: Path, work: Path, wdir
         scores = bench_eval({"sft": str(sft), **runs}, val_bench, wdir / f"val-{method}")
         by_lr = {lr: scores[f"lr{lr:g}"][PRIMARY] for lr in size["align_lrs"]}
         best = max(by_lr, key=lambda lr: (by_lr[lr], -lr))  # ties: the smaller step
-        choice[method] = {"lr": best, f"validation_{PRIMARY}": by_lr, f"validation_sft_{PRIMARY}": scores["sft"][PRIMARY]}
+        choice[method] = {"lr": best, f"validation_{PRIMARY}": by_lr, f"validation_sft_{PRIMARY}": scores["sft"][PRIMARY],
+                          "validation_by_kind": scores[f"lr{best:g}"]["by_kind"],
+                          "validation_sft_by_kind": scores["sft"]["by_kind"]}
     return choice
 
 
-def run_seed(seed: int, size: dict, world: Path, work: Path, bar, lrs: dict | None) -> dict:
+def run_seed(seed: int, size: dict, world: Path, work: Path, base: Path, bar, lrs: dict | None) -> dict:
     """This seed's SFT model, pairs (generator seed), alignment (data order / init seed) and
     evaluation. `lrs`: the chosen alignment lr per method (None: choose them on this seed)."""
     wdir = work / f"seed{seed}"
     bar.set_description(f"seed {seed}: sft")
-    sft = run_sft(size, world, work, seed)
+    sft = run_sft(size, world, work, seed, base)
     videos = held_in_videos(world, work, held_in_split(world, size)[0])
     pairs = {}
     for name in PAIRS:
@@ -470,7 +568,7 @@ def run_seed(seed: int, size: dict, world: Path, work: Path, bar, lrs: dict | No
         if name != "sft" and name not in no_pairs and summary.exists():
             result[name]["train_summary"] = json.loads(summary.read_text())
     result["pairs"] = {k: sum(1 for _ in open(v)) for k, v in pairs.items()}
-    result["pair_stages"] = pair_stages(pairs["rrpo_qa"])
+    result["pair_stages"] = {**pair_stages(pairs["rrpo_qa"]), "clean_video": clean_video_check(str(sft), pairs["rrpo_qa"])}
     result["lrs"] = chosen
     bar.update(1)
     return result
@@ -495,6 +593,36 @@ def pair_stages(path: Path) -> dict:
             "kept": report["records"], "kept_by_type": types, "trained_on": len(rows),
             "yes_no_balance_dropped": report["records"] - len(rows),
             "open_mean_changed_fraction": statistics.mean(opened) if opened else None}
+
+
+def clean_video_check(model_path: str, pairs: Path) -> dict:
+    """Of the short-answer pairs trained on (yes/no, option, word), how many the SFT model
+    `model_path` already answers right on the clean video, the one the pair is trained with
+    (it answered wrong on the perturbed one): such a pair corrects nothing. Per question kind
+    (existence, attribute, direction, colour, ...) and in all."""
+    import torch
+
+    from mmalign.config import ModelConfig
+    from mmalign.data.video import load_video
+    from mmalign.io import iter_jsonl
+    from mmalign.models.backbone import load_backbone
+    from mmalign.models.generate import Prompt, generate
+    from mmalign.perturb.qa import is_right
+
+    rows = [r for _, r in iter_jsonl(pairs) if r["meta"]["question_type"] != "open"]
+    model, processor = load_backbone(ModelConfig(path=model_path))
+    model.eval()
+    right: dict[str, list[bool]] = {}
+    with torch.no_grad():
+        for i in range(0, len(rows), 32):
+            chunk = rows[i:i + 32]
+            prompts = [Prompt(r["prompt"], video=load_video(str(pairs.parent / r["video"]), num_frames=8)) for r in chunk]
+            for r, texts in zip(chunk, generate(model, processor, prompts, max_new_tokens=4)):
+                question = {"type": r["meta"]["question_type"], "answer": r["chosen"]}
+                right.setdefault(r["meta"]["question_kind"], []).append(is_right(question, texts[0]))
+    every = [x for v in right.values() for x in v]
+    return {"pairs": len(every), "right_on_clean": sum(every) / max(1, len(every)),
+            "by_kind": {k: {"pairs": len(v), "right_on_clean": sum(v) / len(v)} for k, v in sorted(right.items())}}
 
 
 # ---------------------------------------------------------------- report
@@ -529,6 +657,8 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
                            "min": min(vals), "max": max(vals), "values": vals,
                            "delta_mean": statistics.mean(deltas), "deltas": deltas,
                            "deltas_std": statistics.stdev(deltas) if len(deltas) > 1 else 0.0}
+        kinds = sorted({k for s in per_seed for k in per_seed[s][name].get("by_kind", {})})
+        row["by_kind"] = {k: statistics.mean(per_seed[s][name]["by_kind"].get(k, 0.0) for s in per_seed) for k in kinds}
         row["mentions"] = [per_seed[s][name]["mentions"] for s in per_seed]
         row["mentions_change"] = [_change(per_seed[s][name]["mentions"], per_seed[s]["sft"]["mentions"])
                                   for s in per_seed]
@@ -566,6 +696,17 @@ def markdown(table: dict, meta: dict) -> str:
             beats = f"**no pairs** (seeds {meta['no_pairs'][name]}: = SFT)"
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells + [named, f"{p['delta_mean']:+.3f} ± {p['deltas_std']:.3f}",
                                                             beats]) + " |")
+    kinds = sorted({k for name in ("sft",) + METHODS for k in table[name].get("by_kind", {})})
+    if kinds:
+        lines += ["", "Pair accuracy per question kind on the held-out split, mean over seeds:", "",
+                  "| method | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+        lines += [f"| {LABELS[name]} | " + " | ".join(f"{table[name]['by_kind'].get(k, 0.0):.3f}" for k in kinds) + " |"
+                  for name in ("sft",) + METHODS]
+    if meta.get("base_validation"):
+        b = meta["base_validation"]
+        lines += ["", f"The shared base model (vision stand-in + language model pretrained on the pretraining world) "
+                  f"on the held-in validation videos: pair accuracy {b['accuracy']:.3f} ("
+                  + ", ".join(f"{k} {v:.3f}" for k, v in sorted(b["by_kind"].items())) + ")."]
     if meta.get("lrs"):
         lines += ["", "Alignment lr per method, chosen on held-in validation videos (seed "
                   f"{seeds[0]}, best {NAMES[PRIMARY]} of {list(meta['size']['align_lrs'])}): "
@@ -579,7 +720,12 @@ def markdown(table: dict, meta: dict) -> str:
                          f"{st['kept']} kept, {st['trained_on']} after the yes/no balance "
                          f"({', '.join(f'{k} {v}' for k, v in sorted(st['kept_by_type'].items()))}); "
                          f"dropped: " + ", ".join(f"{k[2:]} {v}" for k, v in sorted(st["filtered"].items()))
-                         + (f"; open rewrites change {fraction:.3f} of the text on average" if fraction else ""))
+                         + (f"; open rewrites change {fraction:.3f} of the text on average" if fraction else "")
+                         + (f"; the SFT model already answers {st['clean_video']['right_on_clean']:.2f} of the "
+                            f"{st['clean_video']['pairs']} short-answer pairs right on the clean video ("
+                            + ", ".join(f"{k} {v['right_on_clean']:.2f} of {v['pairs']}"
+                                        for k, v in st["clean_video"]["by_kind"].items()) + ")"
+                            if st.get("clean_video") else ""))
     if meta["size"]["n_videos"] < 100:
         lines += ["", "**Smoke-test numbers** (`--quick`: a one-layer model, a handful of videos, one step "
                       "per method): they show that every step ran, not what any method does."]
@@ -589,43 +735,64 @@ def markdown(table: dict, meta: dict) -> str:
 
 
 def plot(table: dict, path: Path, meta: dict) -> None:
+    fig = figure(table, meta)  # sets the Agg backend before pyplot is imported here
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def figure(table: dict, meta: dict):
+    """One column per candidate hallucination metric (JUDGED). Top: bars = mean over seeds, error
+    bars = the seed std, dots = the seeds, dashed line = SFT. Bottom: each seed's change against
+    its own SFT model (dots), their mean (bar) and twice their std (error bar): the target's rule
+    is every dot on the good side of 0 and the bar past its error bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = ("sft",) + METHODS
-    fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
-    for ax, metric in zip(axes, (PRIMARY, "accuracy", "object_precision")):
+    colors = ["#888888"] + ["#3b7dd8"] * (len(METHODS) - 1) + ["#bbbbbb"]
+    ticks = [LABELS[n].replace(" (control)", "\n(control)") for n in names]
+    fig, axes = plt.subplots(2, len(JUDGED), figsize=(5.2 * len(JUDGED), 8.2))
+    for ax, delta_ax, metric in zip(axes[0], axes[1], JUDGED):
         means = [table[n][metric]["mean"] for n in names]
         errs = [table[n][metric]["std"] for n in names]
-        ax.bar(range(len(names)), means, yerr=errs, capsize=4,
-               color=["#888888"] + ["#3b7dd8"] * len(METHODS))
+        ax.bar(range(len(names)), means, yerr=errs, capsize=4, color=colors)
         for i, n in enumerate(names):
             ax.scatter([i] * len(table[n][metric]["values"]), table[n][metric]["values"], color="k", s=8, zorder=3)
         for i, n in enumerate(names):
             if metric.startswith("object_") and not any(table[n].get("mentions", [1])):
                 ax.text(i, 0.01, "no object\nnamed", ha="center", va="bottom", fontsize=7, rotation=90)
         ax.axhline(means[0], color="#888888", ls="--", lw=1)
-        ax.set_xticks(range(len(names)), [LABELS[n] for n in names], rotation=20)
+        ax.set_xticks(range(len(names)), ticks, rotation=30, ha="right", fontsize=8)
         ax.set_title(NAMES[metric])
         lo = min(min(table[n][metric]["values"]) for n in names)
         ax.set_ylim(max(0.0, lo - 0.1), min(1.0, max(m + e for m, e in zip(means, errs)) + 0.05) + 0.05)
+        deltas = [table[n][metric]["deltas"] for n in METHODS]
+        delta_ax.bar(range(len(METHODS)), [statistics.mean(d) for d in deltas], color=colors[1:],
+                     yerr=[2 * (statistics.stdev(d) if len(d) > 1 else 0.0) for d in deltas], capsize=4)
+        for i, d in enumerate(deltas):
+            delta_ax.scatter([i] * len(d), d, color="k", s=8, zorder=3)
+        delta_ax.axhline(0, color="#888888", lw=1)
+        delta_ax.set_xticks(range(len(METHODS)), ticks[1:], rotation=30, ha="right", fontsize=8)
+        delta_ax.set_title(f"Δ {NAMES[metric]} vs own SFT (bar ± 2 std)")
     fig.suptitle(f"Synthetic world, held-out split: mean ± std over seeds {meta['seeds']} (dots: seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def _cache_videos() -> None:
+def _cache_videos(videos: int) -> None:
     """Decode each video once per process: the SFT records share a video ~25 times (a copy is
-    handed out, so no consumer can alter the cached frames)."""
+    handed out, so no consumer can alter the cached frames). `videos`: how many the run reads
+    (both worlds), so none is decoded twice (~100 KB each at 8 frames of 64 x 64)."""
     import dataclasses
     import functools
 
     import mmalign.data.video as video
 
-    cached = functools.lru_cache(maxsize=512)(video.load_video)
+    cached = functools.lru_cache(maxsize=videos)(video.load_video)
 
     def load_video(path, **kw):
         v = cached(path, **kw)
@@ -668,19 +835,23 @@ def main(argv=None) -> dict:
     world = work / "world"
     manifest = build_world(world, n_videos=size["n_videos"], seed=0, object_sizes=size["object_sizes"],
                            max_objects=size["max_objects"], show_progress=False)
-    _cache_videos()
+    _cache_videos(size["n_videos"] + size["pretrain_videos"])
     steps_per_seed = len(PAIRS) + len(METHODS) + 1
     per_seed = {}
-    with tqdm(total=steps_per_seed * len(size["seeds"]), unit="step") as bar:
+    with tqdm(total=1 + steps_per_seed * len(size["seeds"]), unit="step") as bar:
+        bar.set_description("vision stand-in and base model")
+        base, base_validation = run_base(size, world, work)
+        bar.update(1)
         lrs = None
         for seed in size["seeds"]:
-            per_seed[seed] = run_seed(seed, size, world, work, bar, lrs)
+            per_seed[seed] = run_seed(seed, size, world, work, base, bar, lrs)
             lrs = per_seed[seed]["lrs"]
     table = aggregate(per_seed)
     command = "python benchmarks/synthetic_alignment.py" + (" --quick" if args.quick else "") + (
         f" --max-changed-fraction {args.max_changed_fraction:g}" if other else "") + (
         f" --results {args.results}" if args.results and not args.quick else "")
     meta = {"command": command, "primary": PRIMARY, "lrs": per_seed[size["seeds"][0]]["lrs"],
+            "base_validation": base_validation,
             "pair_stages": {s: per_seed[s]["pair_stages"] for s in per_seed},
             "seeds": list(size["seeds"]), "size": size, "wall_minutes": (time.time() - t0) / 60,
             "cpus": os.cpu_count(), "test_videos": manifest["counts"]["test_videos"],

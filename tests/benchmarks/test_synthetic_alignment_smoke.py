@@ -59,18 +59,129 @@ def test_beyond_spread_needs_every_seed_and_a_mean_over_twice_the_std():
     assert sa.beyond_spread([-0.05, -0.06, -0.05], lower_is_better=True)  # CHAIR_s going down
 
 
-def test_quick_run_writes_results(tmp_path):
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One `--quick` run of the whole harness: (module, work folder, results folder, table)."""
     sa = _module()
-    table = sa.main(["--quick", "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res")])
+    root = tmp_path_factory.mktemp("quick")
+    table = sa.main(["--quick", "--work", str(root / "work"), "--results", str(root / "res")])
+    return sa, root / "work", root / "res", table
+
+
+def test_quick_run_writes_results(quick_run):
+    sa, work, res, table = quick_run
     assert set(table) == {"sft", *sa.METHODS}
-    stem = tmp_path / "res/synthetic_alignment"
+    stem = res / "synthetic_alignment"
     data = json.loads(Path(f"{stem}.json").read_text())
     assert data["meta"]["seeds"] == [0]
     stages = data["meta"]["pair_stages"]["0"]
     assert stages["asked"] == stages["kept"] + sum(stages["filtered"].values()) > 0
+    trained = [json.loads(line) for line in open(work / "seed0/pairs/rrpo_qa.balanced.jsonl")]
+    short = [r for r in trained if r["meta"]["question_type"] != "open"]
+    assert stages["clean_video"]["pairs"] == len(short) > 0
+    assert sum(k["pairs"] for k in stages["clean_video"]["by_kind"].values()) == len(short)
+    assert set(data["meta"]["base_validation"]["by_kind"]) <= {"existence", "attribute", "direction", "count", "order"}
     assert str(ROOT) not in Path(f"{stem}.json").read_text()
-    assert "| RRPO |" in Path(f"{stem}.md").read_text()
+    md = Path(f"{stem}.md").read_text()
+    assert "| RRPO |" in md and "| SFT on chosen (control) |" in md and "The shared base model" in md
     assert Path(f"{stem}.png").stat().st_size > 0
+
+
+def test_quick_run_pretrains_on_another_world_and_the_control_on_chosen_answers(quick_run):
+    """The vision stand-in and the base language model never see the benchmark world's videos
+    (the first harness trained its vision stand-in on them and it memorised them); the control
+    row trains SFT on the RRPO-recipe pairs' chosen answers."""
+    import yaml
+
+    sa, work, res, _ = quick_run
+    pretrain, bench = work / "pretrain_world", work / "world"
+    scenes = lambda w: {json.dumps(json.loads(t.read_text())["scene"]["objects"]) for t in (w / "truth").glob("*.json")}
+    assert not scenes(pretrain) & scenes(bench)
+    stamp = json.loads((work / "vision/built.json").read_text())
+    assert stamp["videos"] == sa.QUICK["pretrain_videos"]
+    base_cfg = yaml.safe_load((work / "base-lm/config.yaml").read_text())
+    base_mix = Path(base_cfg["data"]["train_file"])
+    assert base_mix.parent.resolve() == pretrain.resolve()
+    assert all((pretrain / json.loads(line)["video"]).exists() for line in open(base_mix))
+    sft_cfg = yaml.safe_load((work / "sft-seed0/config.yaml").read_text())
+    assert Path(sft_cfg["model"]["path"]).resolve() == (work / "base-lm/final").resolve()
+    lr = json.loads((res / "synthetic_alignment.json").read_text())["meta"]["lrs"]["sft_chosen"]["lr"]
+    control_cfg = yaml.safe_load((work / f"seed0/sft_chosen-lr{lr:g}/config.yaml").read_text())
+    assert control_cfg["method"] == "sft" and control_cfg["data"]["train_file"].endswith("rrpo_qa.balanced.chosen.jsonl")
+    pairs = [json.loads(line) for line in open(work / "seed0/pairs/rrpo_qa.balanced.jsonl")]
+    records = [json.loads(line) for line in open(control_cfg["data"]["train_file"])]
+    assert [(r["prompt"], r["response"], r["video"]) for r in records] == [(p["prompt"], p["chosen"], p["video"])
+                                                                             for p in pairs]
+
+
+def test_instruction_mix_asks_in_the_benchmark_format_and_leaves_out_videos(tmp_path):
+    from mmalign.world import build_world
+
+    sa = _module()
+    world = tmp_path / "world"
+    build_world(world, n_videos=4, seed=0, show_progress=False)
+    out = sa.instruction_mix(world, ("train",), {"vid0001"}, "mix")
+    rows = [json.loads(line) for line in open(out)]
+    bench = [json.loads(line) for line in open(world / "bench.jsonl")]
+    sft = [json.loads(line) for line in open(world / "sft_train.jsonl")]
+    kept = lambda r: Path(r["video"]).stem not in {"vid0001"}  # noqa: E731
+    expected = sum(kept(r) for r in sft) + 2 * sum(kept(b) and b["split"] == "train" for b in bench)
+    assert len(rows) == expected > 0
+    assert all(Path(r["video"]).stem != "vid0001" for r in rows)
+    asked = [r for r in rows if r["meta"]["kind"].startswith("bench_")]
+    assert asked and all(r["prompt"].endswith(sa.BENCH_SUFFIX) and r["response"] in ("yes", "no") for r in asked)
+    assert {r["response"] for r in asked} == {"yes", "no"}
+
+
+def test_clean_video_check_counts_the_answers_already_right(tmp_path, monkeypatch):
+    """Pairs whose chosen answer the (stubbed) model gives on the clean video count as right."""
+    import mmalign.data.video
+    import mmalign.models.backbone
+    import mmalign.models.generate
+
+    sa = _module()
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [("yes_no", "existence", "Is there a red circle?", "yes", "yes"),
+            ("yes_no", "existence", "Is there a red square?", "no", "yes"),
+            ("short", "color", "What color is the circle?", "red", "red"),
+            ("short", "color", "What color is the square?", "blue", "green"),
+            ("yes_no", "direction", "Does the red circle move left?", "no", "No."),
+            ("open", "caption", "Describe what happens in the video.", "A red circle moves left.", "whatever")]
+    pairs.write_text("".join(json.dumps({"id": str(i), "video": "v.mp4", "prompt": q, "chosen": c, "rejected": "x",
+                                         "meta": {"question_type": t, "question_kind": k}}) + "\n"
+                             for i, (t, k, q, c, _) in enumerate(rows)))
+    replies = {q: r for _, _, q, _, r in rows}
+
+    class Model:
+        def eval(self):
+            return self
+
+    monkeypatch.setattr(mmalign.models.backbone, "load_backbone", lambda cfg: (Model(), None))
+    monkeypatch.setattr(mmalign.data.video, "load_video", lambda path, **kw: None)
+    monkeypatch.setattr(mmalign.models.generate, "generate",
+                        lambda model, processor, prompts, **kw: [[replies[p.text]] for p in prompts])
+    out = sa.clean_video_check("unused", pairs)
+    assert out["pairs"] == 5  # the open caption is not a short answer
+    assert out["right_on_clean"] == pytest.approx(3 / 5)
+    assert out["by_kind"] == {"color": {"pairs": 2, "right_on_clean": 0.5},
+                              "direction": {"pairs": 1, "right_on_clean": 1.0},
+                              "existence": {"pairs": 2, "right_on_clean": 0.5}}
+
+
+def test_figure_has_one_column_per_judged_metric_with_the_seed_deltas():
+    """The first plot drew pair accuracy twice (PRIMARY and "accuracy" are one metric); each
+    column now holds a metric and, below it, every method's per-seed deltas."""
+    sa = _module()
+    metrics = {m: {"mean": 0.5, "std": 0.1, "values": [0.4, 0.5, 0.6], "deltas": [0.01, -0.02, 0.03]}
+               for m in sa.HEADLINE}
+    table = {name: {**metrics, "mentions": [3, 3, 3]} for name in ("sft",) + sa.METHODS}
+    fig = sa.figure(table, {"seeds": [0, 1, 2]})
+    top, bottom = fig.axes[:len(sa.JUDGED)], fig.axes[len(sa.JUDGED):]
+    assert [ax.get_title() for ax in top] == [sa.NAMES[m] for m in sa.JUDGED]
+    assert len(set(sa.JUDGED)) == len(sa.JUDGED) == 4
+    assert all(ax.get_title().startswith("Δ " + sa.NAMES[m]) for ax, m in zip(bottom, sa.JUDGED))
+    dots = [c for c in bottom[0].collections if len(c.get_offsets()) == 3]
+    assert len(dots) == len(sa.METHODS)  # one dot per seed for every method
 
 
 def test_token_labels_mark_the_cells_an_object_covers():
