@@ -1,20 +1,25 @@
-"""Where the synthetic-alignment harness fails before alignment: does the SFT model read the video
-when it answers a yes/no question?
+"""Which change made the synthetic-alignment SFT model read the video? Held-in videos only.
 
-    python benchmarks/synthetic_sft_probe.py          # ~30 min on 2 CPU cores (four SFT runs)
+    python benchmarks/synthetic_sft_probe.py          # ~15 min on 2 CPU cores after a harness run
     python benchmarks/synthetic_sft_probe.py --quick  # a smoke run of every step
 
-Seed 0 of `synthetic_alignment.py` (same world, vision stand-in, SFT mix and sizes; its work
-folder is shared, so a finished harness run's SFT model is reused), and three SFT variants: twice
-the steps, the vision tower trained too, and a third language-model layer. Each is scored with
-the synthetic benchmark, per question kind, on held-in videos only:
+The harness's first SFT models answered yes/no questions about a named object from the
+question's wording: "Is there a red triangle?" got "yes" beside a red circle, and existence and
+attribute pair accuracy were ~0 even on videos whose questions they were trained on. This probe
+trains, for seed 0, the SFT recipes between that one and the harness's current one, and scores
+each with the synthetic benchmark per question kind on two sets of held-in videos:
 
 - `seen`: 80 of the pair videos, whose yes/no questions the SFT mix holds (can it fit them?);
 - `val`: the 80 validation videos the harness chooses its alignment lr on (does it generalise?).
 
-A kind's pair accuracy counts a pair only when the basic question (answer yes) and its
-hallucinated twin (answer no: "Is there a red triangle?" beside a red circle) are both right, so
-an answer read off the question's wording scores 0 there. The held-out split is not touched.
+Recipes (VARIANTS): `previous`, the harness before: the vision stand-in trained on the benchmark
+world's held-in videos (here less the validation ones, so its tokens can be scored on unseen
+videos), then SFT from the random language model at lr 2e-3; `pretrain_world_vision`, the same SFT
+on the harness's vision stand-in (pretrained on the pretraining world); `lower_lr`, that stand-in
+with SFT at lr 5e-4; `base_then_sft`, the harness's own seed-0 SFT model (a base language model
+pretrained on the pretraining world, then SFT). Each vision stand-in is also scored per token on
+the validation videos (`vision_token_scores`). The work folder is the harness's, so a finished
+harness run's vision stand-in, base and SFT model are reused. The held-out split is not touched.
 Writes benchmarks/results/synthetic_sft_probe.{json,md}.
 """
 
@@ -31,43 +36,53 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import synthetic_alignment as harness  # noqa: E402
 
-# variant -> (SFT overrides, language-model layers); "sft" is the harness's own SFT model
-VARIANTS = {"sft": ({}, None), "steps_x2": ({"max_steps": 2}, None), "vision_trained": ({"freeze_vision": False}, None),
-            "layers_3": ({}, 3)}
+# The harness's SFT before this probe: its step counts and lr, trained from the random language model.
+PREVIOUS = {"full": dict(vision_steps=1500, sft_steps=3000), "quick": dict(vision_steps=2, sft_steps=2)}
+# variant -> (vision stand-in, SFT lr or None for the harness's own seed-0 SFT model)
+VARIANTS = {"previous": ("held_in", 2e-3), "pretrain_world_vision": ("pretrain_world", 2e-3),
+            "lower_lr": ("pretrain_world", 5e-4), "base_then_sft": ("pretrain_world", None)}
 KINDS = ("existence", "attribute", "direction", "count", "order")
 
 
-def sft_variant(name: str, size: dict, world: Path, work: Path) -> Path:
-    overrides, layers = VARIANTS[name]
-    if name == "sft":
-        return harness.run_sft(size, world, work, 0)
-    suffix = f"-l{layers}" if layers else ""
-    base = harness.build_small_qwen(work / f"base{suffix}", size["hidden"], layers or size["layers"], 0)
-    base = harness.pretrain_vision(base, work / f"vision{suffix}", world, size["vision_steps"])
-    mix = harness.sft_file(world, set(harness.held_in_split(world, size)[1]))
-    steps = size["sft_steps"] * overrides.get("max_steps", 1)
-    return harness.train_run(work / f"sft-{name}", str(base), "sft", mix, size, 0, lr=size["sft_lr"], max_steps=steps,
-                             freeze_vision=overrides.get("freeze_vision", True))
+def visions(size: dict, steps: dict, world: Path, work: Path) -> dict[str, Path]:
+    """The two vision stand-ins: the harness's (pretraining world) and the previous one (the
+    benchmark world's held-in videos less the validation ones)."""
+    harness.run_base(size, world, work)  # builds (or reuses) the harness's stand-in and base
+    pair_ids, val_ids = harness.held_in_split(world, size)
+    held_in = [v for v in harness.split_ids(world, "train") if v not in set(val_ids)]
+    model = harness.build_small_qwen(work / "base", size["hidden"], size["layers"], 0)
+    previous = harness.pretrain_vision(model, work / "vision-held-in", world, steps["vision_steps"], ids=held_in)
+    return {"pretrain_world": work / "vision", "held_in": previous}
+
+
+def sft_variant(name: str, size: dict, steps: dict, world: Path, work: Path, vision: dict[str, Path]) -> Path:
+    tower, lr = VARIANTS[name]
+    if lr is None:
+        base = work / "base-lm" / "final"
+        return harness.run_sft(size, world, work, 0, base)
+    mix = harness.instruction_mix(world, ("train",), set(harness.held_in_split(world, size)[1]), "sft_mix_train")
+    return harness.train_run(work / f"probe-sft-{name}", str(vision[tower]), "sft", mix, size, 0, lr=lr,
+                             max_steps=steps["sft_steps"])
 
 
 def scores(model: Path, bench: Path, out: Path) -> dict:
-    harness.bench_eval({"m": str(model)}, bench, out)
-    (result,) = json.loads((out / "results.json").read_text())["models"]
-    return {"pair_accuracy": result["metrics"]["pair_accuracy"], "basic_accuracy": result["metrics"]["basic_accuracy"],
-            "halluc_accuracy": result["metrics"]["halluc_accuracy"],
-            "by_kind": {k: result["categories"][k]["accuracy"] for k in KINDS if k in result["categories"]}}
+    (result,) = harness.bench_eval({"m": str(model)}, bench, out).values()
+    return {"pair_accuracy": result["pair_accuracy"], "basic_accuracy": result["basic_accuracy"],
+            "halluc_accuracy": result["halluc_accuracy"], "by_kind": result["by_kind"]}
 
 
-def markdown(rows: dict, meta: dict) -> str:
+def markdown(rows: dict, towers: dict, meta: dict) -> str:
     lines = ["SFT models of seed 0, synthetic benchmark pair accuracy per question kind on held-in videos "
              "(seen: questions in the SFT mix; val: the harness's validation videos).", "",
-             "| SFT variant | split | " + " | ".join(KINDS) + " | all pairs | basic q acc. | halluc. q acc. |",
+             "| SFT recipe | split | " + " | ".join(KINDS) + " | all pairs | basic q acc. | halluc. q acc. |",
              "|---|---|" + "---|" * (len(KINDS) + 3)]
     for name, splits in rows.items():
         for split, s in splits.items():
             cells = [f"{s['by_kind'][k]:.3f}" if k in s["by_kind"] else "–" for k in KINDS]
             lines.append(f"| {name} | {split} | " + " | ".join(cells) + f" | {s['pair_accuracy']:.3f} | "
                          f"{s['basic_accuracy']:.3f} | {s['halluc_accuracy']:.3f} |")
+    lines += ["", "Vision stand-ins, per merged token on the validation videos (object precision / recall): "
+              + "; ".join(f"{k} {v['precision']:.3f} / {v['recall']:.3f}" for k, v in towers.items()) + "."]
     lines += ["", f"Wall time {meta['wall_minutes']:.1f} min; regenerate with `{meta['command']}`."]
     lines += [f"({meta['note']}.)"] if meta.get("note") else []
     return "\n".join(lines) + "\n"
@@ -81,6 +96,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--note", default=None, help="a remark on how this run was made, kept in the results")
     args = ap.parse_args(argv)
     size = dict(harness.QUICK if args.quick else harness.FULL)
+    steps = PREVIOUS["quick" if args.quick else "full"]
     work = Path(args.work or ROOT / ("runs/synthetic_alignment" + ("_quick" if args.quick else "")))
     results = Path(args.results or (work if args.quick else ROOT / "benchmarks/results"))
     results.mkdir(parents=True, exist_ok=True)
@@ -90,23 +106,24 @@ def main(argv=None) -> dict:
     world = work / "world"
     build_world(world, n_videos=size["n_videos"], seed=0, object_sizes=size["object_sizes"],
                 max_objects=size["max_objects"], show_progress=False)
-    harness._cache_videos()
+    harness._cache_videos(size["n_videos"] + size["pretrain_videos"])
     pair_ids, val_ids = harness.held_in_split(world, size)
     benches = {"seen": harness.validation_bench(world, work / "seen", pair_ids[:80]),
                "val": harness.validation_bench(world, work, val_ids)}
+    vision = visions(size, steps, world, work)
+    towers = {name: harness.vision_token_scores(path, world, val_ids) for name, path in vision.items()}
     rows = {}
     for name in VARIANTS:
-        model = sft_variant(name, size, world, work)
+        model = sft_variant(name, size, steps, world, work, vision)
         rows[name] = {split: scores(model, bench, work / f"probe-{name}-{split}") for split, bench in benches.items()}
     meta = {"command": "python benchmarks/synthetic_sft_probe.py" + (" --quick" if args.quick else ""),
-            "size": size, "wall_minutes": (time.time() - t0) / 60, "variants": {k: {"overrides": v[0], "layers": v[1]}
-                                                                                  for k, v in VARIANTS.items()},
-            "note": args.note}
+            "size": size, "previous": steps, "wall_minutes": (time.time() - t0) / 60,
+            "variants": {k: {"vision": v[0], "sft_lr": v[1]} for k, v in VARIANTS.items()}, "note": args.note}
     from mmalign.io import write_result_json
 
     stem = results / "synthetic_sft_probe"
-    write_result_json(f"{stem}.json", {"meta": meta, "rows": rows}, ROOT)
-    md = markdown(rows, meta)
+    write_result_json(f"{stem}.json", {"meta": meta, "rows": rows, "vision_tokens": towers}, ROOT)
+    md = markdown(rows, towers, meta)
     Path(f"{stem}.md").write_text(md)
     print(md)
     return rows

@@ -1,5 +1,6 @@
-"""benchmarks/synthetic_sft_probe.py --quick end to end: every SFT variant trained as it says,
-each scored per question kind on the two held-in splits, results without machine paths."""
+"""benchmarks/synthetic_sft_probe.py --quick end to end: every SFT recipe trained as it says (its
+vision stand-in, lr and starting point), each scored per question kind on the two held-in
+splits, both vision stand-ins scored per token, results without machine paths."""
 
 import importlib.util
 import json
@@ -11,25 +12,34 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quick_probe_trains_each_variant_and_scores_both_held_in_splits(tmp_path):
+def test_quick_probe_trains_each_recipe_and_scores_both_held_in_splits(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("synthetic_sft_probe", ROOT / "benchmarks/synthetic_sft_probe.py")
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
-    rows = probe.main(["--quick", "--work", str(tmp_path / "w"), "--results", str(tmp_path / "r")])
+    work = tmp_path / "w"
+    rows = probe.main(["--quick", "--work", str(work), "--results", str(tmp_path / "r")])
     assert set(rows) == set(probe.VARIANTS) and all(set(r) == {"seen", "val"} for r in rows.values())
     for splits in rows.values():
         for s in splits.values():
             assert set(s["by_kind"]) <= set(probe.KINDS) and s["by_kind"]
             assert all(0 <= v <= 1 for v in [s["pair_accuracy"], *s["by_kind"].values()])
-    steps = {name: json.loads((tmp_path / "w" / f"sft-{name}" / "summary.json").read_text())["stages"]["sft"]["steps"]
-             for name in ("steps_x2", "layers_3")}
-    assert steps["steps_x2"] == 2 * steps["layers_3"]
-    layers = json.loads((tmp_path / "w" / "sft-layers_3" / "final" / "config.json").read_text())
-    assert layers["text_config"]["num_hidden_layers"] == 3
-    frozen = {name: yaml.safe_load((tmp_path / "w" / f"sft-{name}" / "config.yaml").read_text())["model"]["freeze_vision"]
-              for name in ("vision_trained", "steps_x2")}
-    assert frozen == {"vision_trained": False, "steps_x2": True}
+    config = {name: yaml.safe_load((work / f"probe-sft-{name}" / "config.yaml").read_text())
+              for name in ("previous", "pretrain_world_vision", "lower_lr")}
+    assert {n: c["train"]["lr"] for n, c in config.items()} == {"previous": 2e-3, "pretrain_world_vision": 2e-3,
+                                                                 "lower_lr": 5e-4}
+    towers = {n: Path(c["model"]["path"]).name for n, c in config.items()}
+    assert towers == {"previous": "vision-held-in", "pretrain_world_vision": "vision", "lower_lr": "vision"}
+    # The previous stand-in saw the held-in videos less the validation ones; the harness's, the pretraining world.
+    held_in = json.loads((work / "vision-held-in" / "built.json").read_text())["videos"]
+    n = probe.harness.QUICK["n_videos"]
+    assert held_in == n - n // 4 - probe.harness.QUICK["val_videos"]
+    assert json.loads((work / "vision" / "built.json").read_text())["videos"] == probe.harness.QUICK["pretrain_videos"]
+    sft = yaml.safe_load((work / "sft-seed0" / "config.yaml").read_text())
+    assert Path(sft["model"]["path"]).resolve() == (work / "base-lm" / "final").resolve()
+    result = json.loads((tmp_path / "r" / "synthetic_sft_probe.json").read_text())
+    for scores in result["vision_tokens"].values():
+        assert 0 <= scores["precision"] <= 1 and 0 <= scores["recall"] <= 1
     text = (tmp_path / "r" / "synthetic_sft_probe.json").read_text()
     assert str(tmp_path) not in text and str(ROOT) not in text
-    assert "| layers_3 | val |" in (tmp_path / "r" / "synthetic_sft_probe.md").read_text()
+    assert "| base_then_sft | val |" in (tmp_path / "r" / "synthetic_sft_probe.md").read_text()
