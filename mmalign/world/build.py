@@ -26,7 +26,7 @@ from .scene import Scene, sample_scene
 from .text import ANSWER_CHOICES, benchmark_items, caption, caption_sentences, hallucinated_caption, qa_pairs
 
 # Bump when scenes, pixels or text change, so cached worlds are rebuilt.
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 CAPTION_PROMPT = "Describe what happens in the video."
 # Training records are written per split (the trainer reads a file as it is); the benchmark
 # keeps one file with a `split` key, since evals choose the split.
