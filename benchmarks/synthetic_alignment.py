@@ -75,7 +75,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-# Sizes. FULL fits ~30 min on 2 CPU cores (timed: see the README section); QUICK is a smoke test.
+# Sizes. FULL takes ~22 min on 2 CPU cores (the budget is 30; timed in the README section); QUICK is a smoke test.
 # The world's objects are large (26-32 px of a 64 px frame) and at most 2 per video: with the default
 # 14-20 px objects, a model this small trained from scratch never learned to read the video.
 # vision_steps, base_steps and base_lr are the ones seen to give a base that reads the video (its

@@ -1,6 +1,6 @@
 """Which change made the synthetic-alignment SFT model read the video? Held-in videos only.
 
-    python benchmarks/synthetic_sft_probe.py          # ~15 min on 2 CPU cores after a harness run
+    python benchmarks/synthetic_sft_probe.py          # ~11 min on 2 CPU cores after a harness run
     python benchmarks/synthetic_sft_probe.py --quick  # a smoke run of every step
 
 The harness's first SFT models answered yes/no questions about a named object from the
