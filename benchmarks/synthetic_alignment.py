@@ -198,6 +198,21 @@ def token_labels(truth: dict, indices: list[int], grid_t: int, grid_hw: tuple[in
     return out.reshape(-1, out.shape[-1])
 
 
+def video_tokens(truth: dict, world: Path, model, processor):
+    """One video of `world` as the vision tower reads it: (pixel values, its grid_thw, the
+    `token_labels` of each merged token), for the stand-in's training and its scoring alike."""
+    import torch
+
+    from mmalign.data.video import load_video
+
+    video = load_video(str(world / "videos" / f"{truth['id']}.mp4"), num_frames=8)
+    enc = processor.video_processor(videos=[video.frames], return_tensors="pt")
+    grid, merge = enc["video_grid_thw"][0], model.config.vision_config.spatial_merge_size
+    labels = token_labels(truth, video.indices, int(grid[0]), (int(grid[1]) // merge, int(grid[2]) // merge),
+                          video.frames.shape[1])
+    return enc["pixel_values_videos"], grid, torch.from_numpy(labels)
+
+
 def pretrain_vision(model_path: Path, out: Path, world: Path, steps: int, seed: int = 0, lr: float = 2e-3,
                     batch: int = 16, ids: list[str] | None = None) -> Path:
     """Stand-in for the pretrained vision encoder every real VLM starts from (we cannot download
@@ -209,7 +224,6 @@ def pretrain_vision(model_path: Path, out: Path, world: Path, steps: int, seed: 
     import torch
 
     from mmalign.config import ModelConfig
-    from mmalign.data.video import load_video
     from mmalign.models.backbone import load_backbone
 
     truths = [json.loads(t.read_text()) for t in sorted((world / "truth").glob("*.json"))]
@@ -222,14 +236,9 @@ def pretrain_vision(model_path: Path, out: Path, world: Path, steps: int, seed: 
     model, processor = load_backbone(ModelConfig(path=str(model_path)))
     pixels, labels = [], []
     for truth in truths:
-        video = load_video(str(world / "videos" / f"{truth['id']}.mp4"), num_frames=8)
-        enc = processor.video_processor(videos=[video.frames], return_tensors="pt")
-        grid = enc["video_grid_thw"][0]
-        merge = model.config.vision_config.spatial_merge_size
-        pixels.append(enc["pixel_values_videos"])
-        labels.append(torch.from_numpy(token_labels(truth, video.indices, int(grid[0]),
-                                                    (int(grid[1]) // merge, int(grid[2]) // merge),
-                                                    video.frames.shape[1])))
+        video_pixels, grid, video_labels = video_tokens(truth, world, model, processor)
+        pixels.append(video_pixels)
+        labels.append(video_labels)
     visual = model.model.visual
     head = torch.nn.Linear(model.config.text_config.hidden_size, labels[0].shape[-1])
     optimizer = torch.optim.AdamW(list(visual.parameters()) + list(head.parameters()), lr=lr)
@@ -260,7 +269,6 @@ def vision_token_scores(vision: Path, world: Path, ids: list[str]) -> dict:
     from safetensors.torch import load_file
 
     from mmalign.config import ModelConfig
-    from mmalign.data.video import load_video
     from mmalign.models.backbone import load_backbone
     from mmalign.world.scene import COLORS, SHAPES
 
@@ -271,13 +279,10 @@ def vision_token_scores(vision: Path, world: Path, ids: list[str]) -> dict:
     with torch.no_grad():
         for vid in ids:
             truth = json.loads((world / "truth" / f"{vid}.json").read_text())
-            video = load_video(str(world / "videos" / f"{vid}.mp4"), num_frames=8)
-            enc = processor.video_processor(videos=[video.frames], return_tensors="pt")
-            grid, merge = enc["video_grid_thw"][0], model.config.vision_config.spatial_merge_size
-            feats = model.model.visual(enc["pixel_values_videos"], grid_thw=grid[None]).pooler_output
+            pixels, grid, labels = video_tokens(truth, world, model, processor)
+            feats = model.model.visual(pixels, grid_thw=grid[None]).pooler_output
             guess = (feats @ head["weight"].T + head["bias"] > 0)[:, :combos]
-            truth_on = torch.from_numpy(token_labels(truth, video.indices, int(grid[0]), (int(grid[1]) // merge,
-                                                     int(grid[2]) // merge), video.frames.shape[1]))[:, :combos] > 0
+            truth_on = labels[:, :combos] > 0
             hits += int((guess & truth_on).sum())
             predicted += int(guess.sum())
             present += int(truth_on.sum())
@@ -753,7 +758,7 @@ def figure(table: dict, meta: dict):
     import matplotlib.pyplot as plt
 
     names = ("sft",) + METHODS
-    colors = ["#888888"] + ["#3b7dd8"] * (len(METHODS) - 1) + ["#bbbbbb"]
+    colors = ["#888888" if n == "sft" else "#bbbbbb" if n == "sft_chosen" else "#3b7dd8" for n in names]
     ticks = [LABELS[n].replace(" (control)", "\n(control)") for n in names]
     fig, axes = plt.subplots(2, len(JUDGED), figsize=(5.2 * len(JUDGED), 8.2))
     for ax, delta_ax, metric in zip(axes[0], axes[1], JUDGED):

@@ -44,21 +44,19 @@ VARIANTS = {"previous": ("held_in", 2e-3), "pretrain_world_vision": ("pretrain_w
 KINDS = ("existence", "attribute", "direction", "count", "order")
 
 
-def visions(size: dict, steps: dict, world: Path, work: Path) -> dict[str, Path]:
-    """The two vision stand-ins: the harness's (pretraining world) and the previous one (the
-    benchmark world's held-in videos less the validation ones)."""
-    harness.run_base(size, world, work)  # builds (or reuses) the harness's stand-in and base
-    pair_ids, val_ids = harness.held_in_split(world, size)
+def visions(size: dict, steps: dict, world: Path, work: Path, val_ids: list[str]) -> dict[str, Path]:
+    """The two vision stand-ins: the harness's (pretraining world; `run_base` built it) and the
+    previous one (the benchmark world's held-in videos less the validation ones `val_ids`)."""
     held_in = [v for v in harness.split_ids(world, "train") if v not in set(val_ids)]
     model = harness.build_small_qwen(work / "base", size["hidden"], size["layers"], 0)
     previous = harness.pretrain_vision(model, work / "vision-held-in", world, steps["vision_steps"], ids=held_in)
     return {"pretrain_world": work / "vision", "held_in": previous}
 
 
-def sft_variant(name: str, size: dict, steps: dict, world: Path, work: Path, vision: dict[str, Path]) -> Path:
+def sft_variant(name: str, size: dict, steps: dict, world: Path, work: Path, vision: dict[str, Path],
+                base: Path) -> Path:
     tower, lr = VARIANTS[name]
     if lr is None:
-        base = work / "base-lm" / "final"
         return harness.run_sft(size, world, work, 0, base)
     mix = harness.instruction_mix(world, ("train",), set(harness.held_in_split(world, size)[1]), "sft_mix_train")
     return harness.train_run(work / f"probe-sft-{name}", str(vision[tower]), "sft", mix, size, 0, lr=lr,
@@ -110,11 +108,12 @@ def main(argv=None) -> dict:
     pair_ids, val_ids = harness.held_in_split(world, size)
     benches = {"seen": harness.validation_bench(world, work / "seen", pair_ids[:80]),
                "val": harness.validation_bench(world, work, val_ids)}
-    vision = visions(size, steps, world, work)
+    base, _ = harness.run_base(size, world, work)  # builds (or reuses) the harness's stand-in and base
+    vision = visions(size, steps, world, work, val_ids)
     towers = {name: harness.vision_token_scores(path, world, val_ids) for name, path in vision.items()}
     rows = {}
     for name in VARIANTS:
-        model = sft_variant(name, size, steps, world, work, vision)
+        model = sft_variant(name, size, steps, world, work, vision, base)
         rows[name] = {split: scores(model, bench, work / f"probe-{name}-{split}") for split, bench in benches.items()}
     meta = {"command": "python benchmarks/synthetic_sft_probe.py" + (" --quick" if args.quick else ""),
             "size": size, "previous": steps, "wall_minutes": (time.time() - t0) / 60,
