@@ -34,8 +34,11 @@ Then, for each seed:
          wrong answers kept, the truth rewritten minimally with the wrong concepts).
 4. align copies of each seed's SFT model with DPO, RRPO, TEMPLE-style, APASI-style, Mask-DPO,
          and a control: continued SFT on the chosen answers of the RRPO-recipe pairs (does the
-         preference add anything beyond the answers it prefers?). Each method's lr is chosen on
-         held-in validation videos (seed 0) by PRIMARY.
+         preference add anything beyond the answers it prefers?). An ablation trains DPO and
+         RRPO once more on those pairs' open descriptions alone (the caption pairs): on held-in
+         validation videos the yes/no and short-answer pairs moved answers between "yes" and
+         "no", the caption pairs did not. Each method's lr is chosen on held-in validation
+         videos (seed 0) by PRIMARY.
 5. eval  every model on the held-out split (the world's test videos, never used above): the
          synthetic hallucination benchmark (paired yes/no questions) and caption-level object
          precision, CHAIR_s, recall and objects named.
@@ -75,7 +78,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-# Sizes. FULL takes ~22 min on 2 CPU cores (the budget is 30; timed in the README section); QUICK is a smoke test.
+# Sizes. FULL takes ~27 min on 2 CPU cores (the budget is 30; timed in the README section); QUICK is a smoke test.
 # The world's objects are large (26-32 px of a 64 px frame) and at most 2 per video: with the default
 # 14-20 px objects, a model this small trained from scratch never learned to read the video.
 # vision_steps, base_steps and base_lr are the ones seen to give a base that reads the video (its
@@ -89,8 +92,9 @@ QUICK = dict(n_videos=8, object_sizes=(26, 32), max_objects=2, pretrain_videos=4
              align_lrs=(1e-4, 1e-3), batch_size=8, seeds=(0,), temple_magnitudes=[4], caption_tokens=8)
 PRETRAIN_SEED = 1  # the pretraining world's scenes; the benchmark world is seed 0
 
-METHODS = ("dpo", "rrpo", "temple", "apasi", "mask_dpo", "sft_chosen")
-LABELS = {"sft": "SFT only", "dpo": "DPO", "rrpo": "RRPO", "temple": "TEMPLE-style", "apasi": "APASI-style",
+METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "temple", "apasi", "mask_dpo", "sft_chosen")
+LABELS = {"sft": "SFT only", "dpo": "DPO", "rrpo": "RRPO", "dpo_open": "DPO, caption pairs only",
+          "rrpo_open": "RRPO, caption pairs only", "temple": "TEMPLE-style", "apasi": "APASI-style",
           "mask_dpo": "Mask-DPO", "sft_chosen": "SFT on chosen (control)"}
 BENCH_SUFFIX = "\nAnswer the question using 'yes' or 'no'."  # the benchmark's own (VideoHallucer) suffix
 PRIMARY = "accuracy"  # the benchmark's pair accuracy; see the module docstring for why not halluc_accuracy
@@ -122,6 +126,11 @@ PAIRS = {
 TRAIN = {  # method -> (pairs file, training method, loss, extra data settings)
     "dpo": ("rrpo_qa", "dpo", {"beta": 0.1}, {}),
     "rrpo": ("rrpo_qa", "rrpo", {"beta": 0.1, "alpha": 0.01}, {}),
+    # The ablation: the same losses on the RRPO-recipe pairs' open descriptions alone (the truth
+    # caption vs its minimal rewrite with the wrong concepts), without the yes/no and short-answer
+    # pairs (`open_pairs`): which kind of pair carries the gain, if any?
+    "dpo_open": ("rrpo_qa_open", "dpo", {"beta": 0.1}, {}),
+    "rrpo_open": ("rrpo_qa_open", "rrpo", {"beta": 0.1, "alpha": 0.01}, {}),
     # TEMPLE's DPO is ms-swift's default: sigmoid DPO + 1.0 x chosen NLL (= RPO); its curriculum
     # (easy m first) as one stage ordered by difficulty instead of four merged stages.
     "temple": ("temple", "rpo", {"beta": 0.1, "alpha": 1.0}, {"curriculum": "ordered"}),
@@ -315,12 +324,26 @@ def instruction_mix(world: Path, splits: tuple[str, ...], exclude: set[str], nam
 def chosen_records(pairs: Path) -> Path:
     """The control's training file: each pair's prompt and chosen response as an SFT record
     (same video), written beside the pairs as <name>.chosen.jsonl."""
-    from mmalign.io import atomic_write_jsonl, iter_jsonl
+    from mmalign.io import iter_jsonl
 
-    out = pairs.with_name(pairs.stem + ".chosen.jsonl")
+    return _beside(pairs, "chosen", [{"id": r["id"], "video": r["video"], "prompt": r["prompt"], "response": r["chosen"]}
+                                     for _, r in iter_jsonl(pairs)])
+
+
+def open_pairs(pairs: Path) -> Path:
+    """The ablation's training file: only the open-description pairs, written beside the pairs
+    as <name>.open.jsonl."""
+    from mmalign.io import iter_jsonl
+
+    return _beside(pairs, "open", [r for _, r in iter_jsonl(pairs) if r["meta"]["question_type"] == "open"])
+
+
+def _beside(pairs: Path, suffix: str, rows: list[dict]) -> Path:
+    from mmalign.io import atomic_write_jsonl
+
+    out = pairs.with_name(f"{pairs.stem}.{suffix}.jsonl")
     if not out.exists():
-        atomic_write_jsonl(out, [{"id": r["id"], "video": r["video"], "prompt": r["prompt"], "response": r["chosen"]}
-                                 for _, r in iter_jsonl(pairs)])
+        atomic_write_jsonl(out, rows)
     return out
 
 
@@ -550,6 +573,7 @@ def run_seed(seed: int, size: dict, world: Path, work: Path, base: Path, bar, lr
         bar.set_description(f"seed {seed}: pairs {name}")
         pairs[name] = make_pairs(name, str(sft), videos, world, wdir / "pairs", size, seed)
         bar.update(1)
+    pairs["rrpo_qa_open"] = open_pairs(pairs["rrpo_qa"])
     chosen = choose_lrs(sft, pairs, size, world, work, wdir, seed, bar) if lrs is None else lrs
     models, no_pairs = {"sft": str(sft)}, []
     for method, (pair_name, *_) in TRAIN.items():
@@ -863,10 +887,10 @@ def main(argv=None) -> dict:
             "bench_pairs": sum(json.loads(line)["split"] == "test" for line in open(world / "bench.jsonl")),
             "pairs": {"generators": PAIRS, "training": {k: {"pairs": v[0], "method": v[1], "loss": v[2], "data": v[3]}
                                                          for k, v in TRAIN.items()}}}
-    return write_report(results / "synthetic_alignment", table, meta, per_seed)
+    return write_report(results / "synthetic_alignment", table, meta, per_seed, work)
 
 
-def write_report(stem: Path, table: dict, meta: dict, per_seed: dict) -> dict:
+def write_report(stem: Path, table: dict, meta: dict, per_seed: dict, work: Path | None = None) -> dict:
     no_pairs: dict[str, list] = {}
     for seed, res in per_seed.items():
         for name in METHODS:
@@ -875,7 +899,7 @@ def write_report(stem: Path, table: dict, meta: dict, per_seed: dict) -> dict:
     meta["no_pairs"] = no_pairs
     from mmalign.io import write_result_json
 
-    write_result_json(f"{stem}.json", {"meta": meta, "table": table, "per_seed": per_seed}, ROOT)
+    write_result_json(f"{stem}.json", {"meta": meta, "table": table, "per_seed": per_seed}, ROOT, work=work)
     md = markdown(table, meta)
     Path(f"{stem}.md").write_text(md)
     plot(table, Path(f"{stem}.png"), meta)

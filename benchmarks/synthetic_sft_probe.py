@@ -121,7 +121,7 @@ def main(argv=None) -> dict:
     from mmalign.io import write_result_json
 
     stem = results / "synthetic_sft_probe"
-    write_result_json(f"{stem}.json", {"meta": meta, "rows": rows, "vision_tokens": towers}, ROOT)
+    write_result_json(f"{stem}.json", {"meta": meta, "rows": rows, "vision_tokens": towers}, ROOT, work=work)
     md = markdown(rows, towers, meta)
     Path(f"{stem}.md").write_text(md)
     print(md)

@@ -102,8 +102,16 @@ def cut_torn_tail(path: str | os.PathLike) -> None:
             f.truncate(keep)
 
 
-def write_result_json(path: str | os.PathLike, obj: Any, root: str | os.PathLike, indent: int = 1) -> None:
+def write_result_json(path: str | os.PathLike, obj: Any, root: str | os.PathLike, indent: int = 1,
+                      work: str | os.PathLike | None = None) -> None:
     """A benchmark's result file, with every path under `root` (the repository) written relative
-    to it: committed results name no folder of the machine they ran on."""
+    to it, and every path under `work` (a benchmark's folder of intermediate runs, when it lies
+    outside the repository) as $WORK/...: committed results name no folder of the machine they
+    ran on."""
     text = json.dumps(obj, indent=indent, ensure_ascii=False, default=str)
-    atomic_write_text(path, text.replace(str(Path(root).resolve()) + "/", "") + "\n")
+    folders = {str(Path(root).resolve()) + "/": ""}
+    if work is not None and not Path(work).resolve().is_relative_to(Path(root).resolve()):
+        folders |= {str(Path(work).resolve()) + "/": "$WORK/", str(Path(work).absolute()) + "/": "$WORK/"}
+    for folder, name in sorted(folders.items(), key=lambda f: -len(f[0])):  # a deeper folder first
+        text = text.replace(folder, name)
+    atomic_write_text(path, text + "\n")

@@ -81,7 +81,8 @@ def test_quick_run_writes_results(quick_run):
     assert stages["clean_video"]["pairs"] == len(short) > 0
     assert sum(k["pairs"] for k in stages["clean_video"]["by_kind"].values()) == len(short)
     assert set(data["meta"]["base_validation"]["by_kind"]) <= {"existence", "attribute", "direction", "count", "order"}
-    assert str(ROOT) not in Path(f"{stem}.json").read_text()
+    text = Path(f"{stem}.json").read_text()
+    assert str(ROOT) not in text and str(work) not in text and "$WORK/seed0/" in text  # the work folder is outside the repo
     md = Path(f"{stem}.md").read_text()
     assert "| RRPO |" in md and "| SFT on chosen (control) |" in md and "The shared base model" in md
     assert Path(f"{stem}.png").stat().st_size > 0
@@ -112,6 +113,37 @@ def test_quick_run_pretrains_on_another_world_and_the_control_on_chosen_answers(
     records = [json.loads(line) for line in open(control_cfg["data"]["train_file"])]
     assert [(r["prompt"], r["response"], r["video"]) for r in records] == [(p["prompt"], p["chosen"], p["video"])
                                                                              for p in pairs]
+
+
+def test_open_pairs_keeps_the_open_descriptions_alone(tmp_path):
+    sa = _module()
+    rows = [{"id": f"p{i}", "video": "v.mp4", "prompt": "q", "chosen": c, "rejected": r, "meta": {"question_type": t}}
+            for i, (t, c, r) in enumerate([("yes_no", "yes", "no"), ("open", "A red circle.", "A blue circle."),
+                                          ("short", "red", "blue"), ("open", "A square.", "A circle.")])]
+    pairs = tmp_path / "rrpo_qa.balanced.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = sa.open_pairs(pairs)
+    assert out.name == "rrpo_qa.balanced.open.jsonl"
+    assert [json.loads(line) for line in open(out)] == [rows[1], rows[3]]
+
+
+def test_quick_run_ablation_trains_on_the_caption_pairs_alone(quick_run):
+    """The ablation rows (DPO / RRPO, caption pairs only) train on exactly the open-description
+    pairs of the file DPO and RRPO train on (or, where the generator kept none, are reported
+    as having no pairs)."""
+    import yaml
+
+    sa, work, res, _ = quick_run
+    pairs = [json.loads(line) for line in open(work / "seed0/pairs/rrpo_qa.balanced.jsonl")]
+    opened = [json.loads(line) for line in open(work / "seed0/pairs/rrpo_qa.balanced.open.jsonl")]
+    assert opened == [p for p in pairs if p["meta"]["question_type"] == "open"]
+    meta = json.loads((res / "synthetic_alignment.json").read_text())["meta"]
+    for method, loss in (("dpo_open", "dpo"), ("rrpo_open", "rrpo")):
+        if not opened:
+            assert meta["no_pairs"][method] == [0]
+            continue
+        cfg = yaml.safe_load((work / f"seed0/{method}-lr{meta['lrs'][method]['lr']:g}/config.yaml").read_text())
+        assert cfg["method"] == loss and cfg["data"]["train_file"].endswith("rrpo_qa.balanced.open.jsonl")
 
 
 def test_instruction_mix_asks_in_the_benchmark_format_and_leaves_out_videos(tmp_path):
@@ -203,3 +235,21 @@ def test_token_labels_mark_the_cells_an_object_covers():
     labels = sa.token_labels(truth, list(range(0, 16, 2)), grid_t=4, grid_hw=(2, 2), frame_size=64)
     assert labels[0, red_square] == labels[1, red_square] == 1 and labels[2:4].sum() == 0
     assert labels[4, red_square] == 0 and labels[5, red_square] == 1
+
+
+def test_result_json_names_no_folder_of_the_machine(tmp_path):
+    """Paths under the repository are written relative to it; paths under a work folder outside
+    it (through a symlink too) as $WORK/...: the first full run with --work /tmp/... wrote
+    absolute paths."""
+    from mmalign.io import write_result_json
+
+    repo, work = tmp_path / "repo", tmp_path / "elsewhere" / "work"
+    repo.mkdir(); work.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(work)
+    obj = {"a": str(repo / "runs/x/final"), "b": str(work / "seed0/final"), "c": str(tmp_path / "link/seed1/final"),
+           "d": "/opt/other"}
+    write_result_json(repo / "r.json", obj, repo, work=tmp_path / "link")
+    assert json.loads((repo / "r.json").read_text()) == {"a": "runs/x/final", "b": "$WORK/seed0/final",
+                                                         "c": "$WORK/seed1/final", "d": "/opt/other"}
+    write_result_json(repo / "r.json", {"a": str(repo / "runs/w/final")}, repo, work=repo / "runs/w")
+    assert json.loads((repo / "r.json").read_text()) == {"a": "runs/w/final"}  # a work folder inside the repo
