@@ -271,9 +271,9 @@ def pretrain_vision(model_path: Path, out: Path, world: Path, steps: int, seed: 
 
 
 def vision_token_scores(vision: Path, world: Path, ids: list[str]) -> dict:
-    """How well a pretrained vision stand-in names the objects of videos `ids`: per merged
-    token, its head's (colour, shape) predictions (logit > 0) against `token_labels`, pooled
-    into precision and recall."""
+    """How well a pretrained vision stand-in reads the videos `ids`: per merged token, its head's
+    predictions (logit > 0) against `token_labels`, pooled into precision and recall, for the
+    (colour, shape) objects and, separately, for the motions (left, right, up, down, static)."""
     import torch
     from safetensors.torch import load_file
 
@@ -284,21 +284,22 @@ def vision_token_scores(vision: Path, world: Path, ids: list[str]) -> dict:
     model, processor = load_backbone(ModelConfig(path=str(vision)))
     head = load_file(str(vision / "vision_head.safetensors"))
     combos = len(COLORS) * len(SHAPES)
-    hits = predicted = present = 0
+    counts = {part: {"hits": 0, "predicted": 0, "present": 0} for part in ("objects", "motions")}
     with torch.no_grad():
         for vid in ids:
             truth = json.loads((world / "truth" / f"{vid}.json").read_text())
             pixels, grid, labels = video_tokens(truth, world, model, processor)
             feats = model.model.visual(pixels, grid_thw=grid[None]).pooler_output
-            guess = (feats @ head["weight"].T + head["bias"] > 0)[:, :combos]
-            truth_on = labels[:, :combos] > 0
-            hits += int((guess & truth_on).sum())
-            predicted += int(guess.sum())
-            present += int(truth_on.sum())
-    return {"precision": hits / max(1, predicted), "recall": hits / max(1, present)}
+            guess, truth_on = feats @ head["weight"].T + head["bias"] > 0, labels > 0
+            for part, cols in (("objects", slice(None, combos)), ("motions", slice(combos, None))):
+                c = counts[part]
+                c["hits"] += int((guess[:, cols] & truth_on[:, cols]).sum())
+                c["predicted"] += int(guess[:, cols].sum())
+                c["present"] += int(truth_on[:, cols].sum())
+    o, m = counts["objects"], counts["motions"]
+    return {"precision": o["hits"] / max(1, o["predicted"]), "recall": o["hits"] / max(1, o["present"]),
+            "motion_precision": m["hits"] / max(1, m["predicted"]), "motion_recall": m["hits"] / max(1, m["present"])}
 
-
-# ---------------------------------------------------------------- data
 
 def instruction_mix(world: Path, splits: tuple[str, ...], exclude: set[str], name: str) -> Path:
     """`world`'s SFT records (captions + short QA) of `splits`, then its benchmark questions of

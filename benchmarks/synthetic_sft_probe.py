@@ -79,8 +79,10 @@ def markdown(rows: dict, towers: dict, meta: dict) -> str:
             cells = [f"{s['by_kind'][k]:.3f}" if k in s["by_kind"] else "–" for k in KINDS]
             lines.append(f"| {name} | {split} | " + " | ".join(cells) + f" | {s['pair_accuracy']:.3f} | "
                          f"{s['basic_accuracy']:.3f} | {s['halluc_accuracy']:.3f} |")
-    lines += ["", "Vision stand-ins, per merged token on the validation videos (object precision / recall): "
-              + "; ".join(f"{k} {v['precision']:.3f} / {v['recall']:.3f}" for k, v in towers.items()) + "."]
+    lines += ["", "Vision stand-ins, per merged token on the validation videos (object precision / recall; "
+              "motion precision / recall): " + "; ".join(
+                  f"{k} {v['precision']:.3f} / {v['recall']:.3f}; {v['motion_precision']:.3f} / {v['motion_recall']:.3f}"
+                  for k, v in towers.items()) + "."]
     lines += ["", f"Wall time {meta['wall_minutes']:.1f} min; regenerate with `{meta['command']}`."]
     lines += [f"({meta['note']}.)"] if meta.get("note") else []
     return "\n".join(lines) + "\n"

@@ -253,3 +253,36 @@ def test_result_json_names_no_folder_of_the_machine(tmp_path):
                                                          "c": "$WORK/seed1/final", "d": "/opt/other"}
     write_result_json(repo / "r.json", {"a": str(repo / "runs/w/final")}, repo, work=repo / "runs/w")
     assert json.loads((repo / "r.json").read_text()) == {"a": "runs/w/final"}  # a work folder inside the repo
+
+
+def test_vision_token_scores_pool_objects_and_motions_apart(tmp_path):
+    """A head that always names one object and one motion (zero weights, biases +-5): its object
+    and motion precision / recall follow from the token labels alone, counted here by hand."""
+    import torch
+    from safetensors.torch import save_file
+
+    from mmalign.config import ModelConfig
+    from mmalign.models.backbone import load_backbone
+    from mmalign.world import build_world
+
+    sa = _module()
+    world = tmp_path / "world"
+    build_world(world, n_videos=4, seed=0, object_sizes=(26, 32), max_objects=2, show_progress=False)
+    vision = sa.build_small_qwen(tmp_path / "model", hidden=32, layers=1, seed=0)
+    ids = ["vid0000", "vid0001", "vid0002"]
+    model, processor = load_backbone(ModelConfig(path=str(vision)))
+    labels = torch.cat([sa.video_tokens(json.loads((world / "truth" / f"{v}.json").read_text()), world, model,
+                                        processor)[2] for v in ids]).numpy()
+    combos = 18
+    obj, motion = int(labels[:, :combos].sum(0).argmax()), combos + int(labels[:, combos:].sum(0).argmax())
+    bias = torch.full((labels.shape[1],), -5.0)
+    bias[[obj, motion]] = 5.0
+    save_file({"weight": torch.zeros(labels.shape[1], 32), "bias": bias}, str(vision / "vision_head.safetensors"))
+    scores = sa.vision_token_scores(vision, world, ids)
+    tokens = labels.shape[0]
+    expected = {"precision": labels[:, obj].sum() / tokens, "recall": labels[:, obj].sum() / labels[:, :combos].sum(),
+                "motion_precision": labels[:, motion].sum() / tokens,
+                "motion_recall": labels[:, motion].sum() / labels[:, combos:].sum()}
+    assert scores == pytest.approx(expected)
+    assert 0 < expected["precision"] < 1 and 0 < expected["motion_precision"] < 1
+    assert expected["precision"] != expected["motion_precision"] or expected["recall"] != expected["motion_recall"]
