@@ -284,21 +284,20 @@ def vision_token_scores(vision: Path, world: Path, ids: list[str]) -> dict:
     model, processor = load_backbone(ModelConfig(path=str(vision)))
     head = load_file(str(vision / "vision_head.safetensors"))
     combos = len(COLORS) * len(SHAPES)
-    counts = {part: {"hits": 0, "predicted": 0, "present": 0} for part in ("objects", "motions")}
+    hits = predicted = present = 0  # per head column, summed over the tokens of every video
     with torch.no_grad():
         for vid in ids:
             truth = json.loads((world / "truth" / f"{vid}.json").read_text())
             pixels, grid, labels = video_tokens(truth, world, model, processor)
             feats = model.model.visual(pixels, grid_thw=grid[None]).pooler_output
             guess, truth_on = feats @ head["weight"].T + head["bias"] > 0, labels > 0
-            for part, cols in (("objects", slice(None, combos)), ("motions", slice(combos, None))):
-                c = counts[part]
-                c["hits"] += int((guess[:, cols] & truth_on[:, cols]).sum())
-                c["predicted"] += int(guess[:, cols].sum())
-                c["present"] += int(truth_on[:, cols].sum())
-    o, m = counts["objects"], counts["motions"]
-    return {"precision": o["hits"] / max(1, o["predicted"]), "recall": o["hits"] / max(1, o["present"]),
-            "motion_precision": m["hits"] / max(1, m["predicted"]), "motion_recall": m["hits"] / max(1, m["present"])}
+            hits = hits + (guess & truth_on).sum(0)
+            predicted = predicted + guess.sum(0)
+            present = present + truth_on.sum(0)
+    objects, motions = slice(None, combos), slice(combos, None)
+    pooled = lambda n, d, cols: int(n[cols].sum()) / max(1, int(d[cols].sum()))  # noqa: E731
+    return {"precision": pooled(hits, predicted, objects), "recall": pooled(hits, present, objects),
+            "motion_precision": pooled(hits, predicted, motions), "motion_recall": pooled(hits, present, motions)}
 
 
 def instruction_mix(world: Path, splits: tuple[str, ...], exclude: set[str], name: str) -> Path:
@@ -327,8 +326,8 @@ def chosen_records(pairs: Path) -> Path:
     (same video), written beside the pairs as <name>.chosen.jsonl."""
     from mmalign.io import iter_jsonl
 
-    return _beside(pairs, "chosen", [{"id": r["id"], "video": r["video"], "prompt": r["prompt"], "response": r["chosen"]}
-                                     for _, r in iter_jsonl(pairs)])
+    return _beside(pairs, "chosen", ({"id": r["id"], "video": r["video"], "prompt": r["prompt"], "response": r["chosen"]}
+                                     for _, r in iter_jsonl(pairs)))
 
 
 def open_pairs(pairs: Path) -> Path:
@@ -336,10 +335,12 @@ def open_pairs(pairs: Path) -> Path:
     as <name>.open.jsonl."""
     from mmalign.io import iter_jsonl
 
-    return _beside(pairs, "open", [r for _, r in iter_jsonl(pairs) if r["meta"]["question_type"] == "open"])
+    return _beside(pairs, "open", (r for _, r in iter_jsonl(pairs) if r["meta"]["question_type"] == "open"))
 
 
-def _beside(pairs: Path, suffix: str, rows: list[dict]) -> Path:
+def _beside(pairs: Path, suffix: str, rows) -> Path:
+    """`rows` (a generator: the pairs are read only when the file is not there yet) written
+    beside the pairs as <name>.<suffix>.jsonl."""
     from mmalign.io import atomic_write_jsonl
 
     out = pairs.with_name(f"{pairs.stem}.{suffix}.jsonl")
