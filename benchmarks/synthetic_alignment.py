@@ -84,7 +84,7 @@ from tqdm.auto import tqdm  # noqa: E402
 # vision_steps, base_steps and base_lr are the ones seen to give a base that reads the video (its
 # held-in validation scores are in the report); at base_lr 2e-3 the yes/no questions never left the prior.
 # Only base seed 0 of three learned to read the video with them; 6000 vision steps (which read motion)
-# need 12000 base steps (~38 min in all; one-off runs in the README).
+# need 12000 base steps (~40 min in all; README: SFT gains, alignment does not).
 FULL = dict(n_videos=640, object_sizes=(26, 32), max_objects=2, pretrain_videos=4000, hidden=128, layers=2,
             vision_steps=3000, base_steps=6000, base_lr=5e-4, sft_steps=1000, sft_lr=2e-4, pair_videos=200,
             val_videos=80, align_steps=40, align_lrs=(1e-5, 3e-5, 1e-4, 3e-4), batch_size=8,
