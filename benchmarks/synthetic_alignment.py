@@ -4,6 +4,8 @@
     python benchmarks/synthetic_alignment.py --quick    # a smoke run of every step (< 1 min)
     python benchmarks/synthetic_alignment.py --max-changed-fraction 0.3 --results benchmarks/results/minimal_edit
                                                         # DPO / RRPO on stricter minimal-edit rewrites
+    python benchmarks/synthetic_alignment.py --lr-on-all-seeds --results benchmarks/results/lr_all_seeds
+                                                        # each lr chosen on every seed's validation videos
 
 Where the truth is exact (the synthetic video world, mmalign.world, here with large objects and at
 most 2 per video). Two worlds: the benchmark world (seed 0: held-in train split, held-out test
@@ -38,7 +40,8 @@ Then, for each seed:
          RRPO once more on those pairs' open descriptions alone (the caption pairs): on held-in
          validation videos the yes/no and short-answer pairs moved answers between "yes" and
          "no", the caption pairs did not. Each method's lr is chosen on held-in validation
-         videos (seed 0) by PRIMARY.
+         videos (seed 0) by PRIMARY; with --lr-on-all-seeds on every seed's, by the target's
+         rule on the per-seed changes (`choose_lrs`; ~13 min more).
 5. eval  every model on the held-out split (the world's test videos, never used above): the
          synthetic hallucination benchmark (paired yes/no questions) and caption-level object
          precision, CHAIR_s, recall and objects named.
@@ -544,65 +547,92 @@ def align(method: str, lr: float, out: Path, sft: Path, pairs: dict, size: dict,
                          max_steps=size["align_steps"], loss=loss, data=data))
 
 
-def choose_lrs(sft: Path, pairs: dict, size: dict, world: Path, work: Path, wdir: Path, seed: int, bar) -> dict:
-    """Per method, the alignment lr (of size["align_lrs"]) with the best PRIMARY on the held-in
-    validation videos (used by no pair and left out of SFT), on the first seed; the others
-    reuse it. The number of steps is fixed (size["align_steps"]), not chosen."""
-    val_bench = validation_bench(world, work, held_in_split(world, size)[1])
-    choice = {}
-    for method, (pair_name, *_) in TRAIN.items():
-        bar.set_description(f"seed {seed}: choose lr {method}")
-        if pairs[pair_name].stat().st_size == 0:
-            continue
-        runs = {f"lr{lr:g}": align(method, lr, wdir / f"{method}-lr{lr:g}", sft, pairs, size, seed)
-                for lr in size["align_lrs"]}
-        scores = bench_eval({"sft": str(sft), **runs}, val_bench, wdir / f"val-{method}")
-        by_lr = {lr: scores[f"lr{lr:g}"][PRIMARY] for lr in size["align_lrs"]}
-        best = max(by_lr, key=lambda lr: (by_lr[lr], -lr))  # ties: the smaller step
-        choice[method] = {"lr": best, f"validation_{PRIMARY}": by_lr, f"validation_sft_{PRIMARY}": scores["sft"][PRIMARY],
-                          "validation_by_kind": scores[f"lr{best:g}"]["by_kind"],
-                          "validation_sft_by_kind": scores["sft"]["by_kind"]}
-    return choice
-
-
-def run_seed(seed: int, size: dict, world: Path, work: Path, base: Path, bar, lrs: dict | None) -> dict:
-    """This seed's SFT model, pairs (generator seed), alignment (data order / init seed) and
-    evaluation. `lrs`: the chosen alignment lr per method (None: choose them on this seed)."""
-    wdir = work / f"seed{seed}"
+def seed_inputs(seed: int, size: dict, world: Path, work: Path, base: Path, bar) -> tuple[Path, dict]:
+    """This seed's SFT model and its pairs (generator seed)."""
     bar.set_description(f"seed {seed}: sft")
     sft = run_sft(size, world, work, seed, base)
     videos = held_in_videos(world, work, held_in_split(world, size)[0])
     pairs = {}
     for name in PAIRS:
         bar.set_description(f"seed {seed}: pairs {name}")
-        pairs[name] = make_pairs(name, str(sft), videos, world, wdir / "pairs", size, seed)
+        pairs[name] = make_pairs(name, str(sft), videos, world, work / f"seed{seed}" / "pairs", size, seed)
         bar.update(1)
     pairs["rrpo_qa_open"] = open_pairs(pairs["rrpo_qa"])
-    chosen = choose_lrs(sft, pairs, size, world, work, wdir, seed, bar) if lrs is None else lrs
+    return sft, pairs
+
+
+def validation_scores(sft: Path, pairs: dict, size: dict, world: Path, work: Path, seed: int, bar) -> dict:
+    """Per method, PRIMARY on the held-in validation videos (used by no pair and left out of SFT)
+    after alignment at each lr of size["align_lrs"], and the seed's SFT model's."""
+    val_bench = validation_bench(world, work, held_in_split(world, size)[1])
+    wdir = work / f"seed{seed}"
+    scores = {}
+    for method, (pair_name, *_) in TRAIN.items():
+        bar.set_description(f"seed {seed}: validation {method}")
+        if pairs[pair_name].stat().st_size == 0:
+            continue
+        runs = {f"lr{lr:g}": align(method, lr, wdir / f"{method}-lr{lr:g}", sft, pairs, size, seed)
+                for lr in size["align_lrs"]}
+        res = bench_eval({"sft": str(sft), **runs}, val_bench, wdir / f"val-{method}")
+        scores[method] = {"by_lr": {lr: res[f"lr{lr:g}"][PRIMARY] for lr in size["align_lrs"]},
+                          "sft": res["sft"][PRIMARY],
+                          "by_kind": {lr: res[f"lr{lr:g}"]["by_kind"] for lr in size["align_lrs"]},
+                          "sft_by_kind": res["sft"]["by_kind"]}
+    return scores
+
+
+def choose_lrs(scores: dict[int, dict]) -> dict:
+    """Per method, one alignment lr for every seed, from the validation `scores` of the seeds
+    given (seed -> validation_scores). The target's own rule, on each seed's validation change
+    against its own SFT model: of the lrs whose changes are beyond the spread, the one with the
+    largest mean change; if none is, the largest mean change; ties: the smaller step. On one
+    seed this is the best PRIMARY. The number of steps is fixed (size["align_steps"]), not chosen."""
+    choice = {}
+    for method in next(iter(scores.values())):
+        runs = {seed: s[method] for seed, s in scores.items()}
+        lrs = list(next(iter(runs.values()))["by_lr"])
+        deltas = {lr: [r["by_lr"][lr] - r["sft"] for r in runs.values()] for lr in lrs}
+        best = max(lrs, key=lambda lr: (beyond_spread(deltas[lr]), statistics.mean(deltas[lr]), -lr))
+        choice[method] = {"lr": best, "seeds": list(runs), "validation_deltas": deltas,
+                          f"validation_{PRIMARY}": {seed: r["by_lr"] for seed, r in runs.items()},
+                          f"validation_sft_{PRIMARY}": {seed: r["sft"] for seed, r in runs.items()},
+                          "validation_by_kind": {seed: r["by_kind"][best] for seed, r in runs.items()},
+                          "validation_sft_by_kind": {seed: r["sft_by_kind"] for seed, r in runs.items()}}
+    return choice
+
+
+def run_seed(seed: int, size: dict, world: Path, work: Path, inputs: tuple[Path, dict], bar, lrs: dict) -> dict:
+    """This seed's alignment (data order / init seed) at the chosen lr per method (`lrs`), and
+    the evaluation of its SFT model and every aligned copy. `inputs`: `seed_inputs`."""
+    wdir = work / f"seed{seed}"
+    sft, pairs = inputs
     models, no_pairs = {"sft": str(sft)}, []
     for method, (pair_name, *_) in TRAIN.items():
         bar.set_description(f"seed {seed}: align {method}")
-        if method not in chosen:  # the generator kept no pair: the method cannot train
+        if method not in lrs:  # the generator kept no pair: the method cannot train
             models[method] = str(sft)
             no_pairs.append(method)
         else:
-            lr = chosen[method]["lr"]
+            lr = lrs[method]["lr"]
             models[method] = align(method, lr, wdir / f"{method}-lr{lr:g}", sft, pairs, size, seed)
         bar.update(1)
     bar.set_description(f"seed {seed}: eval")
     distinct = {name: path for name, path in models.items() if name == "sft" or name not in no_pairs}
-    bench = bench_eval(distinct, world, wdir / "eval")
+    # Scored under its run folder's name (method and lr): the eval folder keeps each model's
+    # predictions, and a method's predictions at another lr must not be taken for this one's.
+    runs = {name: "sft" if name == "sft" else Path(path).parent.name for name, path in distinct.items()}
+    bench = bench_eval({runs[name]: path for name, path in distinct.items()}, world, wdir / "eval")
     test = split_ids(world, "test")
     captions = {path: caption_eval(path, world, size, test) for path in set(distinct.values())}
     result = {}
     for name, path in models.items():
-        result[name] = {**bench["sft" if name in no_pairs else name], **captions[path], "no_pairs": name in no_pairs}
+        result[name] = {**bench[runs["sft" if name in no_pairs else name]], **captions[path], "no_pairs": name in no_pairs}
         summary = Path(path) / ".." / "summary.json"
         if name != "sft" and name not in no_pairs and summary.exists():
             result[name]["train_summary"] = json.loads(summary.read_text())
     result["pairs"] = {k: sum(1 for _ in open(v)) for k, v in pairs.items()}
     result["pair_stages"] = {**pair_stages(pairs["rrpo_qa"]), "clean_video": clean_video_check(str(sft), pairs["rrpo_qa"])}
-    result["lrs"] = chosen
+    result["lrs"] = lrs
     bar.update(1)
     return result
 
@@ -741,9 +771,20 @@ def markdown(table: dict, meta: dict) -> str:
                   f"on the held-in validation videos: pair accuracy {b['accuracy']:.3f} ("
                   + ", ".join(f"{k} {v:.3f}" for k, v in sorted(b["by_kind"].items())) + ")."]
     if meta.get("lrs"):
-        lines += ["", "Alignment lr per method, chosen on held-in validation videos (seed "
-                  f"{seeds[0]}, best {NAMES[PRIMARY]} of {list(meta['size']['align_lrs'])}): "
-                  + ", ".join(f"{LABELS[m]} {c['lr']:g}" for m, c in meta["lrs"].items()) + "."]
+        lr_seeds = next(iter(meta["lrs"].values())).get("seeds", seeds[:1])
+        grid = list(meta["size"]["align_lrs"])
+        how = (f"seed {lr_seeds[0]}, best {NAMES[PRIMARY]} of {grid}" if len(lr_seeds) == 1 else
+               f"seeds {lr_seeds}, of {grid} by each seed's change in {NAMES[PRIMARY]} against its own SFT model: the "
+               "largest mean change beyond the spread, else the largest mean change; the changes in brackets")
+
+        def changes(c: dict) -> str:
+            if len(lr_seeds) == 1:
+                return ""
+            deltas = next(v for k, v in c["validation_deltas"].items() if float(k) == c["lr"])
+            return " (" + ", ".join(f"{d:+.3f}" for d in deltas) + ")"
+
+        lines += ["", f"Alignment lr per method, chosen on held-in validation videos ({how}): "
+                  + ", ".join(f"{LABELS[m]} {c['lr']:g}{changes(c)}" for m, c in meta["lrs"].items()) + "."]
     if meta.get("pair_stages"):
         lines += ["", "RRPO-recipe pairs (DPO and RRPO train on them), per seed: questions asked on the perturbed "
                   "video -> answered wrong -> kept after the rewrite and the minimal-edit filter:", ""]
@@ -844,6 +885,9 @@ def main(argv=None) -> dict:
                     help=f"vision stand-in steps (default {FULL['vision_steps']}; 6000 reads motion, see the README)")
     ap.add_argument("--base-steps", type=int, default=None,
                     help=f"base language model steps (default {FULL['base_steps']})")
+    ap.add_argument("--lr-on-all-seeds", action="store_true",
+                    help="choose each method's lr on every seed's validation videos by the target's rule "
+                         "(default: on the first seed's)")
     ap.add_argument("--report-only", action="store_true", help="re-render md / png from the results json")
     ap.add_argument("--max-changed-fraction", type=float, default=PAIRS["rrpo_qa"]["rrpo"]["max_changed_fraction"],
                     help="RRPO-recipe pairs (DPO and RRPO train on them): drop open-answer rewrites whose differing "
@@ -882,16 +926,18 @@ def main(argv=None) -> dict:
         bar.set_description("vision stand-in and base model")
         base, base_validation = run_base(size, world, work)
         bar.update(1)
-        lrs = None
+        inputs = {seed: seed_inputs(seed, size, world, work, base, bar) for seed in size["seeds"]}
+        lr_seeds = size["seeds"] if args.lr_on_all_seeds else size["seeds"][:1]
+        lrs = choose_lrs({seed: validation_scores(*inputs[seed], size, world, work, seed, bar) for seed in lr_seeds})
         for seed in size["seeds"]:
-            per_seed[seed] = run_seed(seed, size, world, work, base, bar, lrs)
-            lrs = per_seed[seed]["lrs"]
+            per_seed[seed] = run_seed(seed, size, world, work, inputs[seed], bar, lrs)
     table = aggregate(per_seed)
     command = "python benchmarks/synthetic_alignment.py" + (" --quick" if args.quick else "") + (
         f" --max-changed-fraction {args.max_changed_fraction:g}" if other else "") + "".join(
-        f" --{k.replace('_', '-')} {v}" for k, v in steps.items()) + (
+        f" --{k.replace('_', '-')} {v}" for k, v in steps.items()) + (" --lr-on-all-seeds" if args.lr_on_all_seeds else "") + (
+        f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "") + (
         f" --results {args.results}" if args.results and not args.quick else "")
-    meta = {"command": command, "primary": PRIMARY, "lrs": per_seed[size["seeds"][0]]["lrs"],
+    meta = {"command": command, "primary": PRIMARY, "lrs": lrs,
             "base_validation": base_validation,
             "pair_stages": {s: per_seed[s]["pair_stages"] for s in per_seed},
             "seeds": list(size["seeds"]), "size": size, "wall_minutes": (time.time() - t0) / 60,

@@ -302,3 +302,61 @@ def test_vision_and_base_steps_from_the_command_line_get_their_own_work_folder(t
     assert meta["command"] == "python benchmarks/synthetic_alignment.py --quick --vision-steps 3 --base-steps 4"
     assert (meta["size"]["vision_steps"], meta["size"]["base_steps"]) == (3, 4)
     assert not (tmp_path / "runs/synthetic_alignment_quick").exists()
+
+
+def test_choose_lrs_takes_the_lr_whose_validation_changes_pass_the_target_rule():
+    """Over several seeds, the lr is the one whose per-seed validation changes (each against its
+    own SFT model) pass the target's rule with the largest mean; only when none passes, the
+    largest mean change. Seed 0 alone (the default) picks its best score, ties the smaller lr."""
+    sa = _module()
+
+    def scores(sft, by_lr):
+        return {"dpo": {"by_lr": by_lr, "sft": sft, "by_kind": {lr: {} for lr in by_lr}, "sft_by_kind": {}}}
+
+    # lr 1e-4: changes +0.050, -0.001, +0.040 (mean 0.030, one seed worse); 3e-5: +0.010, +0.012, +0.011
+    seeds = {0: scores(0.60, {3e-5: 0.610, 1e-4: 0.650}), 1: scores(0.70, {3e-5: 0.712, 1e-4: 0.699}),
+             2: scores(0.65, {3e-5: 0.661, 1e-4: 0.690})}
+    chosen = sa.choose_lrs(seeds)["dpo"]
+    assert chosen["lr"] == 3e-5 and chosen["seeds"] == [0, 1, 2]
+    assert chosen["validation_deltas"][1e-4] == pytest.approx([0.050, -0.001, 0.040])
+    assert sa.choose_lrs({0: seeds[0]})["dpo"]["lr"] == 1e-4  # seed 0's best score
+    # none passes: the largest mean change (1e-4: +0.005 against 3e-5: -0.010)
+    worse = {0: scores(0.60, {3e-5: 0.59, 1e-4: 0.62}), 1: scores(0.70, {3e-5: 0.69, 1e-4: 0.69})}
+    assert sa.choose_lrs(worse)["dpo"]["lr"] == 1e-4
+    assert sa.choose_lrs({0: scores(0.60, {1e-5: 0.62, 3e-5: 0.62})})["dpo"]["lr"] == 1e-5  # a tie: the smaller step
+
+
+def test_lr_on_all_seeds_from_the_command_line_scores_every_seed_on_validation(quick_run):
+    """`--lr-on-all-seeds`: every seed's aligned copies at every lr are scored on the held-in
+    validation videos, the one lr per method comes from all of them, and the report says so."""
+    sa, work, _, _ = quick_run
+    res = work.parent / "res_all_seeds"
+    sa.main(["--quick", "--work", str(work), "--results", str(res), "--lr-on-all-seeds", "--seeds", "0", "1"])
+    meta = json.loads((res / "synthetic_alignment.json").read_text())["meta"]
+    assert meta["command"].endswith("--quick --lr-on-all-seeds --seeds 0 1")
+    for method, choice in meta["lrs"].items():
+        assert choice["seeds"] == [0, 1]
+        for lr in sa.QUICK["align_lrs"]:
+            assert (work / f"seed1/{method}-lr{lr:g}/final").exists()
+        assert set(choice["validation_deltas"]) == {str(lr) for lr in sa.QUICK["align_lrs"]}
+    assert (work / "seed1/val-dpo/results.json").exists()
+    assert "chosen on held-in validation videos (seeds [0, 1]" in (res / "synthetic_alignment.md").read_text()
+
+
+def test_held_out_scores_follow_the_chosen_lr_in_a_reused_work_folder(quick_run):
+    """A rerun whose lr choice differs (e.g. `--lr-on-all-seeds`) scores the newly chosen model:
+    the eval folder keeps predictions per run folder, so those of the lr chosen before are not
+    mixed in (the harness used to stop there with 'holds predictions made with other settings')."""
+    from tqdm import tqdm
+
+    sa, work, _, _ = quick_run
+    size, world = dict(sa.QUICK), work / "world"
+    base = work / "base-lm/final"
+    with tqdm(disable=True) as bar:
+        inputs = sa.seed_inputs(0, size, world, work, base, bar)
+        first = sa.run_seed(0, size, world, work, inputs, bar, {"dpo": {"lr": size["align_lrs"][0]}})
+        other = sa.run_seed(0, size, world, work, inputs, bar, {"dpo": {"lr": size["align_lrs"][1]}})
+    for result, lr in ((first, size["align_lrs"][0]), (other, size["align_lrs"][1])):
+        run = json.loads((work / f"seed0/eval/dpo-lr{lr:g}/run.json").read_text())
+        assert Path(run["model"]).resolve() == (work / f"seed0/dpo-lr{lr:g}/final").resolve()
+        assert result["dpo"]["train_summary"]["stages"]["dpo"]["steps"] == size["align_steps"]
