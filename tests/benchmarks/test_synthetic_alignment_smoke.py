@@ -360,3 +360,29 @@ def test_held_out_scores_follow_the_chosen_lr_in_a_reused_work_folder(quick_run)
         run = json.loads((work / f"seed0/eval/dpo-lr{lr:g}/run.json").read_text())
         assert Path(run["model"]).resolve() == (work / f"seed0/dpo-lr{lr:g}/final").resolve()
         assert result["dpo"]["train_summary"]["stages"]["dpo"]["steps"] == size["align_steps"]
+
+
+def test_second_world_check_scores_the_tables_models_on_a_world_no_model_saw(quick_run, tmp_path):
+    """benchmarks/second_world_check.py after the quick run: a world of other scenes with SCALE x
+    the videos, the DPO / RRPO rows at the lrs the table chose, and each change recomputed here
+    from the per-seed scores against that seed's own SFT model."""
+    spec = importlib.util.spec_from_file_location("second_world_check", ROOT / "benchmarks/second_world_check.py")
+    sw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sw)
+    sa, work, res, _ = quick_run
+    out = sw.main(["--quick", "--work", str(work), "--tables", str(res / "synthetic_alignment.json"),
+                   "--results", str(tmp_path / "sw")])
+    scenes = lambda w: {json.dumps(json.loads(t.read_text())["scene"]["objects"]) for t in (w / "truth").glob("*.json")}
+    second = work / f"second_world_seed{sw.SECOND_SEED}"
+    assert not scenes(second) & (scenes(work / "world") | scenes(work / "pretrain_world"))
+    assert len(list((second / "truth").glob("*.json"))) == sw.SCALE * sa.QUICK["n_videos"]
+    assert out["meta"]["test_videos"] == sw.SCALE * sa.QUICK["n_videos"] // 4
+    lrs = json.loads((res / "synthetic_alignment.json").read_text())["meta"]["lrs"]
+    assert set(out["rows"]) == {f"{m}-lr{lrs[m]['lr']:g}" for m in sw.METHODS if m in lrs} != set()
+    for name, row in out["rows"].items():
+        scores = out["per_seed"][0]
+        assert row["changes"]["accuracy"]["deltas"] == [pytest.approx(scores[name]["accuracy"] - scores["sft"]["accuracy"])]
+        run = json.loads((work / f"seed0/eval_second_world/{name}/run.json").read_text())
+        assert Path(run["model"]).resolve() == (work / f"seed0/{name}/final").resolve()
+    assert str(work) not in (tmp_path / "sw/second_world.json").read_text()
+    assert "| DPO (" in (tmp_path / "sw/second_world.md").read_text()

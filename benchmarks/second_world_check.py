@@ -1,0 +1,131 @@
+"""Is a change in the synthetic alignment table more than noise? Its SFT models and aligned copies,
+scored on a second held-out world with four times the held-out split's videos.
+
+    python benchmarks/synthetic_alignment.py                     # first: the models (~27 min)
+    python benchmarks/second_world_check.py                      # ~23 min on 2 CPU cores
+    python benchmarks/second_world_check.py --quick --work runs/synthetic_alignment_quick \\
+        --tables runs/synthetic_alignment_quick/synthetic_alignment.json     # a smoke run
+
+The world is one that no model has seen (seed SECOND_SEED; the benchmark world is 0 and the
+pretraining world synthetic_alignment.PRETRAIN_SEED), built with the harness's object sizes.
+Nothing is chosen on it: each method's lr comes from the results files named by --tables, where
+it was chosen on held-in validation videos. Only the DPO and RRPO rows are scored (METHODS): the
+others change the held-out table by at most 0.003, and each row costs ~2 min here.
+Writes benchmarks/results/second_world/second_world.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+import synthetic_alignment as sa  # noqa: E402
+
+SECOND_SEED = 2
+SCALE = 4  # videos (and so test videos and pairs) against the benchmark world
+METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open")
+METRICS = ("accuracy", "halluc_accuracy", "basic_accuracy")
+TABLES = ("benchmarks/results/synthetic_alignment.json", "benchmarks/results/lr_all_seeds/synthetic_alignment.json")
+
+
+def shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name  # no folder of this machine
+
+
+def rows_to_score(tables: list[Path]) -> dict[str, tuple[str, float, list[str]]]:
+    """Run-folder name -> (method, lr, the tables whose row it is), for METHODS."""
+    rows: dict[str, tuple[str, float, list[str]]] = {}
+    for table in tables:
+        for method, choice in json.loads(table.read_text())["meta"]["lrs"].items():
+            if method in METHODS:
+                name = f"{method}-lr{choice['lr']:g}"
+                rows.setdefault(name, (method, choice["lr"], []))[2].append(shown(table))
+    return rows
+
+
+def changes(per_seed: dict, name: str) -> dict:
+    """Per metric: each seed's change against its own SFT model, their mean and std, and the
+    target's rule (synthetic_alignment.beyond_spread)."""
+    out = {}
+    for metric in METRICS:
+        deltas = [per_seed[s][name][metric] - per_seed[s]["sft"][metric] for s in per_seed]
+        out[metric] = {"deltas": deltas, "mean": statistics.mean(deltas),
+                       "std": statistics.stdev(deltas) if len(deltas) > 1 else 0.0,
+                       "beyond_spread": sa.beyond_spread(deltas)}
+    return out
+
+
+def markdown(result: dict) -> str:
+    meta = result["meta"]
+    lines = [f"Second held-out world (seed {meta['world_seed']}, {meta['test_videos']} test videos, "
+             f"{meta['bench_pairs']} yes/no pairs); the models of {', '.join(meta['tables'])}. "
+             f"SFT pair acc. by seed: " + ", ".join(f"{v:.3f}" for v in meta["sft_accuracy"]) + ".", "",
+             "| method (lr) | from | " + " | ".join(f"Δ {sa.NAMES[m]} per seed | mean ± std" for m in METRICS) + " |",
+             "|---|---|" + "---|---|" * len(METRICS)]
+    for name, row in result["rows"].items():
+        cells = []
+        for m in METRICS:
+            c = row["changes"][m]
+            cells += [", ".join(f"{d:+.3f}" for d in c["deltas"]),
+                      f"{c['mean']:+.3f} ± {c['std']:.3f}" + (" (beyond the spread)" if c["beyond_spread"] else "")]
+        lines.append(f"| {sa.LABELS[row['method']]} ({row['lr']:g}) | {', '.join(row['tables'])} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", f"Wall time {meta['wall_minutes']:.1f} min; regenerate with `{meta['command']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the harness's --quick sizes")
+    ap.add_argument("--work", default="runs/synthetic_alignment", help="the harness's work folder (its models)")
+    ap.add_argument("--tables", nargs="+", default=list(TABLES), help="results json files whose lrs are scored")
+    ap.add_argument("--results", default="benchmarks/results/second_world")
+    args = ap.parse_args(argv)
+    work, results = ROOT / args.work, ROOT / args.results
+    tables = [ROOT / t for t in args.tables]
+    size = dict(sa.QUICK if args.quick else sa.FULL)
+    t0 = time.time()
+    from mmalign.world import build_world
+
+    world = work / f"second_world_seed{SECOND_SEED}"
+    manifest = build_world(world, n_videos=SCALE * size["n_videos"], seed=SECOND_SEED,
+                           object_sizes=size["object_sizes"], max_objects=size["max_objects"], show_progress=False)
+    rows = rows_to_score(tables)
+    seeds = json.loads(tables[0].read_text())["meta"]["seeds"]
+    per_seed = {}
+    for seed in seeds:
+        models = {"sft": str(work / f"sft-seed{seed}" / "final"),
+                  **{name: str(work / f"seed{seed}" / name / "final") for name in rows}}
+        per_seed[seed] = sa.bench_eval(models, world, work / f"seed{seed}" / "eval_second_world")
+    result = {"meta": {"command": "python benchmarks/second_world_check.py" + (" --quick" if args.quick else "")
+                       + (f" --work {shown(work)}" if args.work != ap.get_default("work") else "")
+                       + (f" --tables {' '.join(map(shown, tables))}" if args.tables != list(TABLES) else ""),
+                       "world_seed": SECOND_SEED, "videos": SCALE * size["n_videos"],
+                       "test_videos": manifest["counts"]["test_videos"],
+                       "bench_pairs": sum(json.loads(line)["split"] == "test" for line in open(world / "bench.jsonl")),
+                       "tables": [shown(t) for t in tables],
+                       "sft_accuracy": [per_seed[s]["sft"]["accuracy"] for s in seeds], "seeds": seeds,
+                       "wall_minutes": (time.time() - t0) / 60},
+              "rows": {name: {"method": method, "lr": lr, "tables": from_tables, "changes": changes(per_seed, name)}
+                       for name, (method, lr, from_tables) in rows.items()},
+              "per_seed": per_seed}
+    from mmalign.io import write_result_json
+
+    results.mkdir(parents=True, exist_ok=True)
+    write_result_json(results / "second_world.json", result, ROOT, work=work)
+    md = markdown(result)
+    (results / "second_world.md").write_text(md)
+    print(md)
+    return result
+
+
+if __name__ == "__main__":
+    main()
