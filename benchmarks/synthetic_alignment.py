@@ -588,8 +588,8 @@ def choose_lrs(scores: dict[int, dict]) -> dict:
     largest mean change; if none is, the largest mean change; ties: the smaller step. On one
     seed this is the best PRIMARY. The number of steps is fixed (size["align_steps"]), not chosen."""
     choice = {}
-    for method in next(iter(scores.values())):
-        runs = {seed: s[method] for seed, s in scores.items()}
+    for method in dict.fromkeys(m for s in scores.values() for m in s):
+        runs = {seed: s[method] for seed, s in scores.items() if method in s}  # seeds whose generator kept pairs
         lrs = list(next(iter(runs.values()))["by_lr"])
         deltas = {lr: [r["by_lr"][lr] - r["sft"] for r in runs.values()] for lr in lrs}
         best = max(lrs, key=lambda lr: (beyond_spread(deltas[lr]), statistics.mean(deltas[lr]), -lr))
@@ -609,7 +609,7 @@ def run_seed(seed: int, size: dict, world: Path, work: Path, inputs: tuple[Path,
     models, no_pairs = {"sft": str(sft)}, []
     for method, (pair_name, *_) in TRAIN.items():
         bar.set_description(f"seed {seed}: align {method}")
-        if method not in lrs:  # the generator kept no pair: the method cannot train
+        if method not in lrs or pairs[pair_name].stat().st_size == 0:  # no pair kept: the method cannot train
             models[method] = str(sft)
             no_pairs.append(method)
         else:

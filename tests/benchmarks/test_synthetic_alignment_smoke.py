@@ -324,6 +324,9 @@ def test_choose_lrs_takes_the_lr_whose_validation_changes_pass_the_target_rule()
     worse = {0: scores(0.60, {3e-5: 0.59, 1e-4: 0.62}), 1: scores(0.70, {3e-5: 0.69, 1e-4: 0.69})}
     assert sa.choose_lrs(worse)["dpo"]["lr"] == 1e-4
     assert sa.choose_lrs({0: scores(0.60, {1e-5: 0.62, 3e-5: 0.62})})["dpo"]["lr"] == 1e-5  # a tie: the smaller step
+    # a seed whose generator kept no pair for the method: the lr comes from the other seeds
+    chosen = sa.choose_lrs({0: seeds[0], 1: {}, 2: seeds[2]})["dpo"]
+    assert chosen["seeds"] == [0, 2] and chosen["lr"] == 1e-4  # +0.050 / +0.040 against +0.010 / +0.011
 
 
 def test_lr_on_all_seeds_from_the_command_line_scores_every_seed_on_validation(quick_run):
