@@ -40,11 +40,12 @@ def shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name  # no folder of this machine
 
 
-def rows_to_score(tables: list[Path]) -> dict[str, tuple[str, float, list[str]]]:
-    """Run-folder name -> (method, lr, the tables whose row it is), for METHODS."""
+def rows_to_score(metas: dict[Path, dict]) -> dict[str, tuple[str, float, list[str]]]:
+    """Run-folder name -> (method, lr, the tables whose row it is), for METHODS; `metas`: each
+    results file's meta."""
     rows: dict[str, tuple[str, float, list[str]]] = {}
-    for table in tables:
-        for method, choice in json.loads(table.read_text())["meta"]["lrs"].items():
+    for table, meta in metas.items():
+        for method, choice in meta["lrs"].items():
             if method in METHODS:
                 name = f"{method}-lr{choice['lr']:g}"
                 rows.setdefault(name, (method, choice["lr"], []))[2].append(shown(table))
@@ -98,8 +99,9 @@ def main(argv=None) -> dict:
     world = work / f"second_world_seed{SECOND_SEED}"
     manifest = build_world(world, n_videos=SCALE * size["n_videos"], seed=SECOND_SEED,
                            object_sizes=size["object_sizes"], max_objects=size["max_objects"], show_progress=False)
-    rows = rows_to_score(tables)
-    seeds = json.loads(tables[0].read_text())["meta"]["seeds"]
+    metas = {table: json.loads(table.read_text())["meta"] for table in tables}
+    rows = rows_to_score(metas)
+    seeds = metas[tables[0]]["seeds"]
     per_seed = {}
     for seed in seeds:
         models = {"sft": str(work / f"sft-seed{seed}" / "final"),

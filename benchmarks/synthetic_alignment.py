@@ -566,6 +566,7 @@ def validation_scores(sft: Path, pairs: dict, size: dict, world: Path, work: Pat
     after alignment at each lr of size["align_lrs"], and the seed's SFT model's."""
     val_bench = validation_bench(world, work, held_in_split(world, size)[1])
     wdir = work / f"seed{seed}"
+    sft_scores = bench_eval({"sft": str(sft)}, val_bench, wdir / "val-sft")["sft"]  # once, not once per method
     scores = {}
     for method, (pair_name, *_) in TRAIN.items():
         bar.set_description(f"seed {seed}: validation {method}")
@@ -573,11 +574,11 @@ def validation_scores(sft: Path, pairs: dict, size: dict, world: Path, work: Pat
             continue
         runs = {f"lr{lr:g}": align(method, lr, wdir / f"{method}-lr{lr:g}", sft, pairs, size, seed)
                 for lr in size["align_lrs"]}
-        res = bench_eval({"sft": str(sft), **runs}, val_bench, wdir / f"val-{method}")
+        res = bench_eval(runs, val_bench, wdir / f"val-{method}")
         scores[method] = {"by_lr": {lr: res[f"lr{lr:g}"][PRIMARY] for lr in size["align_lrs"]},
-                          "sft": res["sft"][PRIMARY],
+                          "sft": sft_scores[PRIMARY],
                           "by_kind": {lr: res[f"lr{lr:g}"]["by_kind"] for lr in size["align_lrs"]},
-                          "sft_by_kind": res["sft"]["by_kind"]}
+                          "sft_by_kind": sft_scores["by_kind"]}
     return scores
 
 

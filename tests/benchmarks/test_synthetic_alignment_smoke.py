@@ -11,6 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _scenes(world: Path) -> set[str]:
+    """The objects of each scene of a built world, to tell two worlds' scenes apart."""
+    return {json.dumps(json.loads(t.read_text())["scene"]["objects"]) for t in (world / "truth").glob("*.json")}
+
+
 def _module():
     spec = importlib.util.spec_from_file_location("synthetic_alignment", ROOT / "benchmarks/synthetic_alignment.py")
     mod = importlib.util.module_from_spec(spec)
@@ -96,8 +101,7 @@ def test_quick_run_pretrains_on_another_world_and_the_control_on_chosen_answers(
 
     sa, work, res, _ = quick_run
     pretrain, bench = work / "pretrain_world", work / "world"
-    scenes = lambda w: {json.dumps(json.loads(t.read_text())["scene"]["objects"]) for t in (w / "truth").glob("*.json")}
-    assert not scenes(pretrain) & scenes(bench)
+    assert not _scenes(pretrain) & _scenes(bench)
     stamp = json.loads((work / "vision/built.json").read_text())
     assert stamp["videos"] == sa.QUICK["pretrain_videos"]
     base_cfg = yaml.safe_load((work / "base-lm/config.yaml").read_text())
@@ -375,9 +379,8 @@ def test_second_world_check_scores_the_tables_models_on_a_world_no_model_saw(qui
     sa, work, res, _ = quick_run
     out = sw.main(["--quick", "--work", str(work), "--tables", str(res / "synthetic_alignment.json"),
                    "--results", str(tmp_path / "sw")])
-    scenes = lambda w: {json.dumps(json.loads(t.read_text())["scene"]["objects"]) for t in (w / "truth").glob("*.json")}
     second = work / f"second_world_seed{sw.SECOND_SEED}"
-    assert not scenes(second) & (scenes(work / "world") | scenes(work / "pretrain_world"))
+    assert not _scenes(second) & (_scenes(work / "world") | _scenes(work / "pretrain_world"))
     assert len(list((second / "truth").glob("*.json"))) == sw.SCALE * sa.QUICK["n_videos"]
     assert out["meta"]["test_videos"] == sw.SCALE * sa.QUICK["n_videos"] // 4
     lrs = json.loads((res / "synthetic_alignment.json").read_text())["meta"]["lrs"]
