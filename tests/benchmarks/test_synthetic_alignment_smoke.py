@@ -293,18 +293,24 @@ def test_vision_token_scores_pool_objects_and_motions_apart(tmp_path):
 
 
 def test_vision_and_base_steps_from_the_command_line_get_their_own_work_folder(tmp_path):
-    """`--vision-steps` / `--base-steps` train the stand-in and the base for that many steps, in
-    a work folder of their own (finished steps are reused by folder, so the default one would
-    hand back a base trained to the default recipe), and the report's command says so."""
+    """`--vision-steps` / `--base-steps` / `--base-seed` train the stand-in and the base for that
+    many steps (the base with that data-order seed), in a work folder of their own (finished
+    steps are reused by folder, so the default one would hand back a base trained to the default
+    recipe), and the report's command says so."""
+    import yaml
+
     sa = _module()
     sa.ROOT = tmp_path
-    sa.main(["--quick", "--vision-steps", "3", "--base-steps", "4"])
-    work = tmp_path / "runs/synthetic_alignment_quick_vision_steps3_base_steps4"
+    sa.main(["--quick", "--vision-steps", "3", "--base-steps", "4", "--base-seed", "2"])
+    work = tmp_path / "runs/synthetic_alignment_quick_vision_steps3_base_steps4_base_seed2"
     assert json.loads((work / "vision/built.json").read_text())["steps"] == 3
     assert len((work / "base-lm/metrics.jsonl").read_text().splitlines()) == 4
+    assert yaml.safe_load((work / "base-lm/config.yaml").read_text())["train"]["seed"] == 2
+    assert yaml.safe_load((work / "sft-seed0/config.yaml").read_text())["train"]["seed"] == 0  # SFT keeps its own
     meta = json.loads((work / "synthetic_alignment.json").read_text())["meta"]
-    assert meta["command"] == "python benchmarks/synthetic_alignment.py --quick --vision-steps 3 --base-steps 4"
-    assert (meta["size"]["vision_steps"], meta["size"]["base_steps"]) == (3, 4)
+    assert meta["command"] == ("python benchmarks/synthetic_alignment.py --quick --vision-steps 3 --base-steps 4"
+                               " --base-seed 2")
+    assert (meta["size"]["vision_steps"], meta["size"]["base_steps"], meta["size"]["base_seed"]) == (3, 4, 2)
     assert not (tmp_path / "runs/synthetic_alignment_quick").exists()
 
 
