@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mmalign.world import build_world
 
@@ -21,21 +22,24 @@ def cli(*args, cwd):
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)
 def test_pairs_train_eval_on_the_tiny_preset(tmp_path, family):
+    """Pairs from raw videos, then the README's quickstart line with `model.tiny=<family>` (both
+    stages, on a small world) with its RRPO stage on those pairs, then eval of what it wrote."""
     raw = tmp_path / "raw"
     build_world(raw, n_videos=4, seed=2, show_progress=False)
-    tiny = [f"model.path=null", f"model.tiny={family}", f"model.tiny_dir={tmp_path / 'tiny'}"]
+    tiny = [f"model.tiny={family}", f"model.tiny_dir={tmp_path / 'tiny'}"]
     out = raw / "pairs.jsonl"
     pairs = cli("pairs", "--videos", raw / "videos", "--config", ROOT / "configs/pairs/rrpo_qa.yaml", "--out", out,
-                "--quiet", *tiny, "generation.max_new_tokens=4", "rrpo_qa.types=[yes_no]", cwd=tmp_path)
+                "--quiet", "model.path=null", *tiny, "generation.max_new_tokens=4", "rrpo_qa.types=[yes_no]", cwd=tmp_path)
     assert pairs.returncode == 0, pairs.stderr[-2000:]
-    cfg = tmp_path / "train.yaml"
-    cfg.write_text(f"method: rrpo\noutput_dir: {tmp_path / 'run'}\nmodel: {{tiny: {family}, tiny_dir: {tmp_path / 'tiny'}}}\n"
-                   f"data: {{train_file: {out}}}\nsampling: {{num_frames: 8}}\ntrain: {{max_steps: 2, batch_size: 2}}\n")
-    trained = cli("train", cfg, cwd=tmp_path)
+    steps = [f"stages.{s}.train.max_steps=2" for s in ("sft", "rrpo")]
+    trained = cli("train", ROOT / "configs/quickstart.yaml", *tiny, "world.n_videos=6", f"output_dir={tmp_path / 'run'}",
+                  f"stages.rrpo.data.train_file={out}", *steps, cwd=tmp_path)  # the world's files land under tmp_path/data
     assert trained.returncode == 0, trained.stderr[-2000:]
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]["rrpo"]
-    assert summary["steps"] == 2 and summary["skipped"] == 0
-    evaluated = cli("eval", "--config", ROOT / "configs/eval/synthetic.yaml", f"model.path={tmp_path / 'run' / 'final'}",
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]
+    assert [summary[s]["steps"] for s in ("sft", "rrpo")] == [2, 2] and summary["rrpo"]["skipped"] == 0
+    rrpo = tmp_path / "run" / "stage1-rrpo"
+    assert yaml.safe_load((rrpo / "config.yaml").read_text())["data"]["train_file"] == str(out)
+    evaluated = cli("eval", "--config", ROOT / "configs/eval/synthetic.yaml", f"model.path={rrpo / 'final'}",
                     f"data.root={raw}", "data.splits=[train]", "data.limit=2", f"output_dir={tmp_path / 'eval'}",
                     "generation.max_new_tokens=4", "world.enabled=false", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
@@ -68,15 +72,3 @@ def test_grpo_rollouts_from_precomputed_vision_equal_the_pixel_path(tmp_path, fa
     with_features, _ = rollout(model, prompts, feats, g, 2, pad, eos, "cpu", greedy=True)
     from_pixels, _ = rollout(model, prompts, None, g, 2, pad, eos, "cpu", greedy=True)
     assert with_features == from_pixels
-
-
-@pytest.mark.parametrize("family", NEW_FAMILIES)
-def test_quickstart_runs_with_the_family(tmp_path, family):
-    """The README's quickstart line with `model.tiny=<family>`: both stages, on a small world."""
-    steps = [f"stages.{s}.train.max_steps=2" for s in ("sft", "rrpo")]
-    run = cli("train", ROOT / "configs/quickstart.yaml", f"model.tiny={family}", "world.n_videos=6",
-              f"output_dir={tmp_path / 'run'}", *steps, cwd=tmp_path)  # the world's files land under tmp_path/data
-    assert run.returncode == 0, run.stderr[-2000:]
-    stages = json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]
-    assert [stages[s]["steps"] for s in ("sft", "rrpo")] == [2, 2]
-    assert (tmp_path / "run" / "stage1-rrpo" / "final" / "config.json").is_file()
