@@ -910,13 +910,14 @@ def main(argv=None) -> dict:
     size = dict(QUICK if args.quick else FULL)
     if args.seeds:
         size["seeds"] = tuple(args.seeds)
-    steps = {key: value for key, value in (("vision_steps", args.vision_steps), ("base_steps", args.base_steps),
-                                           ("base_seed", args.base_seed))
-             if value is not None and value != size[key]}
-    size.update(steps)
+    # The stand-in / base recipe keys the command line changed (a seed among them, not only steps).
+    recipe = {key: value for key, value in (("vision_steps", args.vision_steps), ("base_steps", args.base_steps),
+                                            ("base_seed", args.base_seed))
+              if value is not None and value != size[key]}
+    size.update(recipe)
     # Finished steps are reused by folder, so another pair filter or base recipe needs its own folder.
     default_work = "runs/synthetic_alignment" + ("_quick" if args.quick else "") + (
-        f"_mcf{args.max_changed_fraction:g}" if other else "") + "".join(f"_{k}{v}" for k, v in steps.items())
+        f"_mcf{args.max_changed_fraction:g}" if other else "") + "".join(f"_{k}{v}" for k, v in recipe.items())
     work = Path(args.work or ROOT / default_work)
     results = Path(args.results or (work if args.quick else ROOT / "benchmarks/results"))
     results.mkdir(parents=True, exist_ok=True)
@@ -942,7 +943,7 @@ def main(argv=None) -> dict:
     table = aggregate(per_seed)
     command = "python benchmarks/synthetic_alignment.py" + (" --quick" if args.quick else "") + (
         f" --max-changed-fraction {args.max_changed_fraction:g}" if other else "") + "".join(
-        f" --{k.replace('_', '-')} {v}" for k, v in steps.items()) + (" --lr-on-all-seeds" if args.lr_on_all_seeds else "") + (
+        f" --{k.replace('_', '-')} {v}" for k, v in recipe.items()) + (" --lr-on-all-seeds" if args.lr_on_all_seeds else "") + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "") + (
         f" --results {args.results}" if args.results and not args.quick else "")
     meta = {"command": command, "primary": PRIMARY, "lrs": lrs,

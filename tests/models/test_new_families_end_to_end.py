@@ -39,6 +39,7 @@ def test_pairs_train_eval_on_the_tiny_preset(tmp_path, family):
     assert [summary[s]["steps"] for s in ("sft", "rrpo")] == [2, 2] and summary["rrpo"]["skipped"] == 0
     rrpo = tmp_path / "run" / "stage1-rrpo"
     assert yaml.safe_load((rrpo / "config.yaml").read_text())["data"]["train_file"] == str(out)
+    assert (rrpo / "final" / "config.json").is_file()
     evaluated = cli("eval", "--config", ROOT / "configs/eval/synthetic.yaml", f"model.path={rrpo / 'final'}",
                     f"data.root={raw}", "data.splits=[train]", "data.limit=2", f"output_dir={tmp_path / 'eval'}",
                     "generation.max_new_tokens=4", "world.enabled=false", cwd=tmp_path)
