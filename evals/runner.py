@@ -5,8 +5,8 @@ Resumable: each process appends one JSON line per finished item to its own shard
 (`predictions.shard<i>-of-<n>.jsonl`, fsynced per batch), and a rerun skips every item that
 already has a prediction for the same prompt in any shard file, so a killed eval continues
 where it stopped (even with another number of processes). Settings that change answers
-without changing prompts (model, frames, max_new_tokens) are recorded in `run.json`; a rerun
-with other settings refuses to mix them unless told to overwrite.
+without changing prompts (model and its weight files, frames, max_new_tokens) are recorded
+in `run.json`; a rerun with other settings refuses to mix them unless told to overwrite.
 
 Sharded: under `accelerate launch`, process i of n takes items i, i+n, ...; the main process
 merges the shards back into benchmark order once every process is done.
@@ -86,7 +86,8 @@ def check_settings(out: Path, settings: dict, overwrite: bool) -> None:
             shard.unlink()
     elif path.exists():
         old = json.loads(path.read_text())
-        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        # A setting the record lacks was added to mmalign after those predictions were made.
+        diff = {k: (old[k], v) for k, v in settings.items() if k in old and old[k] != v}
         if diff and any(out.glob(SHARD_GLOB)):
             raise RunMismatch(f"{out} holds predictions made with other settings {diff} (was, now); "
                               "pass --overwrite to discard them or choose another output_dir")

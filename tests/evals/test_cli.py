@@ -40,6 +40,39 @@ def test_tiny_model_end_to_end_and_rerun_resumes(tmp_path, tiny_dir):
     assert json.loads((out / "results.json").read_text())["models"][0]["items"] == rows
 
 
+def test_rerun_after_retraining_into_the_same_folder_does_not_reuse_the_old_predictions(tmp_path, capsys):
+    from mmalign.models.tiny import build_tiny
+
+    model = build_tiny("qwen2_5_vl", tmp_path / "final", seed=0)
+    cfg = ROOT / "configs" / "eval" / "synthetic.yaml"
+    args = ["eval", "--config", str(cfg), f"world.out={tmp_path / 'world'}", "world.n_videos=4",
+            f"model.path={model}", f"output_dir={tmp_path / 'out'}", "data.limit=1",
+            "sampling.num_frames=4", "generation.max_new_tokens=2", "generation.batch_size=4"]
+    assert main(args) == 0
+    (run,) = (tmp_path / "out").glob("*/run.json")
+    before = json.loads(run.read_text())["model_weights"]
+    assert before.startswith("1 file(s), ")
+    assert main(args) == 0  # same weights: resumes
+
+    build_tiny("qwen2_5_vl", model, seed=1)  # "retrained" into the same folder
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmalign: error: ") and "model_weights" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(args[:1] + ["--overwrite"] + args[1:]) == 0
+    assert json.loads(run.read_text())["model_weights"] != before
+
+
+def test_predictions_recorded_before_the_weights_were_recorded_still_resume(tmp_path):
+    from mmalign.evals.runner import check_settings
+
+    (tmp_path / "predictions.shard0-of-1.jsonl").write_text('{"id": "a", "prediction": "yes"}\n')
+    (tmp_path / "run.json").write_text(json.dumps({"model": "m", "max_new_tokens": 4}))  # an older mmalign's record
+    check_settings(tmp_path, {"model": "m", "model_weights": "1 file(s), 10 bytes", "max_new_tokens": 4}, False)
+    assert json.loads((tmp_path / "run.json").read_text())["model_weights"] == "1 file(s), 10 bytes"
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_eval_configs_load(path):
     cfg = load_eval_config(path)
