@@ -8,7 +8,6 @@ load the benchmark's items (official files) -> for each model: generate what is 
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -103,26 +102,13 @@ def load_model(spec: ModelSpec, process):
 
 def run_settings(cfg: EvalConfig, spec: ModelSpec) -> dict:
     """What changes answers without changing prompts: a resumed run must match it."""
+    from mmalign.models.backbone import weights_stamp
+
     d = cfg.sampling
     return {"benchmark": cfg.benchmark, "model": spec.model.path or f"tiny:{spec.model.tiny}",
             "model_weights": weights_stamp(spec.model.path),
             "dtype": spec.model.dtype, "max_new_tokens": cfg.generation.max_new_tokens, "system": cfg.prompt.system,
             "num_frames": d.num_frames, "fps": d.fps, "max_frames": d.max_frames, "max_pixels": d.max_pixels}
-
-
-def weights_stamp(path: str | None) -> str | None:
-    """The weight files of a local checkpoint folder, by size and modification time: a model
-    retrained into the same folder changes them, so a rerun into the same output_dir does not
-    take the old model's predictions for the new one's. Not a content hash, which would read
-    every byte of a 7B checkpoint at each resume. None for a hub id or a tiny preset."""
-    if not path or not Path(path).is_dir():
-        return None
-    files = sorted(p for pattern in ("*.safetensors", "*.bin") for p in Path(path).resolve().glob(pattern))
-    if not files:
-        return None
-    stats = [p.stat() for p in files]
-    newest = datetime.fromtimestamp(max(st.st_mtime_ns for st in stats) / 1e9).isoformat(sep=" ")
-    return f"{len(files)} file(s), {sum(st.st_size for st in stats)} bytes, newest written {newest}"
 
 
 def score_items(bench: Benchmark, score: ScoreConfig, items: list[Item], predictions: list[dict]) -> dict:

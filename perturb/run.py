@@ -198,13 +198,20 @@ def _claim(parts: Path, cfg: PairsConfig, videos: Path, restart: bool, procs: _P
     # is computed at once, not what (up to the numerics of padding).
     config.pop("videos_per_batch")
     config["generation"].pop("batch_size")
-    identity = {"videos": str(videos), "config": config}
+    from mmalign.models.backbone import weights_stamp
+
+    # The models' weights, not only their folders: one retrained in place answers differently.
+    folders = {"model": cfg.model.path if needs_model(cfg) else None, "judge_model": cfg.rrpo_qa.judge_model,
+               "rewriter_model": cfg.rrpo_qa.rewriter_model}
+    identity = {"videos": str(videos), "config": config,
+                "model_weights": {k: weights_stamp(v) for k, v in folders.items() if weights_stamp(v)}}
     if procs.rank == 0:
         if restart and parts.exists():
             shutil.rmtree(parts)
         claimed = parts / "run.json"
         if claimed.exists():
             before = json.loads(claimed.read_text(encoding="utf-8"))
+            before.setdefault("model_weights", identity["model_weights"])  # claimed before mmalign recorded them
             if before != identity:
                 changed = _changed_keys(before, identity)
                 raise RunConflict(f"{parts} holds a run with a different {', '.join(changed[:5])}; rerun with "

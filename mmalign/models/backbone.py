@@ -9,6 +9,7 @@ losses) is family-agnostic: visual tensors of several examples concatenate along
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,21 @@ def model_path(cfg: ModelConfig) -> str:
     from mmalign.config import ConfigError
 
     raise ConfigError("model: set model.path (a checkpoint folder) or model.tiny (an offline preset)")
+
+
+def weights_stamp(path: str | None) -> str | None:
+    """The weight files of a local checkpoint folder, by count, size and time written. Resumable
+    runs (eval, pairs) record it, so that a model retrained into the same folder does not have
+    the old model's answers taken for its own. Not a content hash, which would read every byte
+    of a 7B checkpoint at each resume. None for a hub id or a tiny preset."""
+    if not path or not Path(path).is_dir():
+        return None
+    files = sorted(p for pattern in ("*.safetensors", "*.bin") for p in Path(path).resolve().glob(pattern))
+    if not files:
+        return None
+    stats = [p.stat() for p in files]
+    newest = datetime.datetime.fromtimestamp(max(st.st_mtime_ns for st in stats) / 1e9).isoformat(sep=" ")
+    return f"{len(files)} file(s), {sum(st.st_size for st in stats)} bytes, newest written {newest}"
 
 
 def check_checkpoint(path: str, trust_remote_code: bool) -> None:

@@ -131,3 +131,30 @@ def test_zero_pairs_exit_nonzero_with_the_reasons(world, tmp_path):
     assert proc.returncode == 1
     assert "no pair was written" in proc.stderr and "video skipped: answers: truth, but the video has no truth file" \
         in proc.stderr
+
+
+def test_rerun_after_the_model_is_retrained_in_place_does_not_reuse_its_old_answers(world, tmp_path, capsys):
+    from mmalign.cli import main
+    from mmalign.models.tiny import build_tiny
+
+    model = build_tiny("qwen2_5_vl", tmp_path / "final", seed=0)
+    args = ["pairs", "--videos", str(world / "videos"), "--config", str(ROOT / "configs" / "pairs" / "rrpo.yaml"),
+            "--out", str(tmp_path / "pairs.jsonl"), "--quiet", f"model.path={model}", "generation.max_new_tokens=4"]
+    assert main(args) == 0
+    claimed = json.loads((tmp_path / "pairs.jsonl.parts" / "run.json").read_text())
+    assert claimed["model_weights"]["model"].startswith("1 file(s), ")
+    assert main(args) == 0  # the same weights: the finished run is reused
+
+    build_tiny("qwen2_5_vl", model, seed=1)  # "retrained" into the same folder
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mmalign: error: ") and "model_weights.model" in err and "--restart" in err
+    assert len(err.splitlines()) == 1
+    assert main(args + ["--restart"]) == 0
+    run_json = tmp_path / "pairs.jsonl.parts" / "run.json"
+    restarted = json.loads(run_json.read_text())
+    assert restarted["model_weights"] != claimed["model_weights"]
+    del restarted["model_weights"]  # as an older mmalign claimed it: that run still resumes
+    run_json.write_text(json.dumps(restarted))
+    assert main(args) == 0
