@@ -585,6 +585,18 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def changed_keys(before, now, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, value before, value now) wherever two nested configs differ; items of a
+    list of sections (`stages`) are named by index: stages[1].train.lr."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [c for key in sorted(set(before) | set(now))
+                for c in changed_keys(before.get(key), now.get(key), f"{prefix}{key}.")]
+    if (isinstance(before, list) and isinstance(now, list) and len(before) == len(now)
+            and all(isinstance(x, dict) for x in before + now)):
+        return [c for i, (a, b) in enumerate(zip(before, now)) for c in changed_keys(a, b, f"{prefix.rstrip('.')}[{i}].")]
+    return [] if before == now else [(prefix.rstrip(".") or "run", before, now)]
+
+
 def help_text(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
     """(key path, default, help) rows for the CLI help and the README reference."""
     rows = []

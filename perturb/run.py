@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mmalign.config import ConfigError
+from mmalign.config import ConfigError, changed_keys
 from mmalign.data.records import Record, read_records, record_to_dict
 from mmalign.data.video import MediaError, MediaLoader
 from mmalign.io import atomic_write_json, atomic_write_jsonl, cut_torn_tail, iter_jsonl
@@ -213,19 +213,13 @@ def _claim(parts: Path, cfg: PairsConfig, videos: Path, restart: bool, procs: _P
             before = json.loads(claimed.read_text(encoding="utf-8"))
             before.setdefault("model_weights", identity["model_weights"])  # claimed before mmalign recorded them
             if before != identity:
-                changed = _changed_keys(before, identity)
+                changed = [key for key, *_ in changed_keys(before, identity)]
                 raise RunConflict(f"{parts} holds a run with a different {', '.join(changed[:5])}; rerun with "
                                   "--restart to start over, or write to another --out")
         else:
             parts.mkdir(parents=True, exist_ok=True)
             atomic_write_json(claimed, identity)
     procs.barrier()
-
-
-def _changed_keys(a, b, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [k for key in sorted(set(a) | set(b)) for k in _changed_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip(".") or "run"]
 
 
 def _stems(keys: list[str]) -> dict[str, str]:

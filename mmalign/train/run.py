@@ -6,12 +6,13 @@ stage starts from the previous stage's final weights.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 import yaml
 
-from mmalign.config import ConfigError, RunConfig, stages_of, to_dict
+from mmalign.config import ConfigError, RunConfig, changed_keys, stages_of, to_dict
 from mmalign.data.records import RecordError
 from mmalign.io import atomic_write_json, atomic_write_text
 from mmalign.train.checkpoint import is_final
@@ -53,6 +54,35 @@ def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bo
     return run_preference_stage(cfg, stage_dir, init_path, resume, reference_path)
 
 
+# What a resume may change: how often metrics and checkpoints are written, and how the work is
+# laid out in memory or across loader processes. None of them changes what is computed.
+RESUME_MAY_CHANGE = ("train.save_every", "train.log_every", "train.report_to", "train.num_workers",
+                     "train.logps_chunk_size", "train.max_bad_steps", "model.gradient_checkpointing")
+
+
+def check_same_run(out: Path, cfg: RunConfig) -> None:
+    """`--resume` continues the run that `out`/run.json (the config as given when the run
+    started) describes: any other setting (lr, method, data, steps, ...) would finish a run
+    that is neither the old one nor the new one. config.yaml cannot tell: it holds what ran,
+    with the loss defaults filled in and a fallback the stage chose. A run started before
+    run.json was written is not checked."""
+    path = out / "run.json"
+    if not path.exists():
+        return
+    before = json.loads(path.read_text(encoding="utf-8"))
+    changed = [(key, a, b) for key, a, b in changed_keys(before, given_config(cfg))
+               if re.sub(r"^stages\[\d+\]\.", "", key) not in RESUME_MAY_CHANGE]
+    if changed:
+        listed = "; ".join(f"{key} (was {a!r}, now {b!r})" for key, a, b in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise RunExists(f"{path}: --resume with other settings: {listed}{more}. Resume with the config the run "
+                        "was started with, or start a new output_dir")
+
+
+def given_config(cfg: RunConfig) -> dict:
+    return json.loads(json.dumps(to_dict(cfg)))
+
+
 def train(cfg: RunConfig, resume: bool = False) -> dict:
     from accelerate import PartialState
 
@@ -61,13 +91,17 @@ def train(cfg: RunConfig, resume: bool = False) -> dict:
     # Under torchrun / accelerate launch this is one of several processes. Without a GPU,
     # accelerate only joins the process group (gloo) when told it runs on the CPU.
     process = PartialState(cpu=not torch.cuda.is_available())
-    if (out / "config.yaml").exists() and not resume:
-        raise RunExists(f"{out} already holds a run: pass --resume to continue it, or choose another "
-                        f"output_dir (output_dir=...)")
+    if (out / "config.yaml").exists():
+        if not resume:
+            raise RunExists(f"{out} already holds a run: pass --resume to continue it, or choose another "
+                            f"output_dir (output_dir=...)")
+        check_same_run(out, cfg)
     check_inputs(stages)
     process.wait_for_everyone()  # every process has checked before the main one writes
     if process.is_main_process:
         atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        if not (out / "run.json").exists():
+            atomic_write_json(out / "run.json", given_config(cfg))
         if cfg.world.enabled:
             from mmalign.world import build_world
 
