@@ -12,7 +12,8 @@
 
 Resume: a step whose marker exists is skipped (its marker must hold the same config, else the
 run refuses to mix); the first unfinished step continues where it stopped with the tool's own
-resume (pairs: OUT.parts, training: the latest checkpoint, eval: the saved predictions).
+resume (pairs: OUT.parts, training: the latest checkpoint, eval: the saved predictions), each
+of which refuses a config other than the one the step started with (training: its run.json).
 `MMALIGN_KILL_AFTER_STAGE=<step name>` SIGKILLs the process right after that step's marker is
 written (fault injection for the resume tests, as MMALIGN_KILL_AFTER_STEP in train).
 
@@ -116,10 +117,12 @@ def run_train_step(cfg: PipelineConfig, step: Step, folder: Path) -> dict:
     from mmalign.config import build_config
     from mmalign.models.backbone import model_path
     from mmalign.train.checkpoint import is_final
-    from mmalign.train.run import run_stage
+    from mmalign.train.run import claim_run, run_stage
 
     run_cfg = build_config(step.config, step.name)
     reference = model_path(cfg.model) if step.reference == BASE else step.reference
+    folder.mkdir(parents=True, exist_ok=True)
+    claim_run(folder, run_cfg)  # a step killed mid-training continues only with the config it started with
     if not is_final(folder / "final"):  # killed after the weights were saved: only the marker is missing
         run_stage(run_cfg, folder, step.init, resume=True, reference_path=reference)
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))

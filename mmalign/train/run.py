@@ -83,6 +83,13 @@ def given_config(cfg: RunConfig) -> dict:
     return json.loads(json.dumps(to_dict(cfg)))
 
 
+def claim_run(out: Path, cfg: RunConfig) -> None:
+    """Continue the run in `out` only if it was started with `cfg`; record `cfg` when it starts."""
+    check_same_run(out, cfg)
+    if not (out / "run.json").exists():
+        atomic_write_json(out / "run.json", given_config(cfg))
+
+
 def train(cfg: RunConfig, resume: bool = False) -> dict:
     from accelerate import PartialState
 
@@ -100,8 +107,7 @@ def train(cfg: RunConfig, resume: bool = False) -> dict:
     process.wait_for_everyone()  # every process has checked before the main one writes
     if process.is_main_process:
         atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        if not (out / "run.json").exists():
-            atomic_write_json(out / "run.json", given_config(cfg))
+        claim_run(out, cfg)
         if cfg.world.enabled:
             from mmalign.world import build_world
 

@@ -47,3 +47,30 @@ def test_multi_process_launch_is_refused_before_writing(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="WORLD_SIZE=2"):
         run_pipeline(cfg, expand(cfg))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_training_step_killed_mid_run_continues_only_with_the_config_it_started_with(tmp_path, tiny_dir):
+    from mmalign.config import build_config
+    from mmalign.train.run import RunExists, given_config
+
+    build_world(tmp_path / "world", n_videos=4, seed=1, show_progress=False)
+    cfg = _build(PipelineConfig, {
+        "output_dir": str(tmp_path / "run"), "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir},
+        "videos": str(tmp_path / "world" / "videos"),
+        "stages": [{"name": "sft", "kind": "sft", "config": {
+            "data": {"train_file": str(tmp_path / "world" / "sft_train.jsonl")}, "sampling": {"num_frames": 4},
+            "train": {"batch_size": 2, "max_steps": 1, "lr": 1e-3}}}]}, "")
+    (step,) = expand(cfg)
+    started = given_config(build_config(step.config, step.name))
+    started["train"]["lr"] = 2e-3  # the run was started before the pipeline config was edited
+    folder = tmp_path / "run" / step.folder
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps(started))
+    with pytest.raises(RunExists, match=r"train\.lr \(was 0\.002, now 0\.001\)"):
+        run_pipeline(cfg, expand(cfg))
+    assert not (folder / "metrics.jsonl").exists()  # refused before training
+
+    (folder / "run.json").unlink()
+    run_pipeline(cfg, expand(cfg), resume=True)  # a fresh start records its config, and resumes match it
+    assert json.loads((folder / "run.json").read_text())["train"]["lr"] == 1e-3
+    assert (folder / "done.json").exists()
