@@ -203,8 +203,8 @@ def _claim(parts: Path, cfg: PairsConfig, videos: Path, restart: bool, procs: _P
     # The models' weights, not only their folders: one retrained in place answers differently.
     folders = {"model": cfg.model.path if needs_model(cfg) else None, "judge_model": cfg.rrpo_qa.judge_model,
                "rewriter_model": cfg.rrpo_qa.rewriter_model}
-    identity = {"videos": str(videos), "config": config,
-                "model_weights": {k: weights_stamp(v) for k, v in folders.items() if weights_stamp(v)}}
+    stamps = {k: weights_stamp(v) for k, v in folders.items()}
+    identity = {"videos": str(videos), "config": config, "model_weights": {k: v for k, v in stamps.items() if v}}
     if procs.rank == 0:
         if restart and parts.exists():
             shutil.rmtree(parts)
