@@ -93,8 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None):
+    """argparse, except that key=value overrides may also follow a flag (`train cfg.yaml
+    --resume train.lr=1e-5`): argparse ends a positional list at the first flag, and its
+    parse_intermixed_args does not support subcommands."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    if len(overrides) < len(extra) or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if overrides:
+        args.overrides = list(args.overrides) + overrides  # in command-line order: the later one wins
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     from mmalign.config import ConfigError
 
     try:

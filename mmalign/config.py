@@ -587,7 +587,7 @@ def to_dict(cfg) -> dict:
 
 def changed_keys(before, now, prefix: str = "") -> list[tuple[str, object, object]]:
     """(dotted key, value before, value now) wherever two nested configs differ; items of a
-    list of sections (`stages`) are named by index: stages[1].train.lr."""
+    list of sections are named by index: video.perturbations[1].strength."""
     if isinstance(before, dict) and isinstance(now, dict):
         return [c for key in sorted(set(before) | set(now))
                 for c in changed_keys(before.get(key), now.get(key), f"{prefix}{key}.")]

@@ -197,3 +197,15 @@ def test_a_stage_without_a_name_or_method_is_addressed_by_the_name_it_runs_under
     assert stages_of(cfg)[1][1].loss.beta == 0.5
     with pytest.raises(ConfigError, match=r"stage\(s\) 1-rrpo set loss.beta themselves"):
         load_config(p, ["loss.beta=0.3"])
+
+
+def test_overrides_may_follow_a_flag_and_anything_else_stays_an_error():
+    from mmalign.cli import parse
+
+    args = parse(["train", "c.yaml", "train.lr=1e-5", "--resume", "train.lr=2e-5", "--strict", "model.tiny=x"])
+    assert args.resume and args.strict and args.overrides == ["train.lr=1e-5", "train.lr=2e-5", "model.tiny=x"]
+    for argv in (["train", "c.yaml", "--resume", "--bogus"], ["train", "c.yaml", "--resume", "stray"],
+                 ["world", "--out", "w", "n=3"]):  # `world` takes no overrides
+        with pytest.raises(SystemExit) as e:
+            parse(argv)
+        assert e.value.code == 2

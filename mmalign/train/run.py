@@ -5,8 +5,8 @@ stage starts from the previous stage's final weights.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -61,33 +61,61 @@ RESUME_MAY_CHANGE = ("train.save_every", "train.log_every", "train.report_to", "
 
 
 def check_same_run(out: Path, cfg: RunConfig) -> None:
-    """`--resume` continues the run that `out`/run.json (the config as given when the run
-    started) describes: any other setting (lr, method, data, steps, ...) would finish a run
-    that is neither the old one nor the new one. config.yaml cannot tell: it holds what ran,
-    with the loss defaults filled in and a fallback the stage chose. A run started before
-    run.json was written is not checked."""
+    """`--resume` continues the run that `out`/run.json describes (`run_identity` when the run
+    started): other settings (lr, method, data, steps, ...) or other records in its data files
+    would finish a run that is neither the old one nor the new one. config.yaml cannot tell: it
+    holds what ran, with the loss defaults filled in and a fallback the stage chose. A run
+    started before run.json was written is not checked."""
     path = out / "run.json"
     if not path.exists():
         return
-    before = json.loads(path.read_text(encoding="utf-8"))
-    changed = [(key, a, b) for key, a, b in changed_keys(before, given_config(cfg))
-               if re.sub(r"^stages\[\d+\]\.", "", key) not in RESUME_MAY_CHANGE]
+    before, now = json.loads(path.read_text(encoding="utf-8")), run_identity(cfg)
+    if len(before["stages"]) == len(now["stages"]) == 1:  # one stage: keys as the config names them
+        before["stages"], now["stages"] = [next(iter(d["stages"].values())) for d in (before, now)]
+        allowed = set(RESUME_MAY_CHANGE)
+    else:  # "<stage name>.train.lr"
+        allowed = {f"{name}.{key}" for name in now["stages"] for key in RESUME_MAY_CHANGE}
+    changed = [f"{key} (was {_short(a)}, now {_short(b)})"
+               for key, a, b in changed_keys(before["stages"], now["stages"]) if key not in allowed]
+    # A file the run itself wrote after it started (the synthetic world) was not there to record.
+    changed += [f"{name}: other records" for name, digest in before["data_files"].items()
+                if digest is not None and now["data_files"].get(name, digest) != digest]
     if changed:
-        listed = "; ".join(f"{key} (was {a!r}, now {b!r})" for key, a, b in changed[:3])
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        raise RunExists(f"{path}: --resume with other settings: {listed}{more}. Resume with the config the run "
-                        "was started with, or start a new output_dir")
+        raise RunExists(f"{path}: --resume with other settings: {'; '.join(changed[:3])}{more}. Resume with the "
+                        "config and data the run was started with, or start a new output_dir")
 
 
-def given_config(cfg: RunConfig) -> dict:
-    return json.loads(json.dumps(to_dict(cfg)))
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def run_identity(cfg: RunConfig) -> dict:
+    """Each stage's effective config (typed: `lr=1e-4` on the command line is the float in the
+    file) by stage name, and a digest of each record file the stages read."""
+    stages = stages_of(cfg)
+    files = sorted({f for _, stage in stages for f in (stage.data.train_file, stage.data.eval_file) if f})
+    return {"stages": {name: json.loads(json.dumps(to_dict(stage))) for name, stage in stages},
+            "data_files": {f: file_digest(f) for f in files}}
+
+
+def file_digest(path: str) -> str | None:
+    if not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def claim_run(out: Path, cfg: RunConfig) -> None:
-    """Continue the run in `out` only if it was started with `cfg`; record `cfg` when it starts."""
+    """Continue the run in `out` only if it was started with `cfg` and the same data; record
+    both when it starts."""
     check_same_run(out, cfg)
     if not (out / "run.json").exists():
-        atomic_write_json(out / "run.json", given_config(cfg))
+        atomic_write_json(out / "run.json", run_identity(cfg))
 
 
 def train(cfg: RunConfig, resume: bool = False) -> dict:

@@ -51,7 +51,7 @@ def test_multi_process_launch_is_refused_before_writing(tmp_path, monkeypatch):
 
 def test_a_training_step_killed_mid_run_continues_only_with_the_config_it_started_with(tmp_path, tiny_dir):
     from mmalign.config import build_config
-    from mmalign.train.run import RunExists, given_config
+    from mmalign.train.run import RunExists, run_identity
 
     build_world(tmp_path / "world", n_videos=4, seed=1, show_progress=False)
     cfg = _build(PipelineConfig, {
@@ -61,8 +61,8 @@ def test_a_training_step_killed_mid_run_continues_only_with_the_config_it_starte
             "data": {"train_file": str(tmp_path / "world" / "sft_train.jsonl")}, "sampling": {"num_frames": 4},
             "train": {"batch_size": 2, "max_steps": 1, "lr": 1e-3}}}]}, "")
     (step,) = expand(cfg)
-    started = given_config(build_config(step.config, step.name))
-    started["train"]["lr"] = 2e-3  # the run was started before the pipeline config was edited
+    started = run_identity(build_config(step.config, step.name))
+    started["stages"]["sft"]["train"]["lr"] = 2e-3  # the run was started before the pipeline config was edited
     folder = tmp_path / "run" / step.folder
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps(started))
@@ -72,5 +72,5 @@ def test_a_training_step_killed_mid_run_continues_only_with_the_config_it_starte
 
     (folder / "run.json").unlink()
     run_pipeline(cfg, expand(cfg), resume=True)  # a fresh start records its config, and resumes match it
-    assert json.loads((folder / "run.json").read_text())["train"]["lr"] == 1e-3
+    assert json.loads((folder / "run.json").read_text())["stages"]["sft"]["train"]["lr"] == 1e-3
     assert (folder / "done.json").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmalign.config import build_config, to_dict
+from mmalign.config import build_config
 from mmalign.io import iter_jsonl
 from mmalign.train.run import RunExists, train
 
@@ -69,30 +69,42 @@ def test_existing_run_needs_resume(tmp_path, world, tiny_dir):
         train(build_config(raw))
 
 
-def test_resume_with_other_settings_is_refused_and_names_them(tmp_path, world, tiny_dir):
-    raw = config(tmp_path, world, tiny_dir, train={"max_steps": 1, "batch_size": 2, "lr": 1e-3})
+def test_resume_with_other_settings_or_records_is_refused_and_names_them(tmp_path, world, tiny_dir):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({**r, "video": str(world / r["video"])}) + "\n"
+                             for _, r in iter_jsonl(world / "pairs_train.jsonl")))
+    data = {"train_file": str(pairs), "allow_absolute_paths": True}
+    raw = config(tmp_path, world, tiny_dir, data=data, train={"max_steps": 1, "batch_size": 2, "lr": 1e-3})
     train(build_config(raw))
-    other = config(tmp_path, world, tiny_dir, train={"max_steps": 1, "batch_size": 2, "lr": 2e-3})
-    proc = run_cli(other, tmp_path, "--resume")
+    proc = run_cli(raw, tmp_path, "--resume", "train.lr=2e-3")  # an override may follow the flag
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert len(err.splitlines()) == 1 and err.startswith("mmalign: error: ")
     assert "run.json: --resume with other settings: train.lr (was 0.001, now 0.002)" in err
     # how often things are written may change; the run's own settings are kept
-    quieter = config(tmp_path, world, tiny_dir, train={"max_steps": 1, "batch_size": 2, "lr": 1e-3, "log_every": 5})
+    quieter = config(tmp_path, world, tiny_dir, data=data,
+                     train={"max_steps": 1, "batch_size": 2, "lr": 1e-3, "log_every": 5})
     train(build_config(quieter), resume=True)
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["lr"] == 1e-3
+    # the same path with other records in it (pairs regenerated into the same file)
+    pairs.write_text("".join(pairs.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(RunExists, match=f"{pairs}: other records"):
+        train(build_config(raw), resume=True)
 
 
 def test_resume_of_a_staged_config_names_the_stage_whose_override_changed(tmp_path):
     from mmalign.config import load_config
-    from mmalign.train.run import check_same_run
+    from mmalign.train.run import check_same_run, run_identity
 
     quickstart = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
-    (tmp_path / "run.json").write_text(json.dumps(to_dict(load_config(quickstart))))
+    (tmp_path / "run.json").write_text(json.dumps(run_identity(load_config(quickstart))))
     check_same_run(tmp_path, load_config(quickstart, ["stages.rrpo.train.save_every=10"]))
-    with pytest.raises(RunExists, match=r"stages\[1\]\.loss\.beta \(was 0\.1, now 0\.2\)"):
+    with pytest.raises(RunExists, match=r"rrpo\.loss\.beta \(was 0\.1, now 0\.2\)"):
         check_same_run(tmp_path, load_config(quickstart, ["stages.rrpo.loss.beta=0.2"]))
+    # typed: the file's 5.0e-4 and the command line's 5e-4 are the same lr
+    check_same_run(tmp_path, load_config(quickstart, ["stages.rrpo.train.lr=5e-4"]))
+    with pytest.raises(RunExists, match=r"rrpo\.train\.lr \(was 0\.0005, now 0\.0001\)"):
+        check_same_run(tmp_path, load_config(quickstart, ["stages.rrpo.train.lr=1e-4"]))
 
 
 def test_bad_records_are_skipped_counted_and_the_run_goes_on(tmp_path, world, tiny_dir):
