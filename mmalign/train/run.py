@@ -103,7 +103,7 @@ def run_identity(cfg: RunConfig) -> dict:
 def file_digest(path: str) -> str | None:
     if not Path(path).is_file():
         return None
-    digest = hashlib.sha256()
+    digest = hashlib.sha256()  # hashlib.file_digest needs Python 3.11; mmalign supports 3.10
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
