@@ -117,12 +117,12 @@ def run_train_step(cfg: PipelineConfig, step: Step, folder: Path) -> dict:
     from mmalign.config import build_config
     from mmalign.models.backbone import model_path
     from mmalign.train.checkpoint import is_final
-    from mmalign.train.run import claim_run, run_stage
+    from mmalign.train.run import claim_run, run_identity, run_stage
 
     run_cfg = build_config(step.config, step.name)
     reference = model_path(cfg.model) if step.reference == BASE else step.reference
     folder.mkdir(parents=True, exist_ok=True)
-    claim_run(folder, run_cfg)  # a step killed mid-training continues only with the config it started with
+    claim_run(folder, run_identity(run_cfg))  # a step killed mid-training continues only as it started
     if not is_final(folder / "final"):  # killed after the weights were saved: only the marker is missing
         run_stage(run_cfg, folder, step.init, resume=True, reference_path=reference)
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))

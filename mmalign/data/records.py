@@ -182,7 +182,7 @@ def _span_problem(spans: list, text_length: int) -> str | None:
     """Why `spans` are not [start, end] integer pairs inside the text without overlaps, or None."""
     for item in spans:
         if not (isinstance(item, list) and len(item) == 2 and all(_is_int(x) for x in item)):
-            return f"items must be [start, end] integer pairs, got {_short(item)}"
+            return f"items must be [start, end] integer pairs, got {short_repr(item)}"
         start, end = item
         if not 0 <= start <= end <= text_length:
             return f"span [{start}, {end}] is not inside 0..{text_length} with start <= end"
@@ -376,7 +376,7 @@ def _labels(obj: dict, name: str, text: str | None) -> list[int] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(_is_int(v) and v in (0, 1) for v in value):
-        raise _Invalid(f"'{name}' must be a list of 0 or 1 (1 = factual), got {_short(value)}")
+        raise _Invalid(f"'{name}' must be a list of 0 or 1 (1 = factual), got {short_repr(value)}")
     n_sentences = len(sentence_spans(text))
     if len(value) != n_sentences:
         raise _Invalid(f"'{name}' has {len(value)} labels but '{text_name}' has {n_sentences} sentences "
@@ -397,7 +397,7 @@ def _rejected_video(value, media: _MediaPaths) -> dict | None:
         raise _Invalid("'rejected_video' needs {'video': path} or {'source': path, 'ops': [...]}")
     ops = value["ops"]
     if not isinstance(ops, list) or not all(isinstance(op, dict) and isinstance(op.get("op"), str) for op in ops):
-        raise _Invalid(f"'rejected_video.ops' must be a list of {{'op': name, ...}} objects, got {_short(ops)}")
+        raise _Invalid(f"'rejected_video.ops' must be a list of {{'op': name, ...}} objects, got {short_repr(ops)}")
     # Op names and parameters are checked when the ops run (video_ops.apply_ops): perturb/
     # may register ops that are not imported here.
     return {"source": media.resolve(value["source"], "rejected_video.source"), "ops": ops}
@@ -407,7 +407,7 @@ def _difficulty(value) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _Invalid(f"'difficulty' must be a finite number, got {_short(value)}")
+        raise _Invalid(f"'difficulty' must be a finite number, got {short_repr(value)}")
     return float(value)
 
 
@@ -419,9 +419,9 @@ class _MediaPaths:
 
     def resolve(self, value, name: str) -> str:
         if not isinstance(value, str) or not value.strip():
-            raise _Invalid(f"'{name}' must be a non-empty path string, got {_short(value)}")
+            raise _Invalid(f"'{name}' must be a non-empty path string, got {short_repr(value)}")
         if "\x00" in value:  # no file system takes one, and realpath raises on it
-            raise _Invalid(f"'{name}' path {_short(value)} holds a NUL character")
+            raise _Invalid(f"'{name}' path {short_repr(value)} holds a NUL character")
         if os.path.isabs(value):
             if not self.allow_absolute:
                 raise _Invalid(f"'{name}' path {value!r} is absolute; paths are relative to the record file's folder "
@@ -492,7 +492,7 @@ def _untag(obj: dict, masked_name: str, plain_name: str) -> tuple[str, list[Span
     plain = obj.get(plain_name)
     if plain is not None and plain != text:
         raise _Invalid(f"RRPO line: '{masked_name}' without its tags is not '{plain_name}': "
-                       f"{_short(text)} vs {_short(plain)}")
+                       f"{short_repr(text)} vs {short_repr(plain)}")
     return text, spans
 
 
@@ -550,7 +550,7 @@ def _sentence_mismatch(found: list[str], sents: list[str]) -> str:
     if len(found) != len(sents):
         return f"the joined text splits into {len(found)} sentences, 'sents' has {len(sents)}"
     i = next(i for i, (a, b) in enumerate(zip(found, sents)) if a != b)
-    return f"sentence {i} splits as {_short(found[i])}, 'sents' has {_short(sents[i])}"
+    return f"sentence {i} splits as {short_repr(found[i])}, 'sents' has {short_repr(sents[i])}"
 
 
 def _mask_dpo_prompt(obj: dict) -> tuple[str, str | None]:
@@ -627,6 +627,6 @@ def _json_type(value) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _short(value, limit: int = 60) -> str:
+def short_repr(value, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from mmalign.config import ConfigError, RunConfig, changed_keys, stages_of, to_dict
-from mmalign.data.records import RecordError
+from mmalign.data.records import RecordError, short_repr
 from mmalign.io import atomic_write_json, atomic_write_text
 from mmalign.train.checkpoint import is_final
 
@@ -60,23 +60,24 @@ RESUME_MAY_CHANGE = ("train.save_every", "train.log_every", "train.report_to", "
                      "train.logps_chunk_size", "train.max_bad_steps", "model.gradient_checkpointing")
 
 
-def check_same_run(out: Path, cfg: RunConfig) -> None:
+def check_same_run(out: Path, now: dict) -> None:
     """`--resume` continues the run that `out`/run.json describes (`run_identity` when the run
-    started): other settings (lr, method, data, steps, ...) or other records in its data files
-    would finish a run that is neither the old one nor the new one. config.yaml cannot tell: it
-    holds what ran, with the loss defaults filled in and a fallback the stage chose. A run
-    started before run.json was written is not checked."""
+    started; `now`: this one's): other settings (lr, method, data, steps, ...) or other records
+    in its data files would finish a run that is neither the old one nor the new one.
+    config.yaml cannot tell: it holds what ran, with the loss defaults filled in and a fallback
+    the stage chose. A run started before run.json was written is not checked."""
     path = out / "run.json"
     if not path.exists():
         return
-    before, now = json.loads(path.read_text(encoding="utf-8")), run_identity(cfg)
-    if len(before["stages"]) == len(now["stages"]) == 1:  # one stage: keys as the config names them
-        before["stages"], now["stages"] = [next(iter(d["stages"].values())) for d in (before, now)]
+    before = json.loads(path.read_text(encoding="utf-8"))
+    old_stages, new_stages = before["stages"], now["stages"]
+    if len(old_stages) == len(new_stages) == 1:  # one stage: keys as the config names them
+        old_stages, new_stages = next(iter(old_stages.values())), next(iter(new_stages.values()))
         allowed = set(RESUME_MAY_CHANGE)
     else:  # "<stage name>.train.lr"
-        allowed = {f"{name}.{key}" for name in now["stages"] for key in RESUME_MAY_CHANGE}
-    changed = [f"{key} (was {_short(a)}, now {_short(b)})"
-               for key, a, b in changed_keys(before["stages"], now["stages"]) if key not in allowed]
+        allowed = {f"{name}.{key}" for name in new_stages for key in RESUME_MAY_CHANGE}
+    changed = [f"{key} (was {short_repr(a)}, now {short_repr(b)})"
+               for key, a, b in changed_keys(old_stages, new_stages) if key not in allowed]
     # A file the run itself wrote after it started (the synthetic world) was not there to record.
     changed += [f"{name}: other records" for name, digest in before["data_files"].items()
                 if digest is not None and now["data_files"].get(name, digest) != digest]
@@ -84,11 +85,6 @@ def check_same_run(out: Path, cfg: RunConfig) -> None:
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         raise RunExists(f"{path}: --resume with other settings: {'; '.join(changed[:3])}{more}. Resume with the "
                         "config and data the run was started with, or start a new output_dir")
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def run_identity(cfg: RunConfig) -> dict:
@@ -110,12 +106,12 @@ def file_digest(path: str) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def claim_run(out: Path, cfg: RunConfig) -> None:
-    """Continue the run in `out` only if it was started with `cfg` and the same data; record
-    both when it starts."""
-    check_same_run(out, cfg)
+def claim_run(out: Path, identity: dict) -> None:
+    """Continue the run in `out` only if it was started as `identity` (`run_identity`) says;
+    record it when the run starts."""
+    check_same_run(out, identity)
     if not (out / "run.json").exists():
-        atomic_write_json(out / "run.json", run_identity(cfg))
+        atomic_write_json(out / "run.json", identity)
 
 
 def train(cfg: RunConfig, resume: bool = False) -> dict:
@@ -126,16 +122,17 @@ def train(cfg: RunConfig, resume: bool = False) -> dict:
     # Under torchrun / accelerate launch this is one of several processes. Without a GPU,
     # accelerate only joins the process group (gloo) when told it runs on the CPU.
     process = PartialState(cpu=not torch.cuda.is_available())
+    identity = run_identity(cfg)  # once: it reads every record file through
     if (out / "config.yaml").exists():
         if not resume:
             raise RunExists(f"{out} already holds a run: pass --resume to continue it, or choose another "
                             f"output_dir (output_dir=...)")
-        check_same_run(out, cfg)
+        check_same_run(out, identity)  # on every process, so that all of them stop
     check_inputs(stages)
     process.wait_for_everyone()  # every process has checked before the main one writes
     if process.is_main_process:
         atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        claim_run(out, cfg)
+        claim_run(out, identity)
         if cfg.world.enabled:
             from mmalign.world import build_world
 

@@ -98,13 +98,13 @@ def test_resume_of_a_staged_config_names_the_stage_whose_override_changed(tmp_pa
 
     quickstart = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
     (tmp_path / "run.json").write_text(json.dumps(run_identity(load_config(quickstart))))
-    check_same_run(tmp_path, load_config(quickstart, ["stages.rrpo.train.save_every=10"]))
+    check_same_run(tmp_path, run_identity(load_config(quickstart, ["stages.rrpo.train.save_every=10"])))
     with pytest.raises(RunExists, match=r"rrpo\.loss\.beta \(was 0\.1, now 0\.2\)"):
-        check_same_run(tmp_path, load_config(quickstart, ["stages.rrpo.loss.beta=0.2"]))
+        check_same_run(tmp_path, run_identity(load_config(quickstart, ["stages.rrpo.loss.beta=0.2"])))
     # typed: the file's 5.0e-4 and the command line's 5e-4 are the same lr
-    check_same_run(tmp_path, load_config(quickstart, ["stages.rrpo.train.lr=5e-4"]))
+    check_same_run(tmp_path, run_identity(load_config(quickstart, ["stages.rrpo.train.lr=5e-4"])))
     with pytest.raises(RunExists, match=r"rrpo\.train\.lr \(was 0\.0005, now 0\.0001\)"):
-        check_same_run(tmp_path, load_config(quickstart, ["stages.rrpo.train.lr=1e-4"]))
+        check_same_run(tmp_path, run_identity(load_config(quickstart, ["stages.rrpo.train.lr=1e-4"])))
 
 
 def test_bad_records_are_skipped_counted_and_the_run_goes_on(tmp_path, world, tiny_dir):
