@@ -8,6 +8,10 @@
                                                         # each lr chosen on every seed's validation videos
     python benchmarks/synthetic_alignment.py --base-steps 12000 --base-seed 1 --results benchmarks/results/base12k_seed1
                                                         # on a base that reads the video better (~45 min)
+    python benchmarks/synthetic_alignment.py --base-steps 12000 --base-seed 1 --sft-mislabels purple=blue
+                                                        # SFT data whose annotator writes purple as blue: an
+                                                        # SFT model with a taught hallucination to undo
+                                                        # (--results: see the README)
 
 Where the truth is exact (the synthetic video world, mmalign.world, here with large objects and at
 most 2 per video). Two worlds: the benchmark world (seed 0: held-in train split, held-out test
@@ -31,7 +35,9 @@ Then, for each seed:
 
 2. SFT   the base fine-tuned on the benchmark world's held-in captions + short QA + held-in
          yes/no questions (benchmark format), seeded data order, vision tower frozen. Held-in =
-         the world's train split, less the validation videos.
+         the world's train split, less the validation videos. With --sft-mislabels these texts
+         are an annotator's who writes one colour as another (`mislabelled`): the SFT model then
+         has a hallucination its data taught it. Nothing else changes.
 3. pairs self-alignment pairs from the held-in pair videos with mmalign's own generators, each
          seed's SFT model answering (see PAIRS). DPO and RRPO train on the same RRPO-recipe
          pairs (`rrpo_qa`: questions with known answers asked on a masked + shuffled video, the
@@ -94,10 +100,11 @@ from tqdm.auto import tqdm  # noqa: E402
 FULL = dict(n_videos=640, object_sizes=(26, 32), max_objects=2, pretrain_videos=4000, hidden=128, layers=2,
             vision_steps=3000, base_steps=6000, base_lr=5e-4, sft_steps=1000, sft_lr=2e-4, pair_videos=200,
             val_videos=80, align_steps=40, align_lrs=(1e-5, 3e-5, 1e-4, 3e-4), batch_size=8,
-            seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48, base_seed=0)
+            seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48, base_seed=0, sft_mislabels={})
 QUICK = dict(n_videos=8, object_sizes=(26, 32), max_objects=2, pretrain_videos=4, hidden=32, layers=1, vision_steps=2,
              base_steps=2, base_lr=5e-4, sft_steps=2, sft_lr=2e-4, pair_videos=3, val_videos=2, align_steps=1,
-             align_lrs=(1e-4, 1e-3), batch_size=8, seeds=(0,), temple_magnitudes=[4], caption_tokens=8, base_seed=0)
+             align_lrs=(1e-4, 1e-3), batch_size=8, seeds=(0,), temple_magnitudes=[4], caption_tokens=8, base_seed=0,
+             sft_mislabels={})
 PRETRAIN_SEED = 1  # the pretraining world's scenes; the benchmark world is seed 0
 
 METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "temple", "apasi", "mask_dpo", "sft_chosen")
@@ -308,25 +315,47 @@ def vision_token_scores(vision: Path, world: Path, ids: list[str]) -> dict:
             "motion_precision": pooled(hits, predicted, motions), "motion_recall": pooled(hits, present, motions)}
 
 
-def instruction_mix(world: Path, splits: tuple[str, ...], exclude: set[str], name: str) -> Path:
+def instruction_mix(world: Path, splits: tuple[str, ...], exclude: set[str], name: str,
+                    mislabels: dict[str, str] | None = None) -> Path:
     """`world`'s SFT records (captions + short QA) of `splits`, then its benchmark questions of
     those splits in the benchmark's prompt format (so the model knows the yes/no format it is
     tested in), less the videos in `exclude`; written as `world`/<name>.jsonl. The per-seed SFT
     mix is the benchmark world's train split less the validation videos (so choosing an lr on
-    them is fair); the base's is every video of the pretraining world."""
-    from mmalign.io import atomic_write_jsonl, iter_jsonl
+    them is fair); the base's is every video of the pretraining world. The records are the
+    world's own (sft_<split>.jsonl, bench.jsonl), made again from each video's truth so that
+    `mislabels` can change it: the texts of an annotator who writes each colour in it as the
+    colour it maps to (`mislabelled`)."""
+    from mmalign.io import atomic_write_jsonl
+    from mmalign.world import Scene, bench_records, sft_records
 
     out = world / f"{name}.jsonl"
-    video_id = lambda row: Path(row["video"]).stem  # noqa: E731
-    rows = [row for split in splits for _, row in iter_jsonl(world / f"sft_{split}.jsonl") if video_id(row) not in exclude]
-    for _, b in iter_jsonl(world / "bench.jsonl"):
-        if b["split"] not in splits or video_id(b) in exclude:
-            continue
+    sft = {split: [] for split in splits}  # the order of the world's files: sft_<split>.jsonl in turn, then bench.jsonl
+    bench = []
+    for path in sorted((world / "truth").glob("*.json")):
+        truth = json.loads(path.read_text())
+        if truth["split"] in splits and path.stem not in exclude:
+            scene = mislabelled(Scene.from_dict(truth["scene"]), mislabels or {})
+            sft[truth["split"]] += sft_records(scene, path.stem, f"videos/{path.stem}.mp4", truth["split"])
+            bench += bench_records(scene, path.stem, f"videos/{path.stem}.mp4", truth["split"])
+    rows = [row for split in splits for row in sft[split]]
+    for b in bench:
         for role in ("basic", "hallucination"):
             rows.append({"id": f"{b['id']}-{role}", "video": b["video"], "prompt": b[role]["question"] + BENCH_SUFFIX,
                          "response": b[role]["answer"], "meta": {"kind": "bench_" + b["type"], "split": b["split"]}})
     atomic_write_jsonl(out, rows)
     return out
+
+
+def mislabelled(scene, mislabels: dict[str, str]):
+    """`scene` as an annotator who writes each colour in `mislabels` as the colour it maps to
+    sees it (the pixels are the truth's). A scene where that would give two objects one name is
+    left as it is: the annotator tells them apart."""
+    from dataclasses import replace
+
+    objects = tuple(replace(o, color=mislabels.get(o.color, o.color)) for o in scene.objects)
+    if len({o.name for o in objects}) < len(objects):
+        return scene
+    return replace(scene, objects=objects)
 
 
 def chosen_records(pairs: Path) -> Path:
@@ -463,6 +492,33 @@ def bench_eval(models: dict[str, str], world: Path, out: Path) -> dict[str, dict
             for m in results["models"]}
 
 
+def pairs_by_colour(eval_dir: Path, runs: dict[str, str], world: Path, colours: set[str],
+                    truth: Path | None = None) -> dict[str, dict]:
+    """Per model (name -> its predictions' folder under `eval_dir`), the share of held-out pairs
+    right (both questions, by the benchmark's whole-word match) on the videos that hold an
+    object of one of `colours` (the ones the SFT data mislabels) and on the rest: where the
+    errors the SFT data taught can show, and where they cannot. `truth`: the truth folder
+    (default `world`/truth; the validation benchmark's questions point into the world's)."""
+    from mmalign.evals.benchmarks.videohallucer import whole_word
+    from mmalign.evals.runner import read_predictions
+    from mmalign.io import iter_jsonl
+
+    bench = [b for _, b in iter_jsonl(world / "bench.jsonl") if b["split"] == "test"]
+    coloured = {vid: any(o["color"] in colours for o in json.loads(((truth or world / "truth") / f"{vid}.json").read_text())
+                         ["scene"]["objects"]) for vid in {Path(b["video"]).stem for b in bench}}
+    out = {}
+    for name, run in runs.items():
+        predictions = read_predictions(eval_dir / run)
+        right = {True: [], False: []}
+        for b in bench:
+            right[coloured[Path(b["video"]).stem]].append(all(
+                whole_word(b[role]["answer"], predictions[f"{b['id']}-{role}"]["prediction"])
+                for role in ("basic", "hallucination")))
+        out[name] = {"coloured": statistics.mean(right[True]), "coloured_pairs": len(right[True]),
+                     "other": statistics.mean(right[False]), "other_pairs": len(right[False])}
+    return out
+
+
 def object_precision(captions: dict[str, str], world: Path) -> dict:
     """Caption-level object precision (1 - CHAIR_i) on the world's vocabulary: of all object
     mentions ("red circle", "blue squares", ...) in the generated captions, the share naming an
@@ -531,7 +587,9 @@ def run_sft(size: dict, world: Path, work: Path, seed: int, base: Path) -> Path:
     """The SFT model of one seed: the base fine-tuned on the held-in SFT mix (seeded data order)
     with the vision tower frozen. One per seed, so the SFT row has a spread of its own and every
     method is compared with its own seed's SFT model."""
-    mix = instruction_mix(world, ("train",), set(held_in_split(world, size)[1]), "sft_mix_train")
+    mislabels = size["sft_mislabels"]
+    mix = instruction_mix(world, ("train",), set(held_in_split(world, size)[1]),
+                          "sft_mix_train" + "".join(f"_{a}-as-{b}" for a, b in mislabels.items()), mislabels)
     return train_run(work / f"sft-seed{seed}", str(base), "sft", mix, size, seed, lr=size["sft_lr"],
                      max_steps=size["sft_steps"], freeze_vision=True)
 
@@ -634,6 +692,11 @@ def run_seed(seed: int, size: dict, world: Path, work: Path, inputs: tuple[Path,
         summary = Path(path) / ".." / "summary.json"
         if name != "sft" and name not in no_pairs and summary.exists():
             result[name]["train_summary"] = json.loads(summary.read_text())
+    if size["sft_mislabels"]:
+        by_colour = pairs_by_colour(wdir / "eval", {name: runs[name] for name in distinct}, world,
+                                    set(size["sft_mislabels"]))
+        for name in models:
+            result[name]["pairs_by_colour"] = by_colour["sft" if name in no_pairs else name]
     result["pairs"] = {k: sum(1 for _ in open(v)) for k, v in pairs.items()}
     result["pair_stages"] = {**pair_stages(pairs["rrpo_qa"]), "clean_video": clean_video_check(str(sft), pairs["rrpo_qa"])}
     result["lrs"] = lrs
@@ -726,6 +789,12 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
                            "deltas_std": statistics.stdev(deltas) if len(deltas) > 1 else 0.0}
         kinds = sorted({k for s in per_seed for k in per_seed[s][name].get("by_kind", {})})
         row["by_kind"] = {k: statistics.mean(per_seed[s][name]["by_kind"].get(k, 0.0) for s in per_seed) for k in kinds}
+        if all("pairs_by_colour" in per_seed[s][name] for s in per_seed):  # --sft-mislabels runs
+            row["by_colour"] = {side: {"mean": statistics.mean(per_seed[s][name]["pairs_by_colour"][side] for s in per_seed),
+                                       "deltas": [per_seed[s][name]["pairs_by_colour"][side]
+                                                  - per_seed[s]["sft"]["pairs_by_colour"][side] for s in per_seed],
+                                       "pairs": per_seed[next(iter(per_seed))][name]["pairs_by_colour"][f"{side}_pairs"]}
+                                for side in ("coloured", "other")}
         row["mentions"] = [per_seed[s][name]["mentions"] for s in per_seed]
         row["mentions_change"] = [_change(per_seed[s][name]["mentions"], per_seed[s]["sft"]["mentions"])
                                   for s in per_seed]
@@ -769,6 +838,18 @@ def markdown(table: dict, meta: dict) -> str:
                   "| method | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
         lines += [f"| {LABELS[name]} | " + " | ".join(f"{table[name]['by_kind'].get(k, 0.0):.3f}" for k in kinds) + " |"
                   for name in ("sft",) + METHODS]
+    if "by_colour" in table["sft"]:
+        sides = table["sft"]["by_colour"]
+        wrong = ", ".join(f"{a} as {b}" for a, b in meta["size"]["sft_mislabels"].items())
+        lines += ["", f"Held-out pairs (both questions right) on the videos that hold an object of a colour the SFT data "
+                  f"mislabels ({wrong}; {sides['coloured']['pairs']} pairs) and on the others "
+                  f"({sides['other']['pairs']} pairs), mean over seeds; Δ per seed against its own SFT model:", "",
+                  "| method | mislabelled colour | Δ per seed | other videos | Δ per seed |", "|---|---|---|---|---|"]
+        for name in ("sft",) + METHODS:
+            c = table[name]["by_colour"]
+            lines.append(f"| {LABELS[name]} | " + " | ".join(
+                f"{c[side]['mean']:.3f} | " + ("" if name == "sft" else ", ".join(f"{d:+.3f}" for d in c[side]["deltas"]))
+                for side in ("coloured", "other")) + " |")
     if meta.get("base_validation"):
         b = meta["base_validation"]
         lines += ["", f"The shared base model (vision stand-in + language model pretrained on the pretraining world) "
@@ -807,7 +888,9 @@ def markdown(table: dict, meta: dict) -> str:
     if meta["size"]["n_videos"] < 100:
         lines += ["", "**Smoke-test numbers** (`--quick`: a one-layer model, a handful of videos, one step "
                       "per method): they show that every step ran, not what any method does."]
-    lines += ["", f"Wall time {meta['wall_minutes']:.1f} min on {meta['cpus']} CPU cores; "
+    reused = (f" (reusing the finished {', '.join(meta['reused'])} of an earlier run in its work folder; "
+              "from scratch it takes longer)" if meta.get("reused") else "")
+    lines += ["", f"Wall time {meta['wall_minutes']:.1f} min on {meta['cpus']} CPU cores{reused}; "
               f"regenerate with `{meta['command']}`."] + ([f"({meta['note']}.)"] if meta.get("note") else [])
     return "\n".join(lines) + "\n"
 
@@ -895,6 +978,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr-on-all-seeds", action="store_true",
                     help="choose each method's lr on every seed's validation videos by the target's rule "
                          "(default: on the first seed's)")
+    ap.add_argument("--sft-mislabels", nargs="*", default=[], metavar="COLOR=WRONG",
+                    help="the SFT data's annotator writes each COLOR as WRONG (e.g. purple=blue): an SFT model that "
+                         "hallucinates what its data taught it; the base, the pairs' questions and every score keep "
+                         "the truth")
     ap.add_argument("--report-only", action="store_true", help="re-render md / png from the results json")
     ap.add_argument("--max-changed-fraction", type=float, default=PAIRS["rrpo_qa"]["rrpo"]["max_changed_fraction"],
                     help="RRPO-recipe pairs (DPO and RRPO train on them): drop open-answer rewrites whose differing "
@@ -915,13 +1002,24 @@ def main(argv=None) -> dict:
                                             ("base_seed", args.base_seed))
               if value is not None and value != size[key]}
     size.update(recipe)
+    from mmalign.world import COLORS
+
+    mislabels = dict(item.partition("=")[::2] for item in args.sft_mislabels)
+    for color, wrong in mislabels.items():
+        if color not in COLORS or wrong not in COLORS or color == wrong:
+            ap.error(f"--sft-mislabels {color}={wrong}: need two different colours of {', '.join(COLORS)}")
+    size["sft_mislabels"] = mislabels
     # Finished steps are reused by folder, so another pair filter or base recipe needs its own folder.
     default_work = "runs/synthetic_alignment" + ("_quick" if args.quick else "") + (
-        f"_mcf{args.max_changed_fraction:g}" if other else "") + "".join(f"_{k}{v}" for k, v in recipe.items())
+        f"_mcf{args.max_changed_fraction:g}" if other else "") + "".join(f"_{k}{v}" for k, v in recipe.items()) + "".join(
+        f"_sft-{a}-as-{b}" for a, b in mislabels.items())
     work = Path(args.work or ROOT / default_work)
     results = Path(args.results or (work if args.quick else ROOT / "benchmarks/results"))
     results.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    # A rerun reuses the steps an earlier run finished: its wall time is not the harness's.
+    reused = [step for step in ["vision", "base-lm", *(f"sft-seed{seed}" for seed in size["seeds"])]
+              if (work / step / ("built.json" if step == "vision" else "summary.json")).exists()]
 
     from mmalign.world import build_world
 
@@ -943,13 +1041,14 @@ def main(argv=None) -> dict:
     table = aggregate(per_seed)
     command = "python benchmarks/synthetic_alignment.py" + (" --quick" if args.quick else "") + (
         f" --max-changed-fraction {args.max_changed_fraction:g}" if other else "") + "".join(
-        f" --{k.replace('_', '-')} {v}" for k, v in recipe.items()) + (" --lr-on-all-seeds" if args.lr_on_all_seeds else "") + (
+        f" --{k.replace('_', '-')} {v}" for k, v in recipe.items()) + (
+        f" --sft-mislabels {' '.join(args.sft_mislabels)}" if mislabels else "") + (" --lr-on-all-seeds" if args.lr_on_all_seeds else "") + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "") + (
         f" --results {args.results}" if args.results and not args.quick else "")
     meta = {"command": command, "primary": PRIMARY, "lrs": lrs,
             "base_validation": base_validation,
             "pair_stages": {s: per_seed[s]["pair_stages"] for s in per_seed},
-            "seeds": list(size["seeds"]), "size": size, "wall_minutes": (time.time() - t0) / 60,
+            "seeds": list(size["seeds"]), "size": size, "wall_minutes": (time.time() - t0) / 60, "reused": reused,
             "cpus": os.cpu_count(), "test_videos": manifest["counts"]["test_videos"],
             "bench_pairs": sum(json.loads(line)["split"] == "test" for line in open(world / "bench.jsonl")),
             "pairs": {"generators": PAIRS, "training": {k: {"pairs": v[0], "method": v[1], "loss": v[2], "data": v[3]}

@@ -79,10 +79,10 @@ def build_world(
                              sizes=tuple(object_sizes), max_objects=max_objects)
         _ensure_video(out, vid, scene, split)
         video = f"videos/{vid}.mp4"
-        rows[f"sft_{split}.jsonl"] += _sft_records(scene, vid, video, split)
+        rows[f"sft_{split}.jsonl"] += sft_records(scene, vid, video, split)
         rows[f"pairs_{split}.jsonl"] += _pair_records(scene, vid, video, split, seed, i, pairs_per_video)
         rows[f"grpo_{split}.jsonl"] += _grpo_records(scene, vid, video, split)
-        rows["bench.jsonl"] += _bench_records(scene, vid, video, split)
+        rows["bench.jsonl"] += bench_records(scene, vid, video, split)
     for name, records in rows.items():
         atomic_write_jsonl(out / name, records)
 
@@ -135,7 +135,8 @@ def _truth(scene: Scene, vid: str, split: str) -> dict:
     }
 
 
-def _sft_records(scene, vid, video, split) -> list[dict]:
+def sft_records(scene, vid, video, split) -> list[dict]:
+    """One video's SFT records: its caption and its short QA (`video`: the path records hold)."""
     records = [{"id": f"{vid}-cap", "video": video, "prompt": CAPTION_PROMPT,
                 "response": caption(scene), "meta": {"kind": "caption", "split": split}}]
     records += [
@@ -173,6 +174,7 @@ def _grpo_records(scene, vid, video, split) -> list[dict]:
     ]
 
 
-def _bench_records(scene, vid, video, split) -> list[dict]:
+def bench_records(scene, vid, video, split) -> list[dict]:
+    """One video's paired yes/no benchmark items, as bench.jsonl holds them."""
     return [{**item, "id": f"{vid}-{item['id']}", "video": video, "split": split}
             for item in benchmark_items(scene)]

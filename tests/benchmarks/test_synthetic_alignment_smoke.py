@@ -398,3 +398,92 @@ def test_second_world_check_scores_the_tables_models_on_a_world_no_model_saw(qui
         assert Path(run["model"]).resolve() == (work / f"seed0/{name}/final").resolve()
     assert str(work) not in (tmp_path / "sw/second_world.json").read_text()
     assert "| DPO (" in (tmp_path / "sw/second_world.md").read_text()
+
+
+def _world_mix(world: Path, splits: tuple[str, ...], exclude: set[str], suffix: str) -> list[dict]:
+    """The SFT mix as the world's files give it: sft_<split>.jsonl in turn, then bench.jsonl's
+    questions in the benchmark's prompt format (written here from the files, not the truth)."""
+    rows = [json.loads(line) for split in splits for line in open(world / f"sft_{split}.jsonl")
+            if Path(json.loads(line)["video"]).stem not in exclude]
+    for line in open(world / "bench.jsonl"):
+        b = json.loads(line)
+        if b["split"] in splits and Path(b["video"]).stem not in exclude:
+            rows += [{"id": f"{b['id']}-{role}", "video": b["video"], "prompt": b[role]["question"] + suffix,
+                      "response": b[role]["answer"], "meta": {"kind": "bench_" + b["type"], "split": b["split"]}}
+                     for role in ("basic", "hallucination")]
+    return rows
+
+
+def test_instruction_mix_is_the_worlds_records_and_mislabels_only_the_sft_text(tmp_path):
+    """Without mislabels the mix holds the world's own records in their order (the base's data
+    order decides whether it learns to read the video); with purple=blue every purple object
+    of the SFT text is called blue, unless the scene holds a blue one of its shape, while the
+    truth the pairs and the scores read keeps purple."""
+    from mmalign.world import build_world
+
+    sa = _module()
+    world = tmp_path / "world"
+    build_world(world, n_videos=48, seed=0, object_sizes=(26, 32), max_objects=2, show_progress=False)
+    for splits, exclude in ((("train", "test"), set()), (("train",), {"vid0001", "vid0006"})):
+        mix = sa.instruction_mix(world, splits, exclude, "mix")
+        assert [json.loads(line) for line in open(mix)] == _world_mix(world, splits, exclude, sa.BENCH_SUFFIX)
+
+    truth_before = {t.name: t.read_text() for t in (world / "truth").glob("*.json")}
+    mix = [json.loads(line) for line in open(sa.instruction_mix(world, ("train",), set(), "bad", {"purple": "blue"}))]
+    checked = 0
+    for name, text in truth_before.items():
+        truth = json.loads(text)
+        objects = {(o["color"], o["shape"]) for o in truth["scene"]["objects"]}
+        if truth["split"] != "train":
+            continue
+        captions = [r["response"] for r in mix if r["id"] == f"{Path(name).stem}-cap"]
+        for color, shape in objects:
+            if color == "purple" and ("blue", shape) not in objects:
+                assert f"purple {shape}" not in captions[0] and f"blue {shape}" in captions[0]
+                checked += 1
+    assert checked > 0
+    assert {t.name: t.read_text() for t in (world / "truth").glob("*.json")} == truth_before
+
+
+def test_sft_mislabels_must_name_two_colours(tmp_path, capsys):
+    sa = _module()
+    with pytest.raises(SystemExit) as exit_:
+        sa.main(["--quick", "--work", str(tmp_path), "--sft-mislabels", "purple=mauve"])
+    assert exit_.value.code == 2
+    assert "--sft-mislabels purple=mauve: need two different colours" in capsys.readouterr().err
+
+
+def test_pairs_by_colour_splits_the_held_out_pairs_by_the_mislabelled_colour(tmp_path):
+    """Hand count: every test pair answered right but for one basic question on a video that
+    holds a purple object; that pair counts wrong on the purple side only."""
+    from mmalign.world import build_world
+
+    sa = _module()
+    world = tmp_path / "world"
+    build_world(world, n_videos=40, seed=0, object_sizes=(26, 32), max_objects=2, show_progress=False)
+    bench = [json.loads(line) for line in open(world / "bench.jsonl") if json.loads(line)["split"] == "test"]
+    purple = {t.stem for t in (world / "truth").glob("*.json")
+              if any(o["color"] == "purple" for o in json.loads(t.read_text())["scene"]["objects"])}
+    on_purple = [b for b in bench if Path(b["video"]).stem in purple]
+    assert on_purple and len(on_purple) < len(bench)
+    wrong = on_purple[0]["id"] + "-basic"
+    rows = [{"id": f"{b['id']}-{role}", "prompt": "", "error": None,
+             "prediction": ("No." if f"{b['id']}-{role}" == wrong else f"{b[role]['answer'].capitalize()}.")}
+            for b in bench for role in ("basic", "hallucination")]
+    (tmp_path / "eval" / "m").mkdir(parents=True)
+    (tmp_path / "eval" / "m" / "predictions.shard0-of-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = sa.pairs_by_colour(tmp_path / "eval", {"model": "m"}, world, {"purple"})["model"]
+    assert out == {"coloured": pytest.approx((len(on_purple) - 1) / len(on_purple)), "coloured_pairs": len(on_purple),
+                   "other": 1.0, "other_pairs": len(bench) - len(on_purple)}
+
+
+def test_a_rerun_says_which_finished_steps_it_reused(quick_run, tmp_path):
+    """A rerun in the same work folder takes a fraction of the time: its report must not pass
+    that off as the harness's wall time."""
+    sa, work, res, _ = quick_run
+    first = json.loads((res / "synthetic_alignment.json").read_text())["meta"]
+    assert first["reused"] == [] and "reusing" not in (res / "synthetic_alignment.md").read_text()
+    sa.main(["--quick", "--work", str(work), "--results", str(tmp_path)])
+    again = json.loads((tmp_path / "synthetic_alignment.json").read_text())["meta"]
+    assert again["reused"] == ["vision", "base-lm", "sft-seed0"]
+    assert "reusing the finished vision, base-lm, sft-seed0 of an earlier run" in (tmp_path / "synthetic_alignment.md").read_text()
