@@ -334,9 +334,9 @@ def instruction_mix(world: Path, splits: tuple[str, ...], exclude: set[str], nam
     for path in sorted((world / "truth").glob("*.json")):
         truth = json.loads(path.read_text())
         if truth["split"] in splits and path.stem not in exclude:
-            scene = mislabelled(Scene.from_dict(truth["scene"]), mislabels or {})
-            sft[truth["split"]] += sft_records(scene, path.stem, f"videos/{path.stem}.mp4", truth["split"])
-            bench += bench_records(scene, path.stem, f"videos/{path.stem}.mp4", truth["split"])
+            scene, video = mislabelled(Scene.from_dict(truth["scene"]), mislabels or {}), f"videos/{path.stem}.mp4"
+            sft[truth["split"]] += sft_records(scene, path.stem, video, truth["split"])
+            bench += bench_records(scene, path.stem, video, truth["split"])
     rows = [row for split in splits for row in sft[split]]
     for b in bench:
         for role in ("basic", "hallucination"):
@@ -492,19 +492,17 @@ def bench_eval(models: dict[str, str], world: Path, out: Path) -> dict[str, dict
             for m in results["models"]}
 
 
-def pairs_by_colour(eval_dir: Path, runs: dict[str, str], world: Path, colours: set[str],
-                    truth: Path | None = None) -> dict[str, dict]:
+def pairs_by_colour(eval_dir: Path, runs: dict[str, str], world: Path, colours: set[str]) -> dict[str, dict]:
     """Per model (name -> its predictions' folder under `eval_dir`), the share of held-out pairs
     right (both questions, by the benchmark's whole-word match) on the videos that hold an
     object of one of `colours` (the ones the SFT data mislabels) and on the rest: where the
-    errors the SFT data taught can show, and where they cannot. `truth`: the truth folder
-    (default `world`/truth; the validation benchmark's questions point into the world's)."""
+    errors the SFT data taught can show, and where they cannot."""
     from mmalign.evals.benchmarks.videohallucer import whole_word
     from mmalign.evals.runner import read_predictions
     from mmalign.io import iter_jsonl
 
     bench = [b for _, b in iter_jsonl(world / "bench.jsonl") if b["split"] == "test"]
-    coloured = {vid: any(o["color"] in colours for o in json.loads(((truth or world / "truth") / f"{vid}.json").read_text())
+    coloured = {vid: any(o["color"] in colours for o in json.loads((world / "truth" / f"{vid}.json").read_text())
                          ["scene"]["objects"]) for vid in {Path(b["video"]).stem for b in bench}}
     out = {}
     for name, run in runs.items():
