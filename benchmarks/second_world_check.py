@@ -12,6 +12,11 @@ Nothing is chosen on it: each method's lr comes from the results files named by 
 it was chosen on held-in validation videos. Only the DPO and RRPO rows are scored (METHODS): the
 others change the held-out table by at most 0.003, and each row costs ~2 min here.
 Writes benchmarks/results/second_world/second_world.{json,md}.
+
+    python benchmarks/second_world_check.py --world-seed 3 --captions --tables <results json> --results <folder>
+
+scores another unseen world, and with --captions the test videos' captions too (object precision,
+CHAIR_s and the objects named, for a table whose lr was chosen by a caption metric).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ SECOND_SEED = 2
 SCALE = 4  # videos (and so test videos and pairs) against the benchmark world
 METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open")
 METRICS = ("accuracy", "halluc_accuracy", "basic_accuracy")
+CAPTION_METRICS = ("object_precision", "chair_s")  # with --captions
 TABLES = ("benchmarks/results/synthetic_alignment.json", "benchmarks/results/lr_all_seeds/synthetic_alignment.json")
 
 
@@ -52,33 +58,41 @@ def rows_to_score(metas: dict[Path, dict]) -> dict[str, tuple[str, float, list[s
     return rows
 
 
-def changes(per_seed: dict, name: str) -> dict:
+def changes(per_seed: dict, name: str, metrics: tuple[str, ...] = METRICS) -> dict:
     """Per metric: each seed's change against its own SFT model, their mean and std, and the
-    target's rule (synthetic_alignment.beyond_spread)."""
+    target's rule (synthetic_alignment.beyond_spread); with captions, the objects named's
+    relative change per seed (the target's length rule: within 15%)."""
     out = {}
-    for metric in METRICS:
+    for metric in metrics:
         deltas = [per_seed[s][name][metric] - per_seed[s]["sft"][metric] for s in per_seed]
         out[metric] = {"deltas": deltas, "mean": statistics.mean(deltas),
                        "std": statistics.stdev(deltas) if len(deltas) > 1 else 0.0,
-                       "beyond_spread": sa.beyond_spread(deltas)}
+                       "beyond_spread": sa.beyond_spread(deltas, metric in sa.LOWER_IS_BETTER)}
+    if "mentions" in per_seed[next(iter(per_seed))][name]:
+        out["objects_named"] = [sa._change(per_seed[s][name]["mentions"], per_seed[s]["sft"]["mentions"])
+                                for s in per_seed]
     return out
 
 
 def markdown(result: dict) -> str:
     meta = result["meta"]
-    lines = [f"Second held-out world (seed {meta['world_seed']}, {meta['test_videos']} test videos, "
+    metrics = METRICS + (CAPTION_METRICS if meta.get("captions") else ())
+    lines = [f"Unseen held-out world (seed {meta['world_seed']}, {meta['test_videos']} test videos, "
              f"{meta['bench_pairs']} yes/no pairs); the models of {', '.join(meta['tables'])}. "
              f"SFT pair acc. by seed: " + ", ".join(f"{v:.3f}" for v in meta["sft_accuracy"]) + ".", "",
-             "| method (lr) | from | " + " | ".join(f"Δ {sa.NAMES[m]} per seed | mean ± std" for m in METRICS) + " |",
-             "|---|---|" + "---|---|" * len(METRICS)]
+             "| method (lr) | from | " + " | ".join(f"Δ {sa.NAMES[m]} per seed | mean ± std" for m in metrics)
+             + (" | objects named, Δ per seed" if meta.get("captions") else "") + " |",
+             "|---|---|" + "---|---|" * len(metrics) + ("---|" if meta.get("captions") else "")]
     for name, row in result["rows"].items():
         cells = []
-        for m in METRICS:
+        if meta.get("captions"):
+            cells_named = [", ".join(f"{100 * c:+.0f}%" for c in row["changes"]["objects_named"])]
+        for m in metrics:
             c = row["changes"][m]
             cells += [", ".join(f"{d:+.3f}" for d in c["deltas"]),
                       f"{c['mean']:+.3f} ± {c['std']:.3f}" + (" (beyond the spread)" if c["beyond_spread"] else "")]
         lines.append(f"| {sa.LABELS[row['method']]} ({row['lr']:g}) | {', '.join(row['tables'])} | "
-                     + " | ".join(cells) + " |")
+                     + " | ".join(cells + (cells_named if meta.get("captions") else [])) + " |")
     lines += ["", f"Wall time {meta['wall_minutes']:.1f} min; regenerate with `{meta['command']}`."]
     return "\n".join(lines) + "\n"
 
@@ -89,15 +103,23 @@ def main(argv=None) -> dict:
     ap.add_argument("--work", default="runs/synthetic_alignment", help="the harness's work folder (its models)")
     ap.add_argument("--tables", nargs="+", default=list(TABLES), help="results json files whose lrs are scored")
     ap.add_argument("--results", default="benchmarks/results/second_world")
+    ap.add_argument("--world-seed", type=int, default=SECOND_SEED,
+                    help=f"the unseen world's seed (default {SECOND_SEED}; the benchmark world is 0, the pretraining "
+                         f"world {sa.PRETRAIN_SEED})")
+    ap.add_argument("--captions", action="store_true",
+                    help="also caption the test videos: object precision, CHAIR_s and the objects named")
     args = ap.parse_args(argv)
+    if args.world_seed in (0, sa.PRETRAIN_SEED):
+        ap.error(f"--world-seed {args.world_seed}: that world is not unseen (0 is the benchmark world, "
+                 f"{sa.PRETRAIN_SEED} the pretraining world)")
     work, results = ROOT / args.work, ROOT / args.results
     tables = [ROOT / t for t in args.tables]
     size = dict(sa.QUICK if args.quick else sa.FULL)
     t0 = time.time()
     from mmalign.world import build_world
 
-    world = work / f"second_world_seed{SECOND_SEED}"
-    manifest = build_world(world, n_videos=SCALE * size["n_videos"], seed=SECOND_SEED,
+    world = work / f"second_world_seed{args.world_seed}"
+    manifest = build_world(world, n_videos=SCALE * size["n_videos"], seed=args.world_seed,
                            object_sizes=size["object_sizes"], max_objects=size["max_objects"], show_progress=False)
     metas = {table: json.loads(table.read_text())["meta"] for table in tables}
     rows = rows_to_score(metas)
@@ -106,17 +128,25 @@ def main(argv=None) -> dict:
     for seed in seeds:
         models = {"sft": str(work / f"sft-seed{seed}" / "final"),
                   **{name: str(work / f"seed{seed}" / name / "final") for name in rows}}
-        per_seed[seed] = sa.bench_eval(models, world, work / f"seed{seed}" / "eval_second_world")
+        per_seed[seed] = sa.bench_eval(models, world, work / f"seed{seed}" / f"eval_world{args.world_seed}")
+        if args.captions:
+            test = sa.split_ids(world, "test")
+            for name, path in models.items():
+                per_seed[seed][name] |= sa.caption_eval(path, world, size, test)
     result = {"meta": {"command": "python benchmarks/second_world_check.py" + (" --quick" if args.quick else "")
                        + (f" --work {shown(work)}" if args.work != ap.get_default("work") else "")
-                       + (f" --tables {' '.join(map(shown, tables))}" if args.tables != list(TABLES) else ""),
-                       "world_seed": SECOND_SEED, "videos": SCALE * size["n_videos"],
+                       + (f" --tables {' '.join(map(shown, tables))}" if args.tables != list(TABLES) else "")
+                       + (f" --world-seed {args.world_seed}" if args.world_seed != SECOND_SEED else "")
+                       + (" --captions" if args.captions else "")
+                       + (f" --results {args.results}" if args.results != ap.get_default("results") else ""),
+                       "world_seed": args.world_seed, "captions": args.captions, "videos": SCALE * size["n_videos"],
                        "test_videos": manifest["counts"]["test_videos"],
                        "bench_pairs": sum(json.loads(line)["split"] == "test" for line in open(world / "bench.jsonl")),
                        "tables": [shown(t) for t in tables],
                        "sft_accuracy": [per_seed[s]["sft"]["accuracy"] for s in seeds], "seeds": seeds,
                        "wall_minutes": (time.time() - t0) / 60},
-              "rows": {name: {"method": method, "lr": lr, "tables": from_tables, "changes": changes(per_seed, name)}
+              "rows": {name: {"method": method, "lr": lr, "tables": from_tables,
+                              "changes": changes(per_seed, name, METRICS + (CAPTION_METRICS if args.captions else ()))}
                        for name, (method, lr, from_tables) in rows.items()},
               "per_seed": per_seed}
     from mmalign.io import write_result_json

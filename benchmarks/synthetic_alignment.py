@@ -12,6 +12,8 @@
                                                         # SFT data whose annotator writes purple as blue: an
                                                         # SFT model with a taught hallucination to undo
                                                         # (--results: see the README)
+    python benchmarks/synthetic_alignment.py --base-steps 12000 --base-seed 1 --sft-mislabels purple=blue \
+        --lr-on-all-seeds --primary object_precision    # each lr chosen by caption object precision instead
 
 Where the truth is exact (the synthetic video world, mmalign.world, here with large objects and at
 most 2 per video). Two worlds: the benchmark world (seed 0: held-in train split, held-out test
@@ -48,7 +50,7 @@ Then, for each seed:
          RRPO once more on those pairs' open descriptions alone (the caption pairs): on held-in
          validation videos the yes/no and short-answer pairs moved answers between "yes" and
          "no", the caption pairs did not. Each method's lr is chosen on held-in validation
-         videos (seed 0) by PRIMARY; with --lr-on-all-seeds on every seed's, by the target's
+         videos (seed 0) by PRIMARY (--primary); with --lr-on-all-seeds on every seed's, by the target's
          rule on the per-seed changes (`choose_lrs`; ~13 min more).
 5. eval  every model on the held-out split (the world's test videos, never used above): the
          synthetic hallucination benchmark (paired yes/no questions) and caption-level object
@@ -59,7 +61,10 @@ pair accuracy (a pair counts only when its basic question, answer yes, and its h
 twin, answer no, are both right). The first run used hallucination-question accuracy instead:
 on the held-in validation videos DPO and RRPO then learned to answer "no" to everything
 (hallucination-question accuracy 1.0, pair accuracy 0.0), a metric that rewards a bias; the
-README tells that run's numbers. Pair accuracy cannot be won that way.
+README tells that run's numbers. Pair accuracy cannot be won that way. --primary picks another
+of the target's metrics (JUDGED) before a run; a caption metric (object precision, CHAIR_s) has
+each validation model caption the validation videos, and an lr that changes the objects they
+name by more than 15% on any seed is passed over (the target's length rule).
 
 The RRPO-recipe pairs are balanced before training (`balance_yes_no`): a yes-biased SFT model
 gets wrong mostly the questions whose answer is "no", so its raw pairs can hold many more "no
@@ -100,11 +105,12 @@ from tqdm.auto import tqdm  # noqa: E402
 FULL = dict(n_videos=640, object_sizes=(26, 32), max_objects=2, pretrain_videos=4000, hidden=128, layers=2,
             vision_steps=3000, base_steps=6000, base_lr=5e-4, sft_steps=1000, sft_lr=2e-4, pair_videos=200,
             val_videos=80, align_steps=40, align_lrs=(1e-5, 3e-5, 1e-4, 3e-4), batch_size=8,
-            seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48, base_seed=0, sft_mislabels={})
+            seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48, base_seed=0, sft_mislabels={},
+            primary="accuracy")
 QUICK = dict(n_videos=8, object_sizes=(26, 32), max_objects=2, pretrain_videos=4, hidden=32, layers=1, vision_steps=2,
              base_steps=2, base_lr=5e-4, sft_steps=2, sft_lr=2e-4, pair_videos=3, val_videos=2, align_steps=1,
              align_lrs=(1e-4, 1e-3), batch_size=8, seeds=(0,), temple_magnitudes=[4], caption_tokens=8, base_seed=0,
-             sft_mislabels={})
+             sft_mislabels={}, primary="accuracy")
 PRETRAIN_SEED = 1  # the pretraining world's scenes; the benchmark world is seed 0
 
 METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "temple", "apasi", "mask_dpo", "sft_chosen")
@@ -112,7 +118,7 @@ LABELS = {"sft": "SFT only", "dpo": "DPO", "rrpo": "RRPO", "dpo_open": "DPO, cap
           "rrpo_open": "RRPO, caption pairs only", "temple": "TEMPLE-style", "apasi": "APASI-style",
           "mask_dpo": "Mask-DPO", "sft_chosen": "SFT on chosen (control)"}
 BENCH_SUFFIX = "\nAnswer the question using 'yes' or 'no'."  # the benchmark's own (VideoHallucer) suffix
-PRIMARY = "accuracy"  # the benchmark's pair accuracy; see the module docstring for why not halluc_accuracy
+PRIMARY = FULL["primary"]  # the benchmark's pair accuracy; see the module docstring for why not halluc_accuracy
 
 # Which generator makes each method's pairs, and the training method / loss it is trained with.
 # `answers: truth` = chosen is the truth caption (the synthetic world has it); the rejected side
@@ -621,11 +627,22 @@ def seed_inputs(seed: int, size: dict, world: Path, work: Path, base: Path, bar)
 
 
 def validation_scores(sft: Path, pairs: dict, size: dict, world: Path, work: Path, seed: int, bar) -> dict:
-    """Per method, PRIMARY on the held-in validation videos (used by no pair and left out of SFT)
-    after alignment at each lr of size["align_lrs"], and the seed's SFT model's."""
-    val_bench = validation_bench(world, work, held_in_split(world, size)[1])
+    """Per method, size["primary"] on the held-in validation videos (used by no pair and left out
+    of SFT) after alignment at each lr of size["align_lrs"], and the seed's SFT model's. A caption
+    metric also records the objects each model names there (`mentions`), for the length rule."""
+    val_ids = held_in_split(world, size)[1]
+    val_bench = validation_bench(world, work, val_ids)
     wdir = work / f"seed{seed}"
-    sft_scores = bench_eval({"sft": str(sft)}, val_bench, wdir / "val-sft")["sft"]  # once, not once per method
+    primary = size["primary"]
+
+    def scored(runs: dict[str, str], out: Path) -> dict[str, dict]:
+        res = bench_eval(runs, val_bench, out)
+        if primary in CAPTION_METRICS:
+            for name, path in runs.items():
+                res[name] |= caption_eval(path, world, size, val_ids)
+        return res
+
+    sft_scores = scored({"sft": str(sft)}, wdir / "val-sft")["sft"]  # once, not once per method
     scores = {}
     for method, (pair_name, *_) in TRAIN.items():
         bar.set_description(f"seed {seed}: validation {method}")
@@ -633,29 +650,41 @@ def validation_scores(sft: Path, pairs: dict, size: dict, world: Path, work: Pat
             continue
         runs = {f"lr{lr:g}": align(method, lr, wdir / f"{method}-lr{lr:g}", sft, pairs, size, seed)
                 for lr in size["align_lrs"]}
-        res = bench_eval(runs, val_bench, wdir / f"val-{method}")
-        scores[method] = {"by_lr": {lr: res[f"lr{lr:g}"][PRIMARY] for lr in size["align_lrs"]},
-                          "sft": sft_scores[PRIMARY],
+        res = scored(runs, wdir / f"val-{method}")
+        scores[method] = {"by_lr": {lr: res[f"lr{lr:g}"][primary] for lr in size["align_lrs"]},
+                          "sft": sft_scores[primary],
                           "by_kind": {lr: res[f"lr{lr:g}"]["by_kind"] for lr in size["align_lrs"]},
                           "sft_by_kind": sft_scores["by_kind"]}
+        if primary in CAPTION_METRICS:
+            scores[method] |= {"mentions": {lr: res[f"lr{lr:g}"]["mentions"] for lr in size["align_lrs"]},
+                               "sft_mentions": sft_scores["mentions"]}
     return scores
 
 
-def choose_lrs(scores: dict[int, dict]) -> dict:
+def choose_lrs(scores: dict[int, dict], primary: str = PRIMARY) -> dict:
     """Per method, one alignment lr for every seed, from the validation `scores` of the seeds
-    given (seed -> validation_scores). The target's own rule, on each seed's validation change
-    against its own SFT model: of the lrs whose changes are beyond the spread, the one with the
-    largest mean change; if none is, the largest mean change; ties: the smaller step. On one
-    seed this is the best PRIMARY. The number of steps is fixed (size["align_steps"]), not chosen."""
+    given (seed -> validation_scores) in the metric `primary`. The target's own rule, on each
+    seed's validation change against its own SFT model: of the lrs whose changes are beyond the
+    spread, the one with the largest mean change (the good way); if none is, the largest mean
+    change; ties: the smaller step. On one seed this is the best `primary`. Where the scores
+    hold the objects named (a caption metric), an lr that changes them by more than 15% on any
+    seed is passed over (the target's length rule, on validation), unless every lr does. The
+    number of steps is fixed (size["align_steps"]), not chosen."""
+    lower = primary in LOWER_IS_BETTER
     choice = {}
     for method in dict.fromkeys(m for s in scores.values() for m in s):
         runs = {seed: s[method] for seed, s in scores.items() if method in s}  # seeds whose generator kept pairs
         lrs = list(next(iter(runs.values()))["by_lr"])
         deltas = {lr: [r["by_lr"][lr] - r["sft"] for r in runs.values()] for lr in lrs}
-        best = max(lrs, key=lambda lr: (beyond_spread(deltas[lr]), statistics.mean(deltas[lr]), -lr))
+        named = {lr: [_change(r["mentions"][lr], r["sft_mentions"]) for r in runs.values()]
+                 for lr in lrs if all("mentions" in r for r in runs.values())}
+        within = [lr for lr in lrs if lr not in named or all(abs(c) <= 0.15 for c in named[lr])] or lrs
+        best = max(within, key=lambda lr: (beyond_spread(deltas[lr], lower),
+                                           statistics.mean(deltas[lr]) * (-1 if lower else 1), -lr))
         choice[method] = {"lr": best, "seeds": list(runs), "validation_deltas": deltas,
-                          f"validation_{PRIMARY}": {seed: r["by_lr"] for seed, r in runs.items()},
-                          f"validation_sft_{PRIMARY}": {seed: r["sft"] for seed, r in runs.items()},
+                          **({"validation_objects_named_change": named} if named else {}),
+                          f"validation_{primary}": {seed: r["by_lr"] for seed, r in runs.items()},
+                          f"validation_sft_{primary}": {seed: r["sft"] for seed, r in runs.items()},
                           "validation_by_kind": {seed: r["by_kind"][best] for seed, r in runs.items()},
                           "validation_sft_by_kind": {seed: r["sft_by_kind"] for seed, r in runs.items()}}
     return choice
@@ -758,6 +787,7 @@ def clean_video_check(model_path: str, pairs: Path) -> dict:
 HEADLINE = ("accuracy", "halluc_accuracy", "basic_accuracy", "object_precision", "chair_s", "object_recall")
 JUDGED = ("accuracy", "halluc_accuracy", "object_precision", "chair_s")  # the candidate hallucination metrics
 LOWER_IS_BETTER = ("chair_s",)
+CAPTION_METRICS = ("object_precision", "chair_s")  # scored on generated captions, not on the yes/no pairs
 NAMES = {"accuracy": "pair acc. ↑", "halluc_accuracy": "halluc. q acc. ↑", "basic_accuracy": "basic q acc. ↑",
          "object_precision": "caption obj. precision ↑", "chair_s": "CHAIR_s ↓", "object_recall": "caption obj. recall ↑"}
 
@@ -807,12 +837,13 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
 
 def markdown(table: dict, meta: dict) -> str:
     seeds = meta["seeds"]
+    primary = meta.get("primary", PRIMARY)
     lines = [f"Held-out synthetic world ({meta['test_videos']} test videos, {meta['bench_pairs']} yes/no pairs), "
              f"mean ± std over seeds {seeds} (one SFT model per seed); Δ = mean ± std of the per-seed change vs "
-             f"that seed's own SFT model. Primary metric: {NAMES[PRIMARY]} (fixed before this run; the first run's "
+             f"that seed's own SFT model. Primary metric: {NAMES[primary]} (fixed before this run; the first run's "
              "choice is in the README).", "",
              "| method | " + " | ".join(NAMES[m] for m in HEADLINE)
-             + " | objects named (Δ) | Δ " + NAMES[PRIMARY] + " | beyond spread: " + " / ".join(NAMES[m] for m in JUDGED)
+             + " | objects named (Δ) | Δ " + NAMES[primary] + " | beyond spread: " + " / ".join(NAMES[m] for m in JUDGED)
              + " |", "|---|" + "---|" * (len(HEADLINE) + 3)]
     for name in ("sft",) + METHODS:
         row = table[name]
@@ -824,7 +855,7 @@ def markdown(table: dict, meta: dict) -> str:
             lines.append(f"| {LABELS[name]} | " + " | ".join(cells + [named, "", ""]) + " |")
             continue
         named += f" ({100 * statistics.mean(row['mentions_change']):+.0f}%)"
-        p = row[PRIMARY]
+        p = row[primary]
         beats = " / ".join("**yes**" if row[m]["beats_sft_beyond_spread"] else "no" for m in JUDGED)
         if name in meta.get("no_pairs", {}):
             beats = f"**no pairs** (seeds {meta['no_pairs'][name]}: = SFT)"
@@ -856,8 +887,8 @@ def markdown(table: dict, meta: dict) -> str:
     if meta.get("lrs"):
         lr_seeds = next(iter(meta["lrs"].values())).get("seeds", seeds[:1])
         grid = list(meta["size"]["align_lrs"])
-        how = (f"seed {lr_seeds[0]}, best {NAMES[PRIMARY]} of {grid}" if len(lr_seeds) == 1 else
-               f"seeds {lr_seeds}, of {grid} by each seed's change in {NAMES[PRIMARY]} against its own SFT model: the "
+        how = (f"seed {lr_seeds[0]}, best {NAMES[primary]} of {grid}" if len(lr_seeds) == 1 else
+               f"seeds {lr_seeds}, of {grid} by each seed's change in {NAMES[primary]} against its own SFT model: the "
                "largest mean change beyond the spread, else the largest mean change; the changes in brackets")
 
         def changes(c: dict) -> str:
@@ -984,6 +1015,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-changed-fraction", type=float, default=PAIRS["rrpo_qa"]["rrpo"]["max_changed_fraction"],
                     help="RRPO-recipe pairs (DPO and RRPO train on them): drop open-answer rewrites whose differing "
                          "spans cover more than this share of the two texts")
+    ap.add_argument("--primary", choices=JUDGED, default=PRIMARY,
+                    help="the metric each lr is chosen by on the validation videos (default: pair accuracy; a caption "
+                         "metric captions the validation videos too, and passes over an lr that changes the objects "
+                         "named by more than 15%%); fix it before looking at the held-out split")
     args = ap.parse_args(argv)
     if args.report_only:
         stem = Path(args.results or ROOT / "benchmarks/results") / "synthetic_alignment"
@@ -1007,6 +1042,7 @@ def main(argv=None) -> dict:
         if color not in COLORS or wrong not in COLORS or color == wrong:
             ap.error(f"--sft-mislabels {color}={wrong}: need two different colours of {', '.join(COLORS)}")
     size["sft_mislabels"] = mislabels
+    size["primary"] = args.primary
     # Finished steps are reused by folder, so another pair filter or base recipe needs its own folder.
     default_work = "runs/synthetic_alignment" + ("_quick" if args.quick else "") + (
         f"_mcf{args.max_changed_fraction:g}" if other else "") + "".join(f"_{k}{v}" for k, v in recipe.items()) + "".join(
@@ -1033,7 +1069,8 @@ def main(argv=None) -> dict:
         bar.update(1)
         inputs = {seed: seed_inputs(seed, size, world, work, base, bar) for seed in size["seeds"]}
         lr_seeds = size["seeds"] if args.lr_on_all_seeds else size["seeds"][:1]
-        lrs = choose_lrs({seed: validation_scores(*inputs[seed], size, world, work, seed, bar) for seed in lr_seeds})
+        lrs = choose_lrs({seed: validation_scores(*inputs[seed], size, world, work, seed, bar) for seed in lr_seeds},
+                         size["primary"])
         for seed in size["seeds"]:
             per_seed[seed] = run_seed(seed, size, world, work, inputs[seed], bar, lrs)
     table = aggregate(per_seed)
@@ -1041,9 +1078,10 @@ def main(argv=None) -> dict:
         f" --max-changed-fraction {args.max_changed_fraction:g}" if other else "") + "".join(
         f" --{k.replace('_', '-')} {v}" for k, v in recipe.items()) + (
         f" --sft-mislabels {' '.join(args.sft_mislabels)}" if mislabels else "") + (" --lr-on-all-seeds" if args.lr_on_all_seeds else "") + (
+        f" --primary {args.primary}" if args.primary != PRIMARY else "") + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "") + (
         f" --results {args.results}" if args.results and not args.quick else "")
-    meta = {"command": command, "primary": PRIMARY, "lrs": lrs,
+    meta = {"command": command, "primary": size["primary"], "lrs": lrs,
             "base_validation": base_validation,
             "pair_stages": {s: per_seed[s]["pair_stages"] for s in per_seed},
             "seeds": list(size["seeds"]), "size": size, "wall_minutes": (time.time() - t0) / 60, "reused": reused,

@@ -339,6 +339,62 @@ def test_choose_lrs_takes_the_lr_whose_validation_changes_pass_the_target_rule()
     assert chosen["seeds"] == [0, 2] and chosen["lr"] == 1e-4  # +0.050 / +0.040 against +0.010 / +0.011
 
 
+def test_choose_lrs_by_a_caption_metric_goes_the_good_way_and_keeps_the_length():
+    """--primary chair_s: the good way is down, so the lr with the largest fall wins; an lr that
+    changes the objects named by more than 15% on any seed is passed over (the target's length
+    rule, on validation) unless every lr does."""
+    sa = _module()
+
+    def scores(sft, by_lr, sft_named, named):
+        return {"dpo": {"by_lr": by_lr, "sft": sft, "by_kind": {lr: {} for lr in by_lr}, "sft_by_kind": {},
+                        "mentions": named, "sft_mentions": sft_named}}
+
+    # CHAIR_s changes: 1e-5: -0.01, -0.02; 1e-4: -0.10, -0.08 (names 100 -> 80 on seed 1: -20%); 3e-5: -0.04, -0.05
+    seeds = {0: scores(0.30, {1e-5: 0.29, 3e-5: 0.26, 1e-4: 0.20}, 100, {1e-5: 100, 3e-5: 95, 1e-4: 90}),
+             1: scores(0.40, {1e-5: 0.38, 3e-5: 0.35, 1e-4: 0.32}, 100, {1e-5: 101, 3e-5: 110, 1e-4: 80})}
+    chosen = sa.choose_lrs(seeds, "chair_s")["dpo"]
+    assert chosen["lr"] == 3e-5
+    assert chosen["validation_objects_named_change"][1e-4] == pytest.approx([-0.10, -0.20])
+    assert "validation_chair_s" in chosen
+    # object precision, higher is better: 1e-4 would win on the mean, but it names 20% fewer objects
+    prec = {s: scores(1 - v["dpo"]["sft"], {lr: 1 - x for lr, x in v["dpo"]["by_lr"].items()}, v["dpo"]["sft_mentions"],
+                      v["dpo"]["mentions"]) for s, v in seeds.items()}
+    assert sa.choose_lrs(prec, "object_precision")["dpo"]["lr"] == 3e-5
+    # every lr beyond 15%: the rule alone
+    for s in seeds.values():
+        s["dpo"]["mentions"] = {lr: 50 for lr in s["dpo"]["by_lr"]}
+    assert sa.choose_lrs(seeds, "chair_s")["dpo"]["lr"] == 1e-4
+
+
+def test_primary_caption_metric_from_the_command_line_captions_the_validation_videos(quick_run, monkeypatch):
+    """`--primary object_precision`: each validation model captions the validation videos, the lr
+    follows that metric's validation scores (the objects named recorded beside them), and the
+    report's command and primary say so."""
+    sa, work, _, _ = quick_run
+    res = work.parent / "res_primary"
+    captioned = []
+    caption_eval = sa.caption_eval
+
+    def counting(path, world, size, ids):
+        captioned.append((Path(path).parent.name, tuple(ids)))
+        return caption_eval(path, world, size, ids)
+
+    monkeypatch.setattr(sa, "caption_eval", counting)
+    sa.main(["--quick", "--work", str(work), "--results", str(res), "--primary", "object_precision"])
+    data = json.loads((res / "synthetic_alignment.json").read_text())
+    meta = data["meta"]
+    assert meta["primary"] == "object_precision" and meta["command"].endswith("--quick --primary object_precision")
+    val_ids = tuple(sa.held_in_split(work / "world", sa.QUICK)[1])
+    for method, choice in meta["lrs"].items():
+        assert {(f"{method}-lr{lr:g}", val_ids) for lr in sa.QUICK["align_lrs"]} <= set(captioned)
+        by_lr = choice["validation_object_precision"]["0"]
+        named = choice["validation_objects_named_change"]
+        within = [lr for lr in by_lr if all(abs(c) <= 0.15 for c in named[lr])] or list(by_lr)
+        # one seed: its best score among the lrs within the length rule, ties the smaller lr
+        assert choice["lr"] == float(max(within, key=lambda lr: (by_lr[lr], -float(lr))))
+    assert "Primary metric: caption obj. precision ↑" in (res / "synthetic_alignment.md").read_text()
+
+
 def test_lr_on_all_seeds_from_the_command_line_scores_every_seed_on_validation(quick_run):
     """`--lr-on-all-seeds`: every seed's aligned copies at every lr are scored on the held-in
     validation videos, the one lr per method comes from all of them, and the report says so."""
@@ -394,10 +450,37 @@ def test_second_world_check_scores_the_tables_models_on_a_world_no_model_saw(qui
     for name, row in out["rows"].items():
         scores = out["per_seed"][0]
         assert row["changes"]["accuracy"]["deltas"] == [pytest.approx(scores[name]["accuracy"] - scores["sft"]["accuracy"])]
-        run = json.loads((work / f"seed0/eval_second_world/{name}/run.json").read_text())
+        run = json.loads((work / f"seed0/eval_world{sw.SECOND_SEED}/{name}/run.json").read_text())
         assert Path(run["model"]).resolve() == (work / f"seed0/{name}/final").resolve()
     assert str(work) not in (tmp_path / "sw/second_world.json").read_text()
     assert "| DPO (" in (tmp_path / "sw/second_world.md").read_text()
+
+
+def test_second_world_check_on_another_seed_with_captions(quick_run, tmp_path, capsys):
+    """`--world-seed 3 --captions`: a third unseen world, its test videos captioned by every
+    model; CHAIR_s counts a fall as the good way; a seed the models trained on is refused."""
+    spec = importlib.util.spec_from_file_location("second_world_check", ROOT / "benchmarks/second_world_check.py")
+    sw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sw)
+    sa, work, res, _ = quick_run
+    out = sw.main(["--quick", "--work", str(work), "--tables", str(res / "synthetic_alignment.json"),
+                   "--results", str(tmp_path / "w3"), "--world-seed", "3", "--captions"])
+    third = work / "second_world_seed3"
+    assert not _scenes(third) & (_scenes(work / "world") | _scenes(work / "pretrain_world")
+                                 | _scenes(work / f"second_world_seed{sw.SECOND_SEED}"))
+    assert out["meta"]["world_seed"] == 3 and out["meta"]["command"].endswith("--world-seed 3 --captions --results "
+                                                                              + str(tmp_path / "w3"))
+    scores = out["per_seed"][0]
+    for name, row in out["rows"].items():
+        c = row["changes"]["chair_s"]
+        assert c["deltas"] == [pytest.approx(scores[name]["chair_s"] - scores["sft"]["chair_s"])]
+        assert c["beyond_spread"] == (c["deltas"][0] < 0)  # one seed: the rule is its sign, downwards
+        if scores["sft"]["mentions"]:
+            assert row["changes"]["objects_named"] == [pytest.approx(scores[name]["mentions"] / scores["sft"]["mentions"] - 1)]
+    assert "Δ CHAIR_s ↓ per seed" in (tmp_path / "w3/second_world.md").read_text()
+    with pytest.raises(SystemExit):
+        sw.main(["--quick", "--work", str(work), "--world-seed", "0"])
+    assert "that world is not unseen" in capsys.readouterr().err
 
 
 def _world_mix(world: Path, splits: tuple[str, ...], exclude: set[str], suffix: str) -> list[dict]:
