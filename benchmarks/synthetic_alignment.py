@@ -14,6 +14,7 @@
                                                         # (--results: see the README)
     python benchmarks/synthetic_alignment.py --base-steps 12000 --base-seed 1 --sft-mislabels purple=blue \
         --lr-on-all-seeds --primary object_precision    # each lr chosen by caption object precision instead
+        [--guard accuracy]                              # ... among the lrs that do not lower pair accuracy there
 
 Where the truth is exact (the synthetic video world, mmalign.world, here with large objects and at
 most 2 per video). Two worlds: the benchmark world (seed 0: held-in train split, held-out test
@@ -106,11 +107,11 @@ FULL = dict(n_videos=640, object_sizes=(26, 32), max_objects=2, pretrain_videos=
             vision_steps=3000, base_steps=6000, base_lr=5e-4, sft_steps=1000, sft_lr=2e-4, pair_videos=200,
             val_videos=80, align_steps=40, align_lrs=(1e-5, 3e-5, 1e-4, 3e-4), batch_size=8,
             seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48, base_seed=0, sft_mislabels={},
-            primary="accuracy")
+            primary="accuracy", guard=None)
 QUICK = dict(n_videos=8, object_sizes=(26, 32), max_objects=2, pretrain_videos=4, hidden=32, layers=1, vision_steps=2,
              base_steps=2, base_lr=5e-4, sft_steps=2, sft_lr=2e-4, pair_videos=3, val_videos=2, align_steps=1,
              align_lrs=(1e-4, 1e-3), batch_size=8, seeds=(0,), temple_magnitudes=[4], caption_tokens=8, base_seed=0,
-             sft_mislabels={}, primary="accuracy")
+             sft_mislabels={}, primary="accuracy", guard=None)
 PRETRAIN_SEED = 1  # the pretraining world's scenes; the benchmark world is seed 0
 
 METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "temple", "apasi", "mask_dpo", "sft_chosen")
@@ -654,21 +655,25 @@ def validation_scores(sft: Path, pairs: dict, size: dict, world: Path, work: Pat
         scores[method] = {"by_lr": {lr: res[f"lr{lr:g}"][primary] for lr in size["align_lrs"]},
                           "sft": sft_scores[primary],
                           "by_kind": {lr: res[f"lr{lr:g}"]["by_kind"] for lr in size["align_lrs"]},
-                          "sft_by_kind": sft_scores["by_kind"]}
+                          "sft_by_kind": sft_scores["by_kind"],
+                          "bench": {lr: {m: res[f"lr{lr:g}"][m] for m in GUARDS} for lr in size["align_lrs"]},
+                          "sft_bench": {m: sft_scores[m] for m in GUARDS}}
         if primary in CAPTION_METRICS:
             scores[method] |= {"mentions": {lr: res[f"lr{lr:g}"]["mentions"] for lr in size["align_lrs"]},
                                "sft_mentions": sft_scores["mentions"]}
     return scores
 
 
-def choose_lrs(scores: dict[int, dict], primary: str = PRIMARY) -> dict:
+def choose_lrs(scores: dict[int, dict], primary: str = PRIMARY, guard: str | None = None) -> dict:
     """Per method, one alignment lr for every seed, from the validation `scores` of the seeds
     given (seed -> validation_scores) in the metric `primary`. The target's own rule, on each
     seed's validation change against its own SFT model: of the lrs whose changes are beyond the
     spread, the one with the largest mean change (the good way); if none is, the largest mean
     change; ties: the smaller step. On one seed this is the best `primary`. Where the scores
     hold the objects named (a caption metric), an lr that changes them by more than 15% on any
-    seed is passed over (the target's length rule, on validation), unless every lr does. The
+    seed is passed over (the target's length rule, on validation), unless every lr does. With a
+    `guard` (one of GUARDS), an lr whose mean validation change in it is below zero is passed
+    over too (a gain in `primary` bought with the yes/no answers), unless every lr left is. The
     number of steps is fixed (size["align_steps"]), not chosen."""
     lower = primary in LOWER_IS_BETTER
     choice = {}
@@ -679,10 +684,13 @@ def choose_lrs(scores: dict[int, dict], primary: str = PRIMARY) -> dict:
         named = {lr: [_change(r["mentions"][lr], r["sft_mentions"]) for r in runs.values()]
                  for lr in lrs if all("mentions" in r for r in runs.values())}
         within = [lr for lr in lrs if lr not in named or all(abs(c) <= 0.15 for c in named[lr])] or lrs
+        guarded = {lr: [r["bench"][lr][guard] - r["sft_bench"][guard] for r in runs.values()] for lr in lrs} if guard else {}
+        within = [lr for lr in within if not guard or statistics.mean(guarded[lr]) >= -1e-9] or within
         best = max(within, key=lambda lr: (beyond_spread(deltas[lr], lower),
                                            statistics.mean(deltas[lr]) * (-1 if lower else 1), -lr))
         choice[method] = {"lr": best, "seeds": list(runs), "validation_deltas": deltas,
                           **({"validation_objects_named_change": named} if named else {}),
+                          **({"guard": guard, f"validation_{guard}_deltas": guarded} if guard else {}),
                           f"validation_{primary}": {seed: r["by_lr"] for seed, r in runs.items()},
                           f"validation_sft_{primary}": {seed: r["sft"] for seed, r in runs.items()},
                           "validation_by_kind": {seed: r["by_kind"][best] for seed, r in runs.items()},
@@ -788,6 +796,7 @@ HEADLINE = ("accuracy", "halluc_accuracy", "basic_accuracy", "object_precision",
 JUDGED = ("accuracy", "halluc_accuracy", "object_precision", "chair_s")  # the candidate hallucination metrics
 LOWER_IS_BETTER = ("chair_s",)
 CAPTION_METRICS = ("object_precision", "chair_s")  # scored on generated captions, not on the yes/no pairs
+GUARDS = ("accuracy", "halluc_accuracy")  # --guard: the yes/no metrics an lr choice may be told not to lower
 NAMES = {"accuracy": "pair acc. ↑", "halluc_accuracy": "halluc. q acc. ↑", "basic_accuracy": "basic q acc. ↑",
          "object_precision": "caption obj. precision ↑", "chair_s": "CHAIR_s ↓", "object_recall": "caption obj. recall ↑"}
 
@@ -890,6 +899,10 @@ def markdown(table: dict, meta: dict) -> str:
         how = (f"seed {lr_seeds[0]}, best {NAMES[primary]} of {grid}" if len(lr_seeds) == 1 else
                f"seeds {lr_seeds}, of {grid} by each seed's change in {NAMES[primary]} against its own SFT model: the "
                "largest mean change beyond the spread, else the largest mean change; the changes in brackets")
+        if meta["size"].get("primary", PRIMARY) in CAPTION_METRICS:
+            how += "; passing over an lr that changes the objects named by more than 15% on a seed"
+        if meta["size"].get("guard"):
+            how += f"; and one whose mean change in {NAMES[meta['size']['guard']]} is below zero"
 
         def changes(c: dict) -> str:
             if len(lr_seeds) == 1:
@@ -1019,6 +1032,9 @@ def main(argv=None) -> dict:
                     help="the metric each lr is chosen by on the validation videos (default: pair accuracy; a caption "
                          "metric captions the validation videos too, and passes over an lr that changes the objects "
                          "named by more than 15%%); fix it before looking at the held-out split")
+    ap.add_argument("--guard", choices=GUARDS, default=None,
+                    help="pass over an lr whose mean change in this yes/no metric on the validation videos is below "
+                         "zero (with --primary object_precision: no caption gain bought with the yes/no answers)")
     args = ap.parse_args(argv)
     if args.report_only:
         stem = Path(args.results or ROOT / "benchmarks/results") / "synthetic_alignment"
@@ -1042,7 +1058,7 @@ def main(argv=None) -> dict:
         if color not in COLORS or wrong not in COLORS or color == wrong:
             ap.error(f"--sft-mislabels {color}={wrong}: need two different colours of {', '.join(COLORS)}")
     size["sft_mislabels"] = mislabels
-    size["primary"] = args.primary
+    size["primary"], size["guard"] = args.primary, args.guard
     # Finished steps are reused by folder, so another pair filter or base recipe needs its own folder.
     default_work = "runs/synthetic_alignment" + ("_quick" if args.quick else "") + (
         f"_mcf{args.max_changed_fraction:g}" if other else "") + "".join(f"_{k}{v}" for k, v in recipe.items()) + "".join(
@@ -1070,7 +1086,7 @@ def main(argv=None) -> dict:
         inputs = {seed: seed_inputs(seed, size, world, work, base, bar) for seed in size["seeds"]}
         lr_seeds = size["seeds"] if args.lr_on_all_seeds else size["seeds"][:1]
         lrs = choose_lrs({seed: validation_scores(*inputs[seed], size, world, work, seed, bar) for seed in lr_seeds},
-                         size["primary"])
+                         size["primary"], size["guard"])
         for seed in size["seeds"]:
             per_seed[seed] = run_seed(seed, size, world, work, inputs[seed], bar, lrs)
     table = aggregate(per_seed)
@@ -1079,6 +1095,7 @@ def main(argv=None) -> dict:
         f" --{k.replace('_', '-')} {v}" for k, v in recipe.items()) + (
         f" --sft-mislabels {' '.join(args.sft_mislabels)}" if mislabels else "") + (" --lr-on-all-seeds" if args.lr_on_all_seeds else "") + (
         f" --primary {args.primary}" if args.primary != PRIMARY else "") + (
+        f" --guard {args.guard}" if args.guard else "") + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "") + (
         f" --results {args.results}" if args.results and not args.quick else "")
     meta = {"command": command, "primary": size["primary"], "lrs": lrs,

@@ -366,6 +366,30 @@ def test_choose_lrs_by_a_caption_metric_goes_the_good_way_and_keeps_the_length()
     assert sa.choose_lrs(seeds, "chair_s")["dpo"]["lr"] == 1e-4
 
 
+def test_choose_lrs_with_a_guard_passes_over_an_lr_that_lowers_the_yes_no_answers():
+    """--guard accuracy: the caption metric's best lr is passed over when its mean validation
+    change in pair accuracy is below zero; if every lr lowers it, the guard gives way."""
+    sa = _module()
+
+    def scores(sft, by_lr, sft_acc, acc):
+        return {"dpo": {"by_lr": by_lr, "sft": sft, "by_kind": {lr: {} for lr in by_lr}, "sft_by_kind": {},
+                        "mentions": {lr: 100 for lr in by_lr}, "sft_mentions": 100,
+                        "bench": {lr: {"accuracy": a, "halluc_accuracy": 0.9} for lr, a in acc.items()},
+                        "sft_bench": {"accuracy": sft_acc, "halluc_accuracy": 0.9}}}
+
+    # precision: 3e-4 gains most (+0.06, +0.05) but pair accuracy -0.10, +0.02 (mean -0.04); 1e-4: +0.02, +0.03
+    # with pair accuracy +0.01, -0.01 (mean 0: kept)
+    seeds = {0: scores(0.80, {1e-4: 0.82, 3e-4: 0.86}, 0.60, {1e-4: 0.61, 3e-4: 0.50}),
+             1: scores(0.70, {1e-4: 0.73, 3e-4: 0.75}, 0.70, {1e-4: 0.69, 3e-4: 0.72})}
+    assert sa.choose_lrs(seeds, "object_precision")["dpo"]["lr"] == 3e-4
+    chosen = sa.choose_lrs(seeds, "object_precision", "accuracy")["dpo"]
+    assert chosen["lr"] == 1e-4 and chosen["guard"] == "accuracy"
+    assert chosen["validation_accuracy_deltas"][3e-4] == pytest.approx([-0.10, 0.02])
+    assert sa.choose_lrs(seeds, "object_precision", "halluc_accuracy")["dpo"]["lr"] == 3e-4  # unchanged there
+    seeds[1]["dpo"]["bench"][1e-4]["accuracy"] = 0.60  # now both lower it: the guard gives way
+    assert sa.choose_lrs(seeds, "object_precision", "accuracy")["dpo"]["lr"] == 3e-4
+
+
 def test_primary_caption_metric_from_the_command_line_captions_the_validation_videos(quick_run, monkeypatch):
     """`--primary object_precision`: each validation model captions the validation videos, the lr
     follows that metric's validation scores (the objects named recorded beside them), and the
@@ -380,19 +404,23 @@ def test_primary_caption_metric_from_the_command_line_captions_the_validation_vi
         return caption_eval(path, world, size, ids)
 
     monkeypatch.setattr(sa, "caption_eval", counting)
-    sa.main(["--quick", "--work", str(work), "--results", str(res), "--primary", "object_precision"])
+    sa.main(["--quick", "--work", str(work), "--results", str(res), "--primary", "object_precision",
+             "--guard", "accuracy"])
     data = json.loads((res / "synthetic_alignment.json").read_text())
     meta = data["meta"]
-    assert meta["primary"] == "object_precision" and meta["command"].endswith("--quick --primary object_precision")
+    assert meta["primary"] == "object_precision" and meta["size"]["guard"] == "accuracy"
+    assert meta["command"].endswith("--quick --primary object_precision --guard accuracy")
     val_ids = tuple(sa.held_in_split(work / "world", sa.QUICK)[1])
     for method, choice in meta["lrs"].items():
         assert {(f"{method}-lr{lr:g}", val_ids) for lr in sa.QUICK["align_lrs"]} <= set(captioned)
         by_lr = choice["validation_object_precision"]["0"]
         named = choice["validation_objects_named_change"]
         within = [lr for lr in by_lr if all(abs(c) <= 0.15 for c in named[lr])] or list(by_lr)
+        within = [lr for lr in within if choice["validation_accuracy_deltas"][lr][0] >= 0] or within
         # one seed: its best score among the lrs within the length rule, ties the smaller lr
         assert choice["lr"] == float(max(within, key=lambda lr: (by_lr[lr], -float(lr))))
-    assert "Primary metric: caption obj. precision ↑" in (res / "synthetic_alignment.md").read_text()
+    md = (res / "synthetic_alignment.md").read_text()
+    assert "Primary metric: caption obj. precision ↑" in md and "mean change in pair acc. ↑ is below zero" in md
 
 
 def test_lr_on_all_seeds_from_the_command_line_scores_every_seed_on_validation(quick_run):
