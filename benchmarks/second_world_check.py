@@ -69,7 +69,7 @@ def changes(per_seed: dict, name: str, metrics: tuple[str, ...] = METRICS) -> di
                        "std": statistics.stdev(deltas) if len(deltas) > 1 else 0.0,
                        "beyond_spread": sa.beyond_spread(deltas, metric in sa.LOWER_IS_BETTER)}
     if "mentions" in per_seed[next(iter(per_seed))][name]:
-        out["objects_named"] = [sa._change(per_seed[s][name]["mentions"], per_seed[s]["sft"]["mentions"])
+        out["objects_named"] = [sa.relative_change(per_seed[s][name]["mentions"], per_seed[s]["sft"]["mentions"])
                                 for s in per_seed]
     return out
 
@@ -85,14 +85,14 @@ def markdown(result: dict) -> str:
              "|---|---|" + "---|---|" * len(metrics) + ("---|" if meta.get("captions") else "")]
     for name, row in result["rows"].items():
         cells = []
-        if meta.get("captions"):
-            cells_named = [", ".join(f"{100 * c:+.0f}%" for c in row["changes"]["objects_named"])]
         for m in metrics:
             c = row["changes"][m]
             cells += [", ".join(f"{d:+.3f}" for d in c["deltas"]),
                       f"{c['mean']:+.3f} ± {c['std']:.3f}" + (" (beyond the spread)" if c["beyond_spread"] else "")]
+        if meta.get("captions"):
+            cells.append(", ".join(f"{100 * c:+.0f}%" for c in row["changes"]["objects_named"]))
         lines.append(f"| {sa.LABELS[row['method']]} ({row['lr']:g}) | {', '.join(row['tables'])} | "
-                     + " | ".join(cells + (cells_named if meta.get("captions") else [])) + " |")
+                     + " | ".join(cells) + " |")
     lines += ["", f"Wall time {meta['wall_minutes']:.1f} min; regenerate with `{meta['command']}`."]
     return "\n".join(lines) + "\n"
 

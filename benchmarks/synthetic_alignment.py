@@ -681,7 +681,7 @@ def choose_lrs(scores: dict[int, dict], primary: str = PRIMARY, guard: str | Non
         runs = {seed: s[method] for seed, s in scores.items() if method in s}  # seeds whose generator kept pairs
         lrs = list(next(iter(runs.values()))["by_lr"])
         deltas = {lr: [r["by_lr"][lr] - r["sft"] for r in runs.values()] for lr in lrs}
-        named = {lr: [_change(r["mentions"][lr], r["sft_mentions"]) for r in runs.values()]
+        named = {lr: [relative_change(r["mentions"][lr], r["sft_mentions"]) for r in runs.values()]
                  for lr in lrs if all("mentions" in r for r in runs.values())}
         within = [lr for lr in lrs if lr not in named or all(abs(c) <= 0.15 for c in named[lr])] or lrs
         guarded = {lr: [r["bench"][lr][guard] - r["sft_bench"][guard] for r in runs.values()] for lr in lrs} if guard else {}
@@ -809,7 +809,7 @@ def beyond_spread(deltas: list[float], lower_is_better: bool = False) -> bool:
     return all(d > 0 for d in signed) and statistics.mean(signed) > 2 * spread
 
 
-def _change(value: float, base: float) -> float:
+def relative_change(value: float, base: float) -> float:
     return (value / base - 1) if base else (0.0 if value == 0 else float("inf"))
 
 
@@ -833,7 +833,7 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
                                        "pairs": per_seed[next(iter(per_seed))][name]["pairs_by_colour"][f"{side}_pairs"]}
                                 for side in ("coloured", "other")}
         row["mentions"] = [per_seed[s][name]["mentions"] for s in per_seed]
-        row["mentions_change"] = [_change(per_seed[s][name]["mentions"], per_seed[s]["sft"]["mentions"])
+        row["mentions_change"] = [relative_change(per_seed[s][name]["mentions"], per_seed[s]["sft"]["mentions"])
                                   for s in per_seed]
         table[name] = row
     for name in METHODS:
