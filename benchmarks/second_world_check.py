@@ -53,7 +53,7 @@ def rows_to_score(metas: dict[Path, dict]) -> dict[str, tuple[str, float, list[s
     for table, meta in metas.items():
         for method, choice in meta["lrs"].items():
             if method in METHODS:
-                name = f"{method}-lr{choice['lr']:g}"
+                name = sa.run_name(method, choice["lr"], meta["size"])
                 rows.setdefault(name, (method, choice["lr"], []))[2].append(shown(table))
     return rows
 

@@ -14,7 +14,9 @@
                                                         # (--results: see the README)
     python benchmarks/synthetic_alignment.py --base-steps 12000 --base-seed 1 --sft-mislabels purple=blue \
         --lr-on-all-seeds --primary object_precision    # each lr chosen by caption object precision instead
-        [--guard accuracy]                              # ... among the lrs that do not lower pair accuracy there
+        [--guard accuracy] [--align-steps 120] [--methods dpo rrpo]
+                                                        # ... among the lrs that keep pair accuracy there;
+                                                        # other steps; only these rows
 
 Where the truth is exact (the synthetic video world, mmalign.world, here with large objects and at
 most 2 per video). Two worlds: the benchmark world (seed 0: held-in train split, held-out test
@@ -95,6 +97,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "temple", "apasi", "mask_dpo", "sft_chosen")
+
 # Sizes. FULL takes ~27 min on 2 CPU cores (the budget is 30; timed in the README section); QUICK is a smoke test.
 # The world's objects are large (26-32 px of a 64 px frame) and at most 2 per video: with the default
 # 14-20 px objects, a model this small trained from scratch never learned to read the video.
@@ -107,14 +111,13 @@ FULL = dict(n_videos=640, object_sizes=(26, 32), max_objects=2, pretrain_videos=
             vision_steps=3000, base_steps=6000, base_lr=5e-4, sft_steps=1000, sft_lr=2e-4, pair_videos=200,
             val_videos=80, align_steps=40, align_lrs=(1e-5, 3e-5, 1e-4, 3e-4), batch_size=8,
             seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48, base_seed=0, sft_mislabels={},
-            primary="accuracy", guard=None)
+            primary="accuracy", guard=None, methods=METHODS)
 QUICK = dict(n_videos=8, object_sizes=(26, 32), max_objects=2, pretrain_videos=4, hidden=32, layers=1, vision_steps=2,
              base_steps=2, base_lr=5e-4, sft_steps=2, sft_lr=2e-4, pair_videos=3, val_videos=2, align_steps=1,
              align_lrs=(1e-4, 1e-3), batch_size=8, seeds=(0,), temple_magnitudes=[4], caption_tokens=8, base_seed=0,
-             sft_mislabels={}, primary="accuracy", guard=None)
+             sft_mislabels={}, primary="accuracy", guard=None, methods=METHODS)
 PRETRAIN_SEED = 1  # the pretraining world's scenes; the benchmark world is seed 0
 
-METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "temple", "apasi", "mask_dpo", "sft_chosen")
 LABELS = {"sft": "SFT only", "dpo": "DPO", "rrpo": "RRPO", "dpo_open": "DPO, caption pairs only",
           "rrpo_open": "RRPO, caption pairs only", "temple": "TEMPLE-style", "apasi": "APASI-style",
           "mask_dpo": "Mask-DPO", "sft_chosen": "SFT on chosen (control)"}
@@ -606,6 +609,12 @@ def held_in_split(world: Path, size: dict) -> tuple[list[str], list[str]]:
     return train[:size["pair_videos"]], train[size["pair_videos"]:size["pair_videos"] + size["val_videos"]]
 
 
+def run_name(method: str, lr: float, size: dict) -> str:
+    """An aligned copy's folder: the method and lr, and the steps when --align-steps changed them
+    (finished runs are reused by folder, and one of other steps must not be taken for it)."""
+    return f"{method}-lr{lr:g}" + size.get("align_suffix", "")
+
+
 def align(method: str, lr: float, out: Path, sft: Path, pairs: dict, size: dict, seed: int) -> str:
     pair_name, train_method, loss, data = TRAIN[method]
     records = chosen_records(pairs[pair_name]) if train_method == "sft" else pairs[pair_name]
@@ -647,11 +656,11 @@ def validation_scores(sft: Path, pairs: dict, size: dict, world: Path, work: Pat
     scores = {}
     for method, (pair_name, *_) in TRAIN.items():
         bar.set_description(f"seed {seed}: validation {method}")
-        if pairs[pair_name].stat().st_size == 0:
+        if method not in size["methods"] or pairs[pair_name].stat().st_size == 0:
             continue
-        runs = {f"lr{lr:g}": align(method, lr, wdir / f"{method}-lr{lr:g}", sft, pairs, size, seed)
+        runs = {f"lr{lr:g}": align(method, lr, wdir / run_name(method, lr, size), sft, pairs, size, seed)
                 for lr in size["align_lrs"]}
-        res = scored(runs, wdir / f"val-{method}")
+        res = scored(runs, wdir / f"val-{method}{size.get('align_suffix', '')}")  # its predictions, per steps
         scores[method] = {"by_lr": {lr: res[f"lr{lr:g}"][primary] for lr in size["align_lrs"]},
                           "sft": sft_scores[primary],
                           "by_kind": {lr: res[f"lr{lr:g}"]["by_kind"] for lr in size["align_lrs"]},
@@ -705,13 +714,15 @@ def run_seed(seed: int, size: dict, world: Path, work: Path, inputs: tuple[Path,
     sft, pairs = inputs
     models, no_pairs = {"sft": str(sft)}, []
     for method, (pair_name, *_) in TRAIN.items():
+        if method not in size["methods"]:
+            continue
         bar.set_description(f"seed {seed}: align {method}")
         if method not in lrs or pairs[pair_name].stat().st_size == 0:  # no pair kept: the method cannot train
             models[method] = str(sft)
             no_pairs.append(method)
         else:
             lr = lrs[method]["lr"]
-            models[method] = align(method, lr, wdir / f"{method}-lr{lr:g}", sft, pairs, size, seed)
+            models[method] = align(method, lr, wdir / run_name(method, lr, size), sft, pairs, size, seed)
         bar.update(1)
     bar.set_description(f"seed {seed}: eval")
     distinct = {name: path for name, path in models.items() if name == "sft" or name not in no_pairs}
@@ -801,6 +812,12 @@ NAMES = {"accuracy": "pair acc. ↑", "halluc_accuracy": "halluc. q acc. ↑", "
          "object_precision": "caption obj. precision ↑", "chair_s": "CHAIR_s ↓", "object_recall": "caption obj. recall ↑"}
 
 
+def shown_methods(rows: dict) -> tuple[str, ...]:
+    """The METHODS a run trained (--methods), in METHODS' order: those `rows` (a table or one
+    seed's results) hold."""
+    return tuple(m for m in METHODS if m in rows)
+
+
 def beyond_spread(deltas: list[float], lower_is_better: bool = False) -> bool:
     """The issue's rule: every seed's delta against its own SFT model points the good way, and
     the mean delta exceeds twice the deltas' std."""
@@ -814,8 +831,9 @@ def relative_change(value: float, base: float) -> float:
 
 
 def aggregate(per_seed: dict[int, dict]) -> dict:
+    methods = shown_methods(per_seed[next(iter(per_seed))])
     table = {}
-    for name in ("sft",) + METHODS:
+    for name in ("sft",) + methods:
         row = {}
         for metric in HEADLINE:
             vals = [per_seed[s][name][metric] for s in per_seed]
@@ -836,7 +854,7 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
         row["mentions_change"] = [relative_change(per_seed[s][name]["mentions"], per_seed[s]["sft"]["mentions"])
                                   for s in per_seed]
         table[name] = row
-    for name in METHODS:
+    for name in methods:
         for metric in JUDGED:
             r = table[name][metric]
             r["beats_sft_beyond_spread"] = beyond_spread(r["deltas"], metric in LOWER_IS_BETTER)
@@ -847,6 +865,7 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
 def markdown(table: dict, meta: dict) -> str:
     seeds = meta["seeds"]
     primary = meta.get("primary", PRIMARY)
+    methods = shown_methods(table)
     lines = [f"Held-out synthetic world ({meta['test_videos']} test videos, {meta['bench_pairs']} yes/no pairs), "
              f"mean ± std over seeds {seeds} (one SFT model per seed); Δ = mean ± std of the per-seed change vs "
              f"that seed's own SFT model. Primary metric: {NAMES[primary]} (fixed before this run; the first run's "
@@ -854,7 +873,7 @@ def markdown(table: dict, meta: dict) -> str:
              "| method | " + " | ".join(NAMES[m] for m in HEADLINE)
              + " | objects named (Δ) | Δ " + NAMES[primary] + " | beyond spread: " + " / ".join(NAMES[m] for m in JUDGED)
              + " |", "|---|" + "---|" * (len(HEADLINE) + 3)]
-    for name in ("sft",) + METHODS:
+    for name in ("sft",) + methods:
         row = table[name]
         silent = not any(row.get("mentions", [1]))  # no caption named any object: precision undefined
         cells = [("n/a (no object named)" if silent and m in ("object_precision", "chair_s") else
@@ -870,12 +889,12 @@ def markdown(table: dict, meta: dict) -> str:
             beats = f"**no pairs** (seeds {meta['no_pairs'][name]}: = SFT)"
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells + [named, f"{p['delta_mean']:+.3f} ± {p['deltas_std']:.3f}",
                                                             beats]) + " |")
-    kinds = sorted({k for name in ("sft",) + METHODS for k in table[name].get("by_kind", {})})
+    kinds = sorted({k for name in ("sft",) + methods for k in table[name].get("by_kind", {})})
     if kinds:
         lines += ["", "Pair accuracy per question kind on the held-out split, mean over seeds:", "",
                   "| method | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
         lines += [f"| {LABELS[name]} | " + " | ".join(f"{table[name]['by_kind'].get(k, 0.0):.3f}" for k in kinds) + " |"
-                  for name in ("sft",) + METHODS]
+                  for name in ("sft",) + methods]
     if "by_colour" in table["sft"]:
         sides = table["sft"]["by_colour"]
         wrong = ", ".join(f"{a} as {b}" for a, b in meta["size"]["sft_mislabels"].items())
@@ -883,7 +902,7 @@ def markdown(table: dict, meta: dict) -> str:
                   f"mislabels ({wrong}; {sides['coloured']['pairs']} pairs) and on the others "
                   f"({sides['other']['pairs']} pairs), mean over seeds; Δ per seed against its own SFT model:", "",
                   "| method | mislabelled colour | Δ per seed | other videos | Δ per seed |", "|---|---|---|---|---|"]
-        for name in ("sft",) + METHODS:
+        for name in ("sft",) + methods:
             c = table[name]["by_colour"]
             lines.append(f"| {LABELS[name]} | " + " | ".join(
                 f"{c[side]['mean']:.3f} | " + ("" if name == "sft" else ", ".join(f"{d:+.3f}" for d in c[side]["deltas"]))
@@ -910,7 +929,8 @@ def markdown(table: dict, meta: dict) -> str:
             deltas = next(v for k, v in c["validation_deltas"].items() if float(k) == c["lr"])
             return " (" + ", ".join(f"{d:+.3f}" for d in deltas) + ")"
 
-        lines += ["", f"Alignment lr per method, chosen on held-in validation videos ({how}): "
+        lines += ["", f"Alignment lr per method ({meta['size']['align_steps']} steps of {meta['size']['batch_size']} "
+                  f"pairs), chosen on held-in validation videos ({how}): "
                   + ", ".join(f"{LABELS[m]} {c['lr']:g}{changes(c)}" for m, c in meta["lrs"].items()) + "."]
     if meta.get("pair_stages"):
         lines += ["", "RRPO-recipe pairs (DPO and RRPO train on them), per seed: questions asked on the perturbed "
@@ -955,7 +975,8 @@ def figure(table: dict, meta: dict):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ("sft",) + METHODS
+    methods = shown_methods(table)
+    names = ("sft",) + methods
     colors = ["#888888" if n == "sft" else "#bbbbbb" if n == "sft_chosen" else "#3b7dd8" for n in names]
     ticks = [LABELS[n].replace(" (control)", "\n(control)") for n in names]
     fig, axes = plt.subplots(2, len(JUDGED), figsize=(5.2 * len(JUDGED), 8.2))
@@ -973,13 +994,13 @@ def figure(table: dict, meta: dict):
         ax.set_title(NAMES[metric])
         lo = min(min(table[n][metric]["values"]) for n in names)
         ax.set_ylim(max(0.0, lo - 0.1), min(1.0, max(m + e for m, e in zip(means, errs)) + 0.05) + 0.05)
-        deltas = [table[n][metric]["deltas"] for n in METHODS]
-        delta_ax.bar(range(len(METHODS)), [statistics.mean(d) for d in deltas], color=colors[1:],
+        deltas = [table[n][metric]["deltas"] for n in methods]
+        delta_ax.bar(range(len(methods)), [statistics.mean(d) for d in deltas], color=colors[1:],
                      yerr=[2 * (statistics.stdev(d) if len(d) > 1 else 0.0) for d in deltas], capsize=4)
         for i, d in enumerate(deltas):
             delta_ax.scatter([i] * len(d), d, color="k", s=8, zorder=3)
         delta_ax.axhline(0, color="#888888", lw=1)
-        delta_ax.set_xticks(range(len(METHODS)), ticks[1:], rotation=30, ha="right", fontsize=8)
+        delta_ax.set_xticks(range(len(methods)), ticks[1:], rotation=30, ha="right", fontsize=8)
         delta_ax.set_title(f"Δ {NAMES[metric]} vs own SFT (bar ± 2 std)")
     fig.suptitle(f"Synthetic world, held-out split: mean ± std over seeds {meta['seeds']} (dots: seeds)")
     fig.tight_layout()
@@ -1032,6 +1053,11 @@ def main(argv=None) -> dict:
                     help="the metric each lr is chosen by on the validation videos (default: pair accuracy; a caption "
                          "metric captions the validation videos too, and passes over an lr that changes the objects "
                          "named by more than 15%%); fix it before looking at the held-out split")
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=None,
+                    help="train and score only these rows (default: all); the SFT row is always there")
+    ap.add_argument("--align-steps", type=int, default=None,
+                    help=f"alignment steps of every method (default {FULL['align_steps']}); the aligned copies get "
+                         "folders of their own, the rest of the work folder is shared")
     ap.add_argument("--guard", choices=GUARDS, default=None,
                     help="pass over an lr whose mean change in this yes/no metric on the validation videos is below "
                          "zero (with --primary object_precision: no caption gain bought with the yes/no answers)")
@@ -1059,6 +1085,12 @@ def main(argv=None) -> dict:
             ap.error(f"--sft-mislabels {color}={wrong}: need two different colours of {', '.join(COLORS)}")
     size["sft_mislabels"] = mislabels
     size["primary"], size["guard"] = args.primary, args.guard
+    if args.methods:
+        size["methods"] = tuple(m for m in METHODS if m in args.methods)
+    if args.align_steps is not None and args.align_steps != size["align_steps"]:
+        if args.align_steps < 1:
+            ap.error(f"--align-steps {args.align_steps}: need at least 1")
+        size["align_steps"], size["align_suffix"] = args.align_steps, f"-steps{args.align_steps}"
     # Finished steps are reused by folder, so another pair filter or base recipe needs its own folder.
     default_work = "runs/synthetic_alignment" + ("_quick" if args.quick else "") + (
         f"_mcf{args.max_changed_fraction:g}" if other else "") + "".join(f"_{k}{v}" for k, v in recipe.items()) + "".join(
@@ -1077,7 +1109,7 @@ def main(argv=None) -> dict:
     manifest = build_world(world, n_videos=size["n_videos"], seed=0, object_sizes=size["object_sizes"],
                            max_objects=size["max_objects"], show_progress=False)
     _cache_videos(size["n_videos"] + size["pretrain_videos"])
-    steps_per_seed = len(PAIRS) + len(METHODS) + 1
+    steps_per_seed = len(PAIRS) + len(size["methods"]) + 1
     per_seed = {}
     with tqdm(total=1 + steps_per_seed * len(size["seeds"]), unit="step") as bar:
         bar.set_description("vision stand-in and base model")
@@ -1096,6 +1128,8 @@ def main(argv=None) -> dict:
         f" --sft-mislabels {' '.join(args.sft_mislabels)}" if mislabels else "") + (" --lr-on-all-seeds" if args.lr_on_all_seeds else "") + (
         f" --primary {args.primary}" if args.primary != PRIMARY else "") + (
         f" --guard {args.guard}" if args.guard else "") + (
+        f" --align-steps {args.align_steps}" if size.get("align_suffix") else "") + (
+        f" --methods {' '.join(size['methods'])}" if args.methods else "") + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "") + (
         f" --results {args.results}" if args.results and not args.quick else "")
     meta = {"command": command, "primary": size["primary"], "lrs": lrs,
@@ -1112,7 +1146,7 @@ def main(argv=None) -> dict:
 def write_report(stem: Path, table: dict, meta: dict, per_seed: dict, work: Path | None = None) -> dict:
     no_pairs: dict[str, list] = {}
     for seed, res in per_seed.items():
-        for name in METHODS:
+        for name in shown_methods(res):
             if res[name].get("no_pairs"):
                 no_pairs.setdefault(name, []).append(int(seed))
     meta["no_pairs"] = no_pairs

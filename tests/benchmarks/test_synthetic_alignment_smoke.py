@@ -484,6 +484,30 @@ def test_second_world_check_scores_the_tables_models_on_a_world_no_model_saw(qui
     assert "| DPO (" in (tmp_path / "sw/second_world.md").read_text()
 
 
+def test_align_steps_from_the_command_line_train_copies_of_their_own(quick_run):
+    """`--align-steps 2 --methods rrpo dpo`: those rows' aligned copies train 2 steps, in folders
+    named with them (the default steps' copies in the same work folder are not reused for them),
+    the other rows are neither trained nor reported, and the unseen-world check scores those
+    folders."""
+    spec = importlib.util.spec_from_file_location("second_world_check", ROOT / "benchmarks/second_world_check.py")
+    sw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sw)
+    sa, work, _, _ = quick_run
+    res = work.parent / "res_steps"
+    sa.main(["--quick", "--work", str(work), "--results", str(res), "--align-steps", "2", "--methods", "rrpo", "dpo"])
+    data = json.loads((res / "synthetic_alignment.json").read_text())
+    assert data["meta"]["command"].endswith("--quick --align-steps 2 --methods dpo rrpo")
+    assert set(data["table"]) == {"sft", "dpo", "rrpo"} and set(data["meta"]["lrs"]) == {"dpo", "rrpo"}
+    assert not list(work.glob("seed0/temple-*-steps2"))  # the rows left out are not trained
+    assert "| RRPO |" in (res / "synthetic_alignment.md").read_text()
+    lr = data["meta"]["lrs"]["dpo"]["lr"]
+    assert data["per_seed"]["0"]["dpo"]["train_summary"]["stages"]["dpo"]["steps"] == 2
+    assert (work / f"seed0/dpo-lr{lr:g}-steps2/final").exists()
+    assert json.loads((work / f"seed0/dpo-lr{lr:g}/summary.json").read_text())["stages"]["dpo"]["steps"] == 1
+    assert "dpo-lr" + f"{lr:g}-steps2" in sw.rows_to_score({res / "synthetic_alignment.json": data["meta"]})
+    assert "(2 steps of 8 pairs)" in (res / "synthetic_alignment.md").read_text()
+
+
 def test_second_world_check_on_another_seed_with_captions(quick_run, tmp_path, capsys):
     """`--world-seed 3 --captions`: a third unseen world, its test videos captioned by every
     model; CHAIR_s counts a fall as the good way; a seed the models trained on is refused."""
