@@ -11,7 +11,8 @@ pretraining world synthetic_alignment.PRETRAIN_SEED), built with the harness's o
 Nothing is chosen on it: each method's lr comes from the results files named by --tables, where
 it was chosen on held-in validation videos. Only the DPO and RRPO rows are scored (METHODS): the
 others change the held-out table by at most 0.003, and each row costs ~2 min here.
-Writes benchmarks/results/second_world/second_world.{json,md}.
+Writes benchmarks/results/second_world/second_world.{json,md,png} (--report-only: md and png again
+from the json).
 
     python benchmarks/second_world_check.py --world-seed 3 --captions --tables <results json> --results <folder>
 
@@ -97,6 +98,47 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure(result: dict):
+    """One panel per metric: each row's per-seed changes against its own SFT model (dots), their
+    mean (bar) and twice their std (error bar), as in the harness's own figure: the target's rule
+    is every dot on the good side of 0 and the bar past its error bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = METRICS + (CAPTION_METRICS if result["meta"].get("captions") else ())
+    rows = list(result["rows"].items())
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        changes = [row["changes"][metric] for _, row in rows]
+        ax.bar(range(len(rows)), [c["mean"] for c in changes], yerr=[2 * c["std"] for c in changes], capsize=4,
+               color="#3b7dd8")
+        for i, c in enumerate(changes):
+            ax.scatter([i] * len(c["deltas"]), c["deltas"], color="k", s=8, zorder=3)
+        ax.axhline(0, color="#888888", lw=1)
+        ax.set_xticks(range(len(rows)), [f"{sa.LABELS[row['method']]}\n(lr {row['lr']:g})" for _, row in rows],
+                      rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"Δ {sa.NAMES[metric]} vs own SFT", fontsize=9)
+    meta = result["meta"]
+    fig.suptitle(f"Unseen world seed {meta['world_seed']} ({meta['test_videos']} test videos): per-seed changes "
+                 "(dots), mean (bar) ± 2 std", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def write_report(results: Path, result: dict) -> None:
+    """second_world.md and second_world.png from the result (the json is written by main)."""
+    import matplotlib.pyplot as plt
+
+    md = markdown(result)
+    (results / "second_world.md").write_text(md)
+    fig = figure(result)
+    fig.savefig(results / "second_world.png", dpi=110)
+    plt.close(fig)
+    print(md)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="the harness's --quick sizes")
@@ -108,7 +150,12 @@ def main(argv=None) -> dict:
                          f"world {sa.PRETRAIN_SEED})")
     ap.add_argument("--captions", action="store_true",
                     help="also caption the test videos: object precision, CHAIR_s and the objects named")
+    ap.add_argument("--report-only", action="store_true", help="re-render md / png from --results' json")
     args = ap.parse_args(argv)
+    if args.report_only:
+        result = json.loads((ROOT / args.results / "second_world.json").read_text())
+        write_report(ROOT / args.results, result)
+        return result
     if args.world_seed in (0, sa.PRETRAIN_SEED):
         ap.error(f"--world-seed {args.world_seed}: that world is not unseen (0 is the benchmark world, "
                  f"{sa.PRETRAIN_SEED} the pretraining world)")
@@ -153,9 +200,7 @@ def main(argv=None) -> dict:
 
     results.mkdir(parents=True, exist_ok=True)
     write_result_json(results / "second_world.json", result, ROOT, work=work)
-    md = markdown(result)
-    (results / "second_world.md").write_text(md)
-    print(md)
+    write_report(results, result)
     return result
 
 

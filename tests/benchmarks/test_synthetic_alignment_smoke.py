@@ -530,6 +530,13 @@ def test_second_world_check_on_another_seed_with_captions(quick_run, tmp_path, c
         if scores["sft"]["mentions"]:
             assert row["changes"]["objects_named"] == [pytest.approx(scores[name]["mentions"] / scores["sft"]["mentions"] - 1)]
     assert "Δ CHAIR_s ↓ per seed" in (tmp_path / "w3/second_world.md").read_text()
+    fig = sw.figure(out)  # one panel per metric, one bar per row, one dot per seed
+    assert len(fig.axes) == len(sw.METRICS + sw.CAPTION_METRICS)
+    assert len(fig.axes[-1].patches) == len(out["rows"])
+    assert (tmp_path / "w3/second_world.png").stat().st_size > 0
+    (tmp_path / "w3/second_world.md").unlink()
+    sw.main(["--report-only", "--results", str(tmp_path / "w3")])
+    assert "Δ CHAIR_s ↓ per seed" in (tmp_path / "w3/second_world.md").read_text()
     with pytest.raises(SystemExit):
         sw.main(["--quick", "--work", str(work), "--world-seed", "0"])
     assert "that world is not unseen" in capsys.readouterr().err
