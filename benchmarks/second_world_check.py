@@ -9,8 +9,8 @@ scored on a second held-out world with four times the held-out split's videos.
 The world is one that no model has seen (seed SECOND_SEED; the benchmark world is 0 and the
 pretraining world synthetic_alignment.PRETRAIN_SEED), built with the harness's object sizes.
 Nothing is chosen on it: each method's lr comes from the results files named by --tables, where
-it was chosen on held-in validation videos. Only the DPO and RRPO rows are scored (METHODS): the
-others change the held-out table by at most 0.003, and each row costs ~2 min here.
+it was chosen on held-in validation videos. Only the DPO and RRPO rows are scored (METHODS; others
+with --methods): the others change the held-out table by at most 0.003, and each row costs ~2 min here.
 Writes benchmarks/results/second_world/second_world.{json,md,png} (--report-only: md and png again
 from the json).
 
@@ -47,13 +47,13 @@ def shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name  # no folder of this machine
 
 
-def rows_to_score(metas: dict[Path, dict]) -> dict[str, tuple[str, float, list[str]]]:
-    """Run-folder name -> (method, lr, the tables whose row it is), for METHODS; `metas`: each
+def rows_to_score(metas: dict[Path, dict], methods: tuple[str, ...] = METHODS) -> dict[str, tuple[str, float, list[str]]]:
+    """Run-folder name -> (method, lr, the tables whose row it is), for `methods`; `metas`: each
     results file's meta."""
     rows: dict[str, tuple[str, float, list[str]]] = {}
     for table, meta in metas.items():
         for method, choice in meta["lrs"].items():
-            if method in METHODS:
+            if method in methods:
                 name = sa.run_name(method, choice["lr"], meta["size"])
                 rows.setdefault(name, (method, choice["lr"], []))[2].append(shown(table))
     return rows
@@ -150,6 +150,8 @@ def main(argv=None) -> dict:
                          f"world {sa.PRETRAIN_SEED})")
     ap.add_argument("--captions", action="store_true",
                     help="also caption the test videos: object precision, CHAIR_s and the objects named")
+    ap.add_argument("--methods", nargs="+", choices=sa.METHODS, default=list(METHODS),
+                    help=f"the rows to score, of those the tables trained (default {' '.join(METHODS)})")
     ap.add_argument("--report-only", action="store_true", help="re-render md / png from --results' json")
     args = ap.parse_args(argv)
     if args.report_only:
@@ -169,7 +171,7 @@ def main(argv=None) -> dict:
     manifest = build_world(world, n_videos=SCALE * size["n_videos"], seed=args.world_seed,
                            object_sizes=size["object_sizes"], max_objects=size["max_objects"], show_progress=False)
     metas = {table: json.loads(table.read_text())["meta"] for table in tables}
-    rows = rows_to_score(metas)
+    rows = rows_to_score(metas, tuple(args.methods))
     seeds = metas[tables[0]]["seeds"]
     per_seed = {}
     for seed in seeds:
@@ -185,6 +187,7 @@ def main(argv=None) -> dict:
                        + (f" --tables {' '.join(map(shown, tables))}" if args.tables != list(TABLES) else "")
                        + (f" --world-seed {args.world_seed}" if args.world_seed != SECOND_SEED else "")
                        + (" --captions" if args.captions else "")
+                       + (f" --methods {' '.join(args.methods)}" if args.methods != list(METHODS) else "")
                        + (f" --results {args.results}" if args.results != ap.get_default("results") else ""),
                        "world_seed": args.world_seed, "captions": args.captions, "videos": SCALE * size["n_videos"],
                        "test_videos": manifest["counts"]["test_videos"],

@@ -505,6 +505,8 @@ def test_align_steps_from_the_command_line_train_copies_of_their_own(quick_run):
     assert (work / f"seed0/dpo-lr{lr:g}-steps2/final").exists()
     assert json.loads((work / f"seed0/dpo-lr{lr:g}/summary.json").read_text())["stages"]["dpo"]["steps"] == 1
     assert "dpo-lr" + f"{lr:g}-steps2" in sw.rows_to_score({res / "synthetic_alignment.json": data["meta"]})
+    rows = sw.rows_to_score({res / "synthetic_alignment.json": data["meta"]}, ("rrpo", "sft_chosen"))
+    assert set(rows) == {f"rrpo-lr{data['meta']['lrs']['rrpo']['lr']:g}-steps2"}  # the tables trained no control
     assert "(2 steps of 8 pairs)" in (res / "synthetic_alignment.md").read_text()
 
 
@@ -516,12 +518,15 @@ def test_second_world_check_on_another_seed_with_captions(quick_run, tmp_path, c
     spec.loader.exec_module(sw)
     sa, work, res, _ = quick_run
     out = sw.main(["--quick", "--work", str(work), "--tables", str(res / "synthetic_alignment.json"),
-                   "--results", str(tmp_path / "w3"), "--world-seed", "3", "--captions"])
+                   "--results", str(tmp_path / "w3"), "--world-seed", "3", "--captions",
+                   "--methods", "dpo", "rrpo", "sft_chosen"])
+    lrs = json.loads((res / "synthetic_alignment.json").read_text())["meta"]["lrs"]
+    assert {row["method"] for row in out["rows"].values()} == {"dpo", "rrpo", "sft_chosen"} <= set(lrs)
     third = work / "second_world_seed3"
     assert not _scenes(third) & (_scenes(work / "world") | _scenes(work / "pretrain_world")
                                  | _scenes(work / f"second_world_seed{sw.SECOND_SEED}"))
-    assert out["meta"]["world_seed"] == 3 and out["meta"]["command"].endswith("--world-seed 3 --captions --results "
-                                                                              + str(tmp_path / "w3"))
+    assert out["meta"]["world_seed"] == 3 and out["meta"]["command"].endswith(
+        "--world-seed 3 --captions --methods dpo rrpo sft_chosen --results " + str(tmp_path / "w3"))
     scores = out["per_seed"][0]
     for name, row in out["rows"].items():
         c = row["changes"]["chair_s"]
