@@ -39,7 +39,7 @@ SECOND_SEED = 2
 SCALE = 4  # videos (and so test videos and pairs) against the benchmark world
 METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open")
 METRICS = ("accuracy", "halluc_accuracy", "basic_accuracy")
-CAPTION_METRICS = ("object_precision", "chair_s")  # with --captions
+CAPTION_METRICS = sa.CAPTION_METRICS  # with --captions
 TABLES = ("benchmarks/results/synthetic_alignment.json", "benchmarks/results/lr_all_seeds/synthetic_alignment.json")
 
 
@@ -174,12 +174,12 @@ def main(argv=None) -> dict:
     rows = rows_to_score(metas, tuple(args.methods))
     seeds = metas[tables[0]]["seeds"]
     per_seed = {}
+    test = sa.split_ids(world, "test")
     for seed in seeds:
         models = {"sft": str(work / f"sft-seed{seed}" / "final"),
                   **{name: str(work / f"seed{seed}" / name / "final") for name in rows}}
         per_seed[seed] = sa.bench_eval(models, world, work / f"seed{seed}" / f"eval_world{args.world_seed}")
         if args.captions:
-            test = sa.split_ids(world, "test")
             for name, path in models.items():
                 per_seed[seed][name] |= sa.caption_eval(path, world, size, test)
     result = {"meta": {"command": "python benchmarks/second_world_check.py" + (" --quick" if args.quick else "")

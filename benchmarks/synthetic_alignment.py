@@ -876,7 +876,7 @@ def markdown(table: dict, meta: dict) -> str:
     for name in ("sft",) + methods:
         row = table[name]
         silent = not any(row.get("mentions", [1]))  # no caption named any object: precision undefined
-        cells = [("n/a (no object named)" if silent and m in ("object_precision", "chair_s") else
+        cells = [("n/a (no object named)" if silent and m in CAPTION_METRICS else
                   f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}") for m in HEADLINE]
         named = f"{statistics.mean(row['mentions']):.0f}"  # object mentions in all test captions, seed mean
         if name == "sft":
@@ -918,7 +918,7 @@ def markdown(table: dict, meta: dict) -> str:
         how = (f"seed {lr_seeds[0]}, best {NAMES[primary]} of {grid}" if len(lr_seeds) == 1 else
                f"seeds {lr_seeds}, of {grid} by each seed's change in {NAMES[primary]} against its own SFT model: the "
                "largest mean change beyond the spread, else the largest mean change; the changes in brackets")
-        if meta["size"].get("primary", PRIMARY) in CAPTION_METRICS:
+        if primary in CAPTION_METRICS:
             how += "; passing over an lr that changes the objects named by more than 15% on a seed"
         if meta["size"].get("guard"):
             how += f"; and one whose mean change in {NAMES[meta['size']['guard']]} is below zero"
