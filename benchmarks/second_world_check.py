@@ -18,6 +18,12 @@ from the json).
 
 scores another unseen world, and with --captions the test videos' captions too (object precision,
 CHAIR_s and the objects named, for a table whose lr was chosen by a caption metric).
+
+    python benchmarks/second_world_check.py ... --methods dpo_open rrpo_open sft_chosen_open --against sft_chosen_open
+
+also sets each row against a control row of the same tables: per seed, the row's score minus the
+control's (both aligned from that seed's SFT model), by the same rule. That is what the preference
+adds beyond SFT on the answers it prefers.
 """
 
 from __future__ import annotations
@@ -59,25 +65,34 @@ def rows_to_score(metas: dict[Path, dict], methods: tuple[str, ...] = METHODS) -
     return rows
 
 
-def changes(per_seed: dict, name: str, metrics: tuple[str, ...] = METRICS) -> dict:
-    """Per metric: each seed's change against its own SFT model, their mean and std, and the
-    target's rule (synthetic_alignment.beyond_spread); with captions, the objects named's
-    relative change per seed (the target's length rule: within 15%)."""
+def changes(per_seed: dict, name: str, metrics: tuple[str, ...] = METRICS, reference: str = "sft") -> dict:
+    """Per metric: each seed's change against that seed's `reference` model (its own SFT model,
+    or a control row aligned from it), their mean and std, and the target's rule
+    (synthetic_alignment.beyond_spread); with captions, the objects named's relative change per
+    seed (the target's length rule: within 15%)."""
     out = {}
     for metric in metrics:
-        deltas = [per_seed[s][name][metric] - per_seed[s]["sft"][metric] for s in per_seed]
+        deltas = [per_seed[s][name][metric] - per_seed[s][reference][metric] for s in per_seed]
         out[metric] = {"deltas": deltas, "mean": statistics.mean(deltas),
                        "std": statistics.stdev(deltas) if len(deltas) > 1 else 0.0,
                        "beyond_spread": sa.beyond_spread(deltas, metric in sa.LOWER_IS_BETTER)}
     if "mentions" in per_seed[next(iter(per_seed))][name]:
-        out["objects_named"] = [sa.relative_change(per_seed[s][name]["mentions"], per_seed[s]["sft"]["mentions"])
+        out["objects_named"] = [sa.relative_change(per_seed[s][name]["mentions"], per_seed[s][reference]["mentions"])
                                 for s in per_seed]
     return out
 
 
+def metrics_of(meta: dict) -> tuple[str, ...]:
+    return METRICS + (CAPTION_METRICS if meta.get("captions") else ())
+
+
+def row_label(row: dict) -> str:
+    return f"{sa.LABELS[row['method']]} ({row['lr']:g})"
+
+
 def markdown(result: dict) -> str:
     meta = result["meta"]
-    metrics = METRICS + (CAPTION_METRICS if meta.get("captions") else ())
+    metrics = metrics_of(meta)
     lines = [f"Unseen held-out world (seed {meta['world_seed']}, {meta['test_videos']} test videos, "
              f"{meta['bench_pairs']} yes/no pairs); the models of {', '.join(meta['tables'])}. "
              f"SFT pair acc. by seed: " + ", ".join(f"{v:.3f}" for v in meta["sft_accuracy"]) + ".", "",
@@ -92,8 +107,21 @@ def markdown(result: dict) -> str:
                       f"{c['mean']:+.3f} ± {c['std']:.3f}" + (" (beyond the spread)" if c["beyond_spread"] else "")]
         if meta.get("captions"):
             cells.append(", ".join(f"{100 * c:+.0f}%" for c in row["changes"]["objects_named"]))
-        lines.append(f"| {sa.LABELS[row['method']]} ({row['lr']:g}) | {', '.join(row['tables'])} | "
-                     + " | ".join(cells) + " |")
+        lines.append(f"| {row_label(row)} | {', '.join(row['tables'])} | " + " | ".join(cells) + " |")
+    if meta.get("against"):
+        control = result["rows"][meta["against"]]
+        lines += ["", f"Against the control, {row_label(control)}: per seed, the row's score minus the control's "
+                      "(both aligned from that seed's SFT model), by the same rule:", "",
+                  "| method (lr) | " + " | ".join(f"{sa.NAMES[m]} − control per seed | mean ± std" for m in metrics)
+                  + " |", "|---|" + "---|---|" * len(metrics)]
+        for name, row in result["rows"].items():
+            if name != meta["against"]:
+                cells = []
+                for m in metrics:
+                    c = row["against"][m]
+                    cells += [", ".join(f"{d:+.3f}" for d in c["deltas"]),
+                              f"{c['mean']:+.3f} ± {c['std']:.3f}" + (" (beyond the spread)" if c["beyond_spread"] else "")]
+                lines.append(f"| {row_label(row)} | " + " | ".join(cells) + " |")
     lines += ["", f"Wall time {meta['wall_minutes']:.1f} min; regenerate with `{meta['command']}`."]
     return "\n".join(lines) + "\n"
 
@@ -101,26 +129,31 @@ def markdown(result: dict) -> str:
 def figure(result: dict):
     """One panel per metric: each row's per-seed changes against its own SFT model (dots), their
     mean (bar) and twice their std (error bar), as in the harness's own figure: the target's rule
-    is every dot on the good side of 0 and the bar past its error bar."""
+    is every dot on the good side of 0 and the bar past its error bar. With --against, a second
+    line of panels: each other row's per-seed score minus the control's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = METRICS + (CAPTION_METRICS if result["meta"].get("captions") else ())
-    rows = list(result["rows"].items())
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.8), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        changes = [row["changes"][metric] for _, row in rows]
-        ax.bar(range(len(rows)), [c["mean"] for c in changes], yerr=[2 * c["std"] for c in changes], capsize=4,
-               color="#3b7dd8")
-        for i, c in enumerate(changes):
-            ax.scatter([i] * len(c["deltas"]), c["deltas"], color="k", s=8, zorder=3)
-        ax.axhline(0, color="#888888", lw=1)
-        ax.set_xticks(range(len(rows)), [f"{sa.LABELS[row['method']]}\n(lr {row['lr']:g})" for _, row in rows],
-                      rotation=30, ha="right", fontsize=7)
-        ax.set_title(f"Δ {sa.NAMES[metric]} vs own SFT", fontsize=9)
     meta = result["meta"]
+    metrics = metrics_of(meta)
+    lines = [("changes", "vs own SFT", list(result["rows"].values()))]
+    if meta.get("against"):
+        lines.append(("against", f"vs {sa.LABELS[result['rows'][meta['against']]['method']]}",
+                      [row for name, row in result["rows"].items() if name != meta["against"]]))
+    fig, axes = plt.subplots(len(lines), len(metrics), figsize=(3.6 * len(metrics), 3.8 * len(lines)), squeeze=False)
+    for panels, (key, title, rows) in zip(axes, lines):
+        for ax, metric in zip(panels, metrics):
+            changes = [row[key][metric] for row in rows]
+            ax.bar(range(len(rows)), [c["mean"] for c in changes], yerr=[2 * c["std"] for c in changes], capsize=4,
+                   color="#bbbbbb" if key == "against" else "#3b7dd8")
+            for i, c in enumerate(changes):
+                ax.scatter([i] * len(c["deltas"]), c["deltas"], color="k", s=8, zorder=3)
+            ax.axhline(0, color="#888888", lw=1)
+            ax.set_xticks(range(len(rows)), [f"{sa.LABELS[row['method']]}\n(lr {row['lr']:g})" for row in rows],
+                          rotation=30, ha="right", fontsize=7)
+            ax.set_title(f"Δ {sa.NAMES[metric]} {title}", fontsize=9)
     fig.suptitle(f"Unseen world seed {meta['world_seed']} ({meta['test_videos']} test videos): per-seed changes "
                  "(dots), mean (bar) ± 2 std", fontsize=10)
     fig.tight_layout()
@@ -152,6 +185,8 @@ def main(argv=None) -> dict:
                     help="also caption the test videos: object precision, CHAIR_s and the objects named")
     ap.add_argument("--methods", nargs="+", choices=sa.METHODS, default=list(METHODS),
                     help=f"the rows to score, of those the tables trained (default {' '.join(METHODS)})")
+    ap.add_argument("--against", choices=sa.METHODS, default=None,
+                    help="a control row (one of --methods): each other row is also set against it, seed by seed")
     ap.add_argument("--report-only", action="store_true", help="re-render md / png from --results' json")
     args = ap.parse_args(argv)
     if args.report_only:
@@ -172,6 +207,13 @@ def main(argv=None) -> dict:
                            object_sizes=size["object_sizes"], max_objects=size["max_objects"], show_progress=False)
     metas = {table: json.loads(table.read_text())["meta"] for table in tables}
     rows = rows_to_score(metas, tuple(args.methods))
+    control = None
+    if args.against:
+        controls = [name for name, (method, *_) in rows.items() if method == args.against]
+        if len(controls) != 1:
+            ap.error(f"--against {args.against}: it must be one of --methods, trained at one lr by the tables "
+                     f"(found {len(controls)} such rows)")
+        control = controls[0]
     seeds = metas[tables[0]]["seeds"]
     per_seed = {}
     test = sa.split_ids(world, "test")
@@ -182,21 +224,25 @@ def main(argv=None) -> dict:
         if args.captions:
             for name, path in models.items():
                 per_seed[seed][name] |= sa.caption_eval(path, world, size, test)
+    metrics = METRICS + (CAPTION_METRICS if args.captions else ())
     result = {"meta": {"command": "python benchmarks/second_world_check.py" + (" --quick" if args.quick else "")
                        + (f" --work {shown(work)}" if args.work != ap.get_default("work") else "")
                        + (f" --tables {' '.join(map(shown, tables))}" if args.tables != list(TABLES) else "")
                        + (f" --world-seed {args.world_seed}" if args.world_seed != SECOND_SEED else "")
                        + (" --captions" if args.captions else "")
                        + (f" --methods {' '.join(args.methods)}" if args.methods != list(METHODS) else "")
+                       + (f" --against {args.against}" if args.against else "")
                        + (f" --results {args.results}" if args.results != ap.get_default("results") else ""),
-                       "world_seed": args.world_seed, "captions": args.captions, "videos": SCALE * size["n_videos"],
+                       "world_seed": args.world_seed, "captions": args.captions, "against": control, "videos": SCALE * size["n_videos"],
                        "test_videos": manifest["counts"]["test_videos"],
                        "bench_pairs": sum(json.loads(line)["split"] == "test" for line in open(world / "bench.jsonl")),
                        "tables": [shown(t) for t in tables],
                        "sft_accuracy": [per_seed[s]["sft"]["accuracy"] for s in seeds], "seeds": seeds,
                        "wall_minutes": (time.time() - t0) / 60},
               "rows": {name: {"method": method, "lr": lr, "tables": from_tables,
-                              "changes": changes(per_seed, name, METRICS + (CAPTION_METRICS if args.captions else ()))}
+                              "changes": changes(per_seed, name, metrics),
+                              **({"against": changes(per_seed, name, metrics, reference=control)}
+                                 if control and name != control else {})}
                        for name, (method, lr, from_tables) in rows.items()},
               "per_seed": per_seed}
     from mmalign.io import write_result_json

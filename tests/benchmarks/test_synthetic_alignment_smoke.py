@@ -129,6 +129,11 @@ def test_open_pairs_keeps_the_open_descriptions_alone(tmp_path):
     out = sa.open_pairs(pairs)
     assert out.name == "rrpo_qa.balanced.open.jsonl"
     assert [json.loads(line) for line in open(out)] == [rows[1], rows[3]]
+    # the caption rows' control trains SFT on those pairs' chosen answers alone (the quick run keeps none)
+    control = sa.train_file("sft_chosen_open", {"rrpo_qa": pairs, "rrpo_qa_open": out})
+    assert control.name == "rrpo_qa.balanced.open.chosen.jsonl"
+    assert [(r["prompt"], r["response"]) for r in map(json.loads, open(control))] == [("q", "A red circle."),
+                                                                                       ("q", "A square.")]
 
 
 def test_quick_run_ablation_trains_on_the_caption_pairs_alone(quick_run):
@@ -545,6 +550,39 @@ def test_second_world_check_on_another_seed_with_captions(quick_run, tmp_path, c
     with pytest.raises(SystemExit):
         sw.main(["--quick", "--work", str(work), "--world-seed", "0"])
     assert "that world is not unseen" in capsys.readouterr().err
+
+
+def test_second_world_check_against_a_control_row(quick_run, tmp_path, capsys):
+    """`--against sft_chosen`: every other row is also set against the control, seed by
+    seed (its score minus the control's, not minus SFT's), with the target's rule; a control
+    that is not among --methods is refused."""
+    spec = importlib.util.spec_from_file_location("second_world_check", ROOT / "benchmarks/second_world_check.py")
+    sw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sw)
+    sa, work, res, _ = quick_run
+    common = ["--quick", "--work", str(work), "--tables", str(res / "synthetic_alignment.json"), "--world-seed", "3",
+              "--captions"]
+    out = sw.main(common + ["--results", str(tmp_path / "c"), "--methods", "dpo", "rrpo", "sft_chosen",
+                            "--against", "sft_chosen"])  # the quick run keeps no caption pair: no *_open row
+    control = out["meta"]["against"]
+    assert out["rows"][control]["method"] == "sft_chosen" and "against" not in out["rows"][control]
+    scores = out["per_seed"][0]
+    for name, row in out["rows"].items():
+        if name == control:
+            continue
+        for metric in ("accuracy", "object_precision", "chair_s"):
+            c = row["against"][metric]
+            assert c["deltas"] == [pytest.approx(scores[name][metric] - scores[control][metric])]
+            assert c["beyond_spread"] == ((c["deltas"][0] < 0) if metric == "chair_s" else (c["deltas"][0] > 0))
+    md = (tmp_path / "c/second_world.md").read_text()
+    assert "Against the control, SFT on chosen (control)" in md
+    assert out["meta"]["command"].endswith("--against sft_chosen --results " + str(tmp_path / "c"))
+    fig = sw.figure(out)  # a second line of panels: the rows against the control
+    assert len(fig.axes) == 2 * len(sw.METRICS + sw.CAPTION_METRICS)
+    assert len(fig.axes[-1].patches) == len(out["rows"]) - 1
+    with pytest.raises(SystemExit):
+        sw.main(common + ["--results", str(tmp_path / "d"), "--methods", "dpo", "--against", "sft_chosen"])
+    assert "--against sft_chosen: it must be one of --methods" in capsys.readouterr().err
 
 
 def _world_mix(world: Path, splits: tuple[str, ...], exclude: set[str], suffix: str) -> list[dict]:
