@@ -456,8 +456,8 @@ def test_held_out_scores_follow_the_chosen_lr_in_a_reused_work_folder(quick_run)
     base = work / "base-lm/final"
     with tqdm(disable=True) as bar:
         inputs = sa.seed_inputs(0, size, world, work, base, bar)
-        first = sa.run_seed(0, size, world, work, inputs, bar, {"dpo": {"lr": size["align_lrs"][0]}})
-        other = sa.run_seed(0, size, world, work, inputs, bar, {"dpo": {"lr": size["align_lrs"][1]}})
+        first = sa.run_seed(0, size, world, work, inputs, {"dpo": {"lr": size["align_lrs"][0]}}, bar)
+        other = sa.run_seed(0, size, world, work, inputs, {"dpo": {"lr": size["align_lrs"][1]}}, bar)
     for result, lr in ((first, size["align_lrs"][0]), (other, size["align_lrs"][1])):
         run = json.loads((work / f"seed0/eval/dpo-lr{lr:g}/run.json").read_text())
         assert Path(run["model"]).resolve() == (work / f"seed0/dpo-lr{lr:g}/final").resolve()
@@ -672,3 +672,37 @@ def test_a_rerun_says_which_finished_steps_it_reused(quick_run, tmp_path):
     again = json.loads((tmp_path / "synthetic_alignment.json").read_text())["meta"]
     assert again["reused"] == ["vision", "base-lm", "sft-seed0"]
     assert "reusing the finished vision, base-lm, sft-seed0 of an earlier run" in (tmp_path / "synthetic_alignment.md").read_text()
+
+
+def test_workers_give_the_serial_results(tmp_path, monkeypatch):
+    """--workers 2 runs the seeds' work in two spawned processes (one torch thread each) and
+    writes what one process writes, seed by seed; the pair settings the command line changed
+    reach the workers (they start from a fresh import)."""
+    import sys
+
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    sa = importlib.import_module("synthetic_alignment")  # by name: a spawned worker imports it so
+    threads = torch.get_num_threads()  # main() runs one thread, as each worker does
+    try:
+        out = {}
+        for workers in ("1", "2"):
+            sa.main(["--quick", "--seeds", "0", "1", "--workers", workers, "--max-changed-fraction", "0.5",
+                     "--work", str(tmp_path / f"w{workers}"), "--results", str(tmp_path / f"r{workers}")])
+            out[workers] = json.loads((tmp_path / f"r{workers}/synthetic_alignment.json").read_text())
+    finally:
+        torch.set_num_threads(threads)
+        sa.PAIRS["rrpo_qa"]["rrpo"]["max_changed_fraction"] = 0.6
+        sys.modules.pop("synthetic_alignment", None)
+    assert out["2"]["meta"]["workers"] == 2 and out["1"]["meta"]["workers"] == 1
+
+    def scores(per_seed):
+        return {seed: {name: {k: v for k, v in row.items() if k != "train_summary"} if isinstance(row, dict) else row
+                       for name, row in rows.items()} for seed, rows in per_seed.items()}
+
+    assert scores(out["2"]["per_seed"]) == scores(out["1"]["per_seed"])
+    assert set(out["2"]["per_seed"]) == {"0", "1"}
+    for seed in (0, 1):  # the workers filtered the rewrites by 0.5, not by the default 0.6
+        report = json.loads((tmp_path / f"w2/seed{seed}/pairs/rrpo_qa.report.json").read_text())
+        assert report["config"]["rrpo"]["max_changed_fraction"] == 0.5
