@@ -140,7 +140,7 @@ def figure(result: dict):
     metrics = metrics_of(meta)
     lines = [("changes", "vs own SFT", list(result["rows"].values()))]
     if meta.get("against"):
-        lines.append(("against", f"vs {sa.LABELS[result['rows'][meta['against']]['method']]}",
+        lines.append(("against", "vs the control",
                       [row for name, row in result["rows"].items() if name != meta["against"]]))
     fig, axes = plt.subplots(len(lines), len(metrics), figsize=(3.6 * len(metrics), 3.8 * len(lines)), squeeze=False)
     for panels, (key, title, rows) in zip(axes, lines):
@@ -154,8 +154,10 @@ def figure(result: dict):
             ax.set_xticks(range(len(rows)), [f"{sa.LABELS[row['method']]}\n(lr {row['lr']:g})" for row in rows],
                           rotation=30, ha="right", fontsize=7)
             ax.set_title(f"Δ {sa.NAMES[metric]} {title}", fontsize=9)
+    control = (f"; bottom: against the control, {row_label(result['rows'][meta['against']])}"
+               if meta.get("against") else "")
     fig.suptitle(f"Unseen world seed {meta['world_seed']} ({meta['test_videos']} test videos): per-seed changes "
-                 "(dots), mean (bar) ± 2 std", fontsize=10)
+                 f"(dots), mean (bar) ± 2 std{control}", fontsize=10)
     fig.tight_layout()
     return fig
 
