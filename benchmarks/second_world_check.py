@@ -90,6 +90,12 @@ def row_label(row: dict) -> str:
     return f"{sa.LABELS[row['method']]} ({row['lr']:g})"
 
 
+def rule_cells(c: dict) -> list[str]:
+    """One metric's two cells: the per-seed differences, and their mean ± std with the rule."""
+    return [", ".join(f"{d:+.3f}" for d in c["deltas"]),
+            f"{c['mean']:+.3f} ± {c['std']:.3f}" + (" (beyond the spread)" if c["beyond_spread"] else "")]
+
+
 def markdown(result: dict) -> str:
     meta = result["meta"]
     metrics = metrics_of(meta)
@@ -100,11 +106,7 @@ def markdown(result: dict) -> str:
              + (" | objects named, Δ per seed" if meta.get("captions") else "") + " |",
              "|---|---|" + "---|---|" * len(metrics) + ("---|" if meta.get("captions") else "")]
     for name, row in result["rows"].items():
-        cells = []
-        for m in metrics:
-            c = row["changes"][m]
-            cells += [", ".join(f"{d:+.3f}" for d in c["deltas"]),
-                      f"{c['mean']:+.3f} ± {c['std']:.3f}" + (" (beyond the spread)" if c["beyond_spread"] else "")]
+        cells = [cell for m in metrics for cell in rule_cells(row["changes"][m])]
         if meta.get("captions"):
             cells.append(", ".join(f"{100 * c:+.0f}%" for c in row["changes"]["objects_named"]))
         lines.append(f"| {row_label(row)} | {', '.join(row['tables'])} | " + " | ".join(cells) + " |")
@@ -116,11 +118,7 @@ def markdown(result: dict) -> str:
                   + " |", "|---|" + "---|---|" * len(metrics)]
         for name, row in result["rows"].items():
             if name != meta["against"]:
-                cells = []
-                for m in metrics:
-                    c = row["against"][m]
-                    cells += [", ".join(f"{d:+.3f}" for d in c["deltas"]),
-                              f"{c['mean']:+.3f} ± {c['std']:.3f}" + (" (beyond the spread)" if c["beyond_spread"] else "")]
+                cells = [cell for m in metrics for cell in rule_cells(row["against"][m])]
                 lines.append(f"| {row_label(row)} | " + " | ".join(cells) + " |")
     lines += ["", f"Wall time {meta['wall_minutes']:.1f} min; regenerate with `{meta['command']}`."]
     return "\n".join(lines) + "\n"
@@ -226,7 +224,7 @@ def main(argv=None) -> dict:
         if args.captions:
             for name, path in models.items():
                 per_seed[seed][name] |= sa.caption_eval(path, world, size, test)
-    metrics = METRICS + (CAPTION_METRICS if args.captions else ())
+    metrics = metrics_of({"captions": args.captions})
     result = {"meta": {"command": "python benchmarks/second_world_check.py" + (" --quick" if args.quick else "")
                        + (f" --work {shown(work)}" if args.work != ap.get_default("work") else "")
                        + (f" --tables {' '.join(map(shown, tables))}" if args.tables != list(TABLES) else "")

@@ -133,6 +133,7 @@ LABELS = {"sft": "SFT only", "dpo": "DPO", "rrpo": "RRPO", "dpo_open": "DPO, cap
 BENCH_SUFFIX = "\nAnswer the question using 'yes' or 'no'."  # the benchmark's own (VideoHallucer) suffix
 PRIMARY = FULL["primary"]  # the benchmark's pair accuracy; see the module docstring for why not halluc_accuracy
 
+MAX_CHANGED_FRACTION = 0.6  # rrpo_qa's default; --max-changed-fraction sets PAIRS' copy for one run
 # Which generator makes each method's pairs, and the training method / loss it is trained with.
 # `answers: truth` = chosen is the truth caption (the synthetic world has it); the rejected side
 # is always the SFT model's own output (rrpo, temple) or an edit of a caption (inject, apasi).
@@ -142,7 +143,7 @@ PAIRS = {
     # is the truth rewritten with the wrong concepts (exact, from the world's facts), differing
     # phrases -> spans. DPO trains on the very same pairs, so RRPO vs DPO compares the losses only.
     "rrpo_qa": {"generator": "rrpo_qa",
-                "rrpo": {"mask_area": [0.25, 0.5], "shuffle_window": 4, "max_changed_fraction": 0.6},
+                "rrpo": {"mask_area": [0.25, 0.5], "shuffle_window": 4, "max_changed_fraction": MAX_CHANGED_FRACTION},
                 "rrpo_qa": {"types": ["yes_no", "short", "open"]}, "balance_yes_no": True},
     # TEMPLE (pixel-level variant): the SFT model captions the clip-dropped / shuffled / reversed
     # video (rejected) vs the truth caption (chosen); difficulty from the strength m.
@@ -1130,7 +1131,7 @@ def main(argv=None) -> dict:
                     help="processes for the seeds' work after the shared base (default: one per CPU core, at most "
                          "one per seed; each runs one torch thread)")
     ap.add_argument("--report-only", action="store_true", help="re-render md / png from the results json")
-    ap.add_argument("--max-changed-fraction", type=float, default=PAIRS["rrpo_qa"]["rrpo"]["max_changed_fraction"],
+    ap.add_argument("--max-changed-fraction", type=float, default=MAX_CHANGED_FRACTION,
                     help="RRPO-recipe pairs (DPO and RRPO train on them): drop open-answer rewrites whose differing "
                          "spans cover more than this share of the two texts")
     ap.add_argument("--primary", choices=JUDGED, default=PRIMARY,
@@ -1150,9 +1151,8 @@ def main(argv=None) -> dict:
         stem = Path(args.results or ROOT / "benchmarks/results") / "synthetic_alignment"
         data = json.loads(Path(f"{stem}.json").read_text())
         return write_report(stem, aggregate(data["per_seed"]), data["meta"], data["per_seed"])
-    default_fraction = PAIRS["rrpo_qa"]["rrpo"]["max_changed_fraction"]
     PAIRS["rrpo_qa"]["rrpo"]["max_changed_fraction"] = args.max_changed_fraction
-    other = args.max_changed_fraction != default_fraction
+    other = args.max_changed_fraction != MAX_CHANGED_FRACTION
     size = dict(QUICK if args.quick else FULL)
     if args.seeds:
         size["seeds"] = tuple(args.seeds)

@@ -693,7 +693,6 @@ def test_workers_give_the_serial_results(tmp_path, monkeypatch):
             out[workers] = json.loads((tmp_path / f"r{workers}/synthetic_alignment.json").read_text())
     finally:
         torch.set_num_threads(threads)
-        sa.PAIRS["rrpo_qa"]["rrpo"]["max_changed_fraction"] = 0.6
         sys.modules.pop("synthetic_alignment", None)
     assert out["2"]["meta"]["workers"] == 2 and out["1"]["meta"]["workers"] == 1
 
@@ -703,6 +702,6 @@ def test_workers_give_the_serial_results(tmp_path, monkeypatch):
 
     assert scores(out["2"]["per_seed"]) == scores(out["1"]["per_seed"])
     assert set(out["2"]["per_seed"]) == {"0", "1"}
-    for seed in (0, 1):  # the workers filtered the rewrites by 0.5, not by the default 0.6
+    for seed in (0, 1):  # the workers filtered the rewrites by 0.5, not by the default
         report = json.loads((tmp_path / f"w2/seed{seed}/pairs/rrpo_qa.report.json").read_text())
         assert report["config"]["rrpo"]["max_changed_fraction"] == 0.5
