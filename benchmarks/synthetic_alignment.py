@@ -423,9 +423,10 @@ def held_in_videos(world: Path, work: Path, ids: list[str]) -> Path:
     folder = work / f"held_in_videos_{len(ids)}"
     folder.mkdir(parents=True, exist_ok=True)
     for vid in ids:
-        link = folder / f"{vid}.mp4"
-        if not link.exists():
-            link.symlink_to((world / "videos" / f"{vid}.mp4").resolve())
+        try:
+            (folder / f"{vid}.mp4").symlink_to((world / "videos" / f"{vid}.mp4").resolve())
+        except FileExistsError:  # an earlier run made it, or another seed's worker (--workers) just did
+            pass
     return folder
 
 

@@ -705,3 +705,20 @@ def test_workers_give_the_serial_results(tmp_path, monkeypatch):
     for seed in (0, 1):  # the workers filtered the rewrites by 0.5, not by the default
         report = json.loads((tmp_path / f"w2/seed{seed}/pairs/rrpo_qa.report.json").read_text())
         assert report["config"]["rrpo"]["max_changed_fraction"] == 0.5
+
+
+def test_held_in_videos_when_another_worker_makes_the_same_links(tmp_path, monkeypatch):
+    """Every seed links the same held-in videos into the work folder; with --workers two seeds
+    do it at once, and a link can appear between a check for it and its making (the old code
+    then failed with FileExistsError, about one full test run in ten)."""
+    sa = _module()
+    world = tmp_path / "world"
+    (world / "videos").mkdir(parents=True)
+    for vid in ("v0", "v1"):
+        (world / "videos" / f"{vid}.mp4").write_bytes(b"")
+    folder = sa.held_in_videos(world, tmp_path / "work", ["v0", "v1"])
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # the other worker made them after the look
+    assert sa.held_in_videos(world, tmp_path / "work", ["v0", "v1"]) == folder
+    monkeypatch.undo()
+    assert sorted(p.name for p in folder.iterdir()) == ["v0.mp4", "v1.mp4"]
+    assert (folder / "v1.mp4").resolve() == (world / "videos" / "v1.mp4").resolve()
