@@ -1,8 +1,8 @@
 """Is a change in the synthetic alignment table more than noise? Its SFT models and aligned copies,
 scored on a second held-out world with four times the held-out split's videos.
 
-    python benchmarks/synthetic_alignment.py                     # first: the models (~27 min)
-    python benchmarks/second_world_check.py                      # ~23 min on 2 CPU cores
+    python benchmarks/synthetic_alignment.py                     # first: the models (~25 min)
+    python benchmarks/second_world_check.py                      # 8 min on 2 CPU cores
     python benchmarks/second_world_check.py --quick --work runs/synthetic_alignment_quick \\
         --tables runs/synthetic_alignment_quick/synthetic_alignment.json     # a smoke run
 
@@ -46,7 +46,7 @@ SCALE = 4  # videos (and so test videos and pairs) against the benchmark world
 METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open")
 METRICS = ("accuracy", "halluc_accuracy", "basic_accuracy")
 CAPTION_METRICS = sa.CAPTION_METRICS  # with --captions
-TABLES = ("benchmarks/results/synthetic_alignment.json", "benchmarks/results/lr_all_seeds/synthetic_alignment.json")
+TABLES = ("benchmarks/results/synthetic_alignment.json",)  # the default run's; --tables for others
 
 
 def shown(path: Path) -> str:

@@ -6,8 +6,9 @@
                                                         # DPO / RRPO on stricter minimal-edit rewrites
     python benchmarks/synthetic_alignment.py --lr-on-all-seeds --results benchmarks/results/lr_all_seeds
                                                         # each lr chosen on every seed's validation videos
-    python benchmarks/synthetic_alignment.py --base-steps 12000 --base-seed 1 --results benchmarks/results/base12k_seed1
-                                                        # on a base that reads the video better (~45 min)
+    python benchmarks/synthetic_alignment.py --base-steps 6000 --base-seed 0 --results benchmarks/results/base6k_seed0
+                                                        # the default until 2026-12-07: a base that read the video
+                                                        # on one machine of two (README)
     python benchmarks/synthetic_alignment.py --base-steps 12000 --base-seed 1 --sft-mislabels purple=blue
                                                         # SFT data whose annotator writes purple as blue: an
                                                         # SFT model with a taught hallucination to undo
@@ -105,25 +106,26 @@ from tqdm.auto import tqdm  # noqa: E402
 METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "rpo_open", "temple", "apasi", "mask_dpo", "sft_chosen",
            "sft_chosen_open")
 
-# Sizes. FULL took ~27 min on 2 CPU cores in one process (the budget is 30; timed in the README section),
-# before --workers and the base's DataLoader worker; QUICK is a smoke test.
+# Sizes. FULL took 24.6 min on 2 CPU cores with --workers, from nothing (the budget is 30; README);
+# QUICK is a smoke test.
 # The world's objects are large (26-32 px of a 64 px frame) and at most 2 per video: with the default
 # 14-20 px objects, a model this small trained from scratch never learned to read the video.
-# vision_steps, base_steps and base_lr are the ones seen to give a base that reads the video (its
-# held-in validation scores are in the report); at base_lr 2e-3 the yes/no questions never left the prior.
-# Only base seed 0 of three learned to read the video with them; with 12000 base steps seeds 1 and 2 did
-# and seed 0 did not (--base-steps, --base-seed); 6000 vision steps (which read motion) need 12000 base
-# steps (~40 min in all). README: SFT gains from a stronger base, alignment does not.
+# vision_steps, base_steps, base_lr and base_seed are the ones seen to give a base that reads the video
+# (its held-in validation scores are in the report); at base_lr 2e-3 the yes/no questions never left the
+# prior. Whether a base learns it depends on its data order: at 6000 steps only base seed 0 of three did,
+# and on one machine of two; at 12000 steps seeds 1 and 2 did, seed 1 on both machines seen, and seed 0
+# did not (--base-steps, --base-seed). 6000 vision steps (which read motion) need 12000 base steps too.
 FULL = dict(n_videos=640, object_sizes=(26, 32), max_objects=2, pretrain_videos=4000, hidden=128, layers=2,
-            vision_steps=3000, base_steps=6000, base_lr=5e-4, sft_steps=1000, sft_lr=2e-4, pair_videos=200,
+            vision_steps=3000, base_steps=12000, base_lr=5e-4, sft_steps=1000, sft_lr=2e-4, pair_videos=200,
             val_videos=80, align_steps=40, align_lrs=(1e-5, 3e-5, 1e-4, 3e-4), batch_size=8,
-            seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48, base_seed=0, sft_mislabels={},
+            seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48, base_seed=1, sft_mislabels={},
             primary="accuracy", guard=None, methods=METHODS)
 QUICK = dict(n_videos=8, object_sizes=(26, 32), max_objects=2, pretrain_videos=4, hidden=32, layers=1, vision_steps=2,
              base_steps=2, base_lr=5e-4, sft_steps=2, sft_lr=2e-4, pair_videos=3, val_videos=2, align_steps=1,
              align_lrs=(1e-4, 1e-3), batch_size=8, seeds=(0,), temple_magnitudes=[4], caption_tokens=8, base_seed=0,
              sft_mislabels={}, primary="accuracy", guard=None, methods=METHODS)
 PRETRAIN_SEED = 1  # the pretraining world's scenes; the benchmark world is seed 0
+RECIPE = ("vision_steps", "base_steps", "base_seed")  # the shared stand-in and base: --vision-steps ...
 
 LABELS = {"sft": "SFT only", "dpo": "DPO", "rrpo": "RRPO", "dpo_open": "DPO, caption pairs only",
           "rrpo_open": "RRPO, caption pairs only", "rpo_open": "RPO (DPO + chosen NLL), caption pairs only",
@@ -1108,12 +1110,9 @@ def _cache_videos(videos: int) -> None:
     video.load_video = load_video
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one seed (< 1 min)")
-    ap.add_argument("--work", default=None, help="folder of intermediate runs (default runs/synthetic_alignment[_quick])")
-    ap.add_argument("--results", default=None, help="results folder (default benchmarks/results; --quick: the work folder)")
-    ap.add_argument("--seeds", type=int, nargs="*", default=None, help="override the seeds")
+def add_recipe_args(ap: argparse.ArgumentParser) -> None:
+    """The vision stand-in / base recipe keys (RECIPE) on a command line: the harness's and the
+    probe's, which trains in the harness's work folder."""
     ap.add_argument("--vision-steps", type=int, default=None,
                     help=f"vision stand-in steps (default {FULL['vision_steps']}; 6000 reads motion, see the README)")
     ap.add_argument("--base-steps", type=int, default=None,
@@ -1121,6 +1120,30 @@ def main(argv=None) -> dict:
     ap.add_argument("--base-seed", type=int, default=None,
                     help=f"the base's data-order seed (default {FULL['base_seed']}; whether a base learns to read the "
                          "video depends on it, see the README)")
+
+
+def recipe_of(args: argparse.Namespace, size: dict) -> dict:
+    """The RECIPE keys the command line changed from `size` (a seed among them, not only steps)."""
+    return {key: getattr(args, key) for key in RECIPE
+            if getattr(args, key) is not None and getattr(args, key) != size[key]}
+
+
+def recipe_suffix(recipe: dict) -> str:
+    """The work folder's name for a changed recipe: finished steps are reused by folder."""
+    return "".join(f"_{k}{v}" for k, v in recipe.items())
+
+
+def recipe_flags(recipe: dict) -> str:
+    return "".join(f" --{k.replace('_', '-')} {v}" for k, v in recipe.items())
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one seed (< 1 min)")
+    ap.add_argument("--work", default=None, help="folder of intermediate runs (default runs/synthetic_alignment[_quick])")
+    ap.add_argument("--results", default=None, help="results folder (default benchmarks/results; --quick: the work folder)")
+    ap.add_argument("--seeds", type=int, nargs="*", default=None, help="override the seeds")
+    add_recipe_args(ap)
     ap.add_argument("--lr-on-all-seeds", action="store_true",
                     help="choose each method's lr on every seed's validation videos by the target's rule "
                          "(default: on the first seed's)")
@@ -1157,10 +1180,7 @@ def main(argv=None) -> dict:
     size = dict(QUICK if args.quick else FULL)
     if args.seeds:
         size["seeds"] = tuple(args.seeds)
-    # The stand-in / base recipe keys the command line changed (a seed among them, not only steps).
-    recipe = {key: value for key, value in (("vision_steps", args.vision_steps), ("base_steps", args.base_steps),
-                                            ("base_seed", args.base_seed))
-              if value is not None and value != size[key]}
+    recipe = recipe_of(args, size)
     size.update(recipe)
     from mmalign.world import COLORS
 
@@ -1178,7 +1198,7 @@ def main(argv=None) -> dict:
         size["align_steps"], size["align_suffix"] = args.align_steps, f"-steps{args.align_steps}"
     # Finished steps are reused by folder, so another pair filter or base recipe needs its own folder.
     default_work = "runs/synthetic_alignment" + ("_quick" if args.quick else "") + (
-        f"_mcf{args.max_changed_fraction:g}" if other else "") + "".join(f"_{k}{v}" for k, v in recipe.items()) + "".join(
+        f"_mcf{args.max_changed_fraction:g}" if other else "") + recipe_suffix(recipe) + "".join(
         f"_sft-{a}-as-{b}" for a, b in mislabels.items())
     work = Path(args.work or ROOT / default_work)
     results = Path(args.results or (work if args.quick else ROOT / "benchmarks/results"))
@@ -1220,8 +1240,7 @@ def main(argv=None) -> dict:
                            workers, bar, videos)
     table = aggregate(per_seed)
     command = "python benchmarks/synthetic_alignment.py" + (" --quick" if args.quick else "") + (
-        f" --max-changed-fraction {args.max_changed_fraction:g}" if other else "") + "".join(
-        f" --{k.replace('_', '-')} {v}" for k, v in recipe.items()) + (
+        f" --max-changed-fraction {args.max_changed_fraction:g}" if other else "") + recipe_flags(recipe) + (
         f" --sft-mislabels {' '.join(args.sft_mislabels)}" if mislabels else "") + (" --lr-on-all-seeds" if args.lr_on_all_seeds else "") + (
         f" --primary {args.primary}" if args.primary != PRIMARY else "") + (
         f" --guard {args.guard}" if args.guard else "") + (

@@ -94,10 +94,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--work", default=None, help="folder of intermediate runs (default: the harness's)")
     ap.add_argument("--results", default=None, help="results folder (default benchmarks/results; --quick: the work folder)")
     ap.add_argument("--note", default=None, help="a remark on how this run was made, kept in the results")
+    harness.add_recipe_args(ap)  # the harness's base, so its work folder and its seed-0 SFT model
     args = ap.parse_args(argv)
     size = dict(harness.QUICK if args.quick else harness.FULL)
+    recipe = harness.recipe_of(args, size)
+    size.update(recipe)
     steps = PREVIOUS["quick" if args.quick else "full"]
-    work = Path(args.work or ROOT / ("runs/synthetic_alignment" + ("_quick" if args.quick else "")))
+    work = Path(args.work or ROOT / ("runs/synthetic_alignment" + ("_quick" if args.quick else "")
+                                     + harness.recipe_suffix(recipe)))
     results = Path(args.results or (work if args.quick else ROOT / "benchmarks/results"))
     results.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -117,7 +121,8 @@ def main(argv=None) -> dict:
     for name in VARIANTS:
         model = sft_variant(name, size, steps, world, work, vision, base)
         rows[name] = {split: scores(model, bench, work / f"probe-{name}-{split}") for split, bench in benches.items()}
-    meta = {"command": "python benchmarks/synthetic_sft_probe.py" + (" --quick" if args.quick else ""),
+    meta = {"command": "python benchmarks/synthetic_sft_probe.py" + (" --quick" if args.quick else "")
+                       + harness.recipe_flags(recipe) + (f" --results {args.results}" if args.results and not args.quick else ""),
             "size": size, "previous": steps, "wall_minutes": (time.time() - t0) / 60,
             "variants": {k: {"vision": v[0], "sft_lr": v[1]} for k, v in VARIANTS.items()}, "note": args.note}
     from mmalign.io import write_result_json

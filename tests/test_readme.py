@@ -30,3 +30,17 @@ def test_the_caption_snippet_runs_as_written(tmp_path, world, tiny_dir):
     script.write_text(code)
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_main_results_table_is_the_one_the_default_command_wrote():
+    """The README's table under "Does alignment reduce hallucination?" is the committed results file
+    of the default command, as it wrote it (a stale table, or one from another recipe, fails)."""
+    import json
+
+    start, end = "<!-- main-table:start -->", "<!-- main-table:end -->"
+    block = README.split(start, 1)[1].split(end, 1)[0].strip()
+    results = ROOT / "benchmarks" / "results"
+    assert block == (results / "synthetic_alignment.md").read_text(encoding="utf-8").strip()
+    meta = json.loads((results / "synthetic_alignment.json").read_text(encoding="utf-8"))["meta"]
+    assert meta["command"] == "python benchmarks/synthetic_alignment.py"
+    assert not meta["reused"]  # made from nothing, so its wall time is the harness's

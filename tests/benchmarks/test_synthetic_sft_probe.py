@@ -43,3 +43,25 @@ def test_quick_probe_trains_each_recipe_and_scores_both_held_in_splits(tmp_path)
     text = (tmp_path / "r" / "synthetic_sft_probe.json").read_text()
     assert str(tmp_path) not in text and str(ROOT) not in text
     assert "| base_then_sft | val |" in (tmp_path / "r" / "synthetic_sft_probe.md").read_text()
+
+
+def test_probe_takes_the_harness_recipe_and_its_work_folder(tmp_path):
+    """`--base-steps` / `--base-seed` on the probe mean what they mean on the harness: its seed-0
+    SFT model starts from that base, trained in the harness's work folder for that recipe (where a
+    harness run with the same flags left it), and the report's command names them. Without them
+    the probe would score the default base's SFT model under another recipe's name."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("synthetic_sft_probe", ROOT / "benchmarks/synthetic_sft_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    probe.ROOT = tmp_path
+    probe.main(["--quick", "--base-steps", "3", "--base-seed", "2"])
+    work = tmp_path / "runs/synthetic_alignment_quick_base_steps3_base_seed2"
+    assert len((work / "base-lm/metrics.jsonl").read_text().splitlines()) == 3
+    assert yaml.safe_load((work / "base-lm/config.yaml").read_text())["train"]["seed"] == 2
+    sft = yaml.safe_load((work / "sft-seed0/config.yaml").read_text())
+    assert Path(sft["model"]["path"]).resolve() == (work / "base-lm/final").resolve()
+    meta = json.loads((work / "synthetic_sft_probe.json").read_text())["meta"]
+    assert meta["command"] == "python benchmarks/synthetic_sft_probe.py --quick --base-steps 3 --base-seed 2"
+    assert (meta["size"]["base_steps"], meta["size"]["base_seed"]) == (3, 2)
+    assert not (tmp_path / "runs/synthetic_alignment_quick").exists()
