@@ -104,7 +104,7 @@ import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "rpo_open", "temple", "apasi", "mask_dpo", "sft_chosen",
-           "sft_chosen_open")
+           "sft_chosen_open", "sft_chosen_temple")
 
 # Sizes. FULL took 24.6 min on 2 CPU cores with --workers, from nothing (the budget is 30; README);
 # QUICK is a smoke test.
@@ -131,7 +131,8 @@ LABELS = {"sft": "SFT only", "dpo": "DPO", "rrpo": "RRPO", "dpo_open": "DPO, cap
           "rrpo_open": "RRPO, caption pairs only", "rpo_open": "RPO (DPO + chosen NLL), caption pairs only",
           "temple": "TEMPLE-style", "apasi": "APASI-style",
           "mask_dpo": "Mask-DPO", "sft_chosen": "SFT on chosen (control)",
-          "sft_chosen_open": "SFT on chosen, caption pairs only (control)"}
+          "sft_chosen_open": "SFT on chosen, caption pairs only (control)",
+          "sft_chosen_temple": "SFT on TEMPLE's chosen (its control)"}
 BENCH_SUFFIX = "\nAnswer the question using 'yes' or 'no'."  # the benchmark's own (VideoHallucer) suffix
 PRIMARY = FULL["primary"]  # the benchmark's pair accuracy; see the module docstring for why not halluc_accuracy
 
@@ -183,6 +184,10 @@ TRAIN = {  # method -> (pairs file, training method, loss, extra data settings)
     # captions) as SFT records. DPO / RRPO on those pairs minus this row is what the rejected
     # side and its spans add.
     "sft_chosen_open": ("rrpo_qa_open", "sft", {}, {}),
+    # TEMPLE-style's own control: its pairs' chosen answers (the truth caption, once per
+    # perturbed copy, as its RPO's SFT term sees them) as SFT records. At 120 steps on the
+    # mislabelled-SFT design TEMPLE gained +0.16 precision on world 6: its SFT term or its preference?
+    "sft_chosen_temple": ("temple", "sft", {}, {}),
 }
 
 

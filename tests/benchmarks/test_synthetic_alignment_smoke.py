@@ -119,6 +119,21 @@ def test_quick_run_pretrains_on_another_world_and_the_control_on_chosen_answers(
                                                                              for p in pairs]
 
 
+def test_quick_run_temple_control_trains_on_temple_pairs_chosen_answers(quick_run):
+    """TEMPLE-style's control row trains SFT on exactly TEMPLE's pairs' chosen answers (the truth
+    caption of each perturbed copy), the records TEMPLE's RPO applies its SFT term to."""
+    import yaml
+
+    sa, work, res, _ = quick_run
+    lr = json.loads((res / "synthetic_alignment.json").read_text())["meta"]["lrs"]["sft_chosen_temple"]["lr"]
+    cfg = yaml.safe_load((work / f"seed0/sft_chosen_temple-lr{lr:g}/config.yaml").read_text())
+    assert cfg["method"] == "sft" and cfg["data"]["train_file"].endswith("temple.chosen.jsonl")
+    pairs = [json.loads(line) for line in open(work / "seed0/pairs/temple.jsonl")]
+    records = [json.loads(line) for line in open(cfg["data"]["train_file"])]
+    assert pairs and [(r["prompt"], r["response"], r["video"]) for r in records] == [
+        (p["prompt"], p["chosen"], p["video"]) for p in pairs]
+
+
 def test_open_pairs_keeps_the_open_descriptions_alone(tmp_path):
     sa = _module()
     rows = [{"id": f"p{i}", "video": "v.mp4", "prompt": "q", "chosen": c, "rejected": r, "meta": {"question_type": t}}
