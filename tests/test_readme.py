@@ -44,3 +44,16 @@ def test_the_main_results_table_is_the_one_the_default_command_wrote():
     meta = json.loads((results / "synthetic_alignment.json").read_text(encoding="utf-8"))["meta"]
     assert meta["command"] == "python benchmarks/synthetic_alignment.py"
     assert not meta["reused"]  # made from nothing, so its wall time is the harness's
+    import importlib.util
+
+    # The default command's rows and recipe must be the table's. Loaded under a name of its own and
+    # not registered, so no other test finds this copy in sys.modules.
+    spec = importlib.util.spec_from_file_location("_readme_harness", ROOT / "benchmarks" / "synthetic_alignment.py")
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+
+    table = json.loads((results / "synthetic_alignment.json").read_text(encoding="utf-8"))["table"]
+    assert set(table) == {"sft", *harness.FULL["methods"]}
+    keys = ("vision_steps", "base_steps", "base_seed", "sft_steps", "align_steps", "primary")
+    assert {k: meta["size"][k] for k in keys} == {k: harness.FULL[k] for k in keys}
+    assert meta["size"]["seeds"] == list(harness.FULL["seeds"]) and not meta["size"]["sft_mislabels"]
