@@ -2,6 +2,8 @@
 
     python benchmarks/synthetic_sft_probe.py          # ~11 min on 2 CPU cores after a harness run
     python benchmarks/synthetic_sft_probe.py --quick  # a smoke run of every step
+    python benchmarks/synthetic_sft_probe.py --base-steps 6000 --base-seed 0 --results benchmarks/results/base6k_seed0
+                                                      # on the harness run of that recipe (the first default)
 
 The harness's first SFT models answered yes/no questions about a named object from the
 question's wording: "Is there a red triangle?" got "yes" beside a red circle, and existence and
