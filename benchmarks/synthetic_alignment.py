@@ -82,7 +82,9 @@ runs one torch thread: the models here train as fast on one core as on two (300 
 on one thread, 38.1 s on two), and a seed's results do not depend on where it ran.
 Writes benchmarks/results/synthetic_alignment.{json,md,png}: per method the mean over seeds, the
 seed spread (min..max and sample std), and the per-seed improvement over that seed's own SFT model.
-Intermediate runs live under runs/synthetic_alignment/ (rerunning reuses finished steps).
+Intermediate runs live under runs/synthetic_alignment/ (rerunning reuses finished steps). A command
+with another design (any flag that changes what is trained or scored) and no --results writes its
+table into its work folder instead: benchmarks/results holds the default command's.
 """
 
 from __future__ import annotations
@@ -1146,7 +1148,9 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one seed (< 1 min)")
     ap.add_argument("--work", default=None, help="folder of intermediate runs (default runs/synthetic_alignment[_quick])")
-    ap.add_argument("--results", default=None, help="results folder (default benchmarks/results; --quick: the work folder)")
+    ap.add_argument("--results", default=None,
+                    help="results folder (default benchmarks/results; --quick or any flag that changes what is trained "
+                         "or scored: the work folder, so the committed table is not overwritten)")
     ap.add_argument("--seeds", type=int, nargs="*", default=None, help="override the seeds")
     add_recipe_args(ap)
     ap.add_argument("--lr-on-all-seeds", action="store_true",
@@ -1207,7 +1211,18 @@ def main(argv=None) -> dict:
         f"_mcf{args.max_changed_fraction:g}" if other else "") + recipe_suffix(recipe) + "".join(
         f"_sft-{a}-as-{b}" for a, b in mislabels.items())
     work = Path(args.work or ROOT / default_work)
-    results = Path(args.results or (work if args.quick else ROOT / "benchmarks/results"))
+    # What this run trains and scores differently from the default command, as flags.
+    design = (f" --max-changed-fraction {args.max_changed_fraction:g}" if other else "") + recipe_flags(recipe) + (
+        f" --sft-mislabels {' '.join(args.sft_mislabels)}" if mislabels else "") + (
+        " --lr-on-all-seeds" if args.lr_on_all_seeds else "") + (
+        f" --primary {args.primary}" if args.primary != PRIMARY else "") + (
+        f" --guard {args.guard}" if args.guard else "") + (
+        f" --align-steps {args.align_steps}" if size.get("align_suffix") else "") + (
+        f" --methods {' '.join(size['methods'])}" if args.methods else "") + (
+        f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "")
+    # benchmarks/results holds the default command's committed table: another design without
+    # --results writes beside its runs instead of overwriting it.
+    results = Path(args.results or (work if args.quick or design else ROOT / "benchmarks/results"))
     results.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     # A rerun reuses the steps an earlier run finished: its wall time is not the harness's.
@@ -1245,14 +1260,7 @@ def main(argv=None) -> dict:
         per_seed = by_seed(run_seed, {seed: (seed, size, world, work, inputs[seed], lrs) for seed in size["seeds"]},
                            workers, bar, videos)
     table = aggregate(per_seed)
-    command = "python benchmarks/synthetic_alignment.py" + (" --quick" if args.quick else "") + (
-        f" --max-changed-fraction {args.max_changed_fraction:g}" if other else "") + recipe_flags(recipe) + (
-        f" --sft-mislabels {' '.join(args.sft_mislabels)}" if mislabels else "") + (" --lr-on-all-seeds" if args.lr_on_all_seeds else "") + (
-        f" --primary {args.primary}" if args.primary != PRIMARY else "") + (
-        f" --guard {args.guard}" if args.guard else "") + (
-        f" --align-steps {args.align_steps}" if size.get("align_suffix") else "") + (
-        f" --methods {' '.join(size['methods'])}" if args.methods else "") + (
-        f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "") + (
+    command = "python benchmarks/synthetic_alignment.py" + (" --quick" if args.quick else "") + design + (
         f" --results {args.results}" if args.results and not args.quick else "")
     meta = {"command": command, "primary": size["primary"], "lrs": lrs,
             "base_validation": base_validation,

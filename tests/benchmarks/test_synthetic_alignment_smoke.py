@@ -737,3 +737,20 @@ def test_held_in_videos_when_another_worker_makes_the_same_links(tmp_path, monke
     monkeypatch.undo()
     assert sorted(p.name for p in folder.iterdir()) == ["v0.mp4", "v1.mp4"]
     assert (folder / "v1.mp4").resolve() == (world / "videos" / "v1.mp4").resolve()
+
+
+def test_another_design_without_results_does_not_overwrite_the_committed_table(tmp_path):
+    """benchmarks/results holds the default command's table. A command with another design and no
+    --results (here another base seed, as the README's "and the same with --base-seed 2" lines
+    run it) writes its table beside its runs; it used to overwrite the committed one."""
+    sa = _module()  # a fresh copy: its FULL and ROOT can be changed here
+    sa.ROOT = tmp_path
+    sa.FULL = dict(sa.QUICK)  # the default command's code path at the smoke sizes
+    sa.main([])
+    committed = tmp_path / "benchmarks/results/synthetic_alignment.json"
+    before = committed.read_bytes()
+    assert json.loads(before)["meta"]["command"] == "python benchmarks/synthetic_alignment.py"
+    sa.main(["--base-seed", "3"])
+    assert committed.read_bytes() == before
+    other = json.loads((tmp_path / "runs/synthetic_alignment_base_seed3/synthetic_alignment.json").read_text())
+    assert other["meta"]["command"] == "python benchmarks/synthetic_alignment.py --base-seed 3"
