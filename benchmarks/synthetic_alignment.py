@@ -121,7 +121,9 @@ FULL = dict(n_videos=640, object_sizes=(26, 32), max_objects=2, pretrain_videos=
             vision_steps=3000, base_steps=12000, base_lr=5e-4, sft_steps=1000, sft_lr=2e-4, pair_videos=200,
             val_videos=80, align_steps=40, align_lrs=(1e-5, 3e-5, 1e-4, 3e-4), batch_size=8,
             seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48, base_seed=1, sft_mislabels={},
-            primary="accuracy", guard=None, methods=tuple(m for m in METHODS if m != "sft_chosen_temple"))  # that one: --methods (README)
+            primary="accuracy", guard=None,
+            # sft_chosen_temple is a control of the mislabelled-SFT tests, run with --methods (README)
+            methods=tuple(m for m in METHODS if m != "sft_chosen_temple"))
 QUICK = dict(n_videos=8, object_sizes=(26, 32), max_objects=2, pretrain_videos=4, hidden=32, layers=1, vision_steps=2,
              base_steps=2, base_lr=5e-4, sft_steps=2, sft_lr=2e-4, pair_videos=3, val_videos=2, align_steps=1,
              align_lrs=(1e-4, 1e-3), batch_size=8, seeds=(0,), temple_magnitudes=[4], caption_tokens=8, base_seed=0,
