@@ -8,11 +8,11 @@
                                                         # each lr chosen on every seed's validation videos
     python benchmarks/synthetic_alignment.py --base-steps 6000 --base-seed 0 --results benchmarks/results/base6k_seed0
                                                         # the default until 2026-12-07: a base that read the video
-                                                        # on one machine of two (README)
+                                                        # on one machine of two (benchmarks/README.md)
     python benchmarks/synthetic_alignment.py --base-steps 12000 --base-seed 1 --sft-mislabels purple=blue
                                                         # SFT data whose annotator writes purple as blue: an
                                                         # SFT model with a taught hallucination to undo
-                                                        # (--results: see the README)
+                                                        # (--results: see benchmarks/README.md)
     python benchmarks/synthetic_alignment.py --base-steps 12000 --base-seed 1 --sft-mislabels purple=blue \
         --lr-on-all-seeds --primary object_precision    # each lr chosen by caption object precision instead
         [--guard accuracy] [--align-steps 120] [--methods dpo rrpo]
@@ -65,8 +65,8 @@ PRIMARY, the metric the target is judged on and the lr is chosen by: the synthet
 pair accuracy (a pair counts only when its basic question, answer yes, and its hallucinated
 twin, answer no, are both right). The first run used hallucination-question accuracy instead:
 on the held-in validation videos DPO and RRPO then learned to answer "no" to everything
-(hallucination-question accuracy 1.0, pair accuracy 0.0), a metric that rewards a bias; the
-README tells that run's numbers. Pair accuracy cannot be won that way. --primary picks another
+(hallucination-question accuracy 1.0, pair accuracy 0.0), a metric that rewards a bias;
+benchmarks/README.md tells that run's numbers. Pair accuracy cannot be won that way. --primary picks another
 of the target's metrics (JUDGED) before a run; a caption metric (object precision, CHAIR_s) has
 each validation model caption the validation videos, and an lr that changes the objects they
 name by more than 15% on any seed is passed over (the target's length rule).
@@ -122,7 +122,7 @@ FULL = dict(n_videos=640, object_sizes=(26, 32), max_objects=2, pretrain_videos=
             val_videos=80, align_steps=40, align_lrs=(1e-5, 3e-5, 1e-4, 3e-4), batch_size=8,
             seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48, base_seed=1, sft_mislabels={},
             primary="accuracy", guard=None,
-            # sft_chosen_temple is a control of the mislabelled-SFT tests, run with --methods (README)
+            # sft_chosen_temple is a control of the mislabelled-SFT tests, run with --methods (benchmarks/README.md)
             methods=tuple(m for m in METHODS if m != "sft_chosen_temple"))
 QUICK = dict(n_videos=8, object_sizes=(26, 32), max_objects=2, pretrain_videos=4, hidden=32, layers=1, vision_steps=2,
              base_steps=2, base_lr=5e-4, sft_steps=2, sft_lr=2e-4, pair_videos=3, val_videos=2, align_steps=1,
@@ -908,7 +908,7 @@ def markdown(table: dict, meta: dict) -> str:
     lines = [f"Held-out synthetic world ({meta['test_videos']} test videos, {meta['bench_pairs']} yes/no pairs), "
              f"mean ± std over seeds {seeds} (one SFT model per seed); Δ = mean ± std of the per-seed change vs "
              f"that seed's own SFT model. Primary metric: {NAMES[primary]} (fixed before this run; the first run's "
-             "choice is in the README).", "",
+             "choice is in benchmarks/README.md).", "",
              "| method | " + " | ".join(NAMES[m] for m in HEADLINE)
              + " | objects named (Δ) | Δ " + NAMES[primary] + " | beyond spread: " + " / ".join(NAMES[m] for m in JUDGED)
              + " |", "|---|" + "---|" * (len(HEADLINE) + 3)]
@@ -1123,12 +1123,12 @@ def add_recipe_args(ap: argparse.ArgumentParser) -> None:
     """The vision stand-in / base recipe keys (RECIPE) on a command line: the harness's and the
     probe's, which trains in the harness's work folder."""
     ap.add_argument("--vision-steps", type=int, default=None,
-                    help=f"vision stand-in steps (default {FULL['vision_steps']}; 6000 reads motion, see the README)")
+                    help=f"vision stand-in steps (default {FULL['vision_steps']}; 6000 reads motion, see benchmarks/README.md)")
     ap.add_argument("--base-steps", type=int, default=None,
                     help=f"base language model steps (default {FULL['base_steps']})")
     ap.add_argument("--base-seed", type=int, default=None,
                     help=f"the base's data-order seed (default {FULL['base_seed']}; whether a base learns to read the "
-                         "video depends on it, see the README)")
+                         "video depends on it, see benchmarks/README.md)")
 
 
 def recipe_of(args: argparse.Namespace, size: dict) -> dict:

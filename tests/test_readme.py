@@ -57,3 +57,29 @@ def test_the_main_results_table_is_the_one_the_default_command_wrote():
     keys = ("vision_steps", "base_steps", "base_seed", "sft_steps", "align_steps", "primary")
     assert {k: meta["size"][k] for k in keys} == {k: harness.FULL[k] for k in keys}
     assert meta["size"]["seeds"] == list(harness.FULL["seeds"]) and not meta["size"]["sft_mislabels"]
+
+
+def test_links_and_result_paths_in_the_readmes_exist():
+    """The links and images of README.md and benchmarks/README.md resolve from the file that holds
+    them, and so do the results folders and files they name (the record moved from one to the
+    other once: its images and links had to follow it)."""
+    import re
+
+    missing = []
+    for doc in (ROOT / "README.md", ROOT / "benchmarks" / "README.md"):
+        text = doc.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if "://" not in target and not target.startswith("#") and not (doc.parent / target).exists():
+                missing.append(f"{doc.name}: link {target}")
+        # A path written from the repository root; a pattern ({1,2}, *) or a file the GPU check
+        # writes once a GPU has run it are not files.
+        for path in re.findall(r"`(benchmarks/results/[^`\s]+)`", text):
+            if not any(c in path for c in "*{") and "gpu_check" not in path and not (ROOT / path).exists():
+                missing.append(f"{doc.name}: path {path}")
+    assert not missing
+
+
+def test_every_benchmark_script_has_a_line_in_the_benchmarks_readme():
+    text = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    scripts = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py"))
+    assert scripts and not [s for s in scripts if f"| `{s}` |" not in text]
