@@ -7,6 +7,7 @@ errors are instant.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -50,7 +51,7 @@ def cmd_world(args) -> int:
 
     summary = build_world(args.out, n_videos=args.n, seed=args.seed, object_sizes=tuple(args.object_sizes),
                           max_objects=args.max_objects)
-    print(summary)
+    print(json.dumps(summary, indent=1))  # as `mmalign pairs` prints its report: for jq or json.loads
     return 0
 
 

@@ -371,11 +371,13 @@ def test_events_on_the_same_frame_give_no_order_question():
     assert not [qa for qa in qa_pairs(scene) if qa["kind"] == "order"]
 
 
-def test_object_size_and_count_knobs_reach_every_scene(tmp_path):
+def test_object_size_and_count_knobs_reach_every_scene(tmp_path, capsys):
     from mmalign.cli import main
 
     assert main(["world", "--out", str(tmp_path), "--n", "6", "--object-sizes", "26", "32", "--max-objects", "2"]) == 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())
+    # What it prints is JSON (it was a Python dict's repr, which json.loads and jq refuse).
+    assert json.loads(capsys.readouterr().out)["counts"]["videos"] == 6
     assert manifest["args"]["object_sizes"] == [26, 32] and manifest["args"]["max_objects"] == 2
     for truth in sorted((tmp_path / "truth").glob("*.json")):
         objects = json.loads(truth.read_text())["scene"]["objects"]
