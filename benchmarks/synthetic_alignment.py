@@ -77,9 +77,11 @@ over yes" pairs than "yes over no" ones, and the preference they teach is then "
 Equally many of each are kept (the rest of the pairs, short answers and open descriptions, all).
 For the write-up of which step fails, `clean_video_check` asks each seed's SFT model the kept
 pairs' questions on the clean video: a pair it already answers right there corrects nothing.
-After the shared base, the seeds' work runs in one process per CPU core (--workers). Every process
-runs one torch thread: the models here train as fast on one core as on two (300 SFT steps: 38.9 s
-on one thread, 38.1 s on two), and a seed's results do not depend on where it ran.
+After the shared base, the seeds' work runs as jobs (a seed's SFT model and pairs, one method's
+validation runs, one held-out model) in one process per CPU core (--workers; `Jobs`), each job
+submitted as soon as what it needs is done. Every process runs one torch thread: the models here
+train as fast on one core as on two (300 SFT steps: 38.9 s on one thread, 38.1 s on two), and a
+job's results do not depend on where it ran.
 Writes benchmarks/results/synthetic_alignment.{json,md,png}: per method the mean over seeds, the
 seed spread (min..max and sample std), and the per-seed improvement over that seed's own SFT model.
 Intermediate runs live under runs/synthetic_alignment/ (rerunning reuses finished steps). A command
@@ -661,54 +663,59 @@ def align(method: str, lr: float, out: Path, sft: Path, pairs: dict, size: dict,
                          max_steps=size["align_steps"], loss=loss, data=data))
 
 
-def seed_inputs(seed: int, size: dict, world: Path, work: Path, base: Path, bar) -> tuple[Path, dict]:
+def seed_inputs(seed: int, size: dict, world: Path, work: Path, base: Path) -> tuple[Path, dict]:
     """This seed's SFT model and its pairs (generator seed)."""
-    bar.set_description(f"seed {seed}: sft")
     sft = run_sft(size, world, work, seed, base)
     videos = held_in_videos(world, work, held_in_split(world, size)[0])
-    pairs = {}
-    for name in PAIRS:
-        bar.set_description(f"seed {seed}: pairs {name}")
-        pairs[name] = make_pairs(name, str(sft), videos, world, work / f"seed{seed}" / "pairs", size, seed)
-        bar.update(1)
+    pairs = {name: make_pairs(name, str(sft), videos, world, work / f"seed{seed}" / "pairs", size, seed)
+             for name in PAIRS}
     pairs["rrpo_qa_open"] = open_pairs(pairs["rrpo_qa"])
     return sft, pairs
 
 
-def validation_scores(sft: Path, pairs: dict, size: dict, world: Path, work: Path, seed: int, bar) -> dict:
-    """Per method, size["primary"] on the held-in validation videos (used by no pair and left out
-    of SFT) after alignment at each lr of size["align_lrs"], and the seed's SFT model's. A caption
-    metric also records the objects each model names there (`mentions`), for the length rule."""
+def trained_methods(size: dict, pairs: dict) -> list[str]:
+    """The rows of size["methods"] whose pairs file holds a pair (an empty one cannot train),
+    in TRAIN's order."""
+    return [m for m, (pair_name, *_) in TRAIN.items() if m in size["methods"] and pairs[pair_name].stat().st_size]
+
+
+def validation_run(seed: int, method: str | None, size: dict, world: Path, work: Path, inputs: tuple) -> dict:
+    """One piece of the lr choice, on the held-in validation videos (used by no pair and left out
+    of SFT): `method` aligned from this seed's SFT model at each lr of size["align_lrs"], each
+    copy scored (keys lr<lr>); with method None, the SFT model itself (key sft). A caption
+    metric also has each model caption the videos (`mentions`: the objects named, for the
+    length rule). `inputs`: `seed_inputs`."""
+    sft, pairs = inputs
     val_ids = held_in_split(world, size)[1]
-    val_bench = validation_bench(world, work, val_ids)
     wdir = work / f"seed{seed}"
-    primary = size["primary"]
-
-    def scored(runs: dict[str, str], out: Path) -> dict[str, dict]:
-        res = bench_eval(runs, val_bench, out)
-        if primary in CAPTION_METRICS:
-            for name, path in runs.items():
-                res[name] |= caption_eval(path, world, size, val_ids)
-        return res
-
-    sft_scores = scored({"sft": str(sft)}, wdir / "val-sft")["sft"]  # once, not once per method
-    scores = {}
-    for method, (pair_name, *_) in TRAIN.items():
-        bar.set_description(f"seed {seed}: validation {method}")
-        if method not in size["methods"] or pairs[pair_name].stat().st_size == 0:
-            continue
+    if method is None:
+        runs, out = {"sft": str(sft)}, wdir / "val-sft"
+    else:
         runs = {f"lr{lr:g}": align(method, lr, wdir / run_name(method, lr, size), sft, pairs, size, seed)
                 for lr in size["align_lrs"]}
-        res = scored(runs, wdir / f"val-{method}{size.get('align_suffix', '')}")  # its predictions, per steps
-        scores[method] = {"by_lr": {lr: res[f"lr{lr:g}"][primary] for lr in size["align_lrs"]},
-                          "sft": sft_scores[primary],
-                          "by_kind": {lr: res[f"lr{lr:g}"]["by_kind"] for lr in size["align_lrs"]},
-                          "sft_by_kind": sft_scores["by_kind"],
-                          "bench": {lr: {m: res[f"lr{lr:g}"][m] for m in GUARDS} for lr in size["align_lrs"]},
-                          "sft_bench": {m: sft_scores[m] for m in GUARDS}}
+        out = wdir / f"val-{method}{size.get('align_suffix', '')}"  # its predictions, per steps
+    res = bench_eval(runs, validation_bench(world, work, val_ids), out)
+    if size["primary"] in CAPTION_METRICS:
+        for name, path in runs.items():
+            res[name] |= caption_eval(path, world, size, val_ids)
+    return res
+
+
+def validation_scores(runs: dict, size: dict) -> dict:
+    """One seed's validation scores for `choose_lrs`, from its `validation_run`s (method -> its
+    result, None -> the SFT model's): per method, size["primary"], the guards and the scores
+    per question kind at each lr, next to the SFT model's."""
+    primary, sft = size["primary"], runs[None]["sft"]
+    scores = {}
+    for method in (m for m in TRAIN if m in runs):
+        by_lr = {lr: runs[method][f"lr{lr:g}"] for lr in size["align_lrs"]}
+        scores[method] = {"by_lr": {lr: r[primary] for lr, r in by_lr.items()}, "sft": sft[primary],
+                          "by_kind": {lr: r["by_kind"] for lr, r in by_lr.items()}, "sft_by_kind": sft["by_kind"],
+                          "bench": {lr: {m: r[m] for m in GUARDS} for lr, r in by_lr.items()},
+                          "sft_bench": {m: sft[m] for m in GUARDS}}
         if primary in CAPTION_METRICS:
-            scores[method] |= {"mentions": {lr: res[f"lr{lr:g}"]["mentions"] for lr in size["align_lrs"]},
-                               "sft_mentions": sft_scores["mentions"]}
+            scores[method] |= {"mentions": {lr: r["mentions"] for lr, r in by_lr.items()},
+                               "sft_mentions": sft["mentions"]}
     return scores
 
 
@@ -746,47 +753,59 @@ def choose_lrs(scores: dict[int, dict], primary: str = PRIMARY, guard: str | Non
     return choice
 
 
-def run_seed(seed: int, size: dict, world: Path, work: Path, inputs: tuple[Path, dict], lrs: dict, bar) -> dict:
-    """This seed's alignment (data order / init seed) at the chosen lr per method (`lrs`), and
-    the evaluation of its SFT model and every aligned copy. `inputs`: `seed_inputs`."""
-    wdir = work / f"seed{seed}"
+def held_out_run(seed: int, method: str | None, size: dict, world: Path, work: Path, inputs: tuple,
+                 lr: float | None) -> dict:
+    """One model of the held-out table: `method` aligned at `lr` from this seed's SFT model, or
+    with method None the SFT model itself (and `clean_video_check` of its pairs). Its benchmark
+    answers go to the seed's eval folder under its run folder's name (method and lr: a method's
+    answers at another lr must not be taken for this one's), and its captions are scored."""
     sft, pairs = inputs
-    models, no_pairs = {"sft": str(sft)}, []
-    for method, (pair_name, *_) in TRAIN.items():
-        if method not in size["methods"]:
-            continue
-        bar.set_description(f"seed {seed}: align {method}")
-        if method not in lrs or pairs[pair_name].stat().st_size == 0:  # no pair kept: the method cannot train
-            models[method] = str(sft)
-            no_pairs.append(method)
-        else:
-            lr = lrs[method]["lr"]
-            models[method] = align(method, lr, wdir / run_name(method, lr, size), sft, pairs, size, seed)
-        bar.update(1)
-    bar.set_description(f"seed {seed}: eval")
-    distinct = {name: path for name, path in models.items() if name == "sft" or name not in no_pairs}
-    # Scored under its run folder's name (method and lr): the eval folder keeps each model's
-    # predictions, and a method's predictions at another lr must not be taken for this one's.
-    runs = {name: "sft" if name == "sft" else Path(path).parent.name for name, path in distinct.items()}
-    bench = bench_eval({runs[name]: path for name, path in distinct.items()}, world, wdir / "eval")
-    test = split_ids(world, "test")
-    captions = {path: caption_eval(path, world, size, test) for path in set(distinct.values())}
+    wdir = work / f"seed{seed}"
+    path = str(sft) if method is None else align(method, lr, wdir / run_name(method, lr, size), sft, pairs, size, seed)
+    run = "sft" if method is None else Path(path).parent.name
+    bench_eval({run: path}, world, wdir / "eval")  # scored with the seed's other models in `seed_result`
+    out = {"path": path, "run": run, "captions": caption_eval(path, world, size, split_ids(world, "test"))}
+    if method is None:
+        out["clean_video"] = clean_video_check(path, pairs["rrpo_qa"])
+    return out
+
+
+def seed_result(seed: int, size: dict, world: Path, work: Path, inputs: tuple, lrs: dict, runs: dict) -> dict:
+    """One seed's rows from its `held_out_run`s (method -> result, None -> the SFT model's). A
+    method that could not train (no pair kept) gets its SFT model's scores, marked no_pairs."""
+    wdir = work / f"seed{seed}"
+    _, pairs = inputs
+    rows = ["sft", *(m for m in TRAIN if m in size["methods"])]
+    done = {"sft": runs[None], **{m: runs[m] for m in rows[1:] if m in runs}}
+    # Every answer is in the eval folder by now: this scores them together, in one report.
+    bench = bench_eval({r["run"]: r["path"] for r in done.values()}, world, wdir / "eval")
     result = {}
-    for name, path in models.items():
-        result[name] = {**bench[runs["sft" if name in no_pairs else name]], **captions[path], "no_pairs": name in no_pairs}
-        summary = Path(path) / ".." / "summary.json"
-        if name != "sft" and name not in no_pairs and summary.exists():
+    for name in rows:
+        r = done.get(name, runs[None])
+        result[name] = {**bench[r["run"]], **r["captions"], "no_pairs": name not in done}
+        summary = Path(r["path"]) / ".." / "summary.json"
+        if name != "sft" and name in done and summary.exists():
             result[name]["train_summary"] = json.loads(summary.read_text())
     if size["sft_mislabels"]:
-        by_colour = pairs_by_colour(wdir / "eval", {name: runs[name] for name in distinct}, world,
+        by_colour = pairs_by_colour(wdir / "eval", {name: r["run"] for name, r in done.items()}, world,
                                     set(size["sft_mislabels"]))
-        for name in models:
-            result[name]["pairs_by_colour"] = by_colour["sft" if name in no_pairs else name]
+        for name in rows:
+            result[name]["pairs_by_colour"] = by_colour[name if name in done else "sft"]
     result["pairs"] = {k: sum(1 for _ in open(v)) for k, v in pairs.items()}
-    result["pair_stages"] = {**pair_stages(pairs["rrpo_qa"]), "clean_video": clean_video_check(str(sft), pairs["rrpo_qa"])}
+    result["pair_stages"] = {**pair_stages(pairs["rrpo_qa"]), "clean_video": runs[None]["clean_video"]}
     result["lrs"] = lrs
-    bar.update(1)
     return result
+
+
+def run_seed(seed: int, size: dict, world: Path, work: Path, inputs: tuple, lrs: dict) -> dict:
+    """One seed's alignment at the chosen lr per method (`lrs`) and its rows, in this process
+    (main runs the same pieces as jobs, several seeds at once)."""
+    _, pairs = inputs
+    runs = {None: held_out_run(seed, None, size, world, work, inputs, None)}
+    for method in trained_methods(size, pairs):
+        if method in lrs:
+            runs[method] = held_out_run(seed, method, size, world, work, inputs, lrs[method]["lr"])
+    return seed_result(seed, size, world, work, inputs, lrs, runs)
 
 
 def pair_stages(path: Path) -> dict:
@@ -1046,22 +1065,91 @@ def figure(table: dict, meta: dict):
     return fig
 
 
-def seed_start(seed: int, size: dict, world: Path, work: Path, base: Path, validate: bool, bar) -> tuple:
-    """A seed's SFT model and pairs (`seed_inputs`), and with `validate` its validation scores
-    (`validation_scores`, when this seed's scores choose the lrs; else None)."""
-    inputs = seed_inputs(seed, size, world, work, base, bar)
-    return inputs, (validation_scores(*inputs, size, world, work, seed, bar) if validate else None)
+def seed_work(size: dict, world: Path, work: Path, base: Path, lr_on_all_seeds: bool, jobs: "Jobs") -> tuple:
+    """Every seed's SFT model and pairs, the lr choice on the validation videos (seed 0's, or with
+    `lr_on_all_seeds` every seed's), and each seed's rows at the chosen lrs: (lrs, seed -> rows).
+    Each piece is a job, submitted as soon as what it needs is done."""
+    seeds = size["seeds"]
+    lr_seeds = set(seeds if lr_on_all_seeds else seeds[:1])
+    inputs, validation, runs = {}, {seed: {} for seed in lr_seeds}, {seed: {} for seed in seeds}
+    lrs, validating = None, 0
+
+    def held_out(seed):
+        for method in trained_methods(size, inputs[seed][1]):
+            if method in lrs:  # else no seed that chose the lrs kept a pair for it
+                jobs.submit(("held-out", seed, method), held_out_run, seed, method, size, world, work, inputs[seed],
+                            lrs[method]["lr"])
+
+    with jobs:
+        for seed in seeds:
+            jobs.submit(("sft and pairs", seed), seed_inputs, seed, size, world, work, base)
+        for (step, seed, *method), result in jobs.finished():
+            if step == "sft and pairs":
+                inputs[seed] = result
+                jobs.submit(("held-out", seed, "sft"), held_out_run, seed, None, size, world, work, result, None)
+                if seed in lr_seeds:
+                    for m in (None, *trained_methods(size, result[1])):
+                        jobs.submit(("validation", seed, m or "sft"), validation_run, seed, m, size, world, work, result)
+                        validating += 1
+                elif lrs is not None:
+                    held_out(seed)
+            elif step == "validation":
+                validation[seed][None if method[0] == "sft" else method[0]] = result
+                validating -= 1
+                if not validating and lr_seeds <= set(inputs):
+                    lrs = choose_lrs({s: validation_scores(validation[s], size) for s in seeds if s in lr_seeds},
+                                     size["primary"], size["guard"])
+                    for s in inputs:
+                        held_out(s)
+            else:
+                runs[seed][None if method[0] == "sft" else method[0]] = result
+    return lrs, {seed: seed_result(seed, size, world, work, inputs[seed], lrs, runs[seed]) for seed in seeds}
 
 
-class _Tally:
-    """A worker's stand-in for the progress bar: counts its steps for the parent's bar."""
-    n = 0
+class Jobs:
+    """The seeds' work after the shared base, as independent jobs on `workers` processes (in this
+    one when `workers` is 1), each result handed back as it finishes: a job that needs others'
+    results is submitted as soon as they are there, so no process waits for a seed's slowest
+    step. Each job's work is its own (seed, folders and files), and the small models here train
+    as fast on one core as on two: two processes of one thread each do it in about half the
+    time. Spawned, not forked: the parent has run torch."""
 
-    def update(self, n: int = 1) -> None:
-        self.n += n
+    def __init__(self, workers: int, bar, videos: int):
+        self.pool, self.bar, self.pending, self.ready = None, bar, {}, []
+        if workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-    def set_description(self, _: str) -> None:
-        pass
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_worker_init, initargs=(PAIRS, videos))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *_):
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=kind is not None)
+
+    def submit(self, key: tuple, fn, *args) -> None:
+        self.bar.total += 1
+        if self.pool is None:
+            self.bar.set_description(" ".join(map(str, key)))
+            self.ready.append((key, fn(*args)))
+        else:
+            self.pending[self.pool.submit(fn, *args)] = key
+
+    def finished(self):
+        """(key, result) of every job in the order they finish, those submitted meanwhile too."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        while self.ready or self.pending:
+            if not self.ready:
+                done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+                self.ready += [(self.pending.pop(f), f.result()) for f in done]
+            key, result = self.ready.pop(0)
+            self.bar.set_description(" ".join(map(str, key)))
+            self.bar.update(1)
+            yield key, result
 
 
 def _worker_init(pairs: dict, videos: int) -> None:
@@ -1073,32 +1161,6 @@ def _worker_init(pairs: dict, videos: int) -> None:
     PAIRS.update(pairs)
     _cache_videos(videos)
     torch.set_num_threads(1)
-
-
-def _tallied(fn, args: tuple) -> tuple:
-    tally = _Tally()
-    return fn(*args, tally), tally.n
-
-
-def by_seed(fn, jobs: dict[int, tuple], workers: int, bar, videos: int) -> dict[int, object]:
-    """fn(*args, bar) for each seed's args in `jobs`, in `workers` processes when more than one.
-    A seed's work is independent of the others' (its own seed, folders and files), and the
-    small models here train as fast on one core as on two: two processes of one thread each
-    do the seeds' work in about half the time. Spawned, not forked: the parent has run torch."""
-    if workers <= 1 or len(jobs) <= 1:
-        return {seed: fn(*args, bar) for seed, args in jobs.items()}
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    out = {}
-    bar.set_description(f"{fn.__name__}: seeds {', '.join(map(str, jobs))} in {workers} processes")
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                             initargs=(PAIRS, videos)) as pool:
-        futures = {pool.submit(_tallied, fn, args): seed for seed, args in jobs.items()}
-        for future in as_completed(futures):
-            out[futures[future]], steps = future.result()
-            bar.update(steps)
-    return {seed: out[seed] for seed in jobs}
 
 
 def _cache_videos(videos: int) -> None:
@@ -1163,8 +1225,8 @@ def main(argv=None) -> dict:
                          "hallucinates what its data taught it; the base, the pairs' questions and every score keep "
                          "the truth")
     ap.add_argument("--workers", type=int, default=None,
-                    help="processes for the seeds' work after the shared base (default: one per CPU core, at most "
-                         "one per seed; each runs one torch thread)")
+                    help="processes for the seeds' work after the shared base (default: one per CPU core; with "
+                         "--quick one; each runs one torch thread)")
     ap.add_argument("--report-only", action="store_true", help="re-render md / png from the results json")
     ap.add_argument("--max-changed-fraction", type=float, default=MAX_CHANGED_FRACTION,
                     help="RRPO-recipe pairs (DPO and RRPO train on them): drop open-answer rewrites whose differing "
@@ -1243,24 +1305,17 @@ def main(argv=None) -> dict:
     # One thread here as in each worker: as fast for models this small, and a seed's floats (so
     # its greedy answers) are then the same whether it runs here or in a worker.
     torch.set_num_threads(1)
-    workers = max(1, min(args.workers or os.cpu_count() or 1, len(size["seeds"])))
+    # --quick's jobs take seconds: two spawned processes would cost more than they save.
+    workers = max(1, args.workers or (1 if args.quick else os.cpu_count() or 1))
     if getattr(sys.modules.get(__name__), "main", None) is not main:
         # A worker finds this module's functions by its name; loaded under another identity (from
-        # its file path, as some tests do) it cannot be found so, and runs its seeds here.
+        # its file path, as some tests do) it cannot be found so, and runs its jobs here.
         workers = 1
-    steps_per_seed = len(PAIRS) + len(size["methods"]) + 1
-    with tqdm(total=1 + steps_per_seed * len(size["seeds"]), unit="step") as bar:
+    with tqdm(total=1, unit="job") as bar:
         bar.set_description("vision stand-in and base model")
         base, base_validation = run_base(size, world, work)
         bar.update(1)
-        lr_seeds = size["seeds"] if args.lr_on_all_seeds else size["seeds"][:1]
-        started = by_seed(seed_start, {seed: (seed, size, world, work, base, seed in lr_seeds) for seed in size["seeds"]},
-                          workers, bar, videos)
-        inputs = {seed: inputs for seed, (inputs, _) in started.items()}
-        lrs = choose_lrs({seed: scores for seed, (_, scores) in started.items() if seed in lr_seeds},
-                         size["primary"], size["guard"])
-        per_seed = by_seed(run_seed, {seed: (seed, size, world, work, inputs[seed], lrs) for seed in size["seeds"]},
-                           workers, bar, videos)
+        lrs, per_seed = seed_work(size, world, work, base, args.lr_on_all_seeds, Jobs(workers, bar, videos))
     table = aggregate(per_seed)
     command = "python benchmarks/synthetic_alignment.py" + (" --quick" if args.quick else "") + design + (
         f" --results {args.results}" if args.results and not args.quick else "")

@@ -464,15 +464,12 @@ def test_held_out_scores_follow_the_chosen_lr_in_a_reused_work_folder(quick_run)
     """A rerun whose lr choice differs (e.g. `--lr-on-all-seeds`) scores the newly chosen model:
     the eval folder keeps predictions per run folder, so those of the lr chosen before are not
     mixed in (the harness used to stop there with 'holds predictions made with other settings')."""
-    from tqdm import tqdm
-
     sa, work, _, _ = quick_run
     size, world = dict(sa.QUICK), work / "world"
     base = work / "base-lm/final"
-    with tqdm(disable=True) as bar:
-        inputs = sa.seed_inputs(0, size, world, work, base, bar)
-        first = sa.run_seed(0, size, world, work, inputs, {"dpo": {"lr": size["align_lrs"][0]}}, bar)
-        other = sa.run_seed(0, size, world, work, inputs, {"dpo": {"lr": size["align_lrs"][1]}}, bar)
+    inputs = sa.seed_inputs(0, size, world, work, base)
+    first = sa.run_seed(0, size, world, work, inputs, {"dpo": {"lr": size["align_lrs"][0]}})
+    other = sa.run_seed(0, size, world, work, inputs, {"dpo": {"lr": size["align_lrs"][1]}})
     for result, lr in ((first, size["align_lrs"][0]), (other, size["align_lrs"][1])):
         run = json.loads((work / f"seed0/eval/dpo-lr{lr:g}/run.json").read_text())
         assert Path(run["model"]).resolve() == (work / f"seed0/dpo-lr{lr:g}/final").resolve()
@@ -720,6 +717,10 @@ def test_workers_give_the_serial_results(tmp_path, monkeypatch):
     for seed in (0, 1):  # the workers filtered the rewrites by 0.5, not by the default
         report = json.loads((tmp_path / f"w2/seed{seed}/pairs/rrpo_qa.report.json").read_text())
         assert report["config"]["rrpo"]["max_changed_fraction"] == 0.5
+        # Each held-out model was a job of its own; the seed's eval report still holds them all.
+        lrs = out["2"]["meta"]["lrs"]
+        evaluated = json.loads((tmp_path / f"w2/seed{seed}/eval/results.json").read_text())["models"]
+        assert {m["name"] for m in evaluated} == {"sft", *(f"{m}-lr{c['lr']:g}" for m, c in lrs.items())}
 
 
 def test_held_in_videos_when_another_worker_makes_the_same_links(tmp_path, monkeypatch):
