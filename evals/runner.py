@@ -88,6 +88,10 @@ def check_settings(out: Path, settings: dict, overwrite: bool) -> None:
         old = json.loads(path.read_text())
         # A setting the record lacks was added to mmalign after those predictions were made.
         diff = {k: (old[k], v) for k, v in settings.items() if k in old and old[k] != v}
+        # A checkpoint moved with its folder (mv, or a copy that keeps file times) has the same
+        # weight files, sizes and newest time: only its path changed, its answers are its own.
+        if old.get("model_weights") is not None and "model_weights" not in diff:
+            diff.pop("model", None)
         if diff and any(out.glob(SHARD_GLOB)):
             raise RunMismatch(f"{out} holds predictions made with other settings {diff} (was, now); "
                               "pass --overwrite to discard them or choose another output_dir")

@@ -64,6 +64,33 @@ def test_rerun_after_retraining_into_the_same_folder_does_not_reuse_the_old_pred
     assert json.loads(run.read_text())["model_weights"] != before
 
 
+def test_a_checkpoint_moved_with_its_folder_keeps_its_predictions(tmp_path, capsys):
+    """A rerun after `mv runs/a runs/b` (the project moved, a run folder renamed) reuses the
+    predictions: same weight files, only the path changed. It used to stop with 'holds
+    predictions made with other settings', the model's old path against its new one."""
+    from mmalign.models.tiny import build_tiny
+
+    build_tiny("qwen2_5_vl", tmp_path / "a" / "sft" / "final", seed=0)
+    cfg = ROOT / "configs" / "eval" / "synthetic.yaml"
+
+    def args(folder):
+        return ["eval", "--config", str(cfg), f"world.out={tmp_path / 'world'}", "world.n_videos=4",
+                f"model.path={tmp_path / folder / 'sft' / 'final'}", f"output_dir={tmp_path / 'out'}", "data.limit=1",
+                "sampling.num_frames=4", "generation.max_new_tokens=2", "generation.batch_size=4"]
+
+    assert main(args("a")) == 0
+    shard = tmp_path / "out" / "sft-final" / "predictions.shard0-of-1.jsonl"
+    answers = shard.read_text()
+    (tmp_path / "a").rename(tmp_path / "b")
+    assert main(args("b")) == 0
+    assert shard.read_text() == answers  # nothing generated again
+    run = json.loads((tmp_path / "out" / "sft-final" / "run.json").read_text())
+    assert run["model"] == str(tmp_path / "b" / "sft" / "final")
+    build_tiny("qwen2_5_vl", tmp_path / "b" / "sft" / "final", seed=1)  # other weights at the new path: refused
+    capsys.readouterr()
+    assert main(args("b")) == 2 and "model_weights" in capsys.readouterr().err
+
+
 def test_predictions_recorded_before_the_weights_were_recorded_still_resume(tmp_path):
     from mmalign.evals.runner import check_settings
 
