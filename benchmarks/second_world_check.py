@@ -1,7 +1,7 @@
 """Is a change in the synthetic alignment table more than noise? Its SFT models and aligned copies,
 scored on a second held-out world with four times the held-out split's videos.
 
-    python benchmarks/synthetic_alignment.py                     # first: the models (~25 min)
+    python benchmarks/synthetic_alignment.py                     # first: the models (~21 min)
     python benchmarks/second_world_check.py                      # 8 min on 2 CPU cores
     python benchmarks/second_world_check.py --quick --work runs/synthetic_alignment_quick \\
         --tables runs/synthetic_alignment_quick/synthetic_alignment.json     # a smoke run

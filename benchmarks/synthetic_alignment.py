@@ -110,7 +110,7 @@ from tqdm.auto import tqdm  # noqa: E402
 METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "rpo_open", "temple", "apasi", "mask_dpo", "sft_chosen",
            "sft_chosen_open", "sft_chosen_temple")
 
-# Sizes. FULL took 24.6 min on 2 CPU cores with --workers, from nothing (the budget is 30; README);
+# Sizes. FULL took 21.0 min on 2 CPU cores with --workers, from nothing (the budget is 30; README);
 # QUICK is a smoke test.
 # The world's objects are large (26-32 px of a 64 px frame) and at most 2 per video: with the default
 # 14-20 px objects, a model this small trained from scratch never learned to read the video.
