@@ -26,6 +26,8 @@ def cmd_pairs(args) -> int:
     summary = {k: report[k] for k in ("out", "records", "videos", "videos_with_records", "filtered", "this_run")}
     summary["skipped"] = len(report["skipped"])
     print(json.dumps(summary, indent=1))
+    for note in report["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     if report["absolute_media_paths"]:
         print("note: the videos lie outside the output's folder, so records name them by absolute path; "
               "train with data.allow_absolute_paths=true (or write --out next to the videos)", file=sys.stderr)

@@ -98,6 +98,10 @@ class PairBuilder:
     def run(self, phase: str, items: list[Item]) -> list[Result]:
         raise NotImplementedError
 
+    def notes(self, keys: list[str]) -> list[str]:
+        """What the report should tell about this run's input as a whole (`keys`: every video)."""
+        return []
+
 
 def with_truth(items: list[Item], results: dict[str, Result], why: str) -> list[Item]:
     """The items that have truth; the others are marked skipped with `why`."""

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmalign.config import ConfigError
 from mmalign.data.records import sentence_spans
 from mmalign.world import COLORS, SHAPES
 from mmalign.world.text import ANSWER_CHOICES, benchmark_items, caption_sentences, motion_phrase, qa_pairs
@@ -101,10 +102,10 @@ def read_questions(path: str) -> dict[str, list[dict]]:
             if not (isinstance(video, str) and isinstance(prompt, str) and isinstance(answer, str)):
                 raise TypeError("video, prompt and answer must be strings")
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{lineno}: not a QA record ({type(e).__name__}: {e})") from None
+            raise ConfigError(f"{path}:{lineno}: not a QA record ({type(e).__name__}: {e})") from None
         kind = row.get("type") or infer_type(answer, row.get("options"))
         if kind not in QUESTION_TYPES:
-            raise ValueError(f"{path}:{lineno}: type {kind!r} is not one of {list(QUESTION_TYPES)}")
+            raise ConfigError(f"{path}:{lineno}: type {kind!r} is not one of {list(QUESTION_TYPES)}")
         by_stem.setdefault(_stem(video), []).append({"type": kind, "kind": row.get("kind", kind), "prompt": prompt,
                                                      "answer": answer, "options": row.get("options"),
                                                      "id": str(row.get("id", f"l{lineno}"))})
@@ -204,7 +205,9 @@ class RrpoQaPairs(PairBuilder):
     def __init__(self, cfg, backend):
         super().__init__(cfg, backend)
         self._judge = self._rewriter = None  # local LMs, loaded when first asked
-        self._user_questions = None  # the QA file, read on the first batch
+        # The QA file, read whole before any model is loaded: a bad line stops the run here.
+        q = cfg.rrpo_qa.questions
+        self._user_questions = None if q == "world" else read_questions(q)
 
     def questions(self, item: Item) -> list[dict]:
         c = self.cfg.rrpo_qa
@@ -221,11 +224,18 @@ class RrpoQaPairs(PairBuilder):
             qs = [qs[i] for i in pick]
         return qs
 
+    def notes(self, keys: list[str]) -> list[str]:
+        """QA lines whose video is not under --videos (a typo, another folder): never asked."""
+        if self._user_questions is None:
+            return []
+        unused = sorted(set(self._user_questions) - {_stem(k) for k in keys})
+        n = sum(len(self._user_questions[s]) for s in unused)
+        return [f"{n} question(s) of {self.cfg.rrpo_qa.questions} name a video not under --videos, so none was "
+                f"asked: {', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}"] if unused else []
+
     def run(self, phase: str, items: list[Item]) -> list[Result]:
         c, r = self.cfg.rrpo_qa, self.cfg.rrpo
         results = {it.key: Result(it.key) for it in items}
-        if c.questions != "world" and self._user_questions is None:
-            self._user_questions = read_questions(c.questions)
         jobs = []
         for it in items:
             qs = self.questions(it)
@@ -238,6 +248,10 @@ class RrpoQaPairs(PairBuilder):
             ops, area = rrpo_ops(r, it, tag)
             clip = perturbed(it.video, ops, f"{it.stem}-{tag}")
             jobs += [(it, q, ops, area, clip) for q in qs]
+        if any(q["type"] == "open" and self._judge_kind(it) == "model" for it, q, *_ in jobs):
+            from .text_model import need_text_model
+
+            need_text_model(c.judge_model)  # before the model answers a batch whose open answers none could judge
         replies = self.backend.need("generate", "generator rrpo_qa")([(q["prompt"], clip) for _, q, *_, clip in jobs])
         wrong = []
         for (it, q, ops, area, _), reply in zip(jobs, replies):

@@ -163,8 +163,8 @@ def run_pairs(cfg: PairsConfig, videos: str | os.PathLike, out: str | os.PathLik
 
     report = None
     if procs.rank == 0:
-        report = _merge(cfg, keys, videos, out, parts, generator.phases[-1], time.time() - t0,
-                        sum(k not in finished_before for k in keys))
+        report = _merge(cfg, keys, videos, out, parts, generator.phases[-1], generator.notes(keys),
+                        time.time() - t0, sum(k not in finished_before for k in keys))
     procs.barrier()
     return report
 
@@ -292,7 +292,7 @@ def _finished(parts: Path, phase: str) -> dict[str, dict]:
     return done
 
 
-def _merge(cfg, keys, videos, out, parts, phase, seconds, processed) -> dict:
+def _merge(cfg, keys, videos, out, parts, phase, notes, seconds, processed) -> dict:
     rows = _finished(parts, phase)
     missing = [k for k in keys if k not in rows]
     if missing:
@@ -315,7 +315,7 @@ def _merge(cfg, keys, videos, out, parts, phase, seconds, processed) -> dict:
         "skipped": skipped, "filtered": dict(sorted(filtered.items())),
         "this_run": {"videos_processed": processed, "seconds": round(seconds, 3),  # all processes
                      "videos_per_minute": round(60 * processed / seconds, 2) if seconds > 0 else None},
-        "absolute_media_paths": outside, "config": dataclasses.asdict(cfg),
+        "absolute_media_paths": outside, "notes": notes, "config": dataclasses.asdict(cfg),
     }
     atomic_write_json(report_path(out), report)
     return report

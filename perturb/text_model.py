@@ -21,13 +21,18 @@ REWRITE_PROMPT = ("Rewrite the ground truth with as few changes as possible so t
                   "concepts and nothing else. Reply with the rewritten text only.")
 
 
+def need_text_model(path: str | None) -> None:
+    """The one-line error for open answers that no local chat model can judge or rewrite."""
+    if not path:
+        from mmalign.config import ConfigError
+
+        raise ConfigError("rrpo_qa: open answers without truth files need rrpo_qa.judge_model / "
+                          "rrpo_qa.rewriter_model (a local chat model folder)")
+
+
 class TextModel:
     def __init__(self, path: str | None, max_new_tokens: int = 128, seed: int = 0, trust_remote_code: bool = False):
-        if not path:
-            from mmalign.config import ConfigError
-
-            raise ConfigError("rrpo_qa: open answers without truth files need rrpo_qa.judge_model / "
-                             "rrpo_qa.rewriter_model (a local chat model folder)")
+        need_text_model(path)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

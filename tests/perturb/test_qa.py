@@ -3,6 +3,9 @@ kept, the truth rewritten minimally with the wrong concepts), on the world and o
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +19,8 @@ from mmalign.perturb.qa import (NO_CONCEPT, NOT_MINIMAL, RIGHT, is_right, normal
 from mmalign.perturb.run import report_path, run_pairs
 from mmalign.world import Scene
 from mmalign.world.scene import WorldObject
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def scene():
@@ -167,14 +172,41 @@ def test_real_videos_without_truth_use_a_qa_file_and_a_local_model_rewriter(worl
     assert turns[-1][-2] == {"role": "assistant", "content": "- kicks -> throws\n- red -> blue"}
     assert len(report["skipped"]) == len(list(videos.glob("*.mp4"))) - 1  # the others have no question
     assert all("no question" in s["reason"] for s in report["skipped"])
+    # The question about a video that is not there was never asked, and the report says so.
+    assert report["notes"] == [f"1 question(s) of {qa} name a video not under --videos, so none was asked: missing"]
     assert not str(records[0].video).startswith(str(tmp_path / "pairs"))  # outside the output's folder: absolute
 
 
 def test_open_answers_on_real_videos_without_a_judge_model_fail_clearly(world, tmp_path):
+    """Before the model answers anything: the answers of a batch no judge can read would be lost
+    (the old code asked the model first, and stopped at the first open answer)."""
     qa = tmp_path / "qa.jsonl"
     qa.write_text(json.dumps({"video": "vid0000.mp4", "prompt": "Describe it.", "answer": "A long open answer here."}))
     videos = tmp_path / "videos"
     shutil.copytree(world / "videos", videos)
     cfg = build_pairs_config({"generator": "rrpo_qa", "rrpo_qa": {"questions": str(qa)}})
+    asked = []
     with pytest.raises(ValueError, match="rrpo_qa.judge_model"):
-        run_pairs(cfg, videos, tmp_path / "o.jsonl", backend=Backend(lambda ps: ["x" for _ in ps]), show_progress=False)
+        run_pairs(cfg, videos, tmp_path / "o.jsonl", backend=Backend(lambda ps: asked.extend(ps) or ["x" for _ in ps]),
+                  show_progress=False)
+    assert asked == []
+
+
+def test_a_malformed_qa_line_is_one_line_naming_it_before_any_model_loads(world, tmp_path):
+    """`mmalign pairs` on real videos with a QA file whose second line is torn: the user's command
+    gets `mmalign: error: <file>:2: ...` and exit 2, not a traceback, and no model is loaded (the
+    model path here does not exist: loading it would be another error)."""
+    from mmalign.cli import main
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"video": "vid0000.mp4", "prompt": "Is it red?", "answer": "yes"}) + "\n"
+                  + '{"video": "vid0001.mp4", "prompt": "Is it?"\n')
+    videos = tmp_path / "videos"
+    shutil.copytree(world / "videos", videos)
+    code = subprocess.run([sys.executable, "-m", "mmalign.cli", "pairs", "--videos", str(videos), "--config",
+                           str(ROOT / "configs/pairs/rrpo_qa.yaml"), "--out", str(tmp_path / "pairs.jsonl"), "--quiet",
+                           f"rrpo_qa.questions={qa}", f"model.path={tmp_path / 'no-model'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert code.returncode == 2, code.stderr[-2000:]
+    (line,) = code.stderr.strip().splitlines()
+    assert line.startswith(f"mmalign: error: {qa}:2: not a QA record (JSONDecodeError: ")
