@@ -80,7 +80,7 @@ def import_rrpo(src: str | os.PathLike, out: str | os.PathLike, media_root: str 
     where they lie inside its folder, absolute otherwise (train those with
     data.allow_absolute_paths)."""
     src, out = Path(src), Path(out).absolute()
-    rows = _load_rows(src)
+    rows, where, bad = _load_rows(src)
     root = Path(media_root or src.parent).absolute()
     for row in rows:
         for key in ("media_path", "video"):
@@ -92,17 +92,35 @@ def import_rrpo(src: str | os.PathLike, out: str | os.PathLike, media_root: str 
         records, skipped = read_records(tmp, "pair", allow_absolute_paths=True, check_media=check_media)
     finally:
         tmp.unlink(missing_ok=True)
-    for s in skipped:  # name the line of the file the user gave
-        s.source = f"{src}:{s.source.rsplit(':', 1)[1]}"
+    for s in skipped:  # the place in the file the user gave, not in the converted copy
+        s.source = where[int(s.source.rsplit(":", 1)[1]) - 1]
     write_records(out, records)
-    return records, skipped
+    return records, bad + skipped
 
 
-def _load_rows(path: Path) -> list:
-    text = path.read_text(encoding="utf-8-sig")
+def _load_rows(path: Path) -> tuple[list, list[str], list[Skipped]]:
+    """The release file's rows, where each one is in it (file:line for JSON lines, "file: item N"
+    for an array), and its lines that are not JSON (skipped by file:line, as a record the reader
+    refuses is). A file that cannot be read at all is a one-line ConfigError."""
+    from mmalign.config import ConfigError
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read as text ({type(e).__name__}: {e})") from None
     if text.lstrip().startswith("["):
-        rows = json.loads(text)
-        if not isinstance(rows, list):
-            raise ValueError(f"{path}: expected a JSON array of objects")
-        return rows
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+        try:
+            rows = json.loads(text)
+        except ValueError as e:
+            raise ConfigError(f"{path}: not a JSON array ({type(e).__name__}: {e})") from None
+        return rows, [f"{path}: item {i}" for i in range(1, len(rows) + 1)], []
+    rows, where, bad = [], [], []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+            where.append(f"{path}:{lineno}")
+        except ValueError as e:
+            bad.append(Skipped(f"{path}:{lineno}", None, f"not JSON ({type(e).__name__}: {e})"))
+    return rows, where, bad

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from mmalign.data.records import read_records, write_records, Record
 from mmalign.perturb.rrpo_format import export_rrpo, import_rrpo, to_rrpo
 
@@ -60,7 +62,7 @@ def test_import_a_release_file(tmp_path):
     src.write_text(json.dumps(release))
     out = tmp_path / "ours.jsonl"
     got, skipped = import_rrpo(src, out, media_root=media)
-    assert [s.source for s in skipped] == [f"{src}:2"] and "is not 'answer'" in skipped[0].reason
+    assert [s.source for s in skipped] == [f"{src}: item 2"] and "is not 'answer'" in skipped[0].reason
     (r,) = got
     assert (r.id, r.prompt, r.chosen_spans, r.rejected_spans) == ("7", "What happens?", [(6, 11)], [(6, 12)])
     assert r.meta == {"src": "tvqa", "format": "rrpo"}
@@ -76,3 +78,35 @@ def test_to_rrpo_refuses_texts_with_tags(tmp_path):
         assert "MASK" in str(e)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_import_of_json_lines_names_the_user_files_lines(tmp_path, capsys):
+    """`mmalign pairs-import` on JSON lines with a blank line, a torn line and a bad record: the
+    torn line is skipped by its line (it was a JSONDecodeError traceback), and the bad record is
+    named by its line in the user's file (blank lines used to shift it by one)."""
+    from mmalign.cli import main
+
+    (tmp_path / "v1.mp4").write_bytes(b"x")
+    good = {"question": "Q", "answer": "a red car", "pred": "a blue car", "answer_masked": "a <MASK> red </MASK> car",
+            "pred_masked": "a <MASK> blue </MASK> car", "sample_id": 1, "media_path": "v1.mp4"}
+    bad = {**good, "sample_id": 2, "answer": "other text"}
+    src = tmp_path / "train.jsonl"
+    src.write_text(json.dumps(good) + "\n\n" + '{"question": "torn' + "\n" + json.dumps(bad) + "\n")
+    assert main(["pairs-import", str(src), "--out", str(tmp_path / "ours.jsonl")]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == f"1 records written to {tmp_path / 'ours.jsonl'}, 2 lines skipped"
+    lines = out.err.strip().splitlines()
+    assert lines[0].startswith(f"skipped {src}:3: not JSON (JSONDecodeError: ")
+    assert lines[1].startswith(f"skipped {src}:4: ") and "is not 'answer'" in lines[1]
+
+
+@pytest.mark.parametrize("text", ["[{\"question\": ", "\x00\xff garbage"])
+def test_import_of_a_file_that_is_not_json_is_one_line(tmp_path, capsys, text):
+    from mmalign.cli import main
+
+    src = tmp_path / "release.json"
+    src.write_bytes(text.encode("latin-1"))
+    assert main(["pairs-import", str(src), "--out", str(tmp_path / "o.jsonl")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"mmalign: error: {src}: ")
+    assert not (tmp_path / "o.jsonl").exists()
