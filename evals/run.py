@@ -129,7 +129,11 @@ def read_prediction_file(path: str, bench: Benchmark | None = None) -> dict[str,
     our predictions.jsonl ({id, prediction} per line), a JSON object {id: prediction}, or a JSON
     list of {id, prediction | pred | answer | response} (the shape most official inference scripts
     write). A bad line is named by file:line."""
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read as a predictions file ({type(e).__name__}: "
+                          f"{getattr(e, 'strerror', None) or e})") from None
     try:
         data = json.loads(text)
         official = official_predictions(bench, data, path)

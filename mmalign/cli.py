@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def config_reference(config_cls=None) -> str:
@@ -47,8 +48,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_world(args) -> int:
+    from mmalign.config import ConfigError
     from mmalign.world import build_world
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: a file, not a folder")
     summary = build_world(args.out, n_videos=args.n, seed=args.seed, object_sizes=tuple(args.object_sizes),
                           max_objects=args.max_objects)
     print(json.dumps(summary, indent=1))  # as `mmalign pairs` prints its report: for jq or json.loads

@@ -485,6 +485,15 @@ def _expanded_size(node: Any, memo: dict, active: set) -> int:
     return memo[key]
 
 
+def yaml_error(path: str | Path, e: Exception) -> str:
+    """PyYAML's error (several lines, with a drawing of the spot) as one: file:line:column and
+    its problem."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = " ".join(filter(None, (getattr(e, "context", None), getattr(e, "problem", None)))) or str(e)
+    return f"{where}: not valid YAML: {' '.join(problem.split())}"
+
+
 def load_raw(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -492,7 +501,7 @@ def load_raw(path: str | Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(yaml_error(path, e)) from None
     except (UnicodeDecodeError, RecursionError) as e:
         raise ConfigError(f"{path}: not a YAML text file ({type(e).__name__})") from None
     if not isinstance(raw, dict):

@@ -62,6 +62,24 @@ def test_stage_overrides_merge_over_top_level():
     assert (n1, s1.method, s1.train.lr) == ("1-rrpo", "rrpo", 1.0)
 
 
+@pytest.mark.parametrize("text, where, problem", [
+    ("steps: [\n", ":2:1", "expected the node content, but found '<stream end>'"),
+    ("a: 1\n  b: 2\n", ":2:4", "mapping values are not allowed here"),
+    ("a: *nope\n", ":1:4", "found undefined alias 'nope'"),
+])
+def test_a_yaml_error_is_one_line_with_its_line_and_column(tmp_path, capsys, text, where, problem):
+    """PyYAML's message runs over several lines with a drawing of the spot; the user gets one
+    line: file:line:column and the problem."""
+    from mmalign.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    for command in (["train", str(cfg)], ["run", str(cfg)]):
+        assert main(command) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"mmalign: error: {cfg}{where}: not valid YAML: ") and line.endswith(problem)
+
+
 def test_yaml_is_safe_loaded(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("method: !!python/object/apply:os.system ['echo hi']\n")

@@ -91,6 +91,16 @@ def test_a_checkpoint_moved_with_its_folder_keeps_its_predictions(tmp_path, caps
     assert main(args("b")) == 2 and "model_weights" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["missing.json", "a-folder"])
+def test_a_predictions_file_that_cannot_be_read_is_one_line(tmp_path, capsys, name):
+    (tmp_path / "a-folder").mkdir()
+    args = ["eval", "--config", str(ROOT / "configs/eval/synthetic.yaml"), "--predictions", str(tmp_path / name),
+            f"world.out={tmp_path / 'world'}", "world.n_videos=4", f"output_dir={tmp_path / 'out'}"]
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"mmalign: error: {tmp_path / name}: cannot be read as a predictions file (")
+
+
 def test_predictions_recorded_before_the_weights_were_recorded_still_resume(tmp_path):
     from mmalign.evals.runner import check_settings
 

@@ -390,6 +390,15 @@ def test_object_size_and_count_knobs_reach_every_scene(tmp_path, capsys):
     assert max(sizes) <= 20
 
 
+def test_world_out_onto_a_file_is_one_line(tmp_path, capsys):
+    from mmalign.cli import main
+
+    (tmp_path / "afile").write_text("keep me")
+    assert main(["world", "--out", str(tmp_path / "afile"), "--n", "2"]) == 2
+    assert capsys.readouterr().err.strip() == f"mmalign: error: --out {tmp_path / 'afile'}: a file, not a folder"
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
 @pytest.mark.parametrize("sizes, most", [((30, 20), 2), ((10, 64), 2), ((0, 10), 2), ((10, 20), 0)])
 def test_impossible_object_knobs_are_refused_by_name(tmp_path, sizes, most):
     with pytest.raises(ValueError, match="object_sizes"):
