@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileExistsError) as e:
         print(f"mmalign: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file or folder the command cannot read or write (permissions, a full disk)
+        print(f"mmalign: error: {e.filename}: {e.strerror or e}" if e.filename else f"mmalign: error: {e}",
+              file=sys.stderr)
+        return 2
     except Exception as e:
         from mmalign.data.records import RecordError
         from mmalign.train.checkpoint import CheckpointWriteError

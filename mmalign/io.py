@@ -6,6 +6,7 @@ file in the same folder and renamed into place, so a kill never leaves a half fi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -26,8 +27,14 @@ DIR_MODE = 0o777 & ~_umask()  # likewise for mkdtemp's 0700 folders
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Errors name the file the caller writes, not the temporary one beside it.
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except FileExistsError:  # from mkdir: a file stands where one of its folders should be
+        raise NotADirectoryError(errno.ENOTDIR, "a file stands where its folder should be", str(path)) from None
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:

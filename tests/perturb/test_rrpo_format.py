@@ -110,3 +110,16 @@ def test_import_of_a_file_that_is_not_json_is_one_line(tmp_path, capsys, text):
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"mmalign: error: {src}: ")
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_export_to_a_place_that_cannot_be_written_is_one_line_naming_it(tmp_path, capsys):
+    """An output under a file (or a read-only folder, a full disk): one line naming the file the
+    user asked for (it was a traceback naming the temporary file beside it)."""
+    from mmalign.cli import main
+
+    src = tmp_path / "ours.jsonl"
+    write_records(src, [Record("a", "", "Q", chosen="a red car", rejected="a blue car")])
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "release.json"
+    assert main(["pairs-export", str(src), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"mmalign: error: {out}: a file stands where its folder should be"
