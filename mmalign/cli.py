@@ -118,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, FileExistsError) as e:
+    except ConfigError as e:
         print(f"mmalign: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # a file or folder the command cannot read or write (permissions, a full disk)
+    except OSError as e:  # a file or folder the command cannot read or write (permissions, a full disk, ...)
         print(f"mmalign: error: {e.filename}: {e.strerror or e}" if e.filename else f"mmalign: error: {e}",
               file=sys.stderr)
         return 2
