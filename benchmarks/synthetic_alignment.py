@@ -679,16 +679,16 @@ def trained_methods(size: dict, pairs: dict) -> list[str]:
     return [m for m, (pair_name, *_) in TRAIN.items() if m in size["methods"] and pairs[pair_name].stat().st_size]
 
 
-def validation_run(seed: int, method: str | None, size: dict, world: Path, work: Path, inputs: tuple) -> dict:
+def validation_run(seed: int, method: str, size: dict, world: Path, work: Path, inputs: tuple) -> dict:
     """One piece of the lr choice, on the held-in validation videos (used by no pair and left out
     of SFT): `method` aligned from this seed's SFT model at each lr of size["align_lrs"], each
-    copy scored (keys lr<lr>); with method None, the SFT model itself (key sft). A caption
+    copy scored (keys lr<lr>); with method "sft", the SFT model itself (key sft). A caption
     metric also has each model caption the videos (`mentions`: the objects named, for the
     length rule). `inputs`: `seed_inputs`."""
     sft, pairs = inputs
     val_ids = held_in_split(world, size)[1]
     wdir = work / f"seed{seed}"
-    if method is None:
+    if method == "sft":
         runs, out = {"sft": str(sft)}, wdir / "val-sft"
     else:
         runs = {f"lr{lr:g}": align(method, lr, wdir / run_name(method, lr, size), sft, pairs, size, seed)
@@ -703,9 +703,9 @@ def validation_run(seed: int, method: str | None, size: dict, world: Path, work:
 
 def validation_scores(runs: dict, size: dict) -> dict:
     """One seed's validation scores for `choose_lrs`, from its `validation_run`s (method -> its
-    result, None -> the SFT model's): per method, size["primary"], the guards and the scores
+    result, "sft" -> the SFT model's): per method, size["primary"], the guards and the scores
     per question kind at each lr, next to the SFT model's."""
-    primary, sft = size["primary"], runs[None]["sft"]
+    primary, sft = size["primary"], runs["sft"]["sft"]
     scores = {}
     for method in (m for m in TRAIN if m in runs):
         by_lr = {lr: runs[method][f"lr{lr:g}"] for lr in size["align_lrs"]}
@@ -753,35 +753,35 @@ def choose_lrs(scores: dict[int, dict], primary: str = PRIMARY, guard: str | Non
     return choice
 
 
-def held_out_run(seed: int, method: str | None, size: dict, world: Path, work: Path, inputs: tuple,
+def held_out_run(seed: int, method: str, size: dict, world: Path, work: Path, inputs: tuple,
                  lr: float | None) -> dict:
     """One model of the held-out table: `method` aligned at `lr` from this seed's SFT model, or
-    with method None the SFT model itself (and `clean_video_check` of its pairs). Its benchmark
+    with method "sft" the SFT model itself (and `clean_video_check` of its pairs). Its benchmark
     answers go to the seed's eval folder under its run folder's name (method and lr: a method's
     answers at another lr must not be taken for this one's), and its captions are scored."""
     sft, pairs = inputs
     wdir = work / f"seed{seed}"
-    path = str(sft) if method is None else align(method, lr, wdir / run_name(method, lr, size), sft, pairs, size, seed)
-    run = "sft" if method is None else Path(path).parent.name
+    path = str(sft) if method == "sft" else align(method, lr, wdir / run_name(method, lr, size), sft, pairs, size, seed)
+    run = "sft" if method == "sft" else Path(path).parent.name
     bench_eval({run: path}, world, wdir / "eval")  # scored with the seed's other models in `seed_result`
     out = {"path": path, "run": run, "captions": caption_eval(path, world, size, split_ids(world, "test"))}
-    if method is None:
+    if method == "sft":
         out["clean_video"] = clean_video_check(path, pairs["rrpo_qa"])
     return out
 
 
 def seed_result(seed: int, size: dict, world: Path, work: Path, inputs: tuple, lrs: dict, runs: dict) -> dict:
-    """One seed's rows from its `held_out_run`s (method -> result, None -> the SFT model's). A
-    method that could not train (no pair kept) gets its SFT model's scores, marked no_pairs."""
+    """One seed's rows from its `held_out_run`s (method or "sft" -> result). A method that could
+    not train (no pair kept) gets its SFT model's scores, marked no_pairs."""
     wdir = work / f"seed{seed}"
     _, pairs = inputs
     rows = ["sft", *(m for m in TRAIN if m in size["methods"])]
-    done = {"sft": runs[None], **{m: runs[m] for m in rows[1:] if m in runs}}
+    done = {m: runs[m] for m in rows if m in runs}
     # Every answer is in the eval folder by now: this scores them together, in one report.
     bench = bench_eval({r["run"]: r["path"] for r in done.values()}, world, wdir / "eval")
     result = {}
     for name in rows:
-        r = done.get(name, runs[None])
+        r = done.get(name, runs["sft"])
         result[name] = {**bench[r["run"]], **r["captions"], "no_pairs": name not in done}
         summary = Path(r["path"]) / ".." / "summary.json"
         if name != "sft" and name in done and summary.exists():
@@ -792,7 +792,7 @@ def seed_result(seed: int, size: dict, world: Path, work: Path, inputs: tuple, l
         for name in rows:
             result[name]["pairs_by_colour"] = by_colour[name if name in done else "sft"]
     result["pairs"] = {k: sum(1 for _ in open(v)) for k, v in pairs.items()}
-    result["pair_stages"] = {**pair_stages(pairs["rrpo_qa"]), "clean_video": runs[None]["clean_video"]}
+    result["pair_stages"] = {**pair_stages(pairs["rrpo_qa"]), "clean_video": runs["sft"]["clean_video"]}
     result["lrs"] = lrs
     return result
 
@@ -801,7 +801,7 @@ def run_seed(seed: int, size: dict, world: Path, work: Path, inputs: tuple, lrs:
     """One seed's alignment at the chosen lr per method (`lrs`) and its rows, in this process
     (main runs the same pieces as jobs, several seeds at once)."""
     _, pairs = inputs
-    runs = {None: held_out_run(seed, None, size, world, work, inputs, None)}
+    runs = {"sft": held_out_run(seed, "sft", size, world, work, inputs, None)}
     for method in trained_methods(size, pairs):
         if method in lrs:
             runs[method] = held_out_run(seed, method, size, world, work, inputs, lrs[method]["lr"])
@@ -1083,18 +1083,18 @@ def seed_work(size: dict, world: Path, work: Path, base: Path, lr_on_all_seeds: 
     with jobs:
         for seed in seeds:
             jobs.submit(("sft and pairs", seed), seed_inputs, seed, size, world, work, base)
-        for (step, seed, *method), result in jobs.finished():
+        for (step, seed, *method), result in jobs.finished():  # method: a row of the table, "sft" among them
             if step == "sft and pairs":
                 inputs[seed] = result
-                jobs.submit(("held-out", seed, "sft"), held_out_run, seed, None, size, world, work, result, None)
+                jobs.submit(("held-out", seed, "sft"), held_out_run, seed, "sft", size, world, work, result, None)
                 if seed in lr_seeds:
-                    for m in (None, *trained_methods(size, result[1])):
-                        jobs.submit(("validation", seed, m or "sft"), validation_run, seed, m, size, world, work, result)
+                    for m in ("sft", *trained_methods(size, result[1])):
+                        jobs.submit(("validation", seed, m), validation_run, seed, m, size, world, work, result)
                         validating += 1
                 elif lrs is not None:
                     held_out(seed)
             elif step == "validation":
-                validation[seed][None if method[0] == "sft" else method[0]] = result
+                validation[seed][method[0]] = result
                 validating -= 1
                 if not validating and lr_seeds <= set(inputs):
                     lrs = choose_lrs({s: validation_scores(validation[s], size) for s in seeds if s in lr_seeds},
@@ -1102,7 +1102,7 @@ def seed_work(size: dict, world: Path, work: Path, base: Path, lr_on_all_seeds: 
                     for s in inputs:
                         held_out(s)
             else:
-                runs[seed][None if method[0] == "sft" else method[0]] = result
+                runs[seed][method[0]] = result
     return lrs, {seed: seed_result(seed, size, world, work, inputs[seed], lrs, runs[seed]) for seed in seeds}
 
 
