@@ -44,6 +44,11 @@ class PipelineExists(ConfigError):
     """output_dir holds a pipeline run and --resume was not given."""
 
 
+class NothingMade(ConfigError):
+    """A step ran and made nothing the next one can use (no pair): the config or the data must
+    change, so the command reports it in one line, as a config error."""
+
+
 def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, raw: dict | None = None) -> dict:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Every process would run every step and write the same markers: refuse before writing.
@@ -108,8 +113,11 @@ def run_pairs_step(cfg: PipelineConfig, step: Step, folder: Path) -> dict:
     pairs_cfg = build_pairs_config(step.config, step.name)
     report = run_pairs(pairs_cfg, step.videos, folder / "pairs.jsonl", show_progress=False)
     if not report["records"]:
-        raise RuntimeError(f"step {step.name}: no pairs were made ({report['filtered']} filtered, "
-                           f"{len(report['skipped'])} videos skipped); see {folder / 'pairs.report.json'}")
+        from mmalign.perturb.cli import top_reasons
+
+        why = "; ".join(line.strip() for line in top_reasons(report).splitlines())
+        raise NothingMade(f"step {step.name}: no pair was made from {report['videos']} video(s) ({why}); "
+                          f"see {folder / 'pairs.report.json'}")
     return {"outputs": {"pairs": str(folder / "pairs.jsonl")}, "numbers": {"records": report["records"]}}
 
 

@@ -41,6 +41,28 @@ def test_finished_steps_are_skipped_and_a_changed_config_is_refused(tmp_path, ca
     assert (tmp_path / "run" / "plan.json").read_text() == plan  # refused before writing anything
 
 
+def test_a_pairs_step_that_makes_no_pair_is_one_line_with_the_reasons(tmp_path, capsys):
+    """`mmalign run` whose pairs step makes nothing (here: truth captions asked of videos that
+    have no truth files): one line with the reasons counted, exit 2 (it was a traceback)."""
+    import shutil
+
+    import yaml
+
+    from mmalign.cli import main
+
+    build_world(tmp_path / "world", n_videos=3, seed=1, show_progress=False)
+    shutil.copytree(tmp_path / "world" / "videos", tmp_path / "raw")  # the videos alone, no truth beside them
+    config = tmp_path / "pipe.yaml"
+    config.write_text(yaml.safe_dump({
+        "output_dir": str(tmp_path / "run"), "model": {"tiny": "qwen2_5_vl"}, "videos": str(tmp_path / "raw"),
+        "stages": [{"name": "pairs", "kind": "pairs", "config": {
+            "generator": "temple", "temple": {"clip_captions": "truth", "summarizer": "join"}}}]}))
+    assert main(["run", str(config)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("mmalign: error: step pairs: no pair was made from 3 video(s) (3 x video skipped: ")
+    assert line.endswith(f"see {tmp_path / 'run' / '00-pairs' / 'pairs.report.json'}")
+
+
 def test_multi_process_launch_is_refused_before_writing(tmp_path, monkeypatch):
     cfg = temple_pairs(tmp_path, ["drop"])
     monkeypatch.setenv("WORLD_SIZE", "2")
