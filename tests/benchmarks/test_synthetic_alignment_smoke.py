@@ -686,10 +686,12 @@ def test_a_rerun_says_which_finished_steps_it_reused(quick_run, tmp_path):
     assert "reusing the finished vision, base-lm, sft-seed0 of an earlier run" in (tmp_path / "synthetic_alignment.md").read_text()
 
 
-def test_workers_give_the_serial_results(tmp_path, monkeypatch):
-    """--workers 2 runs the seeds' work in two spawned processes (one torch thread each) and
-    writes what one process writes, seed by seed; the pair settings the command line changed
-    reach the workers (they start from a fresh import)."""
+@pytest.mark.parametrize("lr_flags", [[], ["--lr-on-all-seeds"]], ids=["lr-on-seed-0", "lr-on-all-seeds"])
+def test_workers_give_the_serial_results(tmp_path, monkeypatch, lr_flags):
+    """--workers 2 runs the seeds' work as jobs in two spawned processes (one torch thread each)
+    and writes what one process writes, seed by seed, whether the lrs wait for seed 0's validation
+    jobs or for every seed's; the pair settings the command line changed reach the workers (they
+    start from a fresh import)."""
     import sys
 
     import torch
@@ -700,7 +702,7 @@ def test_workers_give_the_serial_results(tmp_path, monkeypatch):
     try:
         out = {}
         for workers in ("1", "2"):
-            sa.main(["--quick", "--seeds", "0", "1", "--workers", workers, "--max-changed-fraction", "0.5",
+            sa.main(["--quick", "--seeds", "0", "1", "--workers", workers, "--max-changed-fraction", "0.5", *lr_flags,
                      "--work", str(tmp_path / f"w{workers}"), "--results", str(tmp_path / f"r{workers}")])
             out[workers] = json.loads((tmp_path / f"r{workers}/synthetic_alignment.json").read_text())
     finally:
