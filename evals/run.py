@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from mmalign.config import ConfigError, to_dict
+from mmalign.io import read_user_text
 
 from .benchmarks import REGISTRY, Benchmark, BenchmarkFilesMissing, Item
 from .config import EvalConfig, ModelSpec, ScoreConfig, model_specs
@@ -129,11 +130,7 @@ def read_prediction_file(path: str, bench: Benchmark | None = None) -> dict[str,
     our predictions.jsonl ({id, prediction} per line), a JSON object {id: prediction}, or a JSON
     list of {id, prediction | pred | answer | response} (the shape most official inference scripts
     write). A bad line is named by file:line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot be read as a predictions file ({type(e).__name__}: "
-                          f"{getattr(e, 'strerror', None) or e})") from None
+    text = read_user_text(path, "a predictions file")
     try:
         data = json.loads(text)
         official = official_predictions(bench, data, path)

@@ -70,6 +70,18 @@ def append_jsonl(path: str | os.PathLike, row: Any) -> None:
         os.fsync(f.fileno())
 
 
+def read_user_text(path: str | os.PathLike, what: str, encoding: str = "utf-8") -> str:
+    """The text of a file the user named (`what`: "a predictions file", ...), or a one-line
+    ConfigError saying why it cannot be read: missing, a folder, unreadable, not text."""
+    try:
+        return Path(path).read_text(encoding=encoding)
+    except (OSError, UnicodeDecodeError) as e:
+        from mmalign.config import ConfigError
+
+        raise ConfigError(f"{path}: cannot be read as {what} ({type(e).__name__}: "
+                          f"{getattr(e, 'strerror', None) or e})") from None
+
+
 def iter_jsonl(path: str | os.PathLike, skip_torn_tail: bool = False) -> Iterator[tuple[int, Any]]:
     """Yield (line_number, object) for each non-empty line; a bad line raises ValueError
     naming the file and line, except a torn final line when `skip_torn_tail` is set."""

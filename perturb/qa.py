@@ -28,12 +28,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 
 from mmalign.config import ConfigError
 from mmalign.data.records import sentence_spans
+from mmalign.io import read_user_text
 from mmalign.world import COLORS, SHAPES
 from mmalign.world.text import ANSWER_CHOICES, benchmark_items, caption_sentences, motion_phrase, qa_pairs
 
@@ -93,7 +93,7 @@ def read_questions(path: str) -> dict[str, list[dict]]:
     Keyed by that path without its extension. type defaults to yes_no / mcq / short / open from
     the answer's form."""
     by_stem = {}
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_user_text(path, "a QA file").splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from mmalign.data.records import Record, Skipped, read_records, spans_to_mask_tags, write_records
-from mmalign.io import atomic_write_jsonl, atomic_write_text
+from mmalign.io import atomic_write_jsonl, atomic_write_text, read_user_text
 
 from .diff import diff_spans
 
@@ -104,10 +104,7 @@ def _load_rows(path: Path) -> tuple[list, list[str], list[Skipped]]:
     refuses is). A file that cannot be read at all is a one-line ConfigError."""
     from mmalign.config import ConfigError
 
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot be read as text ({type(e).__name__}: {e})") from None
+    text = read_user_text(path, "an RRPO release file", encoding="utf-8-sig")
     if text.lstrip().startswith("["):
         try:
             rows = json.loads(text)

@@ -210,3 +210,18 @@ def test_a_malformed_qa_line_is_one_line_naming_it_before_any_model_loads(world,
     assert code.returncode == 2, code.stderr[-2000:]
     (line,) = code.stderr.strip().splitlines()
     assert line.startswith(f"mmalign: error: {qa}:2: not a QA record (JSONDecodeError: ")
+
+
+def test_a_qa_file_that_is_not_text_is_one_line(world, tmp_path, capsys):
+    """A binary file given as rrpo_qa.questions: one line naming it (it was a UnicodeDecodeError
+    traceback), before any model loads."""
+    from mmalign.cli import main
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_bytes(b"\x00\xff\xfe binary")
+    args = ["pairs", "--videos", str(world / "videos"), "--config", str(ROOT / "configs/pairs/rrpo_qa.yaml"),
+            "--out", str(tmp_path / "pairs.jsonl"), "--quiet", f"rrpo_qa.questions={qa}",
+            f"model.path={tmp_path / 'no-model'}"]
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"mmalign: error: {qa}: cannot be read as a QA file (UnicodeDecodeError: ")
