@@ -175,7 +175,8 @@ def write_report(results: Path, result: dict) -> None:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="the harness's --quick sizes")
-    ap.add_argument("--work", default="runs/synthetic_alignment", help="the harness's work folder (its models)")
+    ap.add_argument("--work", default=sa.work_folder(), help="the harness's work folder (its models; default the "
+                                                              "default command's)")
     ap.add_argument("--tables", nargs="+", default=list(TABLES), help="results json files whose lrs are scored")
     ap.add_argument("--results", default="benchmarks/results/second_world")
     ap.add_argument("--world-seed", type=int, default=SECOND_SEED,
@@ -200,11 +201,7 @@ def main(argv=None) -> dict:
     tables = [ROOT / t for t in args.tables]
     size = dict(sa.QUICK if args.quick else sa.FULL)
     t0 = time.time()
-    from mmalign.world import build_world
-
-    world = work / f"second_world_seed{args.world_seed}"
-    manifest = build_world(world, n_videos=SCALE * size["n_videos"], seed=args.world_seed,
-                           object_sizes=size["object_sizes"], max_objects=size["max_objects"], show_progress=False)
+    world, manifest = sa.held_out_world(work, args.world_seed, SCALE * size["n_videos"], size)
     metas = {table: json.loads(table.read_text())["meta"] for table in tables}
     rows = rows_to_score(metas, tuple(args.methods))
     control = None
@@ -220,7 +217,7 @@ def main(argv=None) -> dict:
     for seed in seeds:
         models = {"sft": str(work / f"sft-seed{seed}" / "final"),
                   **{name: str(work / f"seed{seed}" / name / "final") for name in rows}}
-        per_seed[seed] = sa.bench_eval(models, world, work / f"seed{seed}" / f"eval_world{args.world_seed}")
+        per_seed[seed] = sa.bench_eval(models, world, sa.eval_folder(work, seed, args.world_seed))
         if args.captions:
             for name, path in models.items():
                 per_seed[seed][name] |= sa.caption_eval(path, world, size, test)

@@ -4,20 +4,17 @@
     python benchmarks/synthetic_alignment.py --quick    # a smoke run of every step (< 1 min)
     python benchmarks/synthetic_alignment.py --max-changed-fraction 0.3 --results benchmarks/results/minimal_edit
                                                         # DPO / RRPO on stricter minimal-edit rewrites
-    python benchmarks/synthetic_alignment.py --lr-on-all-seeds --results benchmarks/results/lr_all_seeds
-                                                        # each lr chosen on every seed's validation videos
-    python benchmarks/synthetic_alignment.py --base-steps 6000 --base-seed 0 --results benchmarks/results/base6k_seed0
-                                                        # the default until 2026-12-07: a base that read the video
-                                                        # on one machine of two (benchmarks/README.md)
-    python benchmarks/synthetic_alignment.py --base-steps 12000 --base-seed 1 --sft-mislabels purple=blue
-                                                        # SFT data whose annotator writes purple as blue: an
-                                                        # SFT model with a taught hallucination to undo
-                                                        # (--results: see benchmarks/README.md)
-    python benchmarks/synthetic_alignment.py --base-steps 12000 --base-seed 1 --sft-mislabels purple=blue \
-        --lr-on-all-seeds --primary object_precision    # each lr chosen by caption object precision instead
-        [--guard accuracy] [--align-steps 120] [--methods dpo rrpo]
-                                                        # ... among the lrs that keep pair accuracy there;
-                                                        # other steps; only these rows
+    python benchmarks/synthetic_alignment.py --sft-mislabels --align-steps 40 --align-lrs 1e-05 3e-05 0.0001 0.0003 \
+        --no-lr-on-all-seeds --primary accuracy --guard none --held-out-world 0 \
+        --methods dpo rrpo dpo_open rrpo_open rpo_open temple apasi mask_dpo sft_chosen sft_chosen_open \
+        --results benchmarks/results/exact_truth_sft    # the default until stop 36: exact-truth SFT, 40 steps,
+                                                        # the lr on seed 0 by pair accuracy, the benchmark
+                                                        # world's own 160 test videos
+
+The default's design is DESIGN below; each of its keys has a flag (--sft-mislabels, --align-steps,
+--align-lrs, --[no-]lr-on-all-seeds, --primary, --guard, --held-out-world, --methods), and a run's
+command names those it changed. benchmarks/README.md tells which designs were run, in order, and
+what each found; its commands were run under the defaults of their day (it says how to rerun them).
 
 Where the truth is exact (the synthetic video world, mmalign.world, here with large objects and at
 most 2 per video). Two worlds: the benchmark world (seed 0: held-in train split, held-out test
@@ -41,35 +38,34 @@ Then, for each seed:
 
 2. SFT   the base fine-tuned on the benchmark world's held-in captions + short QA + held-in
          yes/no questions (benchmark format), seeded data order, vision tower frozen. Held-in =
-         the world's train split, less the validation videos. With --sft-mislabels these texts
-         are an annotator's who writes one colour as another (`mislabelled`): the SFT model then
-         has a hallucination its data taught it. Nothing else changes.
+         the world's train split, less the validation videos. These texts are an annotator's
+         who writes purple as blue (--sft-mislabels; `mislabelled`): the SFT model then has a
+         hallucination its data taught it. Nothing else changes. `--sft-mislabels` alone: the
+         exact truth (the first default; its SFT captions were 0.985 precise already).
 3. pairs self-alignment pairs from the held-in pair videos with mmalign's own generators, each
          seed's SFT model answering (see PAIRS). DPO and RRPO train on the same RRPO-recipe
          pairs (`rrpo_qa`: questions with known answers asked on a masked + shuffled video, the
          wrong answers kept, the truth rewritten minimally with the wrong concepts).
-4. align copies of each seed's SFT model with DPO, RRPO, TEMPLE-style, APASI-style, Mask-DPO,
-         and a control: continued SFT on the chosen answers of the RRPO-recipe pairs (does the
-         preference add anything beyond the answers it prefers?). An ablation trains DPO and
-         RRPO once more on those pairs' open descriptions alone (the caption pairs): on held-in
-         validation videos the yes/no and short-answer pairs moved answers between "yes" and
-         "no", the caption pairs did not. Their own control is SFT on those pairs' chosen
-         answers alone (sft_chosen_open). Each method's lr is chosen on held-in validation
-         videos (seed 0) by PRIMARY (--primary); with --lr-on-all-seeds on every seed's, by the target's
-         rule on the per-seed changes (`choose_lrs`; ~13 min more).
-5. eval  every model on the held-out split (the world's test videos, never used above): the
-         synthetic hallucination benchmark (paired yes/no questions) and caption-level object
-         precision, CHAIR_s, recall and objects named.
+4. align copies of each seed's SFT model, 120 steps of 8 pairs, with DPO, RRPO, TEMPLE-style,
+         APASI-style, Mask-DPO, and a control: continued SFT on the chosen answers of the
+         RRPO-recipe pairs (does the preference add anything beyond the answers it prefers?).
+         With --methods, an ablation: DPO, RRPO and RPO on those pairs' open descriptions alone
+         (the caption pairs; dpo_open ...) and their own control (sft_chosen_open). Each
+         method's lr is chosen on every seed's held-in validation videos (--no-lr-on-all-seeds:
+         seed 0's) by the target's rule on the per-seed changes in the primary metric
+         (`choose_lrs`), passing over an lr that lowers their pair accuracy (--guard).
+5. eval  every model on the held-out videos: the test split of a world whose scenes no model
+         was trained or chosen on (seed held_out_world, 640 test videos; --held-out-world 0:
+         the benchmark world's own 160): the synthetic hallucination benchmark (paired yes/no
+         questions) and caption-level object precision, CHAIR_s, recall and objects named.
 
-PRIMARY, the metric the target is judged on and the lr is chosen by: the synthetic benchmark's
-pair accuracy (a pair counts only when its basic question, answer yes, and its hallucinated
-twin, answer no, are both right). The first run used hallucination-question accuracy instead:
-on the held-in validation videos DPO and RRPO then learned to answer "no" to everything
-(hallucination-question accuracy 1.0, pair accuracy 0.0), a metric that rewards a bias;
-benchmarks/README.md tells that run's numbers. Pair accuracy cannot be won that way. --primary picks another
-of the target's metrics (JUDGED) before a run; a caption metric (object precision, CHAIR_s) has
-each validation model caption the validation videos, and an lr that changes the objects they
-name by more than 15% on any seed is passed over (the target's length rule).
+The primary metric, the one the target is judged on and the lr is chosen by, is caption object
+precision (the share of the objects a caption names that are in the video), fixed before the
+default's run; an lr that changes the objects named by more than 15% on any seed is passed over
+(the target's length rule). The first default used the benchmark's pair accuracy (a pair counts
+only when its basic question, answer yes, and its hallucinated twin, answer no, are both right),
+and before it hallucination-question accuracy, which DPO and RRPO won on the validation videos by
+answering "no" to everything. --primary picks another of the target's metrics (JUDGED).
 
 The RRPO-recipe pairs are balanced before training (`balance_yes_no`): a yes-biased SFT model
 gets wrong mostly the questions whose answer is "no", so its raw pairs can hold many more "no
@@ -110,6 +106,18 @@ from tqdm.auto import tqdm  # noqa: E402
 METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "rpo_open", "temple", "apasi", "mask_dpo", "sft_chosen",
            "sft_chosen_open", "sft_chosen_temple")
 
+# The design the default command runs and judges (benchmarks/README.md, "The default since stop 36"),
+# fixed before it was scored; each key has a flag (DESIGN_FLAGS). SFT data whose annotator writes
+# purple as blue: SFT models with a hallucination their data taught them, for the pairs to undo
+# (with exact-truth SFT the captions were already 0.985 precise: nothing to reduce). 120 alignment
+# steps (one pass over the ~1,000 RRPO-recipe pairs); each lr chosen on every seed's held-in
+# validation videos by caption object precision, passing over an lr that lowers their pair accuracy
+# (at 120 steps 3e-4 always did, so the grid stops at 1e-4). Held out: the 640 test videos of world
+# seed 10, which no model and no choice has seen; the benchmark world's own 160 were too few for
+# gains of ~0.01 (benchmarks/README.md, tests 3 and 4).
+DESIGN = dict(sft_mislabels={"purple": "blue"}, align_steps=120, align_lrs=(1e-5, 3e-5, 1e-4),
+              lr_on_all_seeds=True, primary="object_precision", guard="accuracy", held_out_world=10,
+              held_out_videos=2560, methods=("dpo", "rrpo", "temple", "apasi", "mask_dpo", "sft_chosen"))
 # Sizes. FULL took 21.0 min on 2 CPU cores with --workers, from nothing (the budget is 30; README);
 # QUICK is a smoke test.
 # The world's objects are large (26-32 px of a 64 px frame) and at most 2 per video: with the default
@@ -120,16 +128,13 @@ METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "rpo_open", "temple", "apasi"
 # and on one machine of two; at 12000 steps seeds 1 and 2 did, seed 1 on both machines seen, and seed 0
 # did not (--base-steps, --base-seed). 6000 vision steps (which read motion) need 12000 base steps too.
 FULL = dict(n_videos=640, object_sizes=(26, 32), max_objects=2, pretrain_videos=4000, hidden=128, layers=2,
-            vision_steps=3000, base_steps=12000, base_lr=5e-4, sft_steps=1000, sft_lr=2e-4, pair_videos=200,
-            val_videos=80, align_steps=40, align_lrs=(1e-5, 3e-5, 1e-4, 3e-4), batch_size=8,
-            seeds=(0, 1, 2), temple_magnitudes=[2, 8], caption_tokens=48, base_seed=1, sft_mislabels={},
-            primary="accuracy", guard=None,
-            # sft_chosen_temple is a control of the mislabelled-SFT tests, run with --methods (benchmarks/README.md)
-            methods=tuple(m for m in METHODS if m != "sft_chosen_temple"))
+            vision_steps=3000, base_steps=12000, base_lr=5e-4, base_seed=1, sft_steps=1000, sft_lr=2e-4,
+            pair_videos=200, val_videos=80, batch_size=8, seeds=(0, 1, 2), temple_magnitudes=[2, 8],
+            caption_tokens=48, **DESIGN)
 QUICK = dict(n_videos=8, object_sizes=(26, 32), max_objects=2, pretrain_videos=4, hidden=32, layers=1, vision_steps=2,
-             base_steps=2, base_lr=5e-4, sft_steps=2, sft_lr=2e-4, pair_videos=3, val_videos=2, align_steps=1,
-             align_lrs=(1e-4, 1e-3), batch_size=8, seeds=(0,), temple_magnitudes=[4], caption_tokens=8, base_seed=0,
-             sft_mislabels={}, primary="accuracy", guard=None, methods=METHODS)
+             base_steps=2, base_lr=5e-4, base_seed=0, sft_steps=2, sft_lr=2e-4, pair_videos=3, val_videos=2,
+             batch_size=8, seeds=(0,), temple_magnitudes=[4], caption_tokens=8,
+             **{**DESIGN, "align_steps": 1, "align_lrs": (1e-4, 1e-3), "held_out_videos": 32, "methods": METHODS})
 PRETRAIN_SEED = 1  # the pretraining world's scenes; the benchmark world is seed 0
 RECIPE = ("vision_steps", "base_steps", "base_seed")  # the shared stand-in and base: --vision-steps ...
 
@@ -645,10 +650,37 @@ def held_in_split(world: Path, size: dict) -> tuple[list[str], list[str]]:
     return train[:size["pair_videos"]], train[size["pair_videos"]:size["pair_videos"] + size["val_videos"]]
 
 
+BARE_NAME_STEPS = 40  # the first designs' alignment steps: their copies' folders name no steps
+
+
+def steps_suffix(size: dict) -> str:
+    """"-steps<n>" in the folder names of a design's aligned copies (finished runs are reused by
+    folder, and one of other steps must not be taken for another's); none at BARE_NAME_STEPS, so
+    the folders of the results files made before the default changed are still found."""
+    return "" if size["align_steps"] == BARE_NAME_STEPS else f"-steps{size['align_steps']}"
+
+
 def run_name(method: str, lr: float, size: dict) -> str:
-    """An aligned copy's folder: the method and lr, and the steps when --align-steps changed them
-    (finished runs are reused by folder, and one of other steps must not be taken for it)."""
-    return f"{method}-lr{lr:g}" + size.get("align_suffix", "")
+    """An aligned copy's folder: the method, the lr and the steps (`steps_suffix`)."""
+    return f"{method}-lr{lr:g}" + steps_suffix(size)
+
+
+def held_out_world(work: Path, seed: int, n_videos: int, size: dict) -> tuple[Path, dict]:
+    """A world of `n_videos` built with the harness's object sizes (seed 0: the benchmark world
+    itself, at size["n_videos"]), and its manifest. The held-out scores come from its test split:
+    the benchmark world's own, or, since the default changed, that of a world no model has seen.
+    `second_world_check` builds its unseen worlds with this too."""
+    from mmalign.world import build_world
+
+    folder = work / ("world" if seed == 0 else f"second_world_seed{seed}")
+    manifest = build_world(folder, n_videos=size["n_videos"] if seed == 0 else n_videos, seed=seed,
+                           object_sizes=size["object_sizes"], max_objects=size["max_objects"], show_progress=False)
+    return folder, manifest
+
+
+def eval_folder(work: Path, seed: int, world_seed: int) -> Path:
+    """Where one seed's models' answers on the held-out world `world_seed` are kept."""
+    return work / f"seed{seed}" / ("eval" if world_seed == 0 else f"eval_world{world_seed}")
 
 
 def train_file(method: str, pairs: dict) -> Path:
@@ -693,7 +725,7 @@ def validation_run(seed: int, method: str, size: dict, world: Path, work: Path, 
     else:
         runs = {f"lr{lr:g}": align(method, lr, wdir / run_name(method, lr, size), sft, pairs, size, seed)
                 for lr in size["align_lrs"]}
-        out = wdir / f"val-{method}{size.get('align_suffix', '')}"  # its predictions, per steps
+        out = wdir / f"val-{method}{steps_suffix(size)}"  # its predictions, per steps
     res = bench_eval(runs, validation_bench(world, work, val_ids), out)
     if size["primary"] in CAPTION_METRICS:
         for name, path in runs.items():
@@ -753,32 +785,34 @@ def choose_lrs(scores: dict[int, dict], primary: str = PRIMARY, guard: str | Non
     return choice
 
 
-def held_out_run(seed: int, method: str, size: dict, world: Path, work: Path, inputs: tuple,
+def held_out_run(seed: int, method: str, size: dict, test_world: Path, work: Path, inputs: tuple,
                  lr: float | None) -> dict:
     """One model of the held-out table: `method` aligned at `lr` from this seed's SFT model, or
     with method "sft" the SFT model itself (and `clean_video_check` of its pairs). Its benchmark
-    answers go to the seed's eval folder under its run folder's name (method and lr: a method's
-    answers at another lr must not be taken for this one's), and its captions are scored."""
+    answers on `test_world`'s test split go to the seed's eval folder under its run folder's name
+    (method, lr and steps: a method's answers at another lr must not be taken for this one's),
+    and its captions of those videos are scored."""
     sft, pairs = inputs
     wdir = work / f"seed{seed}"
     path = str(sft) if method == "sft" else align(method, lr, wdir / run_name(method, lr, size), sft, pairs, size, seed)
     run = "sft" if method == "sft" else Path(path).parent.name
-    bench_eval({run: path}, world, wdir / "eval")  # scored with the seed's other models in `seed_result`
-    out = {"path": path, "run": run, "captions": caption_eval(path, world, size, split_ids(world, "test"))}
+    # scored with the seed's other models in `seed_result`
+    bench_eval({run: path}, test_world, eval_folder(work, seed, size["held_out_world"]))
+    out = {"path": path, "run": run, "captions": caption_eval(path, test_world, size, split_ids(test_world, "test"))}
     if method == "sft":
         out["clean_video"] = clean_video_check(path, pairs["rrpo_qa"])
     return out
 
 
-def seed_result(seed: int, size: dict, world: Path, work: Path, inputs: tuple, lrs: dict, runs: dict) -> dict:
-    """One seed's rows from its `held_out_run`s (method or "sft" -> result). A method that could
-    not train (no pair kept) gets its SFT model's scores, marked no_pairs."""
-    wdir = work / f"seed{seed}"
+def seed_result(seed: int, size: dict, test_world: Path, work: Path, inputs: tuple, lrs: dict, runs: dict) -> dict:
+    """One seed's rows from its `held_out_run`s (method or "sft" -> result) on `test_world`. A
+    method that could not train (no pair kept) gets its SFT model's scores, marked no_pairs."""
+    evals = eval_folder(work, seed, size["held_out_world"])
     _, pairs = inputs
     rows = ["sft", *(m for m in TRAIN if m in size["methods"])]
     done = {m: runs[m] for m in rows if m in runs}
     # Every answer is in the eval folder by now: this scores them together, in one report.
-    bench = bench_eval({r["run"]: r["path"] for r in done.values()}, world, wdir / "eval")
+    bench = bench_eval({r["run"]: r["path"] for r in done.values()}, test_world, evals)
     result = {}
     for name in rows:
         r = done.get(name, runs["sft"])
@@ -787,7 +821,7 @@ def seed_result(seed: int, size: dict, world: Path, work: Path, inputs: tuple, l
         if name != "sft" and name in done and summary.exists():
             result[name]["train_summary"] = json.loads(summary.read_text())
     if size["sft_mislabels"]:
-        by_colour = pairs_by_colour(wdir / "eval", {name: r["run"] for name, r in done.items()}, world,
+        by_colour = pairs_by_colour(evals, {name: r["run"] for name, r in done.items()}, test_world,
                                     set(size["sft_mislabels"]))
         for name in rows:
             result[name]["pairs_by_colour"] = by_colour[name if name in done else "sft"]
@@ -797,15 +831,15 @@ def seed_result(seed: int, size: dict, world: Path, work: Path, inputs: tuple, l
     return result
 
 
-def run_seed(seed: int, size: dict, world: Path, work: Path, inputs: tuple, lrs: dict) -> dict:
-    """One seed's alignment at the chosen lr per method (`lrs`) and its rows, in this process
-    (main runs the same pieces as jobs, several seeds at once)."""
+def run_seed(seed: int, size: dict, test_world: Path, work: Path, inputs: tuple, lrs: dict) -> dict:
+    """One seed's alignment at the chosen lr per method (`lrs`) and its rows on `test_world`, in
+    this process (main runs the same pieces as jobs, several seeds at once)."""
     _, pairs = inputs
-    runs = {"sft": held_out_run(seed, "sft", size, world, work, inputs, None)}
+    runs = {"sft": held_out_run(seed, "sft", size, test_world, work, inputs, None)}
     for method in trained_methods(size, pairs):
         if method in lrs:
-            runs[method] = held_out_run(seed, method, size, world, work, inputs, lrs[method]["lr"])
-    return seed_result(seed, size, world, work, inputs, lrs, runs)
+            runs[method] = held_out_run(seed, method, size, test_world, work, inputs, lrs[method]["lr"])
+    return seed_result(seed, size, test_world, work, inputs, lrs, runs)
 
 
 def pair_stages(path: Path) -> dict:
@@ -924,7 +958,10 @@ def markdown(table: dict, meta: dict) -> str:
     seeds = meta["seeds"]
     primary = meta.get("primary", PRIMARY)
     methods = shown_methods(table)
-    lines = [f"Held-out synthetic world ({meta['test_videos']} test videos, {meta['bench_pairs']} yes/no pairs), "
+    world = meta.get("held_out_world", 0)
+    where = ("the benchmark world's test split" if not world else
+             f"the test split of world seed {world}, whose scenes no model was trained or chosen on")
+    lines = [f"Held-out videos: {where} ({meta['test_videos']} test videos, {meta['bench_pairs']} yes/no pairs), "
              f"mean ± std over seeds {seeds} (one SFT model per seed); Δ = mean ± std of the per-seed change vs "
              f"that seed's own SFT model. Primary metric: {NAMES[primary]} (fixed before this run; the first run's "
              "choice is in benchmarks/README.md).", "",
@@ -1060,25 +1097,29 @@ def figure(table: dict, meta: dict):
         delta_ax.axhline(0, color="#888888", lw=1)
         delta_ax.set_xticks(range(len(methods)), ticks[1:], rotation=30, ha="right", fontsize=8)
         delta_ax.set_title(f"Δ {NAMES[metric]} vs own SFT (bar ± 2 std)")
-    fig.suptitle(f"Synthetic world, held-out split: mean ± std over seeds {meta['seeds']} (dots: seeds)")
+    where = ", ".join(([f"world seed {meta['held_out_world']}"] if meta.get("held_out_world") else [])
+                      + ([f"{meta['test_videos']} test videos"] if "test_videos" in meta else []))
+    fig.suptitle(f"Synthetic world, held-out videos{f' ({where})' if where else ''}: mean ± std over seeds "
+                 f"{meta['seeds']} (dots: seeds)")
     fig.tight_layout()
     return fig
 
 
-def seed_work(size: dict, world: Path, work: Path, base: Path, lr_on_all_seeds: bool, jobs: "Jobs") -> tuple:
-    """Every seed's SFT model and pairs, the lr choice on the validation videos (seed 0's, or with
-    `lr_on_all_seeds` every seed's), and each seed's rows at the chosen lrs: (lrs, seed -> rows).
-    Each piece is a job, submitted as soon as what it needs is done."""
+def seed_work(size: dict, world: Path, test_world: Path, work: Path, base: Path, jobs: "Jobs") -> tuple:
+    """Every seed's SFT model and pairs (from `world`'s held-in videos), the lr choice on the
+    validation videos (size["lr_on_all_seeds"]: every seed's, else the first seed's), and each
+    seed's rows at the chosen lrs on `test_world`'s test split: (lrs, seed -> rows). Each piece
+    is a job, submitted as soon as what it needs is done."""
     seeds = size["seeds"]
-    lr_seeds = set(seeds if lr_on_all_seeds else seeds[:1])
+    lr_seeds = set(seeds if size["lr_on_all_seeds"] else seeds[:1])
     inputs, validation, runs = {}, {seed: {} for seed in lr_seeds}, {seed: {} for seed in seeds}
     lrs, validating = None, 0
 
     def held_out(seed):
         for method in trained_methods(size, inputs[seed][1]):
             if method in lrs:  # else no seed that chose the lrs kept a pair for it
-                jobs.submit(("held-out", seed, method), held_out_run, seed, method, size, world, work, inputs[seed],
-                            lrs[method]["lr"])
+                jobs.submit(("held-out", seed, method), held_out_run, seed, method, size, test_world, work,
+                            inputs[seed], lrs[method]["lr"])
 
     with jobs:
         for seed in seeds:
@@ -1086,7 +1127,7 @@ def seed_work(size: dict, world: Path, work: Path, base: Path, lr_on_all_seeds: 
         for (step, seed, *method), result in jobs.finished():  # method: a row of the table, "sft" among them
             if step == "sft and pairs":
                 inputs[seed] = result
-                jobs.submit(("held-out", seed, "sft"), held_out_run, seed, "sft", size, world, work, result, None)
+                jobs.submit(("held-out", seed, "sft"), held_out_run, seed, "sft", size, test_world, work, result, None)
                 if seed in lr_seeds:
                     for m in ("sft", *trained_methods(size, result[1])):
                         jobs.submit(("validation", seed, m), validation_run, seed, m, size, world, work, result)
@@ -1103,7 +1144,7 @@ def seed_work(size: dict, world: Path, work: Path, base: Path, lr_on_all_seeds: 
                         held_out(s)
             else:
                 runs[seed][method[0]] = result
-    return lrs, {seed: seed_result(seed, size, world, work, inputs[seed], lrs, runs[seed]) for seed in seeds}
+    return lrs, {seed: seed_result(seed, size, test_world, work, inputs[seed], lrs, runs[seed]) for seed in seeds}
 
 
 class Jobs:
@@ -1181,6 +1222,30 @@ def _cache_videos(videos: int) -> None:
     video.load_video = load_video
 
 
+def work_folder(quick: bool = False, max_changed_fraction: float = MAX_CHANGED_FRACTION, recipe: dict | None = None,
+                mislabels: dict | None = None) -> str:
+    """A run's default work folder. Finished steps are reused by folder, so another pair filter,
+    base recipe or SFT data needs its own (the default command's: SFT data with purple as blue)."""
+    mislabels = FULL["sft_mislabels"] if mislabels is None else mislabels
+    return "runs/synthetic_alignment" + ("_quick" if quick else "") + (
+        f"_mcf{max_changed_fraction:g}" if max_changed_fraction != MAX_CHANGED_FRACTION else "") + recipe_suffix(
+        recipe or {}) + "".join(f"_sft-{a}-as-{b}" for a, b in mislabels.items())
+
+
+def design_flags(size: dict) -> dict[str, str]:
+    """Each DESIGN key of `size` as the flag that sets it (a run's command names those that differ
+    from the default's)."""
+    mislabels = " ".join(f"{a}={b}" for a, b in size["sft_mislabels"].items())
+    return {"sft_mislabels": " --sft-mislabels" + (f" {mislabels}" if mislabels else ""),
+            "align_steps": f" --align-steps {size['align_steps']}",
+            "align_lrs": " --align-lrs " + " ".join(f"{x:g}" for x in size["align_lrs"]),
+            "lr_on_all_seeds": " --lr-on-all-seeds" if size["lr_on_all_seeds"] else " --no-lr-on-all-seeds",
+            "primary": f" --primary {size['primary']}", "guard": f" --guard {size['guard'] or 'none'}",
+            "held_out_world": f" --held-out-world {size['held_out_world']}",
+            "held_out_videos": "",  # set with the world (QUICK's are fewer), no flag of its own
+            "methods": " --methods " + " ".join(size["methods"])}
+
+
 def add_recipe_args(ap: argparse.ArgumentParser) -> None:
     """The vision stand-in / base recipe keys (RECIPE) on a command line: the harness's and the
     probe's, which trains in the harness's work folder."""
@@ -1217,13 +1282,13 @@ def main(argv=None) -> dict:
                          "or scored: the work folder, so the committed table is not overwritten)")
     ap.add_argument("--seeds", type=int, nargs="*", default=None, help="override the seeds")
     add_recipe_args(ap)
-    ap.add_argument("--lr-on-all-seeds", action="store_true",
-                    help="choose each method's lr on every seed's validation videos by the target's rule "
-                         "(default: on the first seed's)")
-    ap.add_argument("--sft-mislabels", nargs="*", default=[], metavar="COLOR=WRONG",
-                    help="the SFT data's annotator writes each COLOR as WRONG (e.g. purple=blue): an SFT model that "
+    ap.add_argument("--lr-on-all-seeds", action=argparse.BooleanOptionalAction, default=None,
+                    help="choose each method's lr on every seed's validation videos by the target's rule (the "
+                         "default; --no-lr-on-all-seeds: on the first seed's)")
+    ap.add_argument("--sft-mislabels", nargs="*", default=None, metavar="COLOR=WRONG",
+                    help="the SFT data's annotator writes each COLOR as WRONG (default purple=blue): an SFT model that "
                          "hallucinates what its data taught it; the base, the pairs' questions and every score keep "
-                         "the truth")
+                         "the truth. The flag alone, with no pair after it: exact-truth SFT")
     ap.add_argument("--workers", type=int, default=None,
                     help="processes for the seeds' work after the shared base (default: one per CPU core; with "
                          "--quick one; each runs one torch thread)")
@@ -1231,19 +1296,25 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-changed-fraction", type=float, default=MAX_CHANGED_FRACTION,
                     help="RRPO-recipe pairs (DPO and RRPO train on them): drop open-answer rewrites whose differing "
                          "spans cover more than this share of the two texts")
-    ap.add_argument("--primary", choices=JUDGED, default=PRIMARY,
-                    help="the metric each lr is chosen by on the validation videos (default: pair accuracy; a caption "
-                         "metric captions the validation videos too, and passes over an lr that changes the objects "
-                         "named by more than 15%%); fix it before looking at the held-out split")
+    ap.add_argument("--primary", choices=JUDGED, default=None,
+                    help=f"the metric each lr is chosen by on the validation videos (default {FULL['primary']}; a "
+                         "caption metric captions the validation videos too, and passes over an lr that changes the "
+                         "objects named by more than 15%%); fix it before looking at the held-out split")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=None,
-                    help="train and score only these rows (default: all but sft_chosen_temple, a control of the "
-                         "mislabelled-SFT tests); the SFT row is always there")
+                    help=f"train and score only these rows (default {' '.join(FULL['methods'])}); the SFT row is "
+                         "always there")
     ap.add_argument("--align-steps", type=int, default=None,
                     help=f"alignment steps of every method (default {FULL['align_steps']}); the aligned copies get "
                          "folders of their own, the rest of the work folder is shared")
-    ap.add_argument("--guard", choices=GUARDS, default=None,
-                    help="pass over an lr whose mean change in this yes/no metric on the validation videos is below "
-                         "zero (with --primary object_precision: no caption gain bought with the yes/no answers)")
+    ap.add_argument("--align-lrs", type=float, nargs="+", default=None,
+                    help=f"the lrs each method's lr is chosen from (default {' '.join(f'{x:g}' for x in FULL['align_lrs'])})")
+    ap.add_argument("--guard", choices=(*GUARDS, "none"), default=None,
+                    help=f"pass over an lr whose mean change in this yes/no metric on the validation videos is below "
+                         f"zero (default {FULL['guard']}: no caption gain bought with the yes/no answers; none: no guard)")
+    ap.add_argument("--held-out-world", type=int, default=None, metavar="SEED",
+                    help=f"the world whose test split the table is scored on (default {FULL['held_out_world']}, "
+                         f"{FULL['held_out_videos'] // 4} test videos no model has seen; 0: the benchmark world's own "
+                         f"test split, {FULL['n_videos'] // 4} videos)")
     args = ap.parse_args(argv)
     if args.report_only:
         stem = Path(args.results or ROOT / "benchmarks/results") / "synthetic_alignment"
@@ -1251,38 +1322,33 @@ def main(argv=None) -> dict:
         return write_report(stem, aggregate(data["per_seed"]), data["meta"], data["per_seed"])
     PAIRS["rrpo_qa"]["rrpo"]["max_changed_fraction"] = args.max_changed_fraction
     other = args.max_changed_fraction != MAX_CHANGED_FRACTION
-    size = dict(QUICK if args.quick else FULL)
+    defaults = QUICK if args.quick else FULL
+    size = dict(defaults)
     if args.seeds:
         size["seeds"] = tuple(args.seeds)
     recipe = recipe_of(args, size)
     size.update(recipe)
     from mmalign.world import COLORS
 
-    mislabels = dict(item.partition("=")[::2] for item in args.sft_mislabels)
-    for color, wrong in mislabels.items():
+    if args.sft_mislabels is not None:
+        size["sft_mislabels"] = dict(item.partition("=")[::2] for item in args.sft_mislabels)
+    for color, wrong in size["sft_mislabels"].items():
         if color not in COLORS or wrong not in COLORS or color == wrong:
             ap.error(f"--sft-mislabels {color}={wrong}: need two different colours of {', '.join(COLORS)}")
-    size["sft_mislabels"] = mislabels
-    size["primary"], size["guard"] = args.primary, args.guard
-    if args.methods:
-        size["methods"] = tuple(m for m in METHODS if m in args.methods)
-    if args.align_steps is not None and args.align_steps != size["align_steps"]:
-        if args.align_steps < 1:
-            ap.error(f"--align-steps {args.align_steps}: need at least 1")
-        size["align_steps"], size["align_suffix"] = args.align_steps, f"-steps{args.align_steps}"
-    # Finished steps are reused by folder, so another pair filter or base recipe needs its own folder.
-    default_work = "runs/synthetic_alignment" + ("_quick" if args.quick else "") + (
-        f"_mcf{args.max_changed_fraction:g}" if other else "") + recipe_suffix(recipe) + "".join(
-        f"_sft-{a}-as-{b}" for a, b in mislabels.items())
-    work = Path(args.work or ROOT / default_work)
+    mislabels = size["sft_mislabels"]
+    chosen = {"lr_on_all_seeds": args.lr_on_all_seeds, "primary": args.primary, "align_steps": args.align_steps,
+              "align_lrs": tuple(args.align_lrs) if args.align_lrs else None,
+              "guard": None if args.guard == "none" else args.guard, "held_out_world": args.held_out_world,
+              "methods": tuple(m for m in METHODS if m in args.methods) if args.methods else None}
+    size.update({k: v for k, v in chosen.items() if v is not None or (k == "guard" and args.guard == "none")})
+    if size["align_steps"] < 1:
+        ap.error(f"--align-steps {size['align_steps']}: need at least 1")
+    if size["held_out_world"] == PRETRAIN_SEED:
+        ap.error(f"--held-out-world {PRETRAIN_SEED}: that is the pretraining world, which the base was trained on")
+    work = Path(args.work or ROOT / work_folder(args.quick, args.max_changed_fraction, recipe, mislabels))
     # What this run trains and scores differently from the default command, as flags.
     design = (f" --max-changed-fraction {args.max_changed_fraction:g}" if other else "") + recipe_flags(recipe) + (
-        f" --sft-mislabels {' '.join(args.sft_mislabels)}" if mislabels else "") + (
-        " --lr-on-all-seeds" if args.lr_on_all_seeds else "") + (
-        f" --primary {args.primary}" if args.primary != PRIMARY else "") + (
-        f" --guard {args.guard}" if args.guard else "") + (
-        f" --align-steps {args.align_steps}" if size.get("align_suffix") else "") + (
-        f" --methods {' '.join(size['methods'])}" if args.methods else "") + (
+        "".join(flag for key, flag in design_flags(size).items() if size[key] != defaults[key])) + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "")
     # benchmarks/results holds the default command's committed table: another design without
     # --results writes beside its runs instead of overwriting it.
@@ -1293,12 +1359,9 @@ def main(argv=None) -> dict:
     reused = [step for step in ["vision", "base-lm", *(f"sft-seed{seed}" for seed in size["seeds"])]
               if (work / step / ("built.json" if step == "vision" else "summary.json")).exists()]
 
-    from mmalign.world import build_world
-
-    world = work / "world"
-    manifest = build_world(world, n_videos=size["n_videos"], seed=0, object_sizes=size["object_sizes"],
-                           max_objects=size["max_objects"], show_progress=False)
-    videos = size["n_videos"] + size["pretrain_videos"]
+    world, _ = held_out_world(work, 0, size["n_videos"], size)
+    test_world, manifest = held_out_world(work, size["held_out_world"], size["held_out_videos"], size)
+    videos = size["n_videos"] + size["pretrain_videos"] + (size["held_out_videos"] if size["held_out_world"] else 0)
     _cache_videos(videos)
     import torch
 
@@ -1315,7 +1378,7 @@ def main(argv=None) -> dict:
         bar.set_description("vision stand-in and base model")
         base, base_validation = run_base(size, world, work)
         bar.update(1)
-        lrs, per_seed = seed_work(size, world, work, base, args.lr_on_all_seeds, Jobs(workers, bar, videos))
+        lrs, per_seed = seed_work(size, world, test_world, work, base, Jobs(workers, bar, videos))
     table = aggregate(per_seed)
     command = "python benchmarks/synthetic_alignment.py" + (" --quick" if args.quick else "") + design + (
         f" --results {args.results}" if args.results and not args.quick else "")
@@ -1324,7 +1387,8 @@ def main(argv=None) -> dict:
             "pair_stages": {s: per_seed[s]["pair_stages"] for s in per_seed},
             "seeds": list(size["seeds"]), "size": size, "wall_minutes": (time.time() - t0) / 60, "reused": reused,
             "cpus": os.cpu_count(), "workers": workers, "test_videos": manifest["counts"]["test_videos"],
-            "bench_pairs": sum(json.loads(line)["split"] == "test" for line in open(world / "bench.jsonl")),
+            "held_out_world": size["held_out_world"],
+            "bench_pairs": sum(json.loads(line)["split"] == "test" for line in open(test_world / "bench.jsonl")),
             "pairs": {"generators": PAIRS, "training": {k: {"pairs": v[0], "method": v[1], "loss": v[2], "data": v[3]}
                                                          for k, v in TRAIN.items()}}}
     return write_report(results / "synthetic_alignment", table, meta, per_seed, work)

@@ -93,6 +93,60 @@ def test_quick_run_writes_results(quick_run):
     assert Path(f"{stem}.png").stat().st_size > 0
 
 
+def test_quick_run_scores_a_held_out_world_no_model_was_trained_or_chosen_on(quick_run):
+    """The default design's table comes from the test split of a world of its own (seed
+    held_out_world, held_out_videos videos): no scene of it is in the benchmark world (pairs,
+    SFT, validation) or the pretraining world, every model's answers are on its test videos, and
+    the report says which world it was."""
+    sa, work, res, _ = quick_run
+    meta = json.loads((res / "synthetic_alignment.json").read_text())["meta"]
+    seed, videos = sa.QUICK["held_out_world"], sa.QUICK["held_out_videos"]
+    assert meta["held_out_world"] == seed not in (0, sa.PRETRAIN_SEED)
+    held_out = work / f"second_world_seed{seed}"
+    assert not _scenes(held_out) & (_scenes(work / "world") | _scenes(work / "pretrain_world"))
+    assert meta["test_videos"] == videos // 4 == len(sa.split_ids(held_out, "test"))
+    bench = [json.loads(line) for line in open(held_out / "bench.jsonl")]
+    assert meta["bench_pairs"] == sum(b["split"] == "test" for b in bench) > 0
+    answered = json.loads((sa.eval_folder(work, 0, seed) / "results.json").read_text())["models"]
+    assert {m["name"] for m in answered} == {"sft", *(sa.run_name(m, c["lr"], sa.QUICK) for m, c in meta["lrs"].items())}
+    assert not (work / "seed0/eval").exists()  # nothing scored on the benchmark world's own test split
+    assert f"the test split of world seed {seed}" in (res / "synthetic_alignment.md").read_text()
+
+
+def test_the_first_defaults_design_from_flags(quick_run):
+    """The design of the default before stop 36, by its flags: exact-truth SFT (`--sft-mislabels`
+    alone), 40-step copies in folders without a step count, the lr on seed 0 by pair accuracy
+    with no guard, the benchmark world's own test split. Its command names each flag, and its
+    work folder is the exact-truth one."""
+    import yaml
+
+    sa, work, _, _ = quick_run
+    root = work.parent / "first_default"
+    flags = ["--sft-mislabels", "--align-steps", "40", "--align-lrs", "0.0001", "--no-lr-on-all-seeds", "--primary",
+             "accuracy", "--guard", "none", "--held-out-world", "0", "--methods", "dpo"]
+    sa.ROOT = root
+    try:
+        sa.main(["--quick", *flags])
+    finally:
+        sa.ROOT = ROOT
+    first = root / "runs/synthetic_alignment_quick"
+    meta = json.loads((first / "synthetic_alignment.json").read_text())["meta"]
+    assert meta["command"] == "python benchmarks/synthetic_alignment.py --quick " + " ".join(flags)
+    size = meta["size"]
+    assert (size["sft_mislabels"], size["guard"], size["primary"], size["held_out_world"]) == ({}, None, "accuracy", 0)
+    assert (first / "seed0/dpo-lr0.0001/final").exists() and meta["lrs"]["dpo"]["seeds"] == [0]
+    assert yaml.safe_load((first / "sft-seed0/config.yaml").read_text())["data"]["train_file"].endswith("sft_mix_train.jsonl")
+    assert (first / "seed0/eval/results.json").exists() and meta["test_videos"] == sa.QUICK["n_videos"] // 4
+    assert "the benchmark world's test split" in (first / "synthetic_alignment.md").read_text()
+
+
+def test_the_pretraining_world_cannot_be_the_held_out_one(tmp_path, capsys):
+    sa = _module()
+    with pytest.raises(SystemExit):
+        sa.main(["--quick", "--work", str(tmp_path), "--held-out-world", str(sa.PRETRAIN_SEED)])
+    assert "pretraining world" in capsys.readouterr().err
+
+
 def test_quick_run_pretrains_on_another_world_and_the_control_on_chosen_answers(quick_run):
     """The vision stand-in and the base language model never see the benchmark world's videos
     (the first harness trained its vision stand-in on them and it memorised them); the control
@@ -111,7 +165,7 @@ def test_quick_run_pretrains_on_another_world_and_the_control_on_chosen_answers(
     sft_cfg = yaml.safe_load((work / "sft-seed0/config.yaml").read_text())
     assert Path(sft_cfg["model"]["path"]).resolve() == (work / "base-lm/final").resolve()
     lr = json.loads((res / "synthetic_alignment.json").read_text())["meta"]["lrs"]["sft_chosen"]["lr"]
-    control_cfg = yaml.safe_load((work / f"seed0/sft_chosen-lr{lr:g}/config.yaml").read_text())
+    control_cfg = yaml.safe_load((work / "seed0" / sa.run_name("sft_chosen", lr, sa.QUICK) / "config.yaml").read_text())
     assert control_cfg["method"] == "sft" and control_cfg["data"]["train_file"].endswith("rrpo_qa.balanced.chosen.jsonl")
     pairs = [json.loads(line) for line in open(work / "seed0/pairs/rrpo_qa.balanced.jsonl")]
     records = [json.loads(line) for line in open(control_cfg["data"]["train_file"])]
@@ -126,7 +180,7 @@ def test_quick_run_temple_control_trains_on_temple_pairs_chosen_answers(quick_ru
 
     sa, work, res, _ = quick_run
     lr = json.loads((res / "synthetic_alignment.json").read_text())["meta"]["lrs"]["sft_chosen_temple"]["lr"]
-    cfg = yaml.safe_load((work / f"seed0/sft_chosen_temple-lr{lr:g}/config.yaml").read_text())
+    cfg = yaml.safe_load((work / "seed0" / sa.run_name("sft_chosen_temple", lr, sa.QUICK) / "config.yaml").read_text())
     assert cfg["method"] == "sft" and cfg["data"]["train_file"].endswith("temple.chosen.jsonl")
     pairs = [json.loads(line) for line in open(work / "seed0/pairs/temple.jsonl")]
     records = [json.loads(line) for line in open(cfg["data"]["train_file"])]
@@ -166,7 +220,7 @@ def test_quick_run_ablation_trains_on_the_caption_pairs_alone(quick_run):
         if not opened:
             assert meta["no_pairs"][method] == [0]
             continue
-        cfg = yaml.safe_load((work / f"seed0/{method}-lr{meta['lrs'][method]['lr']:g}/config.yaml").read_text())
+        cfg = yaml.safe_load((work / "seed0" / sa.run_name(method, meta["lrs"][method]["lr"], sa.QUICK) / "config.yaml").read_text())
         assert cfg["method"] == loss and cfg["data"]["train_file"].endswith("rrpo_qa.balanced.open.jsonl")
 
 
@@ -322,7 +376,7 @@ def test_vision_and_base_steps_from_the_command_line_get_their_own_work_folder(t
     sa = _module()
     sa.ROOT = tmp_path
     sa.main(["--quick", "--vision-steps", "3", "--base-steps", "4", "--base-seed", "2"])
-    work = tmp_path / "runs/synthetic_alignment_quick_vision_steps3_base_steps4_base_seed2"
+    work = tmp_path / "runs/synthetic_alignment_quick_vision_steps3_base_steps4_base_seed2_sft-purple-as-blue"
     assert json.loads((work / "vision/built.json").read_text())["steps"] == 3
     assert len((work / "base-lm/metrics.jsonl").read_text().splitlines()) == 4
     assert yaml.safe_load((work / "base-lm/config.yaml").read_text())["train"]["seed"] == 2
@@ -331,7 +385,7 @@ def test_vision_and_base_steps_from_the_command_line_get_their_own_work_folder(t
     assert meta["command"] == ("python benchmarks/synthetic_alignment.py --quick --vision-steps 3 --base-steps 4"
                                " --base-seed 2")
     assert (meta["size"]["vision_steps"], meta["size"]["base_steps"], meta["size"]["base_seed"]) == (3, 4, 2)
-    assert not (tmp_path / "runs/synthetic_alignment_quick").exists()
+    assert not (tmp_path / "runs/synthetic_alignment_quick_sft-purple-as-blue").exists()
 
 
 def test_choose_lrs_takes_the_lr_whose_validation_changes_pass_the_target_rule():
@@ -429,10 +483,10 @@ def test_primary_caption_metric_from_the_command_line_captions_the_validation_vi
     data = json.loads((res / "synthetic_alignment.json").read_text())
     meta = data["meta"]
     assert meta["primary"] == "object_precision" and meta["size"]["guard"] == "accuracy"
-    assert meta["command"].endswith("--quick --primary object_precision --guard accuracy")
+    assert meta["command"].endswith("--quick")  # the default's design: no flag names it
     val_ids = tuple(sa.held_in_split(work / "world", sa.QUICK)[1])
     for method, choice in meta["lrs"].items():
-        assert {(f"{method}-lr{lr:g}", val_ids) for lr in sa.QUICK["align_lrs"]} <= set(captioned)
+        assert {(sa.run_name(method, lr, sa.QUICK), val_ids) for lr in sa.QUICK["align_lrs"]} <= set(captioned)
         by_lr = choice["validation_object_precision"]["0"]
         named = choice["validation_objects_named_change"]
         within = [lr for lr in by_lr if all(abs(c) <= 0.15 for c in named[lr])] or list(by_lr)
@@ -443,21 +497,26 @@ def test_primary_caption_metric_from_the_command_line_captions_the_validation_vi
     assert "Primary metric: caption obj. precision ↑" in md and "mean change in pair acc. ↑ is below zero" in md
 
 
-def test_lr_on_all_seeds_from_the_command_line_scores_every_seed_on_validation(quick_run):
-    """`--lr-on-all-seeds`: every seed's aligned copies at every lr are scored on the held-in
-    validation videos, the one lr per method comes from all of them, and the report says so."""
+def test_lr_on_all_seeds_scores_every_seed_on_validation(quick_run):
+    """The lr on every seed (the default): every seed's aligned copies at every lr are scored on
+    the held-in validation videos, the one lr per method comes from all of them, and the report
+    says so; `--no-lr-on-all-seeds` takes the first seed's alone."""
     sa, work, _, _ = quick_run
     res = work.parent / "res_all_seeds"
-    sa.main(["--quick", "--work", str(work), "--results", str(res), "--lr-on-all-seeds", "--seeds", "0", "1"])
+    sa.main(["--quick", "--work", str(work), "--results", str(res), "--seeds", "0", "1"])
     meta = json.loads((res / "synthetic_alignment.json").read_text())["meta"]
-    assert meta["command"].endswith("--quick --lr-on-all-seeds --seeds 0 1")
+    assert meta["command"].endswith("--quick --seeds 0 1")
     for method, choice in meta["lrs"].items():
         assert choice["seeds"] == [0, 1]
         for lr in sa.QUICK["align_lrs"]:
-            assert (work / f"seed1/{method}-lr{lr:g}/final").exists()
+            assert (work / "seed1" / sa.run_name(method, lr, sa.QUICK) / "final").exists()
         assert set(choice["validation_deltas"]) == {str(lr) for lr in sa.QUICK["align_lrs"]}
-    assert (work / "seed1/val-dpo/results.json").exists()
+    assert (work / "seed1/val-dpo-steps1/results.json").exists()
     assert "chosen on held-in validation videos (seeds [0, 1]" in (res / "synthetic_alignment.md").read_text()
+    sa.main(["--quick", "--work", str(work), "--results", str(res), "--seeds", "0", "1", "--no-lr-on-all-seeds"])
+    meta = json.loads((res / "synthetic_alignment.json").read_text())["meta"]
+    assert meta["command"].endswith("--quick --no-lr-on-all-seeds --seeds 0 1")
+    assert {tuple(c["seeds"]) for c in meta["lrs"].values()} == {(0,)}
 
 
 def test_held_out_scores_follow_the_chosen_lr_in_a_reused_work_folder(quick_run):
@@ -466,13 +525,15 @@ def test_held_out_scores_follow_the_chosen_lr_in_a_reused_work_folder(quick_run)
     mixed in (the harness used to stop there with 'holds predictions made with other settings')."""
     sa, work, _, _ = quick_run
     size, world = dict(sa.QUICK), work / "world"
+    test_world, _ = sa.held_out_world(work, size["held_out_world"], size["held_out_videos"], size)
     base = work / "base-lm/final"
     inputs = sa.seed_inputs(0, size, world, work, base)
-    first = sa.run_seed(0, size, world, work, inputs, {"dpo": {"lr": size["align_lrs"][0]}})
-    other = sa.run_seed(0, size, world, work, inputs, {"dpo": {"lr": size["align_lrs"][1]}})
+    first = sa.run_seed(0, size, test_world, work, inputs, {"dpo": {"lr": size["align_lrs"][0]}})
+    other = sa.run_seed(0, size, test_world, work, inputs, {"dpo": {"lr": size["align_lrs"][1]}})
     for result, lr in ((first, size["align_lrs"][0]), (other, size["align_lrs"][1])):
-        run = json.loads((work / f"seed0/eval/dpo-lr{lr:g}/run.json").read_text())
-        assert Path(run["model"]).resolve() == (work / f"seed0/dpo-lr{lr:g}/final").resolve()
+        name = sa.run_name("dpo", lr, size)
+        run = json.loads((sa.eval_folder(work, 0, size["held_out_world"]) / name / "run.json").read_text())
+        assert Path(run["model"]).resolve() == (work / "seed0" / name / "final").resolve()
         assert result["dpo"]["train_summary"]["stages"]["dpo"]["steps"] == size["align_steps"]
 
 
@@ -491,7 +552,7 @@ def test_second_world_check_scores_the_tables_models_on_a_world_no_model_saw(qui
     assert len(list((second / "truth").glob("*.json"))) == sw.SCALE * sa.QUICK["n_videos"]
     assert out["meta"]["test_videos"] == sw.SCALE * sa.QUICK["n_videos"] // 4
     lrs = json.loads((res / "synthetic_alignment.json").read_text())["meta"]["lrs"]
-    assert set(out["rows"]) == {f"{m}-lr{lrs[m]['lr']:g}" for m in sw.METHODS if m in lrs} != set()
+    assert set(out["rows"]) == {sa.run_name(m, lrs[m]["lr"], sa.QUICK) for m in sw.METHODS if m in lrs} != set()
     for name, row in out["rows"].items():
         scores = out["per_seed"][0]
         assert row["changes"]["accuracy"]["deltas"] == [pytest.approx(scores[name]["accuracy"] - scores["sft"]["accuracy"])]
@@ -520,7 +581,7 @@ def test_align_steps_from_the_command_line_train_copies_of_their_own(quick_run):
     lr = data["meta"]["lrs"]["dpo"]["lr"]
     assert data["per_seed"]["0"]["dpo"]["train_summary"]["stages"]["dpo"]["steps"] == 2
     assert (work / f"seed0/dpo-lr{lr:g}-steps2/final").exists()
-    assert json.loads((work / f"seed0/dpo-lr{lr:g}/summary.json").read_text())["stages"]["dpo"]["steps"] == 1
+    assert json.loads((work / f"seed0/dpo-lr{lr:g}-steps1/summary.json").read_text())["stages"]["dpo"]["steps"] == 1
     assert "dpo-lr" + f"{lr:g}-steps2" in sw.rows_to_score({res / "synthetic_alignment.json": data["meta"]})
     rows = sw.rows_to_score({res / "synthetic_alignment.json": data["meta"]}, ("rrpo", "sft_chosen"))
     assert set(rows) == {f"rrpo-lr{data['meta']['lrs']['rrpo']['lr']:g}-steps2"}  # the tables trained no control
@@ -686,7 +747,7 @@ def test_a_rerun_says_which_finished_steps_it_reused(quick_run, tmp_path):
     assert "reusing the finished vision, base-lm, sft-seed0 of an earlier run" in (tmp_path / "synthetic_alignment.md").read_text()
 
 
-@pytest.mark.parametrize("lr_flags", [[], ["--lr-on-all-seeds"]], ids=["lr-on-seed-0", "lr-on-all-seeds"])
+@pytest.mark.parametrize("lr_flags", [["--no-lr-on-all-seeds"], []], ids=["lr-on-seed-0", "lr-on-all-seeds"])
 def test_workers_give_the_serial_results(tmp_path, monkeypatch, lr_flags):
     """--workers 2 runs the seeds' work as jobs in two spawned processes (one torch thread each)
     and writes what one process writes, seed by seed, whether the lrs wait for seed 0's validation
@@ -721,8 +782,9 @@ def test_workers_give_the_serial_results(tmp_path, monkeypatch, lr_flags):
         assert report["config"]["rrpo"]["max_changed_fraction"] == 0.5
         # Each held-out model was a job of its own; the seed's eval report still holds them all.
         lrs = out["2"]["meta"]["lrs"]
-        evaluated = json.loads((tmp_path / f"w2/seed{seed}/eval/results.json").read_text())["models"]
-        assert {m["name"] for m in evaluated} == {"sft", *(f"{m}-lr{c['lr']:g}" for m, c in lrs.items())}
+        evaluated = json.loads((sa.eval_folder(tmp_path / "w2", seed, sa.QUICK["held_out_world"]) / "results.json")
+                               .read_text())["models"]
+        assert {m["name"] for m in evaluated} == {"sft", *(sa.run_name(m, c["lr"], sa.QUICK) for m, c in lrs.items())}
 
 
 def test_held_in_videos_when_another_worker_makes_the_same_links(tmp_path, monkeypatch):
@@ -755,5 +817,6 @@ def test_another_design_without_results_does_not_overwrite_the_committed_table(t
     assert json.loads(before)["meta"]["command"] == "python benchmarks/synthetic_alignment.py"
     sa.main(["--base-seed", "3"])
     assert committed.read_bytes() == before
-    other = json.loads((tmp_path / "runs/synthetic_alignment_base_seed3/synthetic_alignment.json").read_text())
+    other = json.loads((tmp_path / "runs/synthetic_alignment_base_seed3_sft-purple-as-blue/synthetic_alignment.json")
+                       .read_text())
     assert other["meta"]["command"] == "python benchmarks/synthetic_alignment.py --base-seed 3"
