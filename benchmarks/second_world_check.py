@@ -1,11 +1,14 @@
 """Is a change in the synthetic alignment table more than noise? Its SFT models and aligned copies,
-scored on a second held-out world with four times the held-out split's videos.
+scored on another unseen world with four times the benchmark world's videos.
 
-    python benchmarks/synthetic_alignment.py                     # first: the models (~21 min)
-    python benchmarks/second_world_check.py                      # 8 min on 2 CPU cores
-    python benchmarks/second_world_check.py --quick --work runs/synthetic_alignment_quick \\
-        --tables runs/synthetic_alignment_quick/synthetic_alignment.json     # a smoke run
+    python benchmarks/synthetic_alignment.py                     # first: the models
+    python benchmarks/second_world_check.py --captions           # the default's rows on world seed 2
+    python benchmarks/second_world_check.py --quick --work runs/synthetic_alignment_quick_sft-purple-as-blue \
+        --tables runs/synthetic_alignment_quick_sft-purple-as-blue/synthetic_alignment.json     # a smoke run
 
+Since stop 36 the default's own table is scored on such a world (seed 10); this scores the same
+models on another one, or the models of any results file (--tables) made with
+--held-out-world 0, whose table came from the benchmark world's 160 test videos.
 The world is one that no model has seen (seed SECOND_SEED; the benchmark world is 0 and the
 pretraining world synthetic_alignment.PRETRAIN_SEED), built with the harness's object sizes.
 Nothing is chosen on it: each method's lr comes from the results files named by --tables, where

@@ -80,7 +80,8 @@ train as fast on one core as on two (300 SFT steps: 38.9 s on one thread, 38.1 s
 job's results do not depend on where it ran.
 Writes benchmarks/results/synthetic_alignment.{json,md,png}: per method the mean over seeds, the
 seed spread (min..max and sample std), and the per-seed improvement over that seed's own SFT model.
-Intermediate runs live under runs/synthetic_alignment/ (rerunning reuses finished steps). A command
+Intermediate runs live under runs/synthetic_alignment_sft-purple-as-blue/ (`work_folder`: each SFT
+data, base recipe or pair filter has its own; rerunning reuses finished steps). A command
 with another design (any flag that changes what is trained or scored) and no --results writes its
 table into its work folder instead: benchmarks/results holds the default command's.
 """
@@ -118,7 +119,7 @@ METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "rpo_open", "temple", "apasi"
 DESIGN = dict(sft_mislabels={"purple": "blue"}, align_steps=120, align_lrs=(1e-5, 3e-5, 1e-4),
               lr_on_all_seeds=True, primary="object_precision", guard="accuracy", held_out_world=10,
               held_out_videos=2560, methods=("dpo", "rrpo", "temple", "apasi", "mask_dpo", "sft_chosen"))
-# Sizes. FULL took 21.0 min on 2 CPU cores with --workers, from nothing (the budget is 30; README);
+# Sizes. FULL with DESIGN took 27.1 min on 2 CPU cores with --workers, from nothing (the budget is 30; README);
 # QUICK is a smoke test.
 # The world's objects are large (26-32 px of a 64 px frame) and at most 2 per video: with the default
 # 14-20 px objects, a model this small trained from scratch never learned to read the video.
@@ -1276,7 +1277,8 @@ def recipe_flags(recipe: dict) -> str:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one seed (< 1 min)")
-    ap.add_argument("--work", default=None, help="folder of intermediate runs (default runs/synthetic_alignment[_quick])")
+    ap.add_argument("--work", default=None, help="folder of intermediate runs (default runs/synthetic_alignment[_quick]"
+                                                         "[_<recipe>][_sft-<colour>-as-<colour>])")
     ap.add_argument("--results", default=None,
                     help="results folder (default benchmarks/results; --quick or any flag that changes what is trained "
                          "or scored: the work folder, so the committed table is not overwritten)")

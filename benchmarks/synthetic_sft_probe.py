@@ -98,12 +98,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--note", default=None, help="a remark on how this run was made, kept in the results")
     harness.add_recipe_args(ap)  # the harness's base, so its work folder and its seed-0 SFT model
     args = ap.parse_args(argv)
-    size = dict(harness.QUICK if args.quick else harness.FULL)
+    # The probe studies SFT on the exact truth: the harness's default SFT data, whose annotator
+    # writes purple as blue since stop 36, would also put its SFT model in the wrong work folder.
+    size = dict(harness.QUICK if args.quick else harness.FULL, sft_mislabels={})
     recipe = harness.recipe_of(args, size)
     size.update(recipe)
     steps = PREVIOUS["quick" if args.quick else "full"]
-    work = Path(args.work or ROOT / ("runs/synthetic_alignment" + ("_quick" if args.quick else "")
-                                     + harness.recipe_suffix(recipe)))
+    work = Path(args.work or ROOT / harness.work_folder(args.quick, recipe=recipe, mislabels={}))
     results = Path(args.results or (work if args.quick else ROOT / "benchmarks/results"))
     results.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

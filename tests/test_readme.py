@@ -54,9 +54,12 @@ def test_the_main_results_table_is_the_one_the_default_command_wrote():
 
     table = json.loads((results / "synthetic_alignment.json").read_text(encoding="utf-8"))["table"]
     assert set(table) == {"sft", *harness.FULL["methods"]}
-    keys = ("vision_steps", "base_steps", "base_seed", "sft_steps", "align_steps", "primary")
+    keys = ("vision_steps", "base_steps", "base_seed", "sft_steps", "sft_mislabels", "align_steps", "primary", "guard",
+            "held_out_world", "held_out_videos", "lr_on_all_seeds")
     assert {k: meta["size"][k] for k in keys} == {k: harness.FULL[k] for k in keys}
-    assert meta["size"]["seeds"] == list(harness.FULL["seeds"]) and not meta["size"]["sft_mislabels"]
+    lists = ("seeds", "align_lrs", "methods")
+    assert {k: meta["size"][k] for k in lists} == {k: list(harness.FULL[k]) for k in lists}
+    assert meta["held_out_world"] == harness.FULL["held_out_world"] != 0  # scored on the unseen world
 
 
 def test_links_and_result_paths_in_the_readmes_exist():

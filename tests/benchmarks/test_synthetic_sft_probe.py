@@ -37,6 +37,8 @@ def test_quick_probe_trains_each_recipe_and_scores_both_held_in_splits(tmp_path)
     assert json.loads((work / "vision" / "built.json").read_text())["videos"] == probe.harness.QUICK["pretrain_videos"]
     sft = yaml.safe_load((work / "sft-seed0" / "config.yaml").read_text())
     assert Path(sft["model"]["path"]).resolve() == (work / "base-lm" / "final").resolve()
+    # the probe's SFT is on the exact truth, whatever the harness's default SFT data (purple as blue)
+    assert sft["data"]["train_file"].endswith("/sft_mix_train.jsonl")
     result = json.loads((tmp_path / "r" / "synthetic_sft_probe.json").read_text())
     for scores in result["vision_tokens"].values():
         assert 0 <= scores["precision"] <= 1 and 0 <= scores["recall"] <= 1
@@ -65,3 +67,4 @@ def test_probe_takes_the_harness_recipe_and_its_work_folder(tmp_path):
     assert meta["command"] == "python benchmarks/synthetic_sft_probe.py --quick --base-steps 3 --base-seed 2"
     assert (meta["size"]["base_steps"], meta["size"]["base_seed"]) == (3, 2)
     assert not (tmp_path / "runs/synthetic_alignment_quick").exists()
+    assert not list(tmp_path.glob("runs/*sft-purple-as-blue*"))  # the exact-truth work folder, not the default's
