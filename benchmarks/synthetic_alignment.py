@@ -1339,10 +1339,11 @@ def main(argv=None) -> dict:
             ap.error(f"--sft-mislabels {color}={wrong}: need two different colours of {', '.join(COLORS)}")
     mislabels = size["sft_mislabels"]
     chosen = {"lr_on_all_seeds": args.lr_on_all_seeds, "primary": args.primary, "align_steps": args.align_steps,
-              "align_lrs": tuple(args.align_lrs) if args.align_lrs else None,
-              "guard": None if args.guard == "none" else args.guard, "held_out_world": args.held_out_world,
+              "align_lrs": tuple(args.align_lrs) if args.align_lrs else None, "held_out_world": args.held_out_world,
               "methods": tuple(m for m in METHODS if m in args.methods) if args.methods else None}
-    size.update({k: v for k, v in chosen.items() if v is not None or (k == "guard" and args.guard == "none")})
+    size.update({k: v for k, v in chosen.items() if v is not None})
+    if args.guard is not None:
+        size["guard"] = None if args.guard == "none" else args.guard
     if size["align_steps"] < 1:
         ap.error(f"--align-steps {size['align_steps']}: need at least 1")
     if size["held_out_world"] == PRETRAIN_SEED:
