@@ -119,7 +119,7 @@ METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "rpo_open", "temple", "apasi"
 DESIGN = dict(sft_mislabels={"purple": "blue"}, align_steps=120, align_lrs=(1e-5, 3e-5, 1e-4),
               lr_on_all_seeds=True, primary="object_precision", guard="accuracy", held_out_world=10,
               held_out_videos=2560, methods=("dpo", "rrpo", "temple", "apasi", "mask_dpo", "sft_chosen"))
-# Sizes. FULL with DESIGN took 27.1 min on 2 CPU cores with --workers, from nothing (the budget is 30; README);
+# Sizes. FULL with DESIGN took 26.2-27.1 min on 2 CPU cores with --workers, from nothing (the budget is 30; README);
 # QUICK is a smoke test.
 # The world's objects are large (26-32 px of a 64 px frame) and at most 2 per video: with the default
 # 14-20 px objects, a model this small trained from scratch never learned to read the video.
@@ -1393,7 +1393,7 @@ def main(argv=None) -> dict:
             "held_out_world": size["held_out_world"],
             "bench_pairs": sum(json.loads(line)["split"] == "test" for line in open(test_world / "bench.jsonl")),
             "pairs": {"generators": PAIRS, "training": {k: {"pairs": v[0], "method": v[1], "loss": v[2], "data": v[3]}
-                                                         for k, v in TRAIN.items()}}}
+                                                         for k, v in TRAIN.items() if k in size["methods"]}}}
     return write_report(results / "synthetic_alignment", table, meta, per_seed, work)
 
 

@@ -135,6 +135,7 @@ def test_the_first_defaults_design_from_flags(quick_run):
     size = meta["size"]
     assert (size["sft_mislabels"], size["guard"], size["primary"], size["held_out_world"]) == ({}, None, "accuracy", 0)
     assert (first / "seed0/dpo-lr0.0001/final").exists() and meta["lrs"]["dpo"]["seeds"] == [0]
+    assert list(meta["pairs"]["training"]) == ["dpo"]  # the recipes of the rows it trained, no others
     assert yaml.safe_load((first / "sft-seed0/config.yaml").read_text())["data"]["train_file"].endswith("sft_mix_train.jsonl")
     assert (first / "seed0/eval/results.json").exists() and meta["test_videos"] == sa.QUICK["n_videos"] // 4
     assert "the benchmark world's test split" in (first / "synthetic_alignment.md").read_text()
