@@ -108,8 +108,8 @@ METHODS = ("dpo", "rrpo", "dpo_open", "rrpo_open", "rpo_open", "temple", "apasi"
            "sft_chosen_open", "sft_chosen_temple")
 
 # The design the default command runs and judges (benchmarks/README.md, "The default since stop 36"),
-# fixed before it was scored; each key has a flag (DESIGN_FLAGS). SFT data whose annotator writes
-# purple as blue: SFT models with a hallucination their data taught them, for the pairs to undo
+# fixed before it was scored; each key but held_out_videos has a flag (`design_flags`). SFT data whose
+# annotator writes purple as blue: SFT models with a hallucination their data taught them, to undo
 # (with exact-truth SFT the captions were already 0.985 precise: nothing to reduce). 120 alignment
 # steps (one pass over the ~1,000 RRPO-recipe pairs); each lr chosen on every seed's held-in
 # validation videos by caption object precision, passing over an lr that lowers their pair accuracy
@@ -666,16 +666,16 @@ def run_name(method: str, lr: float, size: dict) -> str:
     return f"{method}-lr{lr:g}" + steps_suffix(size)
 
 
-def held_out_world(work: Path, seed: int, n_videos: int, size: dict) -> tuple[Path, dict]:
-    """A world of `n_videos` built with the harness's object sizes (seed 0: the benchmark world
-    itself, at size["n_videos"]), and its manifest. The held-out scores come from its test split:
-    the benchmark world's own, or, since the default changed, that of a world no model has seen.
-    `second_world_check` builds its unseen worlds with this too."""
+def unseen_world(work: Path, seed: int, n_videos: int, size: dict) -> tuple[Path, dict]:
+    """A world of `n_videos` whose scenes no model here is trained or chosen on (not the
+    benchmark world, seed 0, nor the pretraining world), built with the harness's object sizes,
+    and its manifest: the default's held-out videos are its test split, and `second_world_check`
+    scores a table's models on such worlds too."""
     from mmalign.world import build_world
 
-    folder = work / ("world" if seed == 0 else f"second_world_seed{seed}")
-    manifest = build_world(folder, n_videos=size["n_videos"] if seed == 0 else n_videos, seed=seed,
-                           object_sizes=size["object_sizes"], max_objects=size["max_objects"], show_progress=False)
+    folder = work / f"second_world_seed{seed}"
+    manifest = build_world(folder, n_videos=n_videos, seed=seed, object_sizes=size["object_sizes"],
+                           max_objects=size["max_objects"], show_progress=False)
     return folder, manifest
 
 
@@ -1243,7 +1243,6 @@ def design_flags(size: dict) -> dict[str, str]:
             "lr_on_all_seeds": " --lr-on-all-seeds" if size["lr_on_all_seeds"] else " --no-lr-on-all-seeds",
             "primary": f" --primary {size['primary']}", "guard": f" --guard {size['guard'] or 'none'}",
             "held_out_world": f" --held-out-world {size['held_out_world']}",
-            "held_out_videos": "",  # set with the world (QUICK's are fewer), no flag of its own
             "methods": " --methods " + " ".join(size["methods"])}
 
 
@@ -1362,8 +1361,13 @@ def main(argv=None) -> dict:
     reused = [step for step in ["vision", "base-lm", *(f"sft-seed{seed}" for seed in size["seeds"])]
               if (work / step / ("built.json" if step == "vision" else "summary.json")).exists()]
 
-    world, _ = held_out_world(work, 0, size["n_videos"], size)
-    test_world, manifest = held_out_world(work, size["held_out_world"], size["held_out_videos"], size)
+    from mmalign.world import build_world
+
+    world = work / "world"
+    manifest = build_world(world, n_videos=size["n_videos"], seed=0, object_sizes=size["object_sizes"],
+                           max_objects=size["max_objects"], show_progress=False)
+    test_world, manifest = (unseen_world(work, size["held_out_world"], size["held_out_videos"], size)
+                            if size["held_out_world"] else (world, manifest))
     videos = size["n_videos"] + size["pretrain_videos"] + (size["held_out_videos"] if size["held_out_world"] else 0)
     _cache_videos(videos)
     import torch

@@ -526,7 +526,7 @@ def test_held_out_scores_follow_the_chosen_lr_in_a_reused_work_folder(quick_run)
     mixed in (the harness used to stop there with 'holds predictions made with other settings')."""
     sa, work, _, _ = quick_run
     size, world = dict(sa.QUICK), work / "world"
-    test_world, _ = sa.held_out_world(work, size["held_out_world"], size["held_out_videos"], size)
+    test_world, _ = sa.unseen_world(work, size["held_out_world"], size["held_out_videos"], size)
     base = work / "base-lm/final"
     inputs = sa.seed_inputs(0, size, world, work, base)
     first = sa.run_seed(0, size, test_world, work, inputs, {"dpo": {"lr": size["align_lrs"][0]}})
