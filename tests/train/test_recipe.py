@@ -201,6 +201,32 @@ def test_bad_media_is_a_skipped_batch_counted_once_per_record(tmp_path, world, t
     assert n == 2 and reason.endswith("empty file (0 bytes)")
 
 
+def test_loader_workers_train_the_same_steps_as_the_main_process(tmp_path, world, tiny_dir):
+    """train.num_workers (the GPU configs decode videos in 6 workers, as RRPO's run.sh) hands
+    the trainer the same batches in the same order: the same losses step by step, RRPO's spans
+    and a corrupt video's skip included."""
+    rows = [json.loads(line) for line in (world / "pairs_train.jsonl").read_text().splitlines()][:9]
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    for r in rows:
+        r["video"] = str(world / r["video"])
+    rows.insert(3, {**rows[0], "id": "bad", "video": str(tmp_path / "empty.mp4")})
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    runs = []
+    for workers in (0, 2):
+        raw = config(tmp_path / f"w{workers}", world, tiny_dir, method="rrpo", data={
+            "train_file": str(tmp_path / "pairs.jsonl"), "allow_absolute_paths": True},
+            train={"batch_size": 2, "lr": 1e-3, "max_steps": 5, "save_every": 0, "warmup_ratio": 0.0,
+                   "num_workers": workers})
+        summary = train(build_config(raw))["rrpo"]
+        runs.append((metrics(Path(raw["output_dir"])), summary["skipped"]))
+    (main, skipped), (workers, skipped_in_workers) = runs
+    assert [r["step"] for r in workers] == [r["step"] for r in main] == [1, 2, 3, 4, 5]
+    assert skipped == skipped_in_workers == 1
+    for a, b in zip(main, workers):
+        for key in ("loss", "rewards/margin", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9), (a["step"], key)
+
+
 def test_a_full_disk_names_the_checkpoint_and_keeps_the_earlier_ones(tmp_path, monkeypatch):
     import errno
 
