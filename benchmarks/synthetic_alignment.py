@@ -483,8 +483,9 @@ def make_pairs(name: str, model_path: str, videos: Path, world: Path, out: Path,
     balance = settings.pop("balance_yes_no", False)
     if not target.exists():
         raw = {"seed": seed, "model": {"path": model_path}, "truth_dir": str(world / "truth"),
-               "sampling": {"num_frames": 8}, "generation": {"batch_size": 16, "max_new_tokens": size["caption_tokens"]},
-               "videos_per_batch": 16, **settings}
+               "sampling": {"num_frames": 8}, "videos_per_batch": 16, **settings,
+               # decoded in this process from its cache (_cache_videos); workers would decode them again
+               "generation": {"batch_size": 16, "max_new_tokens": size["caption_tokens"], "decode_workers": 0}}
         if name == "temple":
             raw["temple"]["magnitudes"] = size["temple_magnitudes"]
         run_pairs(build_pairs_config(raw, f"pairs {name}"), videos, target, show_progress=True)
@@ -531,7 +532,7 @@ def bench_eval(models: dict[str, str], world: Path, out: Path) -> dict[str, dict
 
     raw = {"benchmark": "synthetic", "output_dir": str(out), "data": {"root": str(world), "splits": ["test"]},
            "sampling": {"num_frames": 8},
-           "generation": {"batch_size": 32, "max_new_tokens": 4},
+           "generation": {"batch_size": 32, "max_new_tokens": 4, "decode_workers": 0},  # as in make_pairs
            "models": [{"name": k, "path": v} for k, v in models.items()]}
     import contextlib
     import io

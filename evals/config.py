@@ -43,6 +43,9 @@ class PromptConfig:
 class GenerationConfig:
     batch_size: int = _f(8, "Prompts decoded together (greedy, left-padded) per process.")
     max_new_tokens: int = _f(64, "Longest answer generated.")
+    decode_workers: int = _f(4, "Processes (at most one per CPU core) that decode the next batches' videos "
+                                "while the model generates this one (0: decode in turn, in this process; the "
+                                "answers are the same).", ge=0)
 
 
 @dataclass

@@ -11,14 +11,18 @@ in `run.json`; a rerun with other settings refuses to mix them unless told to ov
 Sharded: under `accelerate launch`, process i of n takes items i, i+n, ...; the main process
 merges the shards back into benchmark order once every process is done.
 
-Media: an item whose video / image is missing or corrupt gets `prediction: null` and the
-loader's reason in `error`; the batch goes on without it, and a rerun tries it again.
+Media: decoded in `generation.decode_workers` processes, the next batches' while the model
+generates this one (mmalign.data.prefetch). An item whose video / image is missing or corrupt
+gets `prediction: null` and the loader's reason in `error`; the batch goes on without it, and a
+rerun tries it again.
 Predictions are stored stripped of surrounding whitespace, as the official inference scripts
 (LLaVA, Video-LLaVA) store them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import sys
 from itertools import groupby
@@ -28,6 +32,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from mmalign.config import ConfigError
+from mmalign.data.prefetch import decoded_ahead
 from mmalign.io import append_jsonl, atomic_write_json, cut_torn_tail
 
 from .benchmarks import Item
@@ -98,20 +103,22 @@ def check_settings(out: Path, settings: dict, overwrite: bool) -> None:
     atomic_write_json(path, settings)
 
 
-def load_media(item: Item, sampling, cache: dict):
-    """The item's Video or PIL image (cached per batch: paired questions share a video)."""
+def load_media(media: tuple[str, str], sampling):
+    """The Video or PIL image of a (path, kind) item.media / media_kind; a media error
+    (MediaError, or bad sampling of a too-short video: ValueError) is returned, not raised, and
+    becomes the error row of the items that show it."""
     from mmalign.data.video import MediaLoader
 
-    if item.media not in cache:
-        media = MediaLoader(sampling)
-        try:
-            if item.media_kind == "video":
-                cache[item.media] = media.video(item.media)
-            else:
-                cache[item.media] = media.images([item.media])[0]
-        except ValueError as e:  # MediaError, and bad sampling of a too-short video
-            cache[item.media] = e
-    return cache[item.media]
+    path, kind = media
+    loader = MediaLoader(sampling)
+    try:
+        return loader.video(path) if kind == "video" else loader.images([path])[0]
+    except ValueError as e:
+        return e
+
+
+def media_of(batch: list[Item]) -> list[tuple[str, str]]:
+    return [(it.media, it.media_kind) for it in batch if it.media]
 
 
 def to_prompt(item: Item, media):
@@ -124,15 +131,18 @@ def to_prompt(item: Item, media):
     return Prompt(item.prompt)
 
 
-def run_batch(batch: list[Item], model, processor, cfg, generate_fn: Callable) -> list[dict]:
-    """One row per item: its prediction, or the media error that kept it from the model."""
-    rows, ready, cache = {}, [], {}
+def run_batch(batch: list[Item], media: dict, model, processor, cfg, generate_fn: Callable) -> list[dict]:
+    """One row per item: its prediction, or the media error that kept it from the model.
+    `media`: the loaded media by (item.media, item.media_kind) (paired questions share a video)."""
+    rows, ready = {}, []
     for item in batch:
-        media = load_media(item, cfg.sampling, cache) if item.media else None
-        if isinstance(media, Exception):
-            rows[item.id] = {"id": item.id, "prompt": item.prompt, "prediction": None, "error": f"media: {media}"}
+        loaded = media[(item.media, item.media_kind)] if item.media else None
+        if isinstance(loaded, Exception) and not isinstance(loaded, ValueError):
+            raise loaded  # not a media error: a bug, raised as when decoding was not done ahead
+        if isinstance(loaded, Exception):
+            rows[item.id] = {"id": item.id, "prompt": item.prompt, "prediction": None, "error": f"media: {loaded}"}
         else:
-            ready.append((item, to_prompt(item, media)))
+            ready.append((item, to_prompt(item, loaded)))
     # generate takes one system message per call; a benchmark uses one, so this is one call.
     for system, group in groupby(ready, key=lambda pair: pair[0].system):
         group = list(group)
@@ -161,11 +171,14 @@ def generate_predictions(items: list[Item], out: Path, load_model: Callable, cfg
     size = cfg.generation.batch_size
     with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"generate {out.name}", unit="item",
               disable=not process.is_local_main_process) as bar:
-        for start in range(0, len(todo), size):
-            batch = todo[start:start + size]
-            for row in run_batch(batch, model, processor, cfg, generate_fn):
-                append_jsonl(path, row)
-            bar.update(len(batch))
+        batches = [todo[start:start + size] for start in range(0, len(todo), size)]
+        loads = decoded_ahead([media_of(b) for b in batches], functools.partial(load_media, sampling=cfg.sampling),
+                              cfg.generation.decode_workers)
+        with contextlib.closing(loads):
+            for batch, media in zip(batches, loads):
+                for row in run_batch(batch, media, model, processor, cfg, generate_fn):
+                    append_jsonl(path, row)
+                bar.update(len(batch))
     return len(todo)
 
 

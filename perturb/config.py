@@ -23,6 +23,9 @@ CAPTION_PROMPT = "Describe what happens in the video."
 class GenerationConfig:
     batch_size: int = _f(8, "Prompts per model.generate call (left-padded batch).")
     max_new_tokens: int = _f(128, "Longest answer.")
+    decode_workers: int = _f(4, "Processes (at most one per CPU core) that decode the next batches' videos "
+                                "while the model answers this one (0: decode in turn, in this process; the "
+                                "pairs are the same).", ge=0)
     do_sample: bool = _f(False, "Sample instead of greedy decoding (greedy makes a resumed run reproduce exactly).")
     temperature: float = _f(1.0, "Sampling temperature.")
     top_p: float = _f(1.0, "Nucleus sampling.")

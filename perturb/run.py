@@ -22,6 +22,7 @@ finished N videos (fault injection for the resume tests, as MMALIGN_KILL_AFTER_S
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -36,6 +37,7 @@ from tqdm import tqdm
 
 from mmalign.config import ConfigError, changed_keys
 from mmalign.data.records import Record, read_records, record_to_dict
+from mmalign.data.prefetch import decoded_ahead
 from mmalign.data.video import MediaError, MediaLoader
 from mmalign.io import atomic_write_json, atomic_write_jsonl, cut_torn_tail, iter_jsonl
 
@@ -148,16 +150,17 @@ def run_pairs(cfg: PairsConfig, videos: str | os.PathLike, out: str | os.PathLik
                    disable=not show_progress or procs.rank != 0)
         size = cfg.videos_per_batch
         # Fixed slices of this process's share: a resumed run batches what is left the same way.
-        for batch in (mine[i:i + size] for i in range(0, len(mine), size)):
-            batch = [k for k in batch if k not in done]
-            if not batch:
-                continue
-            results = _run_batch(generator, phase, cfg, batch, videos, truth_dir, stems, carried, strict)
-            _append_line(own, {"videos": [_row(r) for r in results]})
-            bar.update(len(batch))
-            processed += len(batch)
-            if os.environ.get(KILL_ENV) and processed >= int(os.environ[KILL_ENV]):
-                os.kill(os.getpid(), signal.SIGKILL)
+        batches = [b for b in ([k for k in mine[i:i + size] if k not in done] for i in range(0, len(mine), size)) if b]
+        to_decode = [[str(videos / k) for k in b if not carried.get(k, {}).get("skipped")] for b in batches]
+        with contextlib.closing(decoded_ahead(to_decode, MediaLoader(cfg.sampling).video,
+                                              cfg.generation.decode_workers)) as loads:
+            for batch, decoded in zip(batches, loads):
+                results = _run_batch(generator, phase, cfg, batch, decoded, videos, truth_dir, stems, carried, strict)
+                _append_line(own, {"videos": [_row(r) for r in results]})
+                bar.update(len(batch))
+                processed += len(batch)
+                if os.environ.get(KILL_ENV) and processed >= int(os.environ[KILL_ENV]):
+                    os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
         procs.barrier()
 
@@ -195,9 +198,10 @@ def _claim(parts: Path, cfg: PairsConfig, videos: Path, restart: bool, procs: _P
     """Start or continue the run in `parts`: its run.json must describe this config."""
     config = dataclasses.asdict(cfg)
     # Batch sizes may change between runs (after an out-of-memory, say): they decide how much
-    # is computed at once, not what (up to the numerics of padding).
+    # is computed at once, not what (up to the numerics of padding); decode workers, only when.
     config.pop("videos_per_batch")
     config["generation"].pop("batch_size")
+    config["generation"].pop("decode_workers")
     from mmalign.models.backbone import weights_stamp
 
     # The models' weights, not only their folders: one retrained in place answers differently.
@@ -232,7 +236,8 @@ def _stems(keys: list[str]) -> dict[str, str]:
     return {k: (s if seen[s] == 1 else k) for k, s in stems.items()}
 
 
-def _run_batch(generator, phase, cfg, batch, videos, truth_dir, stems, carried, strict) -> list[Result]:
+def _run_batch(generator, phase, cfg, batch, decoded, videos, truth_dir, stems, carried, strict) -> list[Result]:
+    """`decoded`: each video's frames by path (or its MediaError / ValueError), from `decoded_ahead`."""
     ready, results = [], {}
     for key in batch:
         if key in carried and carried[key].get("skipped"):
@@ -241,7 +246,9 @@ def _run_batch(generator, phase, cfg, batch, videos, truth_dir, stems, carried, 
         item = Item(key, str(videos / key), video_seed(cfg.seed, key), stem=stems[key])
         try:
             item.truth = _truth(truth_dir, key)
-            item.video = MediaLoader(cfg.sampling).video(item.path)
+            if isinstance(decoded[item.path], Exception):
+                raise decoded[item.path]
+            item.video = decoded[item.path]
         except (MediaError, ValueError) as e:
             if strict:
                 raise

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from mmalign.config import GrpoConfig, RunConfig
 from mmalign.data.collate import Sequence, collate_sequences
 from mmalign.data.encode import RecordDataset
+from mmalign.data.prefetch import die_with_parent
 from mmalign.data.records import RecordError, Skipped
 from mmalign.data.video import MediaError
 from mmalign.io import append_jsonl
@@ -93,7 +94,8 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
     dataset = PromptDataset(records, processor, family, cfg)
     loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, collate_fn=as_list,
                                          sampler=OrderSampler(record_order(cfg, records, accelerator.num_processes)),
-                                         num_workers=t.num_workers)
+                                         num_workers=t.num_workers,
+                                         worker_init_fn=die_with_parent)
     steps_total = t.max_steps or max(1, math.ceil(len(records) * t.epochs / (t.batch_size * accelerator.num_processes)))
     updates_total = steps_total * g.num_iterations
     params = [p for p in model.parameters() if p.requires_grad]

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from mmalign.config import RunConfig
 from mmalign.data.encode import RecordDataset, make_collate
+from mmalign.data.prefetch import die_with_parent
 from mmalign.io import append_jsonl
 from mmalign.methods import compute_loss, method, preference_margins
 from mmalign.models.backbone import family_of
@@ -73,7 +74,8 @@ def run_preference_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None,
     collate = make_collate(pad_id, shared_prompt=t.shared_prompt)
     order = record_order(cfg, records, accelerator.num_processes)
     loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=OrderSampler(order),
-                                         collate_fn=collate, num_workers=t.num_workers)
+                                         collate_fn=collate, num_workers=t.num_workers,
+                                         worker_init_fn=die_with_parent)
     micro_total = math.ceil(len(records) * t.epochs / (t.batch_size * accelerator.num_processes))
     total_steps = t.max_steps or max(1, micro_total // t.grad_accum)
     params = [p for p in model.parameters() if p.requires_grad]

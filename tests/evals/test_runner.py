@@ -2,6 +2,8 @@
 regenerating finished items, shards cover every item once and merge in order, missing media
 is recorded per item while the batch goes on, and changed settings are not mixed in."""
 
+import re
+
 import pytest
 from eval_helpers import make_cfg
 
@@ -160,3 +162,79 @@ def test_a_garbage_line_is_named_skipped_and_regenerated(tmp_path, capsys):
     assert generate_predictions(items, tmp_path, loader, CFG, generate_fn=again) == 1
     assert again.prompts == ["question 1"]
     assert f"{path}:2: not a prediction row" in capsys.readouterr().err
+
+
+def video_items(world, n):
+    videos = sorted((world / "videos").glob("*.mp4"))[:n]
+    return [Item(id=f"v{i}", prompt=f"question {i}", target="yes", category="c", media=str(v), media_kind="video")
+            for i, v in enumerate(videos)]
+
+
+def test_the_next_batch_decodes_while_this_one_generates(tmp_path, world, monkeypatch):
+    """The model never waits for the CPU between batches: batch 2's video is being decoded (in
+    a worker process, which leaves a mark) before batch 1's generation returns. The old runner
+    decoded it only afterwards."""
+    import time
+
+    import mmalign.data.video as video
+
+    items = video_items(world, 4)  # batches of 3: [v0 v1 v2] [v3]
+    mark = tmp_path / "second batch decoding"
+    real = video.MediaLoader.video
+
+    def watched(self, path):
+        if path == items[3].media:
+            mark.touch()
+        return real(self, path)
+
+    monkeypatch.setattr(video.MediaLoader, "video", watched)  # forked workers inherit it
+    seen = []
+
+    def generate(model, processor, prompts, max_new_tokens, do_sample, system):
+        deadline = time.time() + 20
+        while not seen and not mark.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        seen.append(mark.exists())
+        return [["yes"] for _ in prompts]
+
+    generate_predictions(items, tmp_path / "out", loader, CFG, generate_fn=generate)
+    assert seen == [True, True]
+    assert [r["prediction"] for r in merged_predictions(items, tmp_path / "out")] == ["yes"] * 4
+
+
+def test_decoding_ahead_changes_no_answer_or_error(tmp_path, world):
+    """In worker processes or in turn: the same frames reach the model, the same media errors
+    are recorded, paired questions on one video decode it once per batch."""
+    items = video_items(world, 5)
+    items.insert(2, Item(id="shared", prompt="again", target="no", category="c", media=items[0].media,
+                         media_kind="video"))
+    (tmp_path / "bad.mp4").write_bytes(b"not a video at all")
+    items.append(Item(id="bad", prompt="q", target="yes", category="c", media=str(tmp_path / "bad.mp4"),
+                      media_kind="video"))
+
+    def frames_digest(model, processor, prompts, max_new_tokens, do_sample, system):
+        import hashlib
+
+        return [[hashlib.sha1(p.video.frames.tobytes()).hexdigest()] for p in prompts]
+
+    rows = {}
+    for workers in (0, 4):
+        cfg = make_cfg("synthetic", generation={"batch_size": 3, "decode_workers": workers})
+        generate_predictions(items, tmp_path / str(workers), loader, cfg, generate_fn=frames_digest)
+        # the decoder's message names its context's address, which differs per attempt
+        rows[workers] = [{**r, "error": re.sub(r"0x[0-9a-f]+", "0x", r["error"] or "")}
+                         for r in merged_predictions(items, tmp_path / str(workers))]
+    assert rows[0] == rows[4]
+    assert rows[4][0]["prediction"] == rows[4][2]["prediction"]  # the shared video
+    assert rows[4][-1]["prediction"] is None and "not a readable video" in rows[4][-1]["error"]
+
+
+def test_a_bug_while_decoding_ahead_still_stops_the_run(tmp_path, world, monkeypatch):
+    import mmalign.data.video as video
+
+    def broken(self, path):
+        raise KeyError("a bug, not a media error")
+
+    monkeypatch.setattr(video.MediaLoader, "video", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        generate_predictions(video_items(world, 2), tmp_path, loader, CFG, generate_fn=FakeGenerate())

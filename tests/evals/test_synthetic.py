@@ -73,7 +73,7 @@ def colour_mask(frame, colour):
 def test_the_decoded_video_shows_what_the_truth_says(scene_world):
     cfg = make_cfg("synthetic", scene_world, sampling={"num_frames": 16})
     item = load(cfg).items[0]
-    frames = load_media(item, cfg.sampling, {}).frames
+    frames = load_media((item.media, item.media_kind), cfg.sampling).frames
     assert len(frames) == 16
     blue_y = [np.nonzero(colour_mask(f, "blue"))[0].mean() for f in frames[:12]]
     assert all(b > a for a, b in zip(blue_y, blue_y[1:]))  # moves down while visible

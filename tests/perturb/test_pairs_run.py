@@ -2,6 +2,7 @@
 or a torn write, shards, and a config change refused."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -67,6 +68,28 @@ def test_output_reads_back_and_unreadable_videos_are_reported(videos):
 def test_strict_stops_at_the_first_unusable_video(videos):
     with pytest.raises(MediaError, match="broken.mp4"):
         run_pairs(cfg(), videos / "videos", videos / "p.jsonl", backend=backend(), strict=True, show_progress=False)
+
+
+def test_decoding_ahead_gives_the_same_pairs_and_skips_and_may_change_on_resume(videos):
+    """generation.decode_workers decode the next batches while the model answers this one: the
+    same records byte for byte, the same unreadable videos reported; a run resumed with another
+    count continues (it changes when videos decode, not what they give)."""
+    model = {"temple": {"summarizer": "model"}}
+    outs = {}
+    for workers in (0, 3):
+        out = videos / f"w{workers}.jsonl"
+        report = run_pairs(cfg(**model, generation={"decode_workers": workers}), videos / "videos", out,
+                           backend=backend(), show_progress=False)
+        # the decoder's message names its context's address, which differs per attempt
+        outs[workers] = out.read_bytes(), sorted((s["video"], re.sub(r"0x[0-9a-f]+", "0x", s["reason"]))
+                                                 for s in report["skipped"])
+    assert outs[0] == outs[3] and outs[3][0] and len(outs[3][1]) == 3
+    out = videos / "resumed.jsonl"
+    with pytest.raises(Crash):
+        run_pairs(cfg(**model), videos / "videos", out, backend=crashing(2), show_progress=False)
+    run_pairs(cfg(**model, generation={"decode_workers": 0}), videos / "videos", out, backend=backend(),
+              show_progress=False)
+    assert out.read_bytes() == outs[0][0]
 
 
 class Crash(Exception):

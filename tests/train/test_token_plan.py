@@ -77,8 +77,8 @@ def test_each_distinct_prompt_is_rendered_once(world, tiny_dir, monkeypatch):
     from mmalign.train.plan import video_shape
 
     train_file = world / "pairs_train.jsonl"
-    raw = {"method": "dpo", "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir}, "data": {"train_file": str(train_file)},
-           "sampling": {"num_frames": 4}}
+    raw = {"method": "dpo", "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir},
+           "data": {"train_file": str(train_file)}, "sampling": {"num_frames": 4}}
     (_, cfg), = stages_of(build_config(raw))
     model, processor = load_backbone(cfg.model)
     family = family_of(model)
