@@ -56,12 +56,11 @@ def main() -> None:
 
     import torch
 
+    from mmalign.config import ModelConfig
     from mmalign.evals.benchmarks import Item
     from mmalign.evals.config import build_eval_config
-    from mmalign.evals.runner import merged_predictions
-    from mmalign.evals.runner import generate_predictions
+    from mmalign.evals.runner import generate_predictions, merged_predictions
     from mmalign.models.backbone import load_backbone
-    from mmalign.config import ModelConfig
 
     work = Path(tempfile.mkdtemp())
     write_clip(work / "clip.mp4")

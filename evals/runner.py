@@ -104,17 +104,14 @@ def check_settings(out: Path, settings: dict, overwrite: bool) -> None:
 
 
 def load_media(media: tuple[str, str], sampling):
-    """The Video or PIL image of a (path, kind) item.media / media_kind; a media error
-    (MediaError, or bad sampling of a too-short video: ValueError) is returned, not raised, and
-    becomes the error row of the items that show it."""
+    """The Video or PIL image of a (path, kind) item.media / media_kind. `decoded_ahead` hands
+    back what it raises; a media error (MediaError, or bad sampling of a too-short video:
+    ValueError) becomes the error row of the items that show it (run_batch)."""
     from mmalign.data.video import MediaLoader
 
     path, kind = media
     loader = MediaLoader(sampling)
-    try:
-        return loader.video(path) if kind == "video" else loader.images([path])[0]
-    except ValueError as e:
-        return e
+    return loader.video(path) if kind == "video" else loader.images([path])[0]
 
 
 def media_of(batch: list[Item]) -> list[tuple[str, str]]:
