@@ -9,11 +9,14 @@ another library chose.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import glob
 import math
 import os
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -164,13 +167,44 @@ def _decord_errors() -> tuple[type[BaseException], ...]:
     return (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError)
 
 
+# A note is said once per run, though a run decodes in several processes (training's DataLoader
+# workers, eval's and pairs' decoders): the process that creates the note's marker file says it.
+# The run is named in the environment, which those workers inherit (fork or spawn); the process
+# that named it removes the markers when it exits.
+_RUN = "MMALIGN_NOTES_RUN"
 _SAID: set[str] = set()
 
 
+def _name_run() -> None:
+    if _RUN not in os.environ:
+        run = os.environ[_RUN] = f"{os.getpid()}-{time.time_ns()}"
+        atexit.register(_forget_run, run)
+
+
+def _marker(key: str) -> str:
+    return os.path.join(tempfile.gettempdir(), f"mmalign-note-{os.environ[_RUN]}-{key}")
+
+
+def _forget_run(run: str) -> None:
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"mmalign-note-{glob.escape(run)}-*")):
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
 def _say_once(key: str, message: str) -> None:
-    if key not in _SAID:
-        _SAID.add(key)
-        print(message, file=sys.stderr)
+    if key in _SAID:
+        return
+    _SAID.add(key)
+    try:
+        os.close(os.open(_marker(key), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return  # another process of this run said it
+    except OSError:
+        pass  # no writable temp folder: say it in each process rather than never
+    print(message, file=sys.stderr)
+
+
+_name_run()
 
 
 @contextlib.contextmanager

@@ -4,7 +4,9 @@ Test videos are written with PyAV; frame i carries a bright vertical bar at x = 
 decoded frames say which source frame they are.
 """
 
+import os
 import pickle
+import time
 import warnings
 
 import av
@@ -407,16 +409,42 @@ def test_variable_frame_rate_video_is_sampled_by_time(tmp_path):
     assert even.indices[1] >= 10  # the second of five even instants is past the dense start
 
 
-def test_fps_past_max_frames_is_said_once(tmp_path, capsys):
+@pytest.fixture
+def new_run(monkeypatch):
+    """This process as the start of a run of its own: no note said yet."""
     import mmalign.data.video as video
 
-    video._SAID.discard("max_frames")
+    monkeypatch.setenv(video._RUN, f"test-{os.getpid()}-{time.time_ns()}")
+    monkeypatch.setattr(video, "_SAID", set())
+    yield
+    video._forget_run(os.environ[video._RUN])
+
+
+def test_fps_past_max_frames_is_said_once(tmp_path, capsys, new_run):
     path = tmp_path / "long.mp4"
     _write_vfr(path, [40 * i for i in range(50)])  # 2 s at 25 fps
     load_video(path, fps=25.0, max_frames=8)
     load_video(path, fps=25.0, max_frames=8)
     err = capsys.readouterr().err
     assert err.count("capped at max_frames=8") == 1 and "50 frames at fps=25" in err
+
+
+def test_fps_past_max_frames_is_said_once_by_a_runs_decode_workers(tmp_path, capfd, new_run):
+    """eval / pairs decode in worker processes (as training's DataLoader does): each of them used
+    to say the run's note once, so the console had it once per worker."""
+    import functools
+
+    from mmalign.data.prefetch import decoded_ahead
+
+    paths = []
+    for i in range(4):
+        paths.append(str(tmp_path / f"long{i}.mp4"))
+        _write_vfr(paths[-1], [40 * k for k in range(50)])
+    load = functools.partial(load_video, fps=25.0, max_frames=8)
+    got = [v for batch in decoded_ahead([paths[:2], paths[2:]], load, 2) for v in batch.values()]
+    assert [len(v.indices) for v in got] == [8] * 4
+    load_video(paths[0], fps=25.0, max_frames=8)  # and the parent, after its workers said it
+    assert capfd.readouterr().err.count("capped at max_frames=8") == 1
 
 
 def test_decoder_messages_go_into_the_reason_not_the_console(tmp_path, capfd):
