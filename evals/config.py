@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmalign.config import (SAMPLING_MOVED, ConfigError, ModelConfig, SamplingConfig, WorldConfig, _build, _f,
-                            apply_overrides, load_raw)
+                            build_overridden, load_raw)
 
 
 @dataclass
@@ -183,7 +183,7 @@ def build_eval_config(raw: dict, source: str = "config") -> EvalConfig:
 def load_eval_config(path: str | Path | None, overrides: list[str] | None = None,
                      models: list[str] | None = None) -> EvalConfig:
     """The config at `path` (None: the defaults) with the command line's overrides and models."""
-    raw = apply_overrides(load_raw(path) if path else {}, overrides or [], EvalConfig)
+    raw = load_raw(path) if path else {}
     if models:
         raw["models"] = parse_model_args(models)
-    return build_eval_config(raw, str(path) if path else "command line")
+    return build_overridden(raw, overrides or [], EvalConfig, build_eval_config, str(path) if path else "command line")

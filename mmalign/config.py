@@ -34,6 +34,8 @@ import yaml
 from mmalign.methods import LOSS_KEYS, METHODS
 
 METHOD_NAMES = tuple(METHODS)
+TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5", "glm4v", "llava", "llava_next_video", "llava_onevision",
+                "internvl", "smolvlm")  # built by mmalign.models.tiny; named here, where a config is checked
 MAX_YAML_VALUES = 100_000  # after alias expansion; a config is a few hundred values
 
 
@@ -54,8 +56,8 @@ def _f(default, help: str, **kw):
 class ModelConfig:
     path: str | None = _f(None, "Checkpoint folder or hub id loaded with from_pretrained (a real 7B, or a saved run).",
                           aliases=("model_name_or_path", "checkpoint"))
-    tiny: str | None = _f(None, "Build an offline tiny preset instead of `path`: qwen2_5_vl, qwen2_vl, qwen3_vl, qwen3_5, glm4v, llava, "
-                                    "llava_next_video, llava_onevision, internvl, smolvlm.")
+    tiny: Literal[TINY_PRESETS] | None = _f(None, "Build an offline tiny preset, used when `path` is not set: "
+                                                    + ", ".join(TINY_PRESETS) + ".")
     tiny_dir: str = _f("data/tiny-models", "Where tiny presets are written (reused across runs).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "Weight dtype; auto = bfloat16 on GPU, float32 on CPU.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = _f(
@@ -586,8 +588,29 @@ def stages_of(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    raw = apply_overrides(load_raw(path), overrides or [], RunConfig)
-    return build_config(raw, str(path))
+    return build_overridden(load_raw(path), overrides or [], RunConfig, build_config, str(path))
+
+
+def build_overridden(raw: dict, overrides: list[str], schema, build, source: str):
+    """`build(raw with the command line's overrides, source)`. A value the config refuses is
+    blamed on where it came from: the first command-line item that, added to the file and the
+    items before it, brings the refusal (the file builds alone), else `source`."""
+    merged = apply_overrides(raw, overrides, schema)
+    try:
+        return build(merged, source)
+    except ConfigError as refused:
+        if overrides and _builds(build, raw):
+            for i, item in enumerate(overrides):
+                build(apply_overrides(raw, overrides[:i + 1], schema), f"command line: {item!r}")
+        raise refused from None
+
+
+def _builds(build, raw: dict) -> bool:
+    try:
+        build(raw, "")
+    except ConfigError:
+        return False
+    return True
 
 
 def to_dict(cfg) -> dict:

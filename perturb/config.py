@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mmalign.config import ConfigError, ModelConfig, RunConfig, SamplingConfig, _build, _f, apply_overrides, load_raw
+from mmalign.config import ConfigError, ModelConfig, RunConfig, SamplingConfig, _build, _f, build_overridden, load_raw
 from mmalign.data.video_ops import TEMPLE_KINDS
 
 GENERATORS = ("temple", "rrpo", "rrpo_qa", "video", "inject", "apasi", "ospo")
@@ -152,8 +152,7 @@ class PairsConfig:
 
 
 def load_pairs_config(path: str | Path, overrides: list[str] | None = None) -> PairsConfig:
-    raw = apply_overrides(load_raw(path), overrides or [], PairsConfig)
-    return build_pairs_config(raw, str(path))
+    return build_overridden(load_raw(path), overrides or [], PairsConfig, build_pairs_config, str(path))
 
 
 def build_pairs_config(raw: dict, source: str = "config") -> PairsConfig:

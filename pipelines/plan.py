@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmalign.config import ConfigError, ModelConfig, WorldConfig, _build, _f, apply_overrides, deep_merge, load_raw
+from mmalign.config import ConfigError, ModelConfig, WorldConfig, _build, _f, build_overridden, deep_merge, load_raw
 
 KINDS = ("pairs", "sft", "preference", "grpo", "eval")
 TRAINING = ("sft", "preference", "grpo")
@@ -108,12 +108,15 @@ def temple_difficulty(m: int) -> float:
 # ---------------------------------------------------------------- loading
 
 def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple[PipelineConfig, list[Step]]:
-    raw = apply_overrides(load_raw(path), overrides or [])
+    return build_overridden(load_raw(path), overrides or [], None, build_pipeline, str(path))
+
+
+def build_pipeline(raw: dict, source: str = "config") -> tuple[PipelineConfig, list[Step]]:
     try:
         cfg = _build(PipelineConfig, raw, "")
         return cfg, expand(cfg)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def _check_keys(entry: Any, known: tuple, where: str) -> None:

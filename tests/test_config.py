@@ -227,3 +227,43 @@ def test_overrides_may_follow_a_flag_and_anything_else_stays_an_error():
         with pytest.raises(SystemExit) as e:
             parse(argv)
         assert e.value.code == 2
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "configs/quickstart.yaml", "--plan"],
+    ["pairs", "--videos", ".", "--config", "configs/pairs/rrpo_qa.yaml", "--out", "{tmp}/p.jsonl"],
+    ["eval", "--config", "configs/eval/synthetic.yaml"],
+    ["run", "configs/pipelines/apasi_quickstart.yaml", "--plan"],
+], ids=lambda a: a[0])
+def test_a_value_the_command_line_set_is_refused_naming_that_item_not_the_file(argv, tmp_path, capsys, monkeypatch):
+    """An unknown tiny preset, a method or a bound broken on the command line: one line that names
+    the item the user typed (it named the config file, which holds no such value), before any
+    model loads. `model.tiny` is checked with the config (it was a ValueError traceback from the
+    model builder)."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(ROOT)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main([*argv, "model.tiny=qwen3vl"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mmalign: error: command line: 'model.tiny=qwen3vl': model.tiny: 'qwen3vl' is not one of")
+    assert err.endswith("(did you mean 'qwen3_vl'?)") and "\n" not in err
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_a_staged_value_from_the_command_line_names_the_item_and_a_bad_file_value_the_file(tmp_path, capsys):
+    from mmalign.cli import main
+
+    assert main(["train", str(staged(tmp_path)), "train.batch_size=2", "stages.rrpo.train.max_steps=-1", "--plan"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "mmalign: error: command line: 'stages.rrpo.train.max_steps=-1': stages[1]: train.max_steps: must be >= 1, "
+        "got -1")
+    # Each item is fine alone; the second, after the first, is what the config refuses.
+    assert main(["train", str(staged(tmp_path)), "stages.rrpo.method=dpo", "stages.rrpo.loss.alpha=0.5", "--plan"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "mmalign: error: command line: 'stages.rrpo.loss.alpha=0.5': stages[1].loss.alpha: method dpo does not read it")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: dpo\nmodel: {tiny: qwen25vl}\n")
+    assert main(["train", str(bad), "train.lr=1e-5", "--plan"]) == 2
+    assert capsys.readouterr().err.startswith(f"mmalign: error: {bad}: model.tiny: 'qwen25vl' is not one of")
+    assert main(["train", str(bad), "model.tiny=qwen2_5_vl", f"output_dir={tmp_path}/run", "--plan"]) == 0  # mended

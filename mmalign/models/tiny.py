@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-TINY_PRESETS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_5", "glm4v", "llava", "llava_next_video", "llava_onevision",
-                "internvl", "smolvlm")
+from mmalign.config import TINY_PRESETS
+
 
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
