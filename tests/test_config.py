@@ -45,6 +45,15 @@ def test_wrong_type_and_literal():
         build_config({"method": "rrp"})
 
 
+@pytest.mark.parametrize("text", ["train: {lr: .inf}", "train: {lr: inf}", "loss: {beta: .nan}", "train: {weight_decay: -.inf}"])
+def test_a_number_that_is_not_finite_is_refused(text, tmp_path):
+    """lr=inf was accepted and trained NaNs; keys without bounds took nan too."""
+    p = tmp_path / "c.yaml"
+    p.write_text(f"model: {{tiny: qwen2_5_vl}}\n{text}\n")
+    with pytest.raises(ConfigError, match=r"(lr|beta|weight_decay): expected a finite number"):
+        load_config(p)
+
+
 def test_overrides_are_typed_and_validated(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("method: dpo\n")
