@@ -50,9 +50,14 @@ def cmd_train(args) -> int:
 def cmd_world(args) -> int:
     from mmalign.config import ConfigError
     from mmalign.world import build_world
+    from mmalign.world.build import world_args_problem
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out}: a file, not a folder")
+    problem = world_args_problem(args.n, tuple(args.object_sizes), args.max_objects)
+    if problem:
+        flag = {"n_videos": "--n", "object_sizes": "--object-sizes", "max_objects": "--max-objects"}[problem[0]]
+        raise ConfigError(f"{flag}: {problem[1]}")
     summary = build_world(args.out, n_videos=args.n, seed=args.seed, object_sizes=tuple(args.object_sizes),
                           max_objects=args.max_objects)
     print(json.dumps(summary, indent=1))  # as `mmalign pairs` prints its report: for jq or json.loads

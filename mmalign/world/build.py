@@ -44,6 +44,18 @@ def split_of(index: int, n_videos: int) -> str:
     return "test" if index >= n_videos - n_videos // 4 else "train"
 
 
+def world_args_problem(n_videos: int, object_sizes: tuple[int, int], max_objects: int,
+                       size: int = 64) -> tuple[str, str] | None:
+    """(the argument, what is wrong with it) for arguments `build_world` cannot use, else None."""
+    if n_videos < 1:
+        return "n_videos", f"need at least 1 video, got {n_videos}"
+    if not 1 <= object_sizes[0] <= object_sizes[1] < size:
+        return "object_sizes", f"need 1 <= min <= max < {size} (the frame side), got {list(object_sizes)}"
+    if max_objects < 1:
+        return "max_objects", f"need at least 1, got {max_objects}"
+    return None
+
+
 def build_world(
     out_dir,
     n_videos: int = 32,
@@ -60,9 +72,9 @@ def build_world(
     plus `out_dir` and `reused` (True when an identical finished build was found).
     `object_sizes` (min, max box side in pixels) and `max_objects` set how easy the videos are
     to see: a small model trained from scratch needs larger, fewer objects."""
-    if not (1 <= object_sizes[0] <= object_sizes[1] < size and max_objects >= 1):
-        raise ValueError(f"need 1 <= object_sizes[0] <= object_sizes[1] < size={size} and max_objects >= 1, "
-                         f"got object_sizes={list(object_sizes)}, max_objects={max_objects}")
+    problem = world_args_problem(n_videos, object_sizes, max_objects, size)
+    if problem:
+        raise ValueError(f"{problem[0]}: {problem[1]}")
     out = Path(out_dir)
     args = {"n_videos": n_videos, "seed": seed, "n_frames": n_frames, "size": size,
             "fps": fps, "pairs_per_video": pairs_per_video, "object_sizes": list(object_sizes),

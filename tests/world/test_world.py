@@ -399,8 +399,26 @@ def test_world_out_onto_a_file_is_one_line(tmp_path, capsys):
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("sizes, most", [((30, 20), 2), ((10, 64), 2), ((0, 10), 2), ((10, 20), 0)])
-def test_impossible_object_knobs_are_refused_by_name(tmp_path, sizes, most):
-    with pytest.raises(ValueError, match="object_sizes"):
-        build_world(tmp_path, n_videos=2, object_sizes=sizes, max_objects=most, show_progress=False)
+@pytest.mark.parametrize("n, sizes, most, name", [(2, (30, 20), 2, "object_sizes"), (2, (10, 64), 2, "object_sizes"),
+                                                   (2, (0, 10), 2, "object_sizes"), (2, (10, 20), 0, "max_objects"),
+                                                   (0, (10, 20), 2, "n_videos")])
+def test_impossible_world_arguments_are_refused_by_name(tmp_path, n, sizes, most, name):
+    with pytest.raises(ValueError, match=f"^{name}: need"):
+        build_world(tmp_path, n_videos=n, object_sizes=sizes, max_objects=most, show_progress=False)
     assert not (tmp_path / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--n", "0"], "--n: need at least 1 video, got 0"),
+    (["--n", "-3"], "--n: need at least 1 video, got -3"),
+    (["--object-sizes", "30", "10"], "--object-sizes: need 1 <= min <= max < 64 (the frame side), got [30, 10]"),
+    (["--max-objects", "0"], "--max-objects: need at least 1, got 0"),
+])
+def test_world_flags_it_cannot_use_are_one_line_naming_the_flag(tmp_path, capsys, flags, said):
+    """--n 0 and --n -1 wrote an empty world and said nothing; impossible object knobs were a
+    ValueError traceback."""
+    from mmalign.cli import main
+
+    assert main(["world", "--out", str(tmp_path / "w"), *flags]) == 2
+    assert capsys.readouterr().err.strip() == f"mmalign: error: {said}"
+    assert not (tmp_path / "w").exists()
