@@ -129,6 +129,8 @@ def run_pairs(cfg: PairsConfig, videos: str | os.PathLike, out: str | os.PathLik
                           "(a checkpoint) or model.tiny")
     procs = processes or _processes()
     videos, out = Path(videos).absolute(), Path(out).absolute()
+    if out.is_dir():  # found before the model answers, not when the records are written
+        raise ConfigError(f"--out {out}: a folder; name the JSONL file to write in it, e.g. {out / 'pairs.jsonl'}")
     keys = list_videos(videos)
     parts = Path(str(out) + ".parts")
     _claim(parts, cfg, videos, restart, procs)

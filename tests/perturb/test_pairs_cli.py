@@ -158,3 +158,23 @@ def test_rerun_after_the_model_is_retrained_in_place_does_not_reuse_its_old_answ
     del restarted["model_weights"]  # as an older mmalign claimed it: that run still resumes
     run_json.write_text(json.dumps(restarted))
     assert main(args) == 0
+
+
+def test_out_naming_a_folder_is_refused_before_any_video_is_answered(world, tmp_path, capsys):
+    """`--out runs/pairs/` (a folder): the run answered every video, then failed to write, naming
+    a temporary file; its progress lay in a .parts folder no later run with a file name reads."""
+    from mmalign.cli import main
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert main(["pairs", "--videos", str(world / "videos"), "--config", str(ROOT / "configs/pairs/rrpo_qa.yaml"),
+                 "--out", str(folder), "--quiet", "model.tiny=qwen2_5_vl", "model.path=null"]) == 2
+    assert capsys.readouterr().err.strip() == (f"mmalign: error: --out {folder}: a folder; name the JSONL file to "
+                                               f"write in it, e.g. {folder / 'pairs.jsonl'}")
+    assert not Path(f"{folder}.parts").exists()
+    for command in ("pairs-export", "pairs-import"):  # they write one file at the end: the error names --out
+        records = tmp_path / "r.jsonl"
+        records.write_text("")
+        assert main([command, str(records), "--out", str(folder)]) == 2
+        assert capsys.readouterr().err.strip() == f"mmalign: error: {folder}: Is a directory"
+        assert list(tmp_path.glob(".out.*")) == []
