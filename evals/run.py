@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from mmalign.config import ConfigError, to_dict
-from mmalign.io import read_user_text
+from mmalign.io import check_output_folder, read_user_text
 
 from .benchmarks import REGISTRY, Benchmark, BenchmarkFilesMissing, Item
 from .config import EvalConfig, ModelSpec, ScoreConfig, model_specs
@@ -29,6 +29,7 @@ def evaluate(cfg: EvalConfig, overwrite: bool = False, process=None, generate_fn
     load_model_fn = load_model_fn or load_model
     process = process or make_process()
     out = Path(cfg.output_dir)
+    check_output_folder(out, "output_dir")
     if process.is_main_process and bench.prepare is not None:
         bench.prepare(cfg)
     process.wait_for_everyone()

@@ -49,11 +49,11 @@ def cmd_train(args) -> int:
 
 def cmd_world(args) -> int:
     from mmalign.config import ConfigError
+    from mmalign.io import check_output_folder
     from mmalign.world import build_world
     from mmalign.world.build import world_args_problem
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ConfigError(f"--out {args.out}: a file, not a folder")
+    check_output_folder(args.out, "--out")
     problem = world_args_problem(args.n, tuple(args.object_sizes), args.max_objects)
     if problem:
         flag = {"n_videos": "--n", "object_sizes": "--object-sizes", "max_objects": "--max-objects"}[problem[0]]

@@ -85,6 +85,21 @@ def read_user_text(path: str | os.PathLike, what: str, encoding: str = "utf-8") 
                           f"{getattr(e, 'strerror', None) or e})") from None
 
 
+def check_output_folder(path: str | os.PathLike, key: str) -> None:
+    """Refuse, in one line naming `key` (output_dir, --out), a folder a command would write into
+    where a file stands: on the folder itself or on one of the folders above it. Checked before
+    any work, not when the first file is written."""
+    path = Path(path).absolute()
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                from mmalign.config import ConfigError
+
+                where = "a file, not a folder" if folder == path else f"{folder} is a file, not a folder"
+                raise ConfigError(f"{key} {path}: {where}")
+            return
+
+
 def iter_jsonl(path: str | os.PathLike, skip_torn_tail: bool = False) -> Iterator[tuple[int, Any]]:
     """Yield (line_number, object) for each non-empty line; a bad line raises ValueError
     naming the file and line, except a torn final line when `skip_torn_tail` is set."""

@@ -39,7 +39,7 @@ from mmalign.config import ConfigError, changed_keys
 from mmalign.data.records import Record, read_records, record_to_dict
 from mmalign.data.prefetch import decoded_ahead
 from mmalign.data.video import MediaError, MediaLoader
-from mmalign.io import atomic_write_json, atomic_write_jsonl, cut_torn_tail, iter_jsonl
+from mmalign.io import atomic_write_json, atomic_write_jsonl, check_output_folder, cut_torn_tail, iter_jsonl
 
 from .config import PairsConfig, needs_model
 from .facts import Truth
@@ -131,6 +131,8 @@ def run_pairs(cfg: PairsConfig, videos: str | os.PathLike, out: str | os.PathLik
     videos, out = Path(videos).absolute(), Path(out).absolute()
     if out.is_dir():  # found before the model answers, not when the records are written
         raise ConfigError(f"--out {out}: a folder; name the JSONL file to write in it, e.g. {out / 'pairs.jsonl'}")
+    if not out.exists():
+        check_output_folder(out, "--out")  # a file where one of its folders should be
     keys = list_videos(videos)
     parts = Path(str(out) + ".parts")
     _claim(parts, cfg, videos, restart, procs)

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from mmalign.config import ConfigError
-from mmalign.io import atomic_write_json, atomic_write_text
+from mmalign.io import atomic_write_json, atomic_write_text, check_output_folder
 
 from .plan import BASE, PipelineConfig, Step
 
@@ -56,6 +56,7 @@ def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, r
                           f"{os.environ['WORLD_SIZE']}); launch it without accelerate launch / torchrun, or run "
                           "its steps (mmalign pairs / train / eval) under the launcher one by one")
     out = Path(cfg.output_dir)
+    check_output_folder(out, "output_dir")
     if (out / "plan.json").exists() and not resume:
         raise PipelineExists(f"{out} already holds a pipeline run: pass --resume to continue it, or choose another "
                              "output_dir (output_dir=...)")

@@ -276,3 +276,30 @@ def test_a_staged_value_from_the_command_line_names_the_item_and_a_bad_file_valu
     assert main(["train", str(bad), "train.lr=1e-5", "--plan"]) == 2
     assert capsys.readouterr().err.startswith(f"mmalign: error: {bad}: model.tiny: 'qwen25vl' is not one of")
     assert main(["train", str(bad), "model.tiny=qwen2_5_vl", f"output_dir={tmp_path}/run", "--plan"]) == 0  # mended
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "configs/quickstart.yaml", "output_dir={out}"],
+    ["eval", "--config", "configs/eval/synthetic.yaml", "model.tiny=qwen2_5_vl", "output_dir={out}"],
+    ["run", "configs/pipelines/apasi_quickstart.yaml", "output_dir={out}"],
+    ["world", "--out", "{out}", "--n", "2"],
+    ["pairs", "--videos", "configs", "--config", "configs/pairs/rrpo_qa.yaml", "--out", "{out}/p.jsonl"],
+], ids=lambda a: a[0])
+@pytest.mark.parametrize("under", [False, True], ids=["on-a-file", "under-a-file"])
+def test_an_output_folder_where_a_file_stands_is_one_line_before_any_work(argv, under, tmp_path, capsys, monkeypatch):
+    """A file where the run's folder (or a folder above it) should be: one line naming the key,
+    before any model loads or video is read. Train and eval named a file inside it, the pipeline
+    said "File exists", pairs named the folder's temporary file after answering every video."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(ROOT)
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    folder = afile / "run" if under else afile
+    argv = [a.replace("{out}", str(folder)) for a in argv]
+    assert main(argv) == 2
+    key = "--out" if argv[0] in ("world", "pairs") else "output_dir"
+    named = folder / "p.jsonl" if argv[0] == "pairs" else folder
+    said = "a file, not a folder" if named == afile else f"{afile} is a file, not a folder"
+    assert capsys.readouterr().err.strip() == f"mmalign: error: {key} {named}: {said}"
+    assert afile.read_text() == "keep me"

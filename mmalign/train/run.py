@@ -14,7 +14,7 @@ import yaml
 
 from mmalign.config import ConfigError, RunConfig, changed_keys, stages_of, to_dict
 from mmalign.data.records import RecordError, short_repr
-from mmalign.io import atomic_write_json, atomic_write_text
+from mmalign.io import atomic_write_json, atomic_write_text, check_output_folder
 from mmalign.train.checkpoint import is_final
 
 
@@ -118,6 +118,7 @@ def train(cfg: RunConfig, resume: bool = False) -> dict:
     from accelerate import PartialState
 
     out = Path(cfg.output_dir)
+    check_output_folder(out, "output_dir")
     stages = stages_of(cfg)
     # Under torchrun / accelerate launch this is one of several processes. Without a GPU,
     # accelerate only joins the process group (gloo) when told it runs on the CPU.
