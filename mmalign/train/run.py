@@ -35,10 +35,14 @@ def check_inputs(stages: list[tuple[str, RunConfig]]) -> None:
             check_checkpoint(cfg.model.path, cfg.model.trust_remote_code)
         if not cfg.data.train_file:
             raise ConfigError(f"{where}data.train_file: not set (a JSONL of {cfg.method} records)")
-        world_file = cfg.world.enabled and Path(cfg.data.train_file).resolve().is_relative_to(
-            Path(cfg.world.out).resolve())
-        if not world_file and not Path(cfg.data.train_file).is_file():
-            raise RecordError(f"{where}data.train_file: {cfg.data.train_file}: file not found")
+        for key in ("train_file", "eval_file"):  # eval_file too: it was read after the stages before it trained
+            path = getattr(cfg.data, key)
+            if not path or cfg.world.enabled and Path(path).resolve().is_relative_to(Path(cfg.world.out).resolve()):
+                continue  # unset, or a file the world build writes
+            if Path(path).is_dir():
+                raise RecordError(f"{where}data.{key}: {path}: a folder, not a record file")
+            if not Path(path).is_file():
+                raise RecordError(f"{where}data.{key}: {path}: file not found")
 
 
 def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bool,

@@ -61,6 +61,11 @@ def test_the_cli_says_it_in_one_line(tmp_path):
     ("model: {}\ndata: {train_file: d.jsonl}\n", "model: set model.path (a checkpoint folder) or model.tiny (an offline preset)"),
     ("model: {tiny: qwen2_5_vl}\n", "data.train_file: not set (a JSONL of dpo records)"),
     ("model: {tiny: qwen2_5_vl}\ndata: {train_file: nope.jsonl}\n", "data.train_file: nope.jsonl: file not found"),
+    ("model: {tiny: qwen2_5_vl}\ndata: {train_file: .}\n", "data.train_file: .: a folder, not a record file"),
+    # The second stage's eval file was read after the first stage had trained, in a claimed folder.
+    ("model: {tiny: qwen2_5_vl}\nstages:\n  - {name: a, method: sft, data: {train_file: d.jsonl}}\n"
+     "  - {name: b, data: {train_file: d.jsonl, eval_file: nope.jsonl}}\n",
+     "stage b: data.eval_file: nope.jsonl: file not found"),
 ])
 def test_missing_model_or_data_is_one_line_and_claims_nothing(tmp_path, body, message):
     cfg = tmp_path / "c.yaml"
