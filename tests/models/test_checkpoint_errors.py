@@ -63,7 +63,7 @@ def test_the_cli_says_it_in_one_line(tmp_path):
     ("model: {tiny: qwen2_5_vl}\ndata: {train_file: nope.jsonl}\n", "data.train_file: nope.jsonl: file not found"),
     ("model: {tiny: qwen2_5_vl}\ndata: {train_file: .}\n", "data.train_file: .: a folder, not a record file"),
     # The second stage's eval file was read after the first stage had trained, in a claimed folder.
-    ("model: {tiny: qwen2_5_vl}\nstages:\n  - {name: a, method: sft, data: {train_file: d.jsonl}}\n"
+    ("model: {tiny: qwen2_5_vl}\nstages:\n  - {name: a, data: {train_file: d.jsonl}}\n"
      "  - {name: b, data: {train_file: d.jsonl, eval_file: nope.jsonl}}\n",
      "stage b: data.eval_file: nope.jsonl: file not found"),
 ])
@@ -76,3 +76,38 @@ def test_missing_model_or_data_is_one_line_and_claims_nothing(tmp_path, body, me
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [f"mmalign: error: {message}"]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_later_stages_unusable_records_stop_the_run_before_any_stage_trains(tmp_path, capsys):
+    """Stage b's records all unusable (or, with data.strict, one bad line): the run stopped only
+    when b began, after a had trained, in a claimed folder. Now nothing is written; and a
+    one-stage run whose file is then mended starts without --resume (its claimed folder, with
+    the old file's digest, refused the mended file even with --resume)."""
+    from mmalign.cli import main
+
+    good = tmp_path / "sft.jsonl"
+    good.write_text("".join(f'{{"prompt": "p{i}", "response": "a"}}\n' for i in range(4)))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "a"}\n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"output_dir: {tmp_path / 'run'}\nmodel: {{tiny: qwen2_5_vl, tiny_dir: {tmp_path / 'tiny'}}}\n"
+                   "train: {max_steps: 1, batch_size: 2}\nstages:\n"
+                   f"  - {{name: a, method: sft, data: {{train_file: {good}}}}}\n"
+                   f"  - {{name: b, method: dpo, data: {{train_file: {bad}}}}}\n")
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mmalign: error: stage b: data.train_file: {bad}: no usable records (1 skipped)")
+    assert "missing required field 'rejected'" in err
+    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p"}\n')
+    assert main(["train", str(cfg), "data.strict=true"]) == 2
+    assert capsys.readouterr().err.startswith(f"mmalign: error: {bad}:2: ")
+    assert not (tmp_path / "run").exists()
+
+    one = tmp_path / "one.yaml"
+    one.write_text(f"output_dir: {tmp_path / 'run'}\nmethod: dpo\n"
+                   f"model: {{tiny: qwen2_5_vl, tiny_dir: {tmp_path / 'tiny'}}}\ntrain: {{max_steps: 1, batch_size: 2}}\ndata: {{train_file: {bad}, strict: true}}\n")
+    assert main(["train", str(one)]) == 2
+    assert not (tmp_path / "run").exists()
+    bad.write_text("".join(f'{{"prompt": "{p}", "chosen": "a", "rejected": "b"}}\n' for p in "pq"))  # mended in place
+    assert main(["train", str(one)]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]["dpo"]["steps"] == 1
