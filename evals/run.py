@@ -137,10 +137,10 @@ def read_prediction_file(path: str, bench: Benchmark | None = None) -> dict[str,
         official = official_predictions(bench, data, path)
         if official is not None:
             return official
-        rows = list(data.items()) if isinstance(data, dict) else None
+        rows = [(str(k), v, None) for k, v in data.items()] if isinstance(data, dict) else None
         if isinstance(data, list):
             keys = ("prediction", "pred", "answer", "response")
-            rows = [(str(r["id"]), next(r[k] for k in keys if k in r)) for r in data]
+            rows = [(str(r["id"]), next(r[k] for k in keys if k in r), f"[{i}]") for i, r in enumerate(data)]
     except json.JSONDecodeError:
         rows = []
         for lineno, line in enumerate(text.splitlines(), start=1):
@@ -148,7 +148,7 @@ def read_prediction_file(path: str, bench: Benchmark | None = None) -> dict[str,
                 continue
             try:
                 row = json.loads(line)
-                rows.append((str(row["id"]), row.get("prediction")))
+                rows.append((str(row["id"]), row.get("prediction"), f":{lineno}"))
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise ConfigError(f"{path}:{lineno}: not a prediction row {{id, prediction}} "
                                   f"({type(e).__name__})") from None
@@ -156,7 +156,21 @@ def read_prediction_file(path: str, bench: Benchmark | None = None) -> dict[str,
         raise ConfigError(f"{path}: a list entry lacks 'id' or 'prediction' ({type(e).__name__})") from None
     if rows is None:
         raise ConfigError(f"{path}: expected JSON lines, an object or a list of predictions")
-    return dict(rows)
+    return distinct_answers(rows, path)
+
+
+def distinct_answers(rows: list[tuple[str, object, str | None]], path: str) -> dict[str, object]:
+    """id -> prediction of (id, prediction, where: ":<line>" or "[<list index>]") rows. An id
+    given twice with two answers is refused: scoring one of them (the last, as dict() did)
+    would be a guess."""
+    out, first = {}, {}
+    for item_id, prediction, where in rows:
+        if item_id in out and out[item_id] != prediction:
+            raise ConfigError(f"{path}{where}: id {item_id!r} again, answered otherwise at {path}{first[item_id]}: "
+                              "which answer to score?")
+        out[item_id] = prediction
+        first.setdefault(item_id, where)
+    return out
 
 
 def official_predictions(bench: Benchmark | None, data, path: str) -> dict | None:

@@ -113,3 +113,26 @@ def test_a_file_made_on_other_annotation_files_is_flagged(tmp_path, pope_cfg):
     (note,) = [n for n in results["notes"] if "another version" in n]
     assert "lacks 2 of the 6 items and names 1" in note and "e3e3926" in note
     assert "another version" in (tmp_path / "out" / "metrics.md").read_text()
+
+
+def test_an_id_answered_twice_otherwise_is_refused_and_an_exact_repeat_is_not(tmp_path, pope_cfg, capsys):
+    """A JSON-lines or list file that answers one id twice, differently: the last answer was
+    scored without a word, a guess at which one the file meant."""
+    from mmalign.evals.config import load_eval_config
+
+    items = load(load_eval_config(pope_cfg)).items
+    rows = [{"id": it.id, "prediction": it.target} for it in items]
+    flipped = {"id": items[1].id, "prediction": "no" if items[1].target == "yes" else "yes"}
+    lines = tmp_path / "p.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in [*rows, flipped]))
+    assert main(["eval", "--config", str(pope_cfg), "--predictions", str(lines)]) == 2
+    assert capsys.readouterr().err.strip() == (f"mmalign: error: {lines}:7: id {items[1].id!r} again, answered "
+                                               f"otherwise at {lines}:2: which answer to score?")
+    listed = tmp_path / "p.json"
+    listed.write_text(json.dumps([flipped, *rows]))
+    assert main(["eval", "--config", str(pope_cfg), "--predictions", str(listed)]) == 2
+    assert f"{listed}[2]: id {items[1].id!r} again, answered otherwise at {listed}[0]" in capsys.readouterr().err
+    lines.write_text("".join(json.dumps(r) + "\n" for r in [*rows, rows[1]]))  # the same answer again: no doubt
+    assert main(["eval", "--config", str(pope_cfg), "--predictions", str(lines)]) == 0
+    (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
+    assert m["metrics"]["accuracy"] == 1.0 and m["counts"]["scored"] == 6
