@@ -10,6 +10,7 @@ Several processes: `accelerate launch --num_processes 8 -m mmalign.cli eval --co
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def cmd_eval(args) -> int:
@@ -34,8 +35,28 @@ def cmd_eval(args) -> int:
         raise ConfigError("--config is required (e.g. configs/eval/videohallucer.yaml), "
                           "unless --harness lmms-eval runs lmms-eval tasks")
     cfg = load_eval_config(args.config, args.overrides, args.models)
-    evaluate(cfg, overwrite=args.overwrite, predictions=args.predictions)
-    return 0
+    results = evaluate(cfg, overwrite=args.overwrite, predictions=args.predictions)
+    return 1 if said_nothing_scored(results, cfg.output_dir) else 0
+
+
+def said_nothing_scored(results: dict, out: str) -> bool:
+    """A model with items and not one of them scored (every video unreadable, or a predictions
+    file that answers none of them) fails the command, as `mmalign pairs` does with no pair:
+    its results are written, but a script must not read "0 of 0 right" as a run that worked."""
+    from mmalign.train.stage import reason_counts
+
+    def asked(m):  # a predictions file's items it lacks are not among its counted items
+        return m["counts"]["items"] + m["counts"].get("missing_predictions", 0)
+
+    failed = [m for m in results.get("models", []) if asked(m) and not m["counts"]["scored"]]
+    for m in failed:
+        reasons = [{"reason": row["error"].replace(row["media"], "…") if row.get("media") else row["error"]}
+                   for row in m.get("items", []) if row.get("error")]
+        reasons += [{"reason": "no prediction for the item"}] * m["counts"].get("missing_predictions", 0)
+        top = "\n".join(f"  {n:>5} x {reason}" for reason, n in reason_counts(reasons)[:5])
+        print(f"mmalign: error: {m['name']}: not one of its {asked(m)} items was scored (results in "
+              f"{out}); why:\n{top}", file=sys.stderr)
+    return bool(failed)
 
 
 def register(sub) -> None:

@@ -136,3 +136,28 @@ def test_an_id_answered_twice_otherwise_is_refused_and_an_exact_repeat_is_not(tm
     assert main(["eval", "--config", str(pope_cfg), "--predictions", str(lines)]) == 0
     (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
     assert m["metrics"]["accuracy"] == 1.0 and m["counts"]["scored"] == 6
+
+
+def test_nothing_scored_fails_the_command_with_its_reasons(tmp_path, pope_cfg, capsys):
+    """A predictions file that answers none of the items (or a run whose every video is
+    unreadable) exited 0 with a table of zeros: a script took it for a run that worked."""
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"adversarial-1": "yes"}))
+    assert main(["eval", "--config", str(pope_cfg), "--predictions", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "mmalign: error: p: not one of its 6 items was scored" in err and "6 x no prediction for the item" in err
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["models"][0]["counts"]["scored"] == 0
+
+
+def test_every_video_unreadable_fails_the_command_grouping_the_reason(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures" / "videohallucer"
+    shutil.copytree(fixtures / "temporal", tmp_path / "vh" / "temporal")  # the annotations, no videos
+    assert main(["eval", "--config", str(Path(__file__).parents[2] / "configs/eval/videohallucer.yaml"),
+                 f"data.root={tmp_path / 'vh'}", "data.splits=[temporal]", "model.path=null", "model.tiny=qwen2_5_vl",
+                 f"model.tiny_dir={tmp_path / 'tiny'}", "model.dtype=float32", f"output_dir={tmp_path / 'out'}"]) == 1
+    err = capsys.readouterr().err
+    items = json.loads((tmp_path / "out" / "results.json").read_text())["models"][0]["counts"]["items"]
+    assert f"not one of its {items} items was scored" in err and f"{items} x media: …: file not found" in err
