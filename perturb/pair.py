@@ -116,7 +116,8 @@ def chosen_answers(cfg: PairsConfig, backend: Backend, items: list[Item], result
     video. Items without what they need are marked skipped."""
     if cfg.answers == "truth":
         return {it.key: it.truth.caption
-                for it in with_truth(items, results, "answers: truth, but the video has no truth file")}
+                for it in with_truth(items, results, "answers: truth, but the video has no truth file "
+                                                     "(answers=model takes the model's own answer)")}
     generate = backend.need("generate", "answers: model")
     texts = generate([(cfg.prompt, it.video) for it in items])
     return {it.key: t for it, t in zip(items, texts)}

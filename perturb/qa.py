@@ -240,7 +240,8 @@ class RrpoQaPairs(PairBuilder):
         for it in items:
             qs = self.questions(it)
             if not qs:
-                results[it.key].skipped = ("rrpo_qa.questions: world, but the video has no truth file"
+                results[it.key].skipped = ("rrpo_qa.questions: world, but the video has no truth file (name a QA "
+                                           "file of {video, prompt, answer} lines: rrpo_qa.questions=qa.jsonl)"
                                            if c.questions == "world" else f"no question in {c.questions} names it")
                 continue
             # One perturbed clip per video, as RRPO perturbs each video once for its questions.

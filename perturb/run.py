@@ -134,12 +134,14 @@ def run_pairs(cfg: PairsConfig, videos: str | os.PathLike, out: str | os.PathLik
     if not out.exists():
         check_output_folder(out, "--out")  # a file where one of its folders should be
     keys = list_videos(videos)
+    generator = GENERATORS[cfg.generator](cfg, backend if backend is not None else _LazyModel(cfg, procs).backend())
+    if backend is None:
+        _check_models(cfg)
     parts = Path(str(out) + ".parts")
     _claim(parts, cfg, videos, restart, procs)
 
     truth_dir = Path(cfg.truth_dir) if cfg.truth_dir else videos.parent / "truth"
     stems = _stems(keys)
-    generator = GENERATORS[cfg.generator](cfg, backend if backend is not None else _LazyModel(cfg, procs).backend())
     finished_before = set(_finished(parts, generator.phases[-1]))
     processed = 0
     for p, phase in enumerate(generator.phases):
@@ -196,6 +198,19 @@ class _LazyModel:
         return Backend(generate=lambda *a, **k: self._get().generate(*a, **k),
                        complete=lambda *a, **k: self._get().complete(*a, **k),
                        yes_prob=lambda *a, **k: self._get().yes_prob(*a, **k))
+
+
+def _check_models(cfg: PairsConfig) -> None:
+    """Each model folder the run names is a checkpoint, checked before the run claims its
+    progress folder: checked when it loaded, a wrong path left a claim that refused the mended
+    path until --restart."""
+    from mmalign.models.backbone import check_checkpoint
+
+    for key, path in (("model.path", cfg.model.path if needs_model(cfg) else None),
+                      ("rrpo_qa.judge_model", cfg.rrpo_qa.judge_model),
+                      ("rrpo_qa.rewriter_model", cfg.rrpo_qa.rewriter_model)):
+        if path:
+            check_checkpoint(path, cfg.model.trust_remote_code, key)
 
 
 def _claim(parts: Path, cfg: PairsConfig, videos: Path, restart: bool, procs: _Processes) -> None:

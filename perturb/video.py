@@ -282,7 +282,8 @@ class TemplePairs(VideoPairs):
     def _clip_captions(self, items: list[Item], results: dict[str, Result]) -> dict[str, list[str]]:
         t = self.cfg.temple
         if t.clip_captions == "truth":
-            have = with_truth(items, results, "temple.clip_captions: truth, but the video has no truth file")
+            have = with_truth(items, results, "temple.clip_captions: truth, but the video has no truth file "
+                                              "(temple.clip_captions=model captions each clip with the model)")
             return {it.key: clip_captions(it.truth.scene, t.clips) for it in have}
         clips = {it.key: _clips_of(it.video, t.clips) for it in items}
         generate = self.backend.need("generate", "temple.clip_captions: model")

@@ -112,7 +112,7 @@ def weights_stamp(path: str | None) -> str | None:
     return f"{len(files)} file(s), {sum(st.st_size for st in stats)} bytes, newest written {newest}"
 
 
-def check_checkpoint(path: str, trust_remote_code: bool) -> None:
+def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path") -> None:
     """A one-line ConfigError for what from_pretrained would answer with a traceback: a missing
     folder, pickle-only weights, a torn safetensors file, custom code without permission."""
     import json
@@ -123,23 +123,23 @@ def check_checkpoint(path: str, trust_remote_code: bool) -> None:
     if not folder.exists():
         if re.fullmatch(r"[\w.-]+/[\w.-]+", path) and not path.startswith("."):
             return  # a hub id: from_pretrained fetches it where the hub is reachable
-        raise ConfigError(f"model.path: {path}: no such folder")
+        raise ConfigError(f"{key}: {path}: no such folder")
     if not folder.is_dir():
-        raise ConfigError(f"model.path: {path}: not a folder (a checkpoint folder holds config.json and weights)")
+        raise ConfigError(f"{key}: {path}: not a folder (a checkpoint folder holds config.json and weights)")
     config = folder / "config.json"
     if not config.is_file():
-        raise ConfigError(f"model.path: {path}: no config.json, so not a transformers checkpoint folder")
+        raise ConfigError(f"{key}: {path}: no config.json, so not a transformers checkpoint folder")
     try:
         auto_map = json.loads(config.read_text(encoding="utf-8")).get("auto_map")
     except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"model.path: {config}: not valid JSON ({e})") from None
+        raise ConfigError(f"{key}: {config}: not valid JSON ({e})") from None
     if auto_map and not trust_remote_code:
-        raise ConfigError(f"model.path: {config} names custom code (auto_map); set model.trust_remote_code=true "
+        raise ConfigError(f"{key}: {config} names custom code (auto_map); set model.trust_remote_code=true "
                           "to allow it to run")
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         pickles = sorted(p.name for p in folder.glob("*.bin"))
-        raise ConfigError(f"model.path: {path}: no *.safetensors weights"
+        raise ConfigError(f"{key}: {path}: no *.safetensors weights"
                           + (f" (only pickle files: {', '.join(pickles)}; mmalign never unpickles weights: convert "
                              "them with save_pretrained(safe_serialization=True))" if pickles else ""))
     from safetensors import safe_open
@@ -149,7 +149,7 @@ def check_checkpoint(path: str, trust_remote_code: bool) -> None:
             with safe_open(str(w), "pt") as f:
                 f.keys()
         except Exception as e:  # noqa: BLE001 - safetensors raises its own and OS errors for torn files
-            raise ConfigError(f"model.path: {w}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") \
+            raise ConfigError(f"{key}: {w}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") \
                 from None
 
 

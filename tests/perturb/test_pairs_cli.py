@@ -178,3 +178,36 @@ def test_out_naming_a_folder_is_refused_before_any_video_is_answered(world, tmp_
         assert main([command, str(records), "--out", str(folder)]) == 2
         assert capsys.readouterr().err.strip() == f"mmalign: error: {folder}: Is a directory"
         assert list(tmp_path.glob(".out.*")) == []
+
+
+def test_a_model_path_that_is_no_checkpoint_claims_no_progress_folder(world, tmp_path, capsys):
+    """The model was checked when it loaded, after the run had claimed <out>.parts: the rerun
+    with the mended path was refused ("holds a run with a different config.model.path") until
+    --restart."""
+    from mmalign.cli import main
+
+    for config, key, more in (("temple", "model.path", []),
+                              ("rrpo_qa", "rrpo_qa.judge_model", ["model.path=null", "model.tiny=qwen2_5_vl"])):
+        argv = ["pairs", "--videos", str(world / "videos"), "--config", str(ROOT / f"configs/pairs/{config}.yaml"),
+                "--out", str(tmp_path / "p.jsonl"), "--quiet", *more, f"{key}={tmp_path / 'nope'}"]
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip() == f"mmalign: error: {key}: {tmp_path / 'nope'}: no such folder"
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_a_truth_setting_on_videos_without_truth_says_which_setting_reads_the_model_instead(world, tmp_path, capsys):
+    """Real videos have no truth files: the shipped configs' truth settings skip every one, and
+    the reason now names the setting that asks the model (or a QA file) instead."""
+    import shutil
+
+    from mmalign.cli import main
+
+    videos = tmp_path / "videos"
+    shutil.copytree(world / "videos", videos)  # no truth files beside them
+    for config, fix in (("temple", "temple.clip_captions=model"), ("rrpo_qa", "rrpo_qa.questions=qa.jsonl"),
+                        ("inject", "answers=model")):
+        assert main(["pairs", "--videos", str(videos), "--config", str(ROOT / "configs" / "pairs" / f"{config}.yaml"),
+                     "--out", str(tmp_path / f"{config}.jsonl"), "--quiet", "model.path=null",
+                     "model.tiny=qwen2_5_vl", f"model.tiny_dir={tmp_path / 'tiny'}"]) == 1
+        err = capsys.readouterr().err
+        assert f"{len(list(videos.iterdir()))} x video skipped:" in err and fix in err, (config, err[-600:])
