@@ -59,6 +59,10 @@ def evaluate(cfg: EvalConfig, overwrite: bool = False, process=None, generate_fn
                 check_checkpoint(spec.model.path, spec.model.trust_remote_code)
             except ConfigError as e:
                 raise ConfigError(f"model {spec.name!r}: {e}") from None
+    for key in ("judge_model", "embedding_model"):  # loaded to score, after every answer was generated
+        path = getattr(cfg.score, key)
+        if path and not (Path(path) / "config.json").is_file():
+            raise ConfigError(f"score.{key}: {path}: not a model folder (a local folder with config.json)")
     for spec in specs:
         model_out = out / spec.name
         if process.is_main_process:

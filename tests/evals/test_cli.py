@@ -148,3 +148,16 @@ def test_models_from_the_command_line(tmp_path):
     specs = model_specs(load_eval_config(p, models=["base=", "rrpo=runs/rrpo/final", "/ckpt/m"]))
     assert [(s.name, s.model.path, s.model.tiny) for s in specs] == [
         ("base", None, "qwen2_5_vl"), ("rrpo", "runs/rrpo/final", "qwen2_5_vl"), ("ckpt-m", "/ckpt/m", "qwen2_5_vl")]
+
+
+@pytest.mark.parametrize("key", ["judge_model", "embedding_model"])
+def test_a_scoring_model_folder_that_is_not_there_is_refused_before_any_answer(tmp_path, capsys, key):
+    """The judge and the embedder load to score, after every answer was generated (hours on a
+    GPU): a mistyped folder was found only then."""
+    args = ["eval", "--config", str(ROOT / "configs/eval/synthetic.yaml"), f"world.out={tmp_path / 'world'}",
+            "world.n_videos=4", f"output_dir={tmp_path / 'out'}", f"model.tiny_dir={tmp_path / 'tiny'}",
+            f"score.{key}={tmp_path / 'nope'}"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == (f"mmalign: error: score.{key}: {tmp_path / 'nope'}: not a model "
+                                               "folder (a local folder with config.json)")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "tiny").exists()
