@@ -61,6 +61,9 @@ def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, r
         raise PipelineExists(f"{out} already holds a pipeline run: pass --resume to continue it, or choose another "
                              "output_dir (output_dir=...)")
     finished = {s.name: _finished(s, out / s.folder / MARKER) for s in steps}  # refuse before writing anything
+    for step in steps:
+        if finished[step.name] is None and step.kind == "eval":
+            _check_benchmark_files(step)
     out.mkdir(parents=True, exist_ok=True)
     if raw is not None:
         atomic_write_text(out / "pipeline.yaml", yaml.safe_dump(raw, sort_keys=False))
@@ -92,6 +95,22 @@ def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, r
 
     smoke = bool(cfg.model.tiny) and not cfg.model.path
     return write_summary(out, done, smoke=smoke)
+
+
+def _check_benchmark_files(step: Step) -> None:
+    """An eval step's annotation files are read before the first step runs: they were read
+    when the step began, after the training before it (hours, on a GPU). A benchmark that
+    writes its own files (the synthetic world) is left to its step."""
+    from mmalign.evals.benchmarks import REGISTRY
+    from mmalign.evals.config import build_eval_config
+
+    eval_cfg = build_eval_config(step.config, step.name)
+    bench = REGISTRY[eval_cfg.benchmark]
+    if bench.prepare is None:
+        try:
+            bench.load(eval_cfg)
+        except ConfigError as e:
+            raise ConfigError(f"step {step.name}: {e}") from None
 
 
 def _finished(step: Step, marker: Path) -> dict | None:

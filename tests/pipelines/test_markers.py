@@ -96,3 +96,22 @@ def test_a_training_step_killed_mid_run_continues_only_with_the_config_it_starte
     run_pipeline(cfg, expand(cfg), resume=True)  # a fresh start records its config, and resumes match it
     assert json.loads((folder / "run.json").read_text())["stages"]["sft"]["train"]["lr"] == 1e-3
     assert (folder / "done.json").exists()
+
+
+def test_an_eval_steps_missing_annotation_files_stop_the_pipeline_before_its_first_step(tmp_path, capsys):
+    """A POPE eval after a pairs step, POPE's files not under data.root: the pipeline ran the
+    steps before it (training, hours on a GPU) and failed when the eval began."""
+    from mmalign.cli import main
+
+    build_world(tmp_path / "world", n_videos=4, seed=1, show_progress=False)
+    (tmp_path / "pope").mkdir()
+    (tmp_path / "p.yaml").write_text(
+        f"output_dir: {tmp_path / 'run'}\nmodel: {{tiny: qwen2_5_vl}}\nvideos: {tmp_path / 'world' / 'videos'}\n"
+        "stages:\n"
+        "  - {name: pairs, kind: pairs, config: {generator: temple, temple: {clip_captions: truth, summarizer: join}}}\n"
+        f"  - {{name: pope, kind: eval, config: {{benchmark: pope, data: {{root: {tmp_path / 'pope'}, "
+        "splits: [random]}}}\n")
+    assert main(["run", str(tmp_path / "p.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mmalign: error: step pope: pope: no annotation file found:") and "\n" not in err
+    assert not (tmp_path / "run").exists()
