@@ -61,9 +61,17 @@ def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, r
         raise PipelineExists(f"{out} already holds a pipeline run: pass --resume to continue it, or choose another "
                              "output_dir (output_dir=...)")
     finished = {s.name: _finished(s, out / s.folder / MARKER) for s in steps}  # refuse before writing anything
+    # What the steps read that no step makes, read before the first step runs: found when its
+    # step began, it stopped the pipeline after the training before it (hours, on a GPU).
+    made_later = [str(out), *([cfg.world.out] if cfg.world.enabled else [])]
     for step in steps:
         if finished[step.name] is None and step.kind == "eval":
             _check_benchmark_files(step)
+        elif finished[step.name] is None and step.kind in ("sft", "preference", "grpo"):
+            from mmalign.config import build_config
+            from mmalign.train.run import check_record_files
+
+            check_record_files(build_config(step.config, step.name), f"step {step.name}: ", made_later)
     out.mkdir(parents=True, exist_ok=True)
     if raw is not None:
         atomic_write_text(out / "pipeline.yaml", yaml.safe_dump(raw, sort_keys=False))
@@ -98,9 +106,8 @@ def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, r
 
 
 def _check_benchmark_files(step: Step) -> None:
-    """An eval step's annotation files are read before the first step runs: they were read
-    when the step began, after the training before it (hours, on a GPU). A benchmark that
-    writes its own files (the synthetic world) is left to its step."""
+    """An eval step's annotation files; a benchmark that writes its own (the synthetic world)
+    is left to its step."""
     from mmalign.evals.benchmarks import REGISTRY
     from mmalign.evals.config import build_eval_config
 

@@ -28,8 +28,6 @@ def check_inputs(stages: list[tuple[str, RunConfig]]) -> None:
     its run will read them: a later stage's file with no usable record (or, with data.strict,
     one bad line) stopped the run after the stages before it had trained, and a first stage's
     left a claimed folder that the mended file could not resume."""
-    from mmalign.train.stage import load_data, no_usable_records
-
     for name, cfg in stages:
         where = f"stage {name}: " if len(stages) > 1 else ""
         if not (cfg.model.path or cfg.model.tiny):
@@ -40,22 +38,26 @@ def check_inputs(stages: list[tuple[str, RunConfig]]) -> None:
             check_checkpoint(cfg.model.path, cfg.model.trust_remote_code)
         if not cfg.data.train_file:
             raise ConfigError(f"{where}data.train_file: not set (a JSONL of {cfg.method} records)")
-        for key in ("train_file", "eval_file"):
-            path = getattr(cfg.data, key)
-            if not path or world_file(cfg, path):
-                continue
-            if Path(path).is_dir():
-                raise RecordError(f"{where}data.{key}: {path}: a folder, not a record file")
-            if not Path(path).is_file():
-                raise RecordError(f"{where}data.{key}: {path}: file not found")
-            records, skipped = load_data(cfg, path)
-            if key == "train_file" and not records:
-                raise no_usable_records(f"{where}data.train_file: {path}", skipped)
+        check_record_files(cfg, where, made_later=[cfg.world.out] if cfg.world.enabled else [])
 
 
-def world_file(cfg: RunConfig, path: str) -> bool:
-    """A file of the synthetic world the run builds when it starts (so not there yet)."""
-    return cfg.world.enabled and Path(path).resolve().is_relative_to(Path(cfg.world.out).resolve())
+def check_record_files(cfg: RunConfig, where: str = "", made_later: list[str] = ()) -> None:
+    """Each record file of `cfg` is there and holds a usable record (with data.strict, no bad
+    line), read as its stage will read it. Files under `made_later` (a world the run builds,
+    a pipeline's own steps) are not there yet and are left to their stage."""
+    from mmalign.train.stage import load_data, no_usable_records
+
+    for key in ("train_file", "eval_file"):
+        path = getattr(cfg.data, key)
+        if not path or any(Path(path).resolve().is_relative_to(Path(f).resolve()) for f in made_later):
+            continue
+        if Path(path).is_dir():
+            raise RecordError(f"{where}data.{key}: {path}: a folder, not a record file")
+        if not Path(path).is_file():
+            raise RecordError(f"{where}data.{key}: {path}: file not found")
+        records, skipped = load_data(cfg, path)
+        if key == "train_file" and not records:
+            raise no_usable_records(f"{where}data.train_file: {path}", skipped)
 
 
 def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bool,

@@ -115,3 +115,21 @@ def test_an_eval_steps_missing_annotation_files_stop_the_pipeline_before_its_fir
     err = capsys.readouterr().err.strip()
     assert err.startswith("mmalign: error: step pope: pope: no annotation file found:") and "\n" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_train_steps_missing_record_file_stops_the_pipeline_before_its_first_step(tmp_path, capsys):
+    """A file no step makes is read before the first step runs; the pairs file an earlier step
+    makes is left to its step."""
+    from mmalign.cli import main
+
+    build_world(tmp_path / "world", n_videos=4, seed=1, show_progress=False)
+    (tmp_path / "p.yaml").write_text(
+        f"output_dir: {tmp_path / 'run'}\nmodel: {{tiny: qwen2_5_vl}}\nvideos: {tmp_path / 'world' / 'videos'}\n"
+        "stages:\n"
+        "  - {name: pairs, kind: pairs, config: {generator: temple, temple: {clip_captions: truth, summarizer: join}}}\n"
+        "  - {name: dpo, kind: preference, config: {method: dpo}}\n"
+        f"  - {{name: sft, kind: sft, config: {{data: {{train_file: {tmp_path / 'sft.jsonl'}}}}}}}\n")
+    assert main(["run", str(tmp_path / "p.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == (f"mmalign: error: step sft: data.train_file: {tmp_path / 'sft.jsonl'}: "
+                                               "file not found")
+    assert not (tmp_path / "run").exists()
