@@ -136,7 +136,7 @@ def run_pairs(cfg: PairsConfig, videos: str | os.PathLike, out: str | os.PathLik
     keys = list_videos(videos)
     generator = GENERATORS[cfg.generator](cfg, backend if backend is not None else _LazyModel(cfg, procs).backend())
     if backend is None:
-        _check_models(cfg)
+        check_models(cfg)
     parts = Path(str(out) + ".parts")
     _claim(parts, cfg, videos, restart, procs)
 
@@ -200,16 +200,17 @@ class _LazyModel:
                        yes_prob=lambda *a, **k: self._get().yes_prob(*a, **k))
 
 
-def _check_models(cfg: PairsConfig) -> None:
+def check_models(cfg: PairsConfig, made_later: list[str] = ()) -> None:
     """Each model folder the run names is a checkpoint, checked before the run claims its
     progress folder: checked when it loaded, a wrong path left a claim that refused the mended
-    path until --restart."""
+    path until --restart. Folders under `made_later` (a pipeline's earlier steps) are not
+    there yet."""
     from mmalign.models.backbone import check_checkpoint
 
     for key, path in (("model.path", cfg.model.path if needs_model(cfg) else None),
                       ("rrpo_qa.judge_model", cfg.rrpo_qa.judge_model),
                       ("rrpo_qa.rewriter_model", cfg.rrpo_qa.rewriter_model)):
-        if path:
+        if path and not any(Path(path).resolve().is_relative_to(Path(f).resolve()) for f in made_later):
             check_checkpoint(path, cfg.model.trust_remote_code, key)
 
 

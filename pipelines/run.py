@@ -64,10 +64,24 @@ def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, r
     # What the steps read that no step makes, read before the first step runs: found when its
     # step began, it stopped the pipeline after the training before it (hours, on a GPU).
     made_later = [str(out), *([cfg.world.out] if cfg.world.enabled else [])]
+    if cfg.model.path:
+        from mmalign.models.backbone import check_checkpoint
+
+        check_checkpoint(cfg.model.path, cfg.model.trust_remote_code)
     for step in steps:
-        if finished[step.name] is None and step.kind == "eval":
+        if finished[step.name] is not None:
+            continue
+        if step.kind == "eval":
             _check_benchmark_files(step)
-        elif finished[step.name] is None and step.kind in ("sft", "preference", "grpo"):
+        elif step.kind == "pairs":
+            from mmalign.perturb.config import build_pairs_config
+            from mmalign.perturb.run import check_models
+
+            try:
+                check_models(build_pairs_config(step.config, step.name), made_later)
+            except ConfigError as e:
+                raise ConfigError(f"step {step.name}: {e}") from None
+        else:
             from mmalign.config import build_config
             from mmalign.train.run import check_record_files
 

@@ -2,6 +2,7 @@
 --resume, and a changed config is refused rather than mixed with the finished step."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -132,4 +133,15 @@ def test_a_train_steps_missing_record_file_stops_the_pipeline_before_its_first_s
     assert main(["run", str(tmp_path / "p.yaml")]) == 2
     assert capsys.readouterr().err.strip() == (f"mmalign: error: step sft: data.train_file: {tmp_path / 'sft.jsonl'}: "
                                                "file not found")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_base_model_that_is_no_checkpoint_stops_the_pipeline_before_it_writes(tmp_path, capsys):
+    """The model was checked when the first step loaded it, after plan.json had claimed the
+    output folder."""
+    from mmalign.cli import main
+
+    config = Path(__file__).resolve().parents[2] / "configs/pipelines/apasi_quickstart.yaml"
+    assert main(["run", str(config), f"model.path={tmp_path / 'nope'}", f"output_dir={tmp_path / 'run'}"]) == 2
+    assert capsys.readouterr().err.strip() == f"mmalign: error: model.path: {tmp_path / 'nope'}: no such folder"
     assert not (tmp_path / "run").exists()
