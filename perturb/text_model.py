@@ -35,8 +35,11 @@ class TextModel:
         need_text_model(path)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code).eval()
+        from mmalign.models.backbone import from_hub
+
+        with from_hub(path, "text model"):
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code).eval()
         self.max_new_tokens, self.seed = max_new_tokens, seed
 
     @torch.no_grad()

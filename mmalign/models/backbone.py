@@ -9,6 +9,7 @@ losses) is family-agnostic: visual tensors of several examples concatenate along
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import re
 from dataclasses import dataclass
@@ -122,7 +123,16 @@ def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path"
     folder = Path(path)
     if not folder.exists():
         if re.fullmatch(r"[\w.-]+/[\w.-]+", path) and not path.startswith("."):
-            return  # a hub id: from_pretrained fetches it where the hub is reachable
+            # A hub id: its config fetched now (then cached), so that one the hub does not give
+            # stops the run before it claims a folder, not when the weights load.
+            from transformers import AutoConfig
+
+            with from_hub(path, key):
+                try:
+                    AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+                except ValueError as e:  # custom code without trust_remote_code, an unknown model type
+                    raise ConfigError(f"{key}: {path}: {str(e).strip().splitlines()[0]}") from None
+            return
         raise ConfigError(f"{key}: {path}: no such folder")
     if not folder.is_dir():
         raise ConfigError(f"{key}: {path}: not a folder (a checkpoint folder holds config.json and weights)")
@@ -153,6 +163,23 @@ def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path"
                 from None
 
 
+@contextlib.contextmanager
+def from_hub(path: str, key: str = "model.path"):
+    """Around from_pretrained of a checkpoint that is no local folder (a hub id): where the hub
+    cannot be reached or lacks it, transformers raises a page-long OSError; one line naming
+    the key instead."""
+    try:
+        yield
+    except OSError as e:
+        if Path(path).exists():
+            raise
+        from mmalign.config import ConfigError
+
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{key}: {path}: no local folder, and the hub did not give it ({first}); download it "
+                          f"and set {key} to its folder") from None
+
+
 def load_backbone(cfg: ModelConfig, path: str | None = None):
     """Load (model, processor) with transformers' Auto classes."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -165,9 +192,10 @@ def load_backbone(cfg: ModelConfig, path: str | None = None):
             import flash_attn  # noqa: F401  (optional `gpu` extra, imported only when asked for)
         except ImportError as e:
             raise ImportError("model.attn_implementation=flash_attention_2 needs `pip install mmalign[gpu]`") from e
-    model = AutoModelForImageTextToText.from_pretrained(
-        path, dtype=resolve_dtype(cfg.dtype), attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
-    processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    with from_hub(str(path)):
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=resolve_dtype(cfg.dtype), attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     family_of(model)  # fail early on an unsupported family
     return model, processor
 

@@ -166,7 +166,7 @@ def plan(cfg: RunConfig) -> dict:
     from transformers import AutoConfig, AutoProcessor
 
     from mmalign.config import stages_of
-    from mmalign.models.backbone import FAMILIES, MODEL_TYPES, model_path
+    from mmalign.models.backbone import FAMILIES, MODEL_TYPES, check_checkpoint, from_hub, model_path
     from mmalign.train.stage import load_data
 
     if cfg.world.enabled:  # the embedded default's records are written by the world builder
@@ -176,8 +176,10 @@ def plan(cfg: RunConfig) -> dict:
     report = {}
     for name, stage in stages_of(cfg):
         path = model_path(stage.model)
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=stage.model.trust_remote_code)
-        config = AutoConfig.from_pretrained(path, trust_remote_code=stage.model.trust_remote_code)
+        check_checkpoint(path, stage.model.trust_remote_code)
+        with from_hub(path):
+            processor = AutoProcessor.from_pretrained(path, trust_remote_code=stage.model.trust_remote_code)
+            config = AutoConfig.from_pretrained(path, trust_remote_code=stage.model.trust_remote_code)
         family = FAMILIES[MODEL_TYPES[config.model_type]]
         records, skipped = load_data(stage, stage.data.train_file)
         lengths = record_lengths(records, processor, family, stage)

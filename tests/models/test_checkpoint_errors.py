@@ -1,6 +1,7 @@
 """Checkpoints that from_pretrained would answer with a traceback get one line naming the key."""
 
 import json
+from pathlib import Path
 import shutil
 import subprocess
 import sys
@@ -111,3 +112,32 @@ def test_a_later_stages_unusable_records_stop_the_run_before_any_stage_trains(tm
     bad.write_text("".join(f'{{"prompt": "{p}", "chosen": "a", "rejected": "b"}}\n' for p in "pq"))  # mended in place
     assert main(["train", str(one)]) == 0
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]["dpo"]["steps"] == 1
+
+
+@pytest.mark.parametrize("plan", [True, False], ids=["plan", "train"])
+def test_a_hub_id_the_hub_does_not_give_is_one_line_and_claims_nothing(tmp_path, plan):
+    """A hub id with no hub (offline here; elsewhere, no such repo): transformers' page-long
+    OSError was printed as it was, after the run had claimed its folder; `--plan` on a missing
+    local folder said the path was a bad repo id."""
+    import os
+
+    (tmp_path / "sft.jsonl").write_text('{"prompt": "p", "response": "a"}\n')
+    (tmp_path / "rrpo.jsonl").write_text('{"prompt": "p", "chosen": "a b", "rejected": "a c", "chosen_spans": [[2, 3]], '
+                                         '"rejected_spans": [[2, 3]]}\n')
+    staged = [f"stages.{s}.data.{k}={tmp_path / (s + '.jsonl') if k == 'train_file' else 'null'}"
+              for s in ("sft", "rrpo") for k in ("train_file", "eval_file")]
+
+    def train(model):
+        config = Path(__file__).resolve().parents[2] / "configs/quickstart.yaml"
+        argv = [sys.executable, "-m", "mmalign.cli", "train", str(config), "model.tiny=null", "world.enabled=false",
+                f"output_dir={tmp_path / 'run'}", *staged, f"model.path={model}", *(["--plan"] if plan else [])]
+        out = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        return out.returncode, out.stderr.strip().splitlines()
+
+    code, err = train("mmalign-tests/no-such-model")
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("mmalign: error: model.path: mmalign-tests/no-such-model: no local folder, and the hub "
+                             "did not give it (") and err[0].endswith("); download it and set model.path to its folder")
+    assert train(tmp_path / "nope") == (2, [f"mmalign: error: model.path: {tmp_path / 'nope'}: no such folder"])
+    assert not (tmp_path / "run").exists()
