@@ -43,7 +43,7 @@ def said_nothing_scored(results: dict, out: str) -> bool:
     """A model with items and not one of them scored (every video unreadable, or a predictions
     file that answers none of them) fails the command, as `mmalign pairs` does with no pair:
     its results are written, but a script must not read "0 of 0 right" as a run that worked."""
-    from mmalign.train.stage import reason_counts
+    from mmalign.data.records import reason_counts
 
     def asked(m):  # a predictions file's items it lacks are not among its counted items
         return m["counts"]["items"] + m["counts"].get("missing_predictions", 0)

@@ -19,7 +19,8 @@ import json
 import os
 from pathlib import Path
 
-from mmalign.data.records import Record, Skipped, read_records, spans_to_mask_tags, write_records
+from mmalign.data.records import (Record, Skipped, no_usable_records, read_records, spans_to_mask_tags,
+                                  write_records)
 from mmalign.io import atomic_write_jsonl, atomic_write_text, read_user_text
 
 from .diff import diff_spans
@@ -66,6 +67,8 @@ def export_rrpo(src: str | os.PathLike, out: str | os.PathLike, placeholder: str
             rows.append(to_rrpo(r, folder, placeholder))
         except ValueError as e:
             skipped.append(Skipped(r.source, r.id, str(e)))
+    if not rows:  # an empty file would overwrite what `out` held, and tell a script it worked
+        raise no_usable_records(str(src), skipped)
     if str(out).endswith(".json"):
         atomic_write_text(out, json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
     else:
@@ -94,6 +97,8 @@ def import_rrpo(src: str | os.PathLike, out: str | os.PathLike, media_root: str 
         tmp.unlink(missing_ok=True)
     for s in skipped:  # the place in the file the user gave, not in the converted copy
         s.source = where[int(s.source.rsplit(":", 1)[1]) - 1]
+    if not records:
+        raise no_usable_records(str(src), bad + skipped)
     write_records(out, records)
     return records, bad + skipped
 

@@ -47,6 +47,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -575,6 +576,31 @@ def _message_text(value, name: str, role: str) -> str:
             and value[0].get("role") == role and isinstance(value[0].get("content"), str)):
         return value[0]["content"]
     raise _Invalid(f"Mask-DPO line: '{name}' must be a string or [{{'role': '{role}', 'content': str}}]")
+
+
+# ---------------------------------------------------------------- reporting skips
+
+def reason_counts(skipped) -> list[tuple[str, int]]:
+    """Skip reasons grouped (file paths inside them blanked), commonest first."""
+    def blanked(reason: str) -> str:
+        return re.sub(r": /\S+$", ": …", re.sub(r"'(?:/|\.\.)[^']*'", "'…'", reason))
+
+    return Counter(blanked(s.reason if hasattr(s, "reason") else s["reason"]) for s in skipped).most_common()
+
+
+FIXES = (("allow_absolute_paths permits", "data.allow_absolute_paths=true"),
+         ("file not found", "media paths are relative to the record file's folder"),
+         ("does not read", "mmalign train --help lists each method's keys"))
+
+
+def no_usable_records(path: str, skipped) -> RecordError:
+    """'no usable records', with the top reasons, their counts, and what fixes them."""
+    top = reason_counts(skipped)[:3]
+    lines = [f"{path}: no usable records ({len(skipped)} skipped)" + (": top reasons:" if top else "")]
+    for reason, n in top:
+        fix = next((f for key, f in FIXES if key in reason), None)
+        lines.append(f"  {n} x {reason}" + (f"  [fix: {fix}]" if fix else ""))
+    return RecordError("\n".join(lines))
 
 
 # ---------------------------------------------------------------- writing

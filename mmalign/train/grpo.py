@@ -46,7 +46,7 @@ from mmalign.config import GrpoConfig, RunConfig
 from mmalign.data.collate import Sequence, collate_sequences
 from mmalign.data.encode import RecordDataset
 from mmalign.data.prefetch import die_with_parent
-from mmalign.data.records import RecordError, Skipped
+from mmalign.data.records import RecordError, Skipped, no_usable_records
 from mmalign.data.video import MediaError
 from mmalign.io import append_jsonl
 from mmalign.losses import all_equal_groups, group_advantages, grpo_loss
@@ -57,7 +57,7 @@ from mmalign.train.checkpoint import save_checkpoint
 from mmalign.train.curriculum import OrderSampler
 from mmalign.train.scoring import TokenScorer
 from mmalign.train.stage import (end_of_step, eval_before, finish, load_data, load_policy, make_accelerator,
-                                no_usable_records, optimizer_and_schedule, prepare_policy, record_order,
+                                optimizer_and_schedule, prepare_policy, record_order,
                                 reduce_metrics, resume, shared_prompt_or_fallback, skip_summary)
 
 # ---------------------------------------------------------------- the stage

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from mmalign.config import RunConfig
 from mmalign.data.encode import RecordDataset, make_collate
 from mmalign.data.prefetch import die_with_parent
+from mmalign.data.records import no_usable_records
 from mmalign.io import append_jsonl
 from mmalign.methods import compute_loss, method, preference_margins
 from mmalign.models.backbone import family_of
@@ -29,7 +30,7 @@ from mmalign.train.plan import drop_over_length
 from mmalign.train.reference import PrecomputedReference, model_fingerprint
 from mmalign.train.scoring import TokenScorer
 from mmalign.train.stage import (end_of_step, eval_before, finish, load_data, load_policy, make_accelerator,
-                                mean_metrics, no_usable_records, optimizer_and_schedule, prepare_policy,
+                                mean_metrics, optimizer_and_schedule, prepare_policy,
                                 record_order, reduce_metrics, reference_kind, resume, shared_prompt_or_fallback,
                                 skip_summary)
 

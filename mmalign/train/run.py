@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from mmalign.config import ConfigError, RunConfig, changed_keys, stages_of, to_dict
-from mmalign.data.records import RecordError, short_repr
+from mmalign.data.records import RecordError, no_usable_records, short_repr
 from mmalign.io import atomic_write_json, atomic_write_text, check_output_folder
 from mmalign.train.checkpoint import is_final
 
@@ -45,7 +45,7 @@ def check_record_files(cfg: RunConfig, where: str = "", made_later: list[str] = 
     """Each record file of `cfg` is there and holds a usable record (with data.strict, no bad
     line), read as its stage will read it. Files under `made_later` (a world the run builds,
     a pipeline's own steps) are not there yet and are left to their stage."""
-    from mmalign.train.stage import load_data, no_usable_records
+    from mmalign.train.stage import load_data
 
     for key in ("train_file", "eval_file"):
         path = getattr(cfg.data, key)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
-from collections import Counter
 import signal
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import torch
 import yaml
 
 from mmalign.config import RunConfig, to_dict
-from mmalign.data.records import RecordError, read_records
+from mmalign.data.records import read_records, reason_counts
 from mmalign.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_jsonl
 from mmalign.methods import method
 from mmalign.models.backbone import freeze_vision, load_backbone
@@ -127,14 +125,6 @@ def load_data(cfg: RunConfig, path: str | None):
     return records, skipped
 
 
-def reason_counts(skipped) -> list[tuple[str, int]]:
-    """Skip reasons grouped (file paths inside them blanked), commonest first."""
-    def blanked(reason: str) -> str:
-        return re.sub(r": /\S+$", ": …", re.sub(r"'(?:/|\.\.)[^']*'", "'…'", reason))
-
-    return Counter(blanked(s.reason if hasattr(s, "reason") else s["reason"]) for s in skipped).most_common()
-
-
 def skip_summary(records, read_skipped, skipped: list[dict]) -> dict:
     """The summary's counts: each record once whatever the epochs (a bad video is met once per
     epoch), `records` = those that trained (read, and their media decoded), reasons grouped."""
@@ -144,21 +134,6 @@ def skip_summary(records, read_skipped, skipped: list[dict]) -> dict:
     return {"records": len(records) - never_decoded, "skipped": len(unique),
             "skipped_by_reason": dict(reason_counts(list(unique.values()))),
             "skipped_records": list(unique.values())[:200]}
-
-
-FIXES = (("allow_absolute_paths permits", "data.allow_absolute_paths=true"),
-         ("file not found", "media paths are relative to the record file's folder"),
-         ("does not read", "mmalign train --help lists each method's keys"))
-
-
-def no_usable_records(path: str, skipped) -> RecordError:
-    """'no usable records', with the top reasons, their counts, and what fixes them."""
-    top = reason_counts(skipped)[:3]
-    lines = [f"{path}: no usable records ({len(skipped)} skipped)" + (": top reasons:" if top else "")]
-    for reason, n in top:
-        fix = next((f for key, f in FIXES if key in reason), None)
-        lines.append(f"  {n} x {reason}" + (f"  [fix: {fix}]" if fix else ""))
-    return RecordError("\n".join(lines))
 
 
 def record_order(cfg: RunConfig, records, processes: int) -> list[int]:

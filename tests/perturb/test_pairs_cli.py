@@ -172,9 +172,12 @@ def test_out_naming_a_folder_is_refused_before_any_video_is_answered(world, tmp_
     assert capsys.readouterr().err.strip() == (f"mmalign: error: --out {folder}: a folder; name the JSONL file to "
                                                f"write in it, e.g. {folder / 'pairs.jsonl'}")
     assert not Path(f"{folder}.parts").exists()
-    for command in ("pairs-export", "pairs-import"):  # they write one file at the end: the error names --out
+    ours = {"prompt": "Q", "chosen": "a red car", "rejected": "a blue car"}
+    release = {"question": "Q", "answer": "a red car", "pred": "a blue car", "answer_masked": "a <MASK> red </MASK> car",
+               "pred_masked": "a <MASK> blue </MASK> car", "sample_id": 1}
+    for command, row in (("pairs-export", ours), ("pairs-import", release)):  # one file written at the end
         records = tmp_path / "r.jsonl"
-        records.write_text("")
+        records.write_text(json.dumps(row) + "\n")
         assert main([command, str(records), "--out", str(folder)]) == 2
         assert capsys.readouterr().err.strip() == f"mmalign: error: {folder}: Is a directory"
         assert list(tmp_path.glob(".out.*")) == []

@@ -123,3 +123,18 @@ def test_export_to_a_place_that_cannot_be_written_is_one_line_naming_it(tmp_path
     out = tmp_path / "afile" / "release.json"
     assert main(["pairs-export", str(src), "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == f"mmalign: error: {out}: a file stands where its folder should be"
+
+
+@pytest.mark.parametrize("command", ["pairs-import", "pairs-export"])
+def test_no_usable_line_writes_nothing_and_fails(tmp_path, capsys, command):
+    """Every line skipped: the command wrote an empty file over what `--out` held and exited 0."""
+    from mmalign.cli import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"question": "Q"}\n' if command == "pairs-import" else '{"prompt": "p"}\n')
+    out = tmp_path / ("o.jsonl" if command == "pairs-import" else "o.json")
+    out.write_text("what an earlier run wrote\n")
+    assert main([command, str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"mmalign: error: {src}: no usable records (1 skipped): top reasons:" in err
+    assert out.read_text() == "what an earlier run wrote\n"
