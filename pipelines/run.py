@@ -61,31 +61,7 @@ def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, r
         raise PipelineExists(f"{out} already holds a pipeline run: pass --resume to continue it, or choose another "
                              "output_dir (output_dir=...)")
     finished = {s.name: _finished(s, out / s.folder / MARKER) for s in steps}  # refuse before writing anything
-    # What the steps read that no step makes, read before the first step runs: found when its
-    # step began, it stopped the pipeline after the training before it (hours, on a GPU).
-    made_later = [str(out), *([cfg.world.out] if cfg.world.enabled else [])]
-    if cfg.model.path:
-        from mmalign.models.backbone import check_checkpoint
-
-        check_checkpoint(cfg.model.path, cfg.model.trust_remote_code)
-    for step in steps:
-        if finished[step.name] is not None:
-            continue
-        if step.kind == "eval":
-            _check_benchmark_files(step)
-        elif step.kind == "pairs":
-            from mmalign.perturb.config import build_pairs_config
-            from mmalign.perturb.run import check_models
-
-            try:
-                check_models(build_pairs_config(step.config, step.name), made_later)
-            except ConfigError as e:
-                raise ConfigError(f"step {step.name}: {e}") from None
-        else:
-            from mmalign.config import build_config
-            from mmalign.train.run import check_record_files
-
-            check_record_files(build_config(step.config, step.name), f"step {step.name}: ", made_later)
+    check_inputs(cfg, [s for s in steps if finished[s.name] is None], out)
     out.mkdir(parents=True, exist_ok=True)
     if raw is not None:
         atomic_write_text(out / "pipeline.yaml", yaml.safe_dump(raw, sort_keys=False))
@@ -119,6 +95,32 @@ def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, r
     return write_summary(out, done, smoke=smoke)
 
 
+def check_inputs(cfg: PipelineConfig, steps: list[Step], out: Path) -> None:
+    """What `steps` read that no step makes (the base model, record files, a judge's folder,
+    a benchmark's annotation files), checked before the first step runs: found when its step
+    began, it stopped the pipeline after the training before it (hours, on a GPU)."""
+    from mmalign.config import build_config
+    from mmalign.data.records import RecordError
+    from mmalign.models.backbone import check_checkpoint
+    from mmalign.perturb.config import build_pairs_config
+    from mmalign.perturb.run import check_models
+    from mmalign.train.run import check_record_files
+
+    made_later = [str(out), *([cfg.world.out] if cfg.world.enabled else [])]
+    if cfg.model.path:
+        check_checkpoint(cfg.model.path, cfg.model.trust_remote_code)
+    for step in steps:
+        try:
+            if step.kind == "eval":
+                _check_benchmark_files(step)
+            elif step.kind == "pairs":
+                check_models(build_pairs_config(step.config, step.name), made_later)
+            else:
+                check_record_files(build_config(step.config, step.name), "", made_later)
+        except (ConfigError, RecordError) as e:
+            raise type(e)(f"step {step.name}: {e}") from None
+
+
 def _check_benchmark_files(step: Step) -> None:
     """An eval step's annotation files; a benchmark that writes its own (the synthetic world)
     is left to its step."""
@@ -128,10 +130,7 @@ def _check_benchmark_files(step: Step) -> None:
     eval_cfg = build_eval_config(step.config, step.name)
     bench = REGISTRY[eval_cfg.benchmark]
     if bench.prepare is None:
-        try:
-            bench.load(eval_cfg)
-        except ConfigError as e:
-            raise ConfigError(f"step {step.name}: {e}") from None
+        bench.load(eval_cfg)
 
 
 def _finished(step: Step, marker: Path) -> dict | None:
