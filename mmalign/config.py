@@ -275,7 +275,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
         number = None
         if isinstance(value, (int, float)):
             number = float(value)

@@ -100,6 +100,12 @@ def check_output_folder(path: str | os.PathLike, key: str) -> None:
             return
 
 
+def lies_under(path: str | os.PathLike, folders) -> bool:
+    """Whether `path` is inside one of `folders`, each by its real location (symlinks resolved)."""
+    real = Path(path).resolve()
+    return any(real.is_relative_to(Path(f).resolve()) for f in folders)
+
+
 def iter_jsonl(path: str | os.PathLike, skip_torn_tail: bool = False) -> Iterator[tuple[int, Any]]:
     """Yield (line_number, object) for each non-empty line; a bad line raises ValueError
     naming the file and line, except a torn final line when `skip_torn_tail` is set."""
@@ -147,7 +153,7 @@ def write_result_json(path: str | os.PathLike, obj: Any, root: str | os.PathLike
     ran on."""
     text = json.dumps(obj, indent=indent, ensure_ascii=False, default=str)
     folders = {str(Path(root).resolve()) + "/": ""}
-    if work is not None and not Path(work).resolve().is_relative_to(Path(root).resolve()):
+    if work is not None and not lies_under(work, [root]):
         folders |= {str(Path(work).resolve()) + "/": "$WORK/", str(Path(work).absolute()) + "/": "$WORK/"}
     for folder, name in sorted(folders.items(), key=lambda f: -len(f[0])):  # a deeper folder first
         text = text.replace(folder, name)

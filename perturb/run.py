@@ -39,7 +39,8 @@ from mmalign.config import ConfigError, changed_keys
 from mmalign.data.records import Record, read_records, record_to_dict
 from mmalign.data.prefetch import decoded_ahead
 from mmalign.data.video import MediaError, MediaLoader
-from mmalign.io import atomic_write_json, atomic_write_jsonl, check_output_folder, cut_torn_tail, iter_jsonl
+from mmalign.io import (atomic_write_json, atomic_write_jsonl, check_output_folder, cut_torn_tail, iter_jsonl,
+                        lies_under)
 
 from .config import PairsConfig, needs_model
 from .facts import Truth
@@ -210,7 +211,7 @@ def check_models(cfg: PairsConfig, made_later: list[str] = ()) -> None:
     for key, path in (("model.path", cfg.model.path if needs_model(cfg) else None),
                       ("rrpo_qa.judge_model", cfg.rrpo_qa.judge_model),
                       ("rrpo_qa.rewriter_model", cfg.rrpo_qa.rewriter_model)):
-        if path and not any(Path(path).resolve().is_relative_to(Path(f).resolve()) for f in made_later):
+        if path and not lies_under(path, made_later):
             check_checkpoint(path, cfg.model.trust_remote_code, key)
 
 

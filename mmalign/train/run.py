@@ -14,7 +14,7 @@ import yaml
 
 from mmalign.config import ConfigError, RunConfig, changed_keys, stages_of, to_dict
 from mmalign.data.records import RecordError, no_usable_records, short_repr
-from mmalign.io import atomic_write_json, atomic_write_text, check_output_folder
+from mmalign.io import atomic_write_json, atomic_write_text, check_output_folder, lies_under
 from mmalign.train.checkpoint import is_final
 
 
@@ -49,7 +49,7 @@ def check_record_files(cfg: RunConfig, where: str = "", made_later: list[str] = 
 
     for key in ("train_file", "eval_file"):
         path = getattr(cfg.data, key)
-        if not path or any(Path(path).resolve().is_relative_to(Path(f).resolve()) for f in made_later):
+        if not path or lies_under(path, made_later):
             continue
         if Path(path).is_dir():
             raise RecordError(f"{where}data.{key}: {path}: a folder, not a record file")
