@@ -416,7 +416,7 @@ def _stage_index(raw: dict, ref: str, item: str) -> int:
                       + f"; stages: {', '.join(names) or 'none'}")
 
 
-def _get_path(node: Any, keys: list[str]) -> Any:
+def get_path(node: Any, keys: list[str]) -> Any:
     for k in keys:
         if not isinstance(node, dict) or k not in node:
             return None
@@ -424,7 +424,7 @@ def _get_path(node: Any, keys: list[str]) -> Any:
     return node
 
 
-def _set_path(node: dict, keys: list[str], value: Any, item: str) -> None:
+def set_path(node: dict, keys: list[str], value: Any, item: str) -> None:
     for k in keys[:-1]:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
@@ -432,17 +432,28 @@ def _set_path(node: dict, keys: list[str], value: Any, item: str) -> None:
     node[keys[-1]] = value
 
 
-def _leaf_paths(keys: list[str], value: Any) -> list[list[str]]:
+def leaf_paths(keys: list[str], value: Any) -> list[list[str]]:
     if isinstance(value, dict) and value:
-        return [p for k, v in value.items() for p in _leaf_paths(keys + [str(k)], v)]
+        return [p for k, v in value.items() for p in leaf_paths(keys + [str(k)], v)]
     return [keys]
+
+
+def unaliased(node: Any) -> Any:
+    """A copy of `node` in which no two places share one dict or list. YAML loads an anchor and
+    its aliases (`config: &eval` ... `config: *eval`) as one object, and copy.deepcopy keeps the
+    sharing, so an override of one stage would otherwise reach every stage that aliases it."""
+    if isinstance(node, dict):
+        return {k: unaliased(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [unaliased(v) for v in node]
+    return node
 
 
 def apply_overrides(raw: dict, overrides: list[str], schema=None) -> dict:
     """`key.path=value` items merged into `raw`. With `schema` (the config's dataclass), every
     path is checked first, and for a RunConfig `stages.<name>.<key.path>` sets one stage's
     key; a top-level key that a stage sets itself is refused (see the module docstring)."""
-    raw = copy.deepcopy(raw)
+    raw = unaliased(raw)
     for item in overrides:
         keys, value = parse_override(item)
         if schema is RunConfig and keys[0] == "stages" and len(keys) > 1:
@@ -456,21 +467,21 @@ def apply_overrides(raw: dict, overrides: list[str], schema=None) -> dict:
                                   + (f" (did you mean '{hint[0]}'?)" if hint else ""))
             if keys[2] != "name":
                 check_key_path(RunConfig, keys[2:], item)
-            _set_path(stages[i], keys[2:], value, item)
+            set_path(stages[i], keys[2:], value, item)
             continue
         if schema is not None:
             check_key_path(schema, keys, item)
         if schema is RunConfig and keys[0] != "stages":
-            for leaf in _leaf_paths(keys, value):
+            for leaf in leaf_paths(keys, value):
                 shadowed = [stage_name(i, st, raw.get("method", "dpo"))
                             for i, st in enumerate(raw.get("stages") or [])
-                            if isinstance(st, dict) and _get_path(st, leaf) is not None]
+                            if isinstance(st, dict) and get_path(st, leaf) is not None]
                 if shadowed:
                     dotted = ".".join(leaf)
                     raise ConfigError(
                         f"command line: {item!r}: stage(s) {', '.join(shadowed)} set {dotted} themselves, so this "
                         f"would not reach them; set it per stage: " + " ".join(f"stages.{n}.{dotted}=..." for n in shadowed))
-        _set_path(raw, keys, value, item)
+        set_path(raw, keys, value, item)
     return raw
 
 
@@ -595,17 +606,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     return build_overridden(load_raw(path), overrides or [], RunConfig, build_config, str(path))
 
 
-def build_overridden(raw: dict, overrides: list[str], schema, build, source: str):
+def build_overridden(raw: dict, overrides: list[str], schema, build, source: str, apply=apply_overrides):
     """`build(raw with the command line's overrides, source)`. A value the config refuses is
     blamed on where it came from: the first command-line item that, added to the file and the
-    items before it, brings the refusal (the file builds alone), else `source`."""
-    merged = apply_overrides(raw, overrides, schema)
+    items before it, brings the refusal (the file builds alone), else `source`. `apply(raw,
+    overrides, schema)` merges the items (a pipeline's stages take their own paths)."""
+    merged = apply(raw, overrides, schema)
     try:
         return build(merged, source)
     except ConfigError as refused:
         if overrides and _builds(build, raw):
             for i, item in enumerate(overrides):
-                build(apply_overrides(raw, overrides[:i + 1], schema), f"command line: {item!r}")
+                build(apply(raw, overrides[:i + 1], schema), f"command line: {item!r}")
         raise refused from None
 
 

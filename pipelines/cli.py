@@ -7,9 +7,9 @@ import json
 
 
 def cmd_run(args) -> int:
-    from mmalign.config import apply_overrides, load_raw
+    from mmalign.config import load_raw
 
-    from .plan import load_pipeline
+    from .plan import apply_pipeline_overrides, load_pipeline
 
     cfg, steps = load_pipeline(args.config, args.overrides)
     if args.plan:
@@ -19,7 +19,7 @@ def cmd_run(args) -> int:
         return 0
     from .run import run_pipeline
 
-    run_pipeline(cfg, steps, resume=args.resume, raw=apply_overrides(load_raw(args.config), args.overrides))
+    run_pipeline(cfg, steps, resume=args.resume, raw=apply_pipeline_overrides(load_raw(args.config), args.overrides))
     return 0
 
 
@@ -35,7 +35,8 @@ def register(sub) -> None:
                                    "finished stages and continues the unfinished one. Format: pipelines/plan.py.",
                        epilog=config_reference(PipelineConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="Pipeline YAML, e.g. configs/pipelines/apasi_quickstart.yaml")
-    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. output_dir=runs/mine")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. output_dir=runs/mine or "
+                                                "stages.dpo.config.loss.beta=0.2 (a stage by name)")
     p.add_argument("--resume", action="store_true", help="Continue the pipeline in output_dir.")
     p.add_argument("--plan", action="store_true", help="Print the expanded steps and exit.")
     p.set_defaults(func=cmd_run)

@@ -32,6 +32,9 @@ sets `<stage>.<key.path>` per round r = 1..N: a list (entry r-1), or `{start, st
 start + (r-1) * step. A scalar scheduled into a list field becomes a one-element list (APASI's
 `apasi.replace_rates`).
 
+On the command line (`mmalign run CONFIG key.path=value`), `stages.<stage>.<key.path>` sets one
+stage's key: see `apply_pipeline_overrides`.
+
 `strengths: [16, 8, 4, 2]` on a preference stage is TEMPLE's curriculum: one stage per strength
 m, in the order given, named `<stage>-m<m>`, each training only on the records of that strength
 (difficulty d(m) = 1 - log2(m) / 5, selected with data.difficulty_min/max = d(m) -+ 1e-6).
@@ -50,7 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmalign.config import ConfigError, ModelConfig, WorldConfig, _build, _f, build_overridden, deep_merge, load_raw
+from mmalign.config import (ConfigError, ModelConfig, WorldConfig, _build, _f, build_overridden, check_key_path, deep_merge,
+                            get_path, leaf_paths, load_raw, parse_override, set_path, unaliased)
 
 KINDS = ("pairs", "sft", "preference", "grpo", "eval")
 TRAINING = ("sft", "preference", "grpo")
@@ -108,7 +112,101 @@ def temple_difficulty(m: int) -> float:
 # ---------------------------------------------------------------- loading
 
 def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple[PipelineConfig, list[Step]]:
-    return build_overridden(load_raw(path), overrides or [], None, build_pipeline, str(path))
+    return build_overridden(load_raw(path), overrides or [], PipelineConfig, build_pipeline, str(path),
+                            apply=apply_pipeline_overrides)
+
+
+def apply_pipeline_overrides(raw: dict, overrides: list[str], schema=PipelineConfig) -> dict:
+    """`key.path=value` items merged into a pipeline's `raw`, each path checked first.
+
+    `stages.<stage>.<key.path>` reaches one stage: `<stage>` is its name (or index), and a stage
+    inside a rounds block is named through it (`stages.round.stages.dpo.config.loss.beta=0.2`)
+    or, where no other stage has its name, alone (`stages.dpo.config.loss.beta=0.2`). A key
+    under `config` is checked against the stage kind's config (pairs, training or eval). A
+    block's `schedule.<stage>.<key.path>` is one key, as in the YAML. A top-level `model.<key>`
+    that a stage's `config.model` sets itself is refused, as `mmalign train` refuses a
+    top-level key a stage shadows."""
+    raw = unaliased(raw)
+    for item in overrides:
+        keys, value = parse_override(item)
+        if keys[0] == "stages" and len(keys) > 1:
+            entry, rest = _stage_at(raw.get("stages"), keys[1:], "stages", item)
+            _set_stage_key(entry, rest, value, item)
+            continue
+        check_key_path(schema, keys, item)
+        if keys[0] == "model":
+            for leaf in leaf_paths(keys[1:], value):
+                shadowed = [where for where, e in _stage_entries(raw.get("stages"), "stages")
+                            if get_path(e.get("config"), ["model", *leaf]) is not None]
+                if shadowed:
+                    dotted = ".".join(["model", *leaf])
+                    raise ConfigError(f"command line: {item!r}: {', '.join(shadowed)} set config.{dotted} themselves, "
+                                      "so this would not reach them; set it per stage: "
+                                      + " ".join(f"{w}.config.{dotted}=..." for w in shadowed))
+        set_path(raw, keys, value, item)
+    return raw
+
+
+def _entry_name(entry: Any, index: int) -> str:
+    """A stage's or block's name as `expand` gives it (without a block's round prefix)."""
+    if not isinstance(entry, dict):
+        return str(index)
+    return _safe(entry.get("name") or ("round" if "rounds" in entry else entry.get("kind")) or index)
+
+
+def _stage_entries(stages: Any, where: str) -> list[tuple[str, dict]]:
+    """(`stages.<name>[.stages.<name>]`, entry) of every stage, blocks' inner stages included."""
+    out = []
+    for i, entry in enumerate(stages if isinstance(stages, list) else []):
+        if not isinstance(entry, dict):
+            continue
+        path = f"{where}.{_entry_name(entry, i)}"
+        out += _stage_entries(entry.get("stages"), f"{path}.stages") if "rounds" in entry else [(path, entry)]
+    return out
+
+
+def _stage_at(stages: Any, keys: list[str], where: str, item: str) -> tuple[dict, list[str]]:
+    """The stage or block entry that `keys` (after `stages.`) names, and the key path left."""
+    stages = stages if isinstance(stages, list) else []
+    ref, rest = keys[0], keys[1:]
+    names = [_entry_name(e, i) for i, e in enumerate(stages)]
+    if ref in names or (ref.isdigit() and int(ref) < len(stages)):
+        entry = stages[names.index(ref) if ref in names else int(ref)]
+        if not isinstance(entry, dict):
+            raise ConfigError(f"command line: {item!r}: {where}.{ref} is not a stage mapping")
+        if "rounds" in entry and rest[:1] == ["stages"] and len(rest) > 1:
+            return _stage_at(entry.get("stages"), rest[1:], f"{where}.{ref}.stages", item)
+        if not rest:
+            raise ConfigError(f"command line: {item!r}: name a key of the stage, e.g. {where}.{ref}.config.train.lr=")
+        return entry, rest
+    inner = [(path, e) for path, e in _stage_entries(stages, where) if path.rsplit(".", 1)[1] == ref]
+    if len(inner) == 1:
+        if not rest:
+            raise ConfigError(f"command line: {item!r}: name a key of the stage, e.g. {where}.{ref}.config.train.lr=")
+        return inner[0][1], rest
+    if len(inner) > 1:
+        raise ConfigError(f"command line: {item!r}: several stages are named {ref!r}: "
+                          + ", ".join(path for path, _ in inner) + "; name one of them")
+    known = names + [path[len(where) + 1:] for path, _ in _stage_entries(stages, where)]
+    hint = difflib.get_close_matches(ref, names + [path.rsplit(".", 1)[-1] for path in known], n=1)
+    raise ConfigError(f"command line: {item!r}: no stage {ref!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                      + f"; stages: {', '.join(dict.fromkeys(known)) or 'none'}")
+
+
+def _set_stage_key(entry: dict, keys: list[str], value: Any, item: str) -> None:
+    block = "rounds" in entry
+    known = BLOCK_KEYS if block else STAGE_KEYS
+    if keys[0] not in known:
+        hint = difflib.get_close_matches(keys[0], known, n=1)
+        raise ConfigError(f"command line: {item!r}: unknown {'block' if block else 'stage'} key '{keys[0]}'"
+                          + (f" (did you mean '{hint[0]}'?)" if hint else "") + f"; known: {', '.join(known)}")
+    if block and keys[0] == "schedule" and len(keys) > 1:
+        keys = ["schedule", ".".join(keys[1:])]  # a schedule key is `<stage>.<key.path>` in one string
+    elif keys[0] == "config" and len(keys) > 1:
+        check_key_path(_config_class(entry.get("kind")), keys[1:], item)
+    elif len(keys) > 1:
+        raise ConfigError(f"command line: {item!r}: '{keys[0]}' is a value, not a section")
+    set_path(entry, keys, value, item)
 
 
 def build_pipeline(raw: dict, source: str = "config") -> tuple[PipelineConfig, list[Step]]:
@@ -218,8 +316,11 @@ def _unroll(block: dict, where: str) -> list[tuple]:
                 raise ConfigError(f"{where}.schedule.{key}: must be <stage>.<key.path> with <stage> one of "
                                   f"{sorted(by_name)}")
             entry = entries[by_name[stage]]
+            if get_path(inner[by_name[stage]].get("config"), path.split(".")) is not None:
+                raise ConfigError(f"{where}.schedule.{key}: stage {stage!r} sets config.{path} itself, which the "
+                                  "schedule replaces every round; set it in one place")
             value = scheduled_value(values, r, rounds, f"{where}.schedule.{key}")
-            entry["config"] = _set_path(entry.get("config") or {}, path, value, entry.get("kind"))
+            entry["config"] = _scheduled_into(entry.get("config") or {}, path, value, entry.get("kind"))
         out += [(e, r, name, ref_mode, f"{where}.stages[{j}] (round {r})") for j, e in enumerate(entries)]
     return out
 
@@ -235,7 +336,7 @@ def scheduled_value(values: Any, r: int, rounds: int, where: str) -> Any:
     raise ConfigError(f"{where}: expected a list (one value per round) or {{start, step}}")
 
 
-def _set_path(config: dict, path: str, value: Any, kind: str | None) -> dict:
+def _scheduled_into(config: dict, path: str, value: Any, kind: str | None) -> dict:
     if not isinstance(value, list) and _is_list_field(kind, path.split(".")):
         value = [value]
     for key in reversed(path.split(".")):
@@ -277,6 +378,9 @@ def _per_strength(entry: dict, name: str, config: dict, where: str) -> list[tupl
     if not isinstance(strengths, list) or not strengths or not all(
             isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in strengths):
         raise ConfigError(f"{where}.strengths: expected a list of integers >= 1 (TEMPLE: [16, 8, 4, 2])")
+    for key in ("difficulty_min", "difficulty_max"):
+        if get_path(config, ["data", key]) is not None:
+            raise ConfigError(f"{where}.config.data.{key}: `strengths` sets it per strength; drop one of them")
     out = []
     for m in strengths:
         d = temple_difficulty(m)

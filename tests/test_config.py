@@ -133,6 +133,18 @@ def test_stage_override_by_name_and_index_lands(tmp_path):
     assert (sft.train.lr, rrpo.loss.beta, rrpo.data.train_file) == (1e-4, 0.5, "/data/mine.jsonl")
 
 
+def test_an_override_of_one_stage_does_not_reach_a_stage_that_shares_its_yaml_anchor(tmp_path):
+    """`train: &t {...}` in one stage and `train: *t` in the next load as one dict; the override
+    of stage a set stage b's lr too (copy.deepcopy keeps the sharing)."""
+    p = tmp_path / "anchored.yaml"
+    p.write_text("model: {tiny: qwen2_5_vl}\ndata: {train_file: x.jsonl}\nstages:\n"
+                 "  - {name: a, method: dpo, train: &t {lr: 1.0e-4, max_steps: 2}}\n"
+                 "  - {name: b, method: rrpo, train: *t}\n")
+    cfg = load_config(p, ["stages.a.train.lr=0.5", "stages.b.train.max_steps=3"])
+    (_, a), (_, b) = stages_of(cfg)
+    assert (a.train.lr, a.train.max_steps, b.train.lr, b.train.max_steps) == (0.5, 2, 1e-4, 3)
+
+
 def test_a_top_level_override_a_stage_shadows_is_an_error_naming_the_stage(tmp_path):
     with pytest.raises(ConfigError, match=r"command line: 'loss.beta=0.5': stage\(s\) rrpo set loss.beta themselves.*"
                                           r"stages.rrpo.loss.beta="):

@@ -64,6 +64,26 @@ def test_a_pairs_step_that_makes_no_pair_is_one_line_with_the_reasons(tmp_path, 
     assert line.endswith(f"see {tmp_path / 'run' / '00-pairs' / 'pairs.report.json'}")
 
 
+def test_a_command_line_item_on_a_step_is_what_the_step_runs_and_what_the_folder_records(tmp_path):
+    """`mmalign run pipe.yaml stages.pairs.config.temple.kinds=[reverse]`: the pairs step makes
+    only reversal pairs, and pipeline.yaml in the run folder holds the item's value."""
+    import yaml
+
+    from mmalign.cli import main
+
+    build_world(tmp_path / "world", n_videos=2, seed=1, show_progress=False)
+    config = tmp_path / "pipe.yaml"
+    config.write_text(yaml.safe_dump({
+        "output_dir": str(tmp_path / "run"), "model": {"tiny": "qwen2_5_vl"}, "videos": str(tmp_path / "world" / "videos"),
+        "stages": [{"name": "pairs", "kind": "pairs", "config": {
+            "generator": "temple", "temple": {"clip_captions": "truth", "summarizer": "join", "kinds": ["drop"]}}}]}))
+    assert main(["run", str(config), "stages.pairs.config.temple.kinds=[reverse]"]) == 0
+    lines = (tmp_path / "run" / "00-pairs" / "pairs.jsonl").read_text().splitlines()
+    assert lines and {json.loads(line)["meta"]["perturbation"] for line in lines} == {"reverse"}
+    written = yaml.safe_load((tmp_path / "run" / "pipeline.yaml").read_text())
+    assert written["stages"][0]["config"]["temple"]["kinds"] == ["reverse"]
+
+
 def test_multi_process_launch_is_refused_before_writing(tmp_path, monkeypatch):
     cfg = temple_pairs(tmp_path, ["drop"])
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -103,6 +103,13 @@ def test_scheduled_value_formula():
         {"name": "d", "kind": "preference", "config": {"data": {"train_file": "x"}}}]}]}, "train.reference: copy"),
     ({"stages": [{"name": "r", "rounds": 2, "schedule": {"dop.loss.beta": [1, 2]}, "stages": [
         {"name": "dpo", "kind": "preference", "config": {"data": {"train_file": "x"}}}]}]}, "<stage>.<key.path>"),
+    # a key the schedule or the strengths set per round / strength would be replaced without a word
+    ({"stages": [{"name": "r", "rounds": 2, "schedule": {"dpo.loss.beta": [1, 2]}, "stages": [
+        {"name": "dpo", "kind": "preference", "config": {"loss": {"beta": 0.1}, "data": {"train_file": "x"}}}]}]},
+     r"stages\[0\].schedule.dpo.loss.beta: stage 'dpo' sets config.loss.beta itself"),
+    ({"stages": [{"name": "d", "kind": "preference", "strengths": [16, 8],
+                  "config": {"data": {"train_file": "x", "difficulty_max": 0.5}}}]},
+     r"stages\[0\].config.data.difficulty_max: `strengths` sets it per strength"),
 ])
 def test_config_errors_name_the_key(raw, match):
     with pytest.raises(ConfigError, match=match):
@@ -114,3 +121,58 @@ def test_temple_difficulty_formula_matches_the_paper_values():
 
     assert [temple_difficulty(m) for m in (16, 8, 4, 2)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
     assert temple_difficulty(8) == pytest.approx(1 - math.log2(8) / 5)
+
+
+APASI = CONFIGS[0].parent / "apasi_quickstart.yaml"
+TEMPLE = CONFIGS[0].parent / "temple_quickstart.yaml"
+
+
+def test_command_line_items_reach_the_stage_they_name_and_no_other():
+    """`stages.<stage>.<key>` on `mmalign run`: a stage by name, index, or through its rounds
+    block; a block's own keys; the schedule as one key. It was "'stages' is not a section"."""
+    def values(path, items, key):
+        return {s.name: s.config.get(key[0], {}).get(key[1]) for s in load_pipeline(path, items)[1]}
+
+    plain = values(APASI, [], ("loss", "beta"))
+    assert values(APASI, ["stages.dpo.config.loss.beta=0.3"], ("loss", "beta")) == {
+        **plain, "round1-dpo": 0.3, "round2-dpo": 0.3}
+    assert values(APASI, ["stages.round.stages.dpo.config.loss.beta=0.4"], ("loss", "beta"))["round2-dpo"] == 0.4
+    assert values(APASI, ["stages.0.config.train.max_steps=5"], ("train", "max_steps"))["warmup"] == 5
+    steps = load_pipeline(APASI, ["stages.round.rounds=3", "stages.round.schedule.pairs.apasi.replace_rates=[0.1,0.2,0.5]"])[1]
+    assert [s.config["apasi"]["replace_rates"] for s in steps if s.kind == "pairs"] == [[0.1], [0.2], [0.5]]
+    # TEMPLE's two eval stages share one YAML anchor (`config: &eval` ... `config: *eval`)
+    batch = values(TEMPLE, ["stages.eval.config.generation.batch_size=2"], ("generation", "batch_size"))
+    assert (batch["base-eval"], batch["eval"]) == (8, 2)
+
+
+@pytest.mark.parametrize("item, message", [
+    ("stages.dpoo.config.loss.beta=1", "no stage 'dpoo' (did you mean 'dpo'?); stages: warmup, base-eval, round, "
+                                       "round.stages.pairs, round.stages.dpo, round.stages.eval"),
+    ("stages.dpo.config.loss.betta=1", "unknown key 'loss.betta' (did you mean 'loss.beta'?)"),
+    ("stages.pairs.config.apasi.topk=1", "unknown key 'apasi.topk' (did you mean 'apasi.top_k'?)"),
+    ("stages.warmup.cnfig.x=1", "unknown stage key 'cnfig' (did you mean 'config'?)"),
+    ("stages.round.rouns=3", "unknown block key 'rouns' (did you mean 'rounds'?)"),
+    ("stages.warmup.kind.x=1", "'kind' is a value, not a section"),
+    ("stages.warmup=1", "name a key of the stage, e.g. stages.warmup.config.train.lr="),
+    ("stages.round.schedule.pairs.apasi.top_k=[1,2]",
+     "stages[2].schedule.pairs.apasi.top_k: stage 'pairs' sets config.apasi.top_k itself"),
+    ("stages.dpo.config.train.max_steps=0", "stages[2].stages[1] (round 1): train.max_steps: must be >= 1, got 0"),
+])
+def test_a_bad_stage_item_is_one_line_naming_it(item, message, capsys):
+    from mmalign.cli import main
+
+    assert main(["run", str(APASI), item, "--plan"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"mmalign: error: command line: {item!r}: ") and message in line, line
+
+
+def test_a_top_level_model_key_a_stage_sets_itself_is_refused_naming_the_stage():
+    from mmalign.pipelines.plan import apply_pipeline_overrides
+
+    raw = {"model": {"tiny": "qwen2_5_vl"}, "stages": [
+        {"name": "e", "kind": "eval", "config": {"model": {"dtype": "float32"}}},
+        {"name": "r", "rounds": 2, "stages": [{"name": "p", "kind": "pairs", "config": {"model": {"dtype": "bfloat16"}}}]}]}
+    with pytest.raises(ConfigError, match=r"'model.dtype=float16': stages.e, stages.r.stages.p set config.model.dtype "
+                                          r"themselves.*stages.e.config.model.dtype=\.\.\. stages.r.stages.p.config"):
+        apply_pipeline_overrides(raw, ["model.dtype=float16"])
+    assert apply_pipeline_overrides(raw, ["model.tiny=qwen2_vl"])["model"]["tiny"] == "qwen2_vl"  # no stage sets it
