@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmalign.config import (SAMPLING_MOVED, ConfigError, ModelConfig, SamplingConfig, WorldConfig, _build, _f,
-                            build_overridden, load_raw)
+                            apply_overrides, build_overridden, load_raw)
 
 
 @dataclass
@@ -185,5 +185,10 @@ def load_eval_config(path: str | Path | None, overrides: list[str] | None = None
     """The config at `path` (None: the defaults) with the command line's overrides and models."""
     raw = load_raw(path) if path else {}
     if models:
-        raw["models"] = parse_model_args(models)
-    return build_overridden(raw, overrides or [], EvalConfig, build_eval_config, str(path) if path else "command line")
+        raw.pop("models", None)  # --models replaces the file's list
+    cfg = build_overridden(raw, overrides or [], EvalConfig, build_eval_config, str(path) if path else "command line")
+    if not models:
+        return cfg
+    # built again with the models, so that a refusal they bring (two of one name) is blamed on them
+    return build_eval_config({**apply_overrides(raw, overrides or [], EvalConfig), "models": parse_model_args(models)},
+                             "command line: --models")

@@ -150,6 +150,19 @@ def test_models_from_the_command_line(tmp_path):
         ("base", None, "qwen2_5_vl"), ("rrpo", "runs/rrpo/final", "qwen2_5_vl"), ("ckpt-m", "/ckpt/m", "qwen2_5_vl")]
 
 
+def test_a_name_clash_among_models_from_the_command_line_is_blamed_on_them(tmp_path, capsys):
+    """Two `--models` of one name were reported against the config file, which names no model;
+    a file that lists models of its own is replaced by --models, not checked against them."""
+    p = tmp_path / "c.yaml"
+    p.write_text("benchmark: pope\nmodel: {tiny: qwen2_5_vl}\nmodels: [{name: x}, {name: x}]\n")
+    assert main(["eval", "--config", str(p), "--models", "a-final=runs/x", "runs/a/final"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "mmalign: error: command line: --models: models: names must be distinct, got ['a-final', 'a-final']")
+    with pytest.raises(ConfigError, match=f"^{p}: models: names must be distinct"):
+        load_eval_config(p)  # the file's own clash is the file's
+    assert [s.name for s in model_specs(load_eval_config(p, models=["a=", "b="]))] == ["a", "b"]
+
+
 @pytest.mark.parametrize("key", ["judge_model", "embedding_model"])
 def test_a_scoring_model_folder_that_is_not_there_is_refused_before_any_answer(tmp_path, capsys, key):
     """The judge and the embedder load to score, after every answer was generated (hours on a
