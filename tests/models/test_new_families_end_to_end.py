@@ -2,48 +2,49 @@
 and `mmalign eval`, each end to end on the synthetic world."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from mmalign.cli import main
 from mmalign.world import build_world
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW_FAMILIES = ["qwen3_vl", "qwen3_5", "llava_onevision", "internvl", "glm4v", "smolvlm"]  # the issue-18 families' tiny presets
 
 
-def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "mmalign.cli", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
-
-
 @pytest.mark.parametrize("family", NEW_FAMILIES)
-def test_pairs_train_eval_on_the_tiny_preset(tmp_path, family):
+def test_pairs_train_eval_on_the_tiny_preset(tmp_path, family, monkeypatch, capsys):
     """Pairs from raw videos, then the README's quickstart line with `model.tiny=<family>` (both
-    stages, on a small world) with its RRPO stage on those pairs, then eval of what it wrote."""
+    stages, on a small world) with its RRPO stage on those pairs, then eval of what it wrote.
+    The commands run through the CLI's `main` in this process (as a subprocess, each paid
+    torch's and transformers' imports again: 15 s a family instead of 2)."""
+    def cli(*args):
+        rc = main([str(a) for a in args])
+        return rc, capsys.readouterr().err[-2000:]
+
+    monkeypatch.chdir(tmp_path)  # the quickstart's world lands under tmp_path/data
     raw = tmp_path / "raw"
     build_world(raw, n_videos=4, seed=2, show_progress=False)
     tiny = [f"model.tiny={family}", f"model.tiny_dir={tmp_path / 'tiny'}"]
     out = raw / "pairs.jsonl"
-    pairs = cli("pairs", "--videos", raw / "videos", "--config", ROOT / "configs/pairs/rrpo_qa.yaml", "--out", out,
-                "--quiet", "model.path=null", *tiny, "generation.max_new_tokens=4", "rrpo_qa.types=[yes_no]", cwd=tmp_path)
-    assert pairs.returncode == 0, pairs.stderr[-2000:]
+    rc, err = cli("pairs", "--videos", raw / "videos", "--config", ROOT / "configs/pairs/rrpo_qa.yaml", "--out", out,
+                  "--quiet", "model.path=null", *tiny, "generation.max_new_tokens=4", "rrpo_qa.types=[yes_no]")
+    assert rc == 0, err
     steps = [f"stages.{s}.train.max_steps=2" for s in ("sft", "rrpo")]
-    trained = cli("train", ROOT / "configs/quickstart.yaml", *tiny, "world.n_videos=6", f"output_dir={tmp_path / 'run'}",
-                  f"stages.rrpo.data.train_file={out}", *steps, cwd=tmp_path)  # the world's files land under tmp_path/data
-    assert trained.returncode == 0, trained.stderr[-2000:]
+    rc, err = cli("train", ROOT / "configs/quickstart.yaml", *tiny, "world.n_videos=6", f"output_dir={tmp_path / 'run'}",
+                  f"stages.rrpo.data.train_file={out}", *steps)
+    assert rc == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]
     assert [summary[s]["steps"] for s in ("sft", "rrpo")] == [2, 2] and summary["rrpo"]["skipped"] == 0
     rrpo = tmp_path / "run" / "stage1-rrpo"
     assert yaml.safe_load((rrpo / "config.yaml").read_text())["data"]["train_file"] == str(out)
     assert (rrpo / "final" / "config.json").is_file()
-    evaluated = cli("eval", "--config", ROOT / "configs/eval/synthetic.yaml", f"model.path={rrpo / 'final'}",
-                    f"data.root={raw}", "data.splits=[train]", "data.limit=2", f"output_dir={tmp_path / 'eval'}",
-                    "generation.max_new_tokens=4", "world.enabled=false", cwd=tmp_path)
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    rc, err = cli("eval", "--config", ROOT / "configs/eval/synthetic.yaml", f"model.path={rrpo / 'final'}",
+                  f"data.root={raw}", "data.splits=[train]", "data.limit=2", f"output_dir={tmp_path / 'eval'}",
+                  "generation.max_new_tokens=4", "world.enabled=false")
+    assert rc == 0, err
     (model,) = json.loads((tmp_path / "eval" / "results.json").read_text())["models"]
     assert model["counts"]["scored"] == model["counts"]["items"] > 0
 
