@@ -286,6 +286,8 @@ def expand(cfg: PipelineConfig) -> list[Step]:
                     step.reference = block_start[block] or BASE
                 policy = str(Path(folder) / "final")
             steps.append(step)
+    if not steps:
+        raise ConfigError("stages: a pipeline needs at least one stage")
     return steps
 
 
@@ -425,8 +427,11 @@ def _train_config(kind: str, config: dict, base: dict, folder: str, last_pairs: 
     if (kind == "preference") == (method in ("sft", "grpo")) or (kind != "preference" and method != kind):
         raise ConfigError(f"{where}.config.method: {method!r} does not fit a {kind} stage")
     raw = deep_merge({"model": base}, {**config, "method": method, "output_dir": folder})
-    data = raw.setdefault("data", {})
-    if kind == "preference" and not data.get("train_file"):
+    data = raw["data"] = {} if raw.get("data") is None else raw["data"]
+    if isinstance(data, dict) and not data.get("train_file"):  # (build_config names a data that is no mapping)
+        if kind != "preference":
+            raise ConfigError(f"{where}.config.data.train_file: not set (a {kind} stage reads a JSONL of {method} "
+                              "records)")
         if last_pairs is None:
             raise ConfigError(f"{where}: a preference stage needs data.train_file or a pairs stage before it")
         data["train_file"] = last_pairs

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from mmalign.config import ConfigError
-from mmalign.io import atomic_write_json, atomic_write_text, check_output_folder
+from mmalign.io import atomic_write_json, atomic_write_text, check_output_folder, lies_under
 
 from .plan import BASE, PipelineConfig, Step
 
@@ -97,7 +97,7 @@ def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, r
 
 def check_inputs(cfg: PipelineConfig, steps: list[Step], out: Path) -> None:
     """What `steps` read that no step makes (the base model, record files, a judge's folder,
-    a benchmark's annotation files), checked before the first step runs: found when its step
+    a pairs step's videos, a benchmark's annotation files), checked before the first step runs: found when its step
     began, it stopped the pipeline after the training before it (hours, on a GPU)."""
     from mmalign.config import build_config
     from mmalign.data.records import RecordError
@@ -115,6 +115,8 @@ def check_inputs(cfg: PipelineConfig, steps: list[Step], out: Path) -> None:
                 _check_benchmark_files(step)
             elif step.kind == "pairs":
                 check_models(build_pairs_config(step.config, step.name), made_later)
+                if not lies_under(step.videos, made_later) and not Path(step.videos).is_dir():
+                    raise ConfigError(f"videos: {step.videos}: not a folder")
             else:
                 check_record_files(build_config(step.config, step.name), "", made_later)
         except (ConfigError, RecordError) as e:

@@ -165,3 +165,22 @@ def test_a_base_model_that_is_no_checkpoint_stops_the_pipeline_before_it_writes(
     assert main(["run", str(config), f"model.path={tmp_path / 'nope'}", f"output_dir={tmp_path / 'run'}"]) == 2
     assert capsys.readouterr().err.strip() == f"mmalign: error: model.path: {tmp_path / 'nope'}: no such folder"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("item, message", [
+    ("videos={tmp}/nope", "step round1-pairs: videos: {tmp}/nope: not a folder"),  # it stopped after warmup and eval
+    ("stages=[]", "command line: 'stages=[]': stages: a pipeline needs at least one stage"),  # ran nothing, exit 0
+    ("stages.warmup.config.data=null", "command line: 'stages.warmup.config.data=null': stages[0].config.data."
+                                       "train_file: not set (a sft stage reads a JSONL of sft records)"),
+])
+def test_what_the_pipeline_cannot_run_is_one_line_before_its_first_step(tmp_path, capsys, monkeypatch, item, message):
+    """The APASI quickstart with a pairs video folder that is not there, no stage at all, or an
+    SFT stage without records: each was found only when its step began (the SFT one as
+    "None: no usable records"), or not at all."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).resolve().parents[2] / "configs/pipelines/apasi_quickstart.yaml"
+    assert main(["run", str(config), item.format(tmp=tmp_path), f"output_dir={tmp_path / 'run'}"]) == 2
+    assert capsys.readouterr().err.strip() == "mmalign: error: " + message.format(tmp=tmp_path)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()  # not even the world
