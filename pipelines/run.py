@@ -192,6 +192,10 @@ def run_eval_step(cfg: PipelineConfig, step: Step, folder: Path) -> dict:
     results = evaluate(eval_cfg)
     metrics = results["models"][0]["metrics"]
     metric = step.metric or (REGISTRY[eval_cfg.benchmark].headline or (next(iter(metrics), None),))[0]
+    if step.metric and step.metric not in metrics:
+        # known only once the benchmark has scored; without this the summary plots nothing, without a word
+        raise ConfigError(f"step {step.name}: metric: {step.metric!r} is not a metric of {eval_cfg.benchmark}; it "
+                          f"reports {', '.join(metrics)} (the answers are kept: fix it and rerun with --resume)")
     return {"outputs": {"results": str(folder / "results.json")},
             "numbers": {"metric": metric, "value": metrics.get(metric), **metrics}}
 

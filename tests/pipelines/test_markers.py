@@ -184,3 +184,28 @@ def test_what_the_pipeline_cannot_run_is_one_line_before_its_first_step(tmp_path
     assert main(["run", str(config), item.format(tmp=tmp_path), f"output_dir={tmp_path / 'run'}"]) == 2
     assert capsys.readouterr().err.strip() == "mmalign: error: " + message.format(tmp=tmp_path)
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()  # not even the world
+
+
+def test_a_plot_metric_the_benchmark_does_not_report_stops_at_the_first_eval_and_resumes(tmp_path, tiny_dir, capsys):
+    """`metric: acuracy` plotted None for every eval step, and the run exited 0."""
+    import yaml
+
+    from mmalign.cli import main
+
+    config = tmp_path / "p.yaml"
+    config.write_text(yaml.safe_dump({
+        "output_dir": str(tmp_path / "run"), "model": {"tiny": "qwen2_5_vl", "tiny_dir": str(tiny_dir)},
+        "world": {"enabled": True, "out": str(tmp_path / "world"), "n_videos": 2}, "metric": "acuracy",
+        "stages": [{"name": "e", "kind": "eval", "config": {"benchmark": "synthetic", "data": {"splits": ["train"], "limit": 4},
+                                                            "sampling": {"num_frames": 4},
+                                                            "generation": {"max_new_tokens": 4}}}]}))
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the tiny model's progress bar
+    assert err.startswith("mmalign: error: step e: metric: 'acuracy' is not a metric of synthetic; it reports "
+                          "accuracy, ")
+    assert not (tmp_path / "run" / "00-e" / "done.json").exists()
+    assert main(["run", str(config), "metric=pair_accuracy", "--resume"]) == 0
+    summary = json.loads((tmp_path / "run" / "pipeline_summary.json").read_text())
+    results = json.loads((tmp_path / "run" / "00-e" / "results.json").read_text())
+    assert summary["metric"] == "pair_accuracy"
+    assert summary["curve"][0]["value"] == results["models"][0]["metrics"]["pair_accuracy"]
