@@ -28,6 +28,7 @@ def check_inputs(stages: list[tuple[str, RunConfig]]) -> None:
     its run will read them: a later stage's file with no usable record (or, with data.strict,
     one bad line) stopped the run after the stages before it had trained, and a first stage's
     left a claimed folder that the mended file could not resume."""
+    skeletons = {}
     for name, cfg in stages:
         where = f"stage {name}: " if len(stages) > 1 else ""
         if not (cfg.model.path or cfg.model.tiny):
@@ -39,6 +40,29 @@ def check_inputs(stages: list[tuple[str, RunConfig]]) -> None:
         if not cfg.data.train_file:
             raise ConfigError(f"{where}data.train_file: not set (a JSONL of {cfg.method} records)")
         check_record_files(cfg, where, made_later=[cfg.world.out] if cfg.world.enabled else [])
+        if cfg.lora.enabled:
+            check_lora_targets(cfg, where, skeletons)
+
+
+def check_lora_targets(cfg: RunConfig, where: str, skeletons: dict) -> None:
+    """`lora.target_modules` names a module of the model, checked on its skeleton (built on the
+    meta device from its config: no weight is read), which `skeletons` keeps per checkpoint.
+    peft found it only after the run had claimed its folder, in a page-long traceback."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from mmalign.models.backbone import from_hub, model_path
+    from mmalign.train.stage import lora_targets_problem
+
+    path = model_path(cfg.model)
+    if path not in skeletons:
+        with from_hub(path):
+            config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+        with init_empty_weights():
+            skeletons[path] = AutoModelForImageTextToText.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+    problem = lora_targets_problem(skeletons[path], cfg.lora)
+    if problem:
+        raise ConfigError(f"{where}{problem}")
 
 
 def check_record_files(cfg: RunConfig, where: str = "", made_later: list[str] = ()) -> None:

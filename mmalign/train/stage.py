@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from mmalign.config import RunConfig, to_dict
+from mmalign.config import ConfigError, RunConfig, to_dict
 from mmalign.data.records import read_records, reason_counts
 from mmalign.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_jsonl
 from mmalign.methods import method
@@ -104,11 +105,35 @@ def prepare_policy(cfg: RunConfig, model, accelerator, make_scorer, reference_mo
 
 
 def apply_lora(model, cfg):
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
+    problem = lora_targets_problem(model, cfg)
+    if problem:
+        raise ConfigError(problem)
+    return get_peft_model(model, peft_lora_config(cfg))
+
+
+def peft_lora_config(cfg):
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
                       exclude_modules=cfg.exclude_modules)
-    return get_peft_model(model, lora)
+
+
+def lora_targets_problem(model, cfg) -> str | None:
+    """Why peft would give no module of `model` an adapter (by peft's own matching rule), with
+    the names the user can choose from; None when some module matches. (peft's own error names
+    neither the key nor the modules there are.)"""
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    lora = peft_lora_config(cfg)
+    names = [n for n, m in model.named_modules() if n]
+    if any(check_target_module_exists(lora, n) for n in names):
+        return None
+    linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                     if isinstance(m, torch.nn.Linear) and not (cfg.exclude_modules and re.fullmatch(cfg.exclude_modules, n))})
+    return (f"lora.target_modules: {cfg.target_modules} name no module of {type(model).__name__} outside "
+            f"lora.exclude_modules; its language-model linear layers: {', '.join(linear) or 'none'}")
 
 
 def load_data(cfg: RunConfig, path: str | None):

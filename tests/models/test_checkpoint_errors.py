@@ -141,3 +141,25 @@ def test_a_hub_id_the_hub_does_not_give_is_one_line_and_claims_nothing(tmp_path,
                              "did not give it (") and err[0].endswith("); download it and set model.path to its folder")
     assert train(tmp_path / "nope") == (2, [f"mmalign: error: model.path: {tmp_path / 'nope'}: no such folder"])
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("items, stage", [
+    (["lora.enabled=true", "lora.target_modules=[qproj]"], "sft"),
+    (["lora.enabled=true", "stages.rrpo.lora.target_modules=[visual]"], "rrpo"),  # the vision side is excluded
+])
+def test_lora_targets_that_name_no_module_are_one_line_before_anything_is_claimed(tmp_path, tiny_dir, capsys, items,
+                                                                                stage):
+    """peft said "No modules were targeted for adaptation" in a traceback, after the run had
+    claimed output_dir (its mended rerun then needed --resume, which refused the new targets)."""
+    from mmalign.cli import main
+
+    config = Path(__file__).resolve().parents[2] / "configs/quickstart.yaml"
+    args = ["train", str(config), f"model.tiny_dir={tiny_dir}", f"world.out={tmp_path / 'world'}",
+            f"output_dir={tmp_path / 'run'}", *items]
+    assert main(args) == 2
+    target = items[1].split("=")[1][1:-1]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"mmalign: error: stage {stage}: lora.target_modules: ['{target}'] name no module of "
+        "Qwen2_5_VLForConditionalGeneration outside lora.exclude_modules; its language-model linear layers: "
+        "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj")
+    assert not (tmp_path / "run").exists()
