@@ -170,27 +170,27 @@ def _stage_at(stages: Any, keys: list[str], where: str, item: str) -> tuple[dict
     stages = stages if isinstance(stages, list) else []
     ref, rest = keys[0], keys[1:]
     names = [_entry_name(e, i) for i, e in enumerate(stages)]
+    inner = [(path, e) for path, e in _stage_entries(stages, where) if path.rsplit(".", 1)[-1] == ref]
     if ref in names or (ref.isdigit() and int(ref) < len(stages)):
         entry = stages[names.index(ref) if ref in names else int(ref)]
         if not isinstance(entry, dict):
             raise ConfigError(f"command line: {item!r}: {where}.{ref} is not a stage mapping")
         if "rounds" in entry and rest[:1] == ["stages"] and len(rest) > 1:
             return _stage_at(entry.get("stages"), rest[1:], f"{where}.{ref}.stages", item)
-        if not rest:
-            raise ConfigError(f"command line: {item!r}: name a key of the stage, e.g. {where}.{ref}.config.train.lr=")
-        return entry, rest
-    inner = [(path, e) for path, e in _stage_entries(stages, where) if path.rsplit(".", 1)[1] == ref]
-    if len(inner) == 1:
-        if not rest:
-            raise ConfigError(f"command line: {item!r}: name a key of the stage, e.g. {where}.{ref}.config.train.lr=")
-        return inner[0][1], rest
-    if len(inner) > 1:
+    elif len(inner) == 1:
+        entry = inner[0][1]
+    elif inner:
         raise ConfigError(f"command line: {item!r}: several stages are named {ref!r}: "
                           + ", ".join(path for path, _ in inner) + "; name one of them")
-    known = names + [path[len(where) + 1:] for path, _ in _stage_entries(stages, where)]
-    hint = difflib.get_close_matches(ref, names + [path.rsplit(".", 1)[-1] for path in known], n=1)
-    raise ConfigError(f"command line: {item!r}: no stage {ref!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                      + f"; stages: {', '.join(dict.fromkeys(known)) or 'none'}")
+    else:
+        known = names + [path[len(where) + 1:] for path, _ in _stage_entries(stages, where)]
+        hint = difflib.get_close_matches(ref, names + [path.rsplit(".", 1)[-1] for path in known], n=1)
+        raise ConfigError(f"command line: {item!r}: no stage {ref!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                          + f"; stages: {', '.join(dict.fromkeys(known)) or 'none'}")
+    if not rest:
+        example = "rounds=3" if "rounds" in entry else "config.train.lr="
+        raise ConfigError(f"command line: {item!r}: name a key of the stage, e.g. {where}.{ref}.{example}")
+    return entry, rest
 
 
 def _set_stage_key(entry: dict, keys: list[str], value: Any, item: str) -> None:
