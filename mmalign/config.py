@@ -377,7 +377,24 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
         raise ConfigError(f"command line: {item!r}: the value is not valid YAML") from None
+    glued = _glued_key(parsed)
+    if glued:
+        name, _, value = glued.partition(":")
+        raise ConfigError(f"command line: {item!r}: {glued!r} reads as one key with no value; YAML needs a space "
+                          f"after the colon ({name}: {value})")
     return key.strip().split("."), parsed
+
+
+def _glued_key(value: Any) -> str | None:
+    """A mapping key like 'name:nope' with no value: `{name:nope}` typed for `{name: nope}`."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            glued = k if v is None and isinstance(k, str) and ":" in k.strip(":") else _glued_key(v)
+            if glued:
+                return glued
+    if isinstance(value, list):
+        return next((g for g in map(_glued_key, value) if g), None)
+    return None
 
 
 def check_key_path(cls, keys: list[str], item: str) -> None:

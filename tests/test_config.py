@@ -145,6 +145,20 @@ def test_an_override_of_one_stage_does_not_reach_a_stage_that_shares_its_yaml_an
     assert (a.train.lr, a.train.max_steps, b.train.lr, b.train.max_steps) == (0.5, 2, 1e-4, 3)
 
 
+def test_a_flow_mapping_typed_without_the_space_after_a_colon_says_so(tmp_path, capsys):
+    """`{name:nope}` is YAML for the key 'name:nope' with no value: the reward check then said
+    "expected a mapping with a 'name', got {'name:nope': None}"."""
+    from mmalign.cli import main
+
+    config = ROOT / "configs/train/grpo_hybrid_quickstart.yaml"
+    item = "stages.grpo.grpo.rewards=[{name: answer_match, weight:2}]"
+    assert main(["train", str(config), item, "--plan"]) == 2
+    assert capsys.readouterr().err.strip() == (f"mmalign: error: command line: {item!r}: 'weight:2' reads as one key "
+                                               "with no value; YAML needs a space after the colon (weight: 2)")
+    cfg = load_config(staged(tmp_path), ["stages.rrpo.data.train_file=C:/data/pairs.jsonl"])  # a colon in a value is fine
+    assert stages_of(cfg)[1][1].data.train_file == "C:/data/pairs.jsonl"
+
+
 def test_a_top_level_override_a_stage_shadows_is_an_error_naming_the_stage(tmp_path):
     with pytest.raises(ConfigError, match=r"command line: 'loss.beta=0.5': stage\(s\) rrpo set loss.beta themselves.*"
                                           r"stages.rrpo.loss.beta="):

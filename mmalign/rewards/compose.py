@@ -75,7 +75,7 @@ class RewardSet:
                 raise RewardConfigError(f"{path}: a term labelled {label!r} is already listed; "
                                         "give one of them another `label`")
             try:
-                check_options(fn, options)
+                check_options(fn, options, term_keys=tuple(RESERVED))
                 if fn.check:
                     fn.check(options)
             except (UnknownReward, ValueError, TypeError) as e:
@@ -159,9 +159,10 @@ def _failure(term: Term, s: Sample, index: int, problem: str) -> dict:
             "completion": s.completion[:200]}
 
 
-def check_options(fn: RewardFn, options: dict, where: str = "") -> None:
+def check_options(fn: RewardFn, options: dict, where: str = "", term_keys: tuple = ()) -> None:
     """Raise ValueError naming an option `fn` does not take, or a required one missing
-    (`where` prefixes the message)."""
+    (`where` prefixes the message; `term_keys`, the keys every term takes, join the
+    did-you-mean: `wieght` is a misspelt weight, not an option)."""
     where = f"{where}: " if where else ""
     params = list(inspect.signature(fn.fn).parameters.values())[1:]  # the first takes the sample(s)
     if any(p.kind is p.VAR_KEYWORD for p in params):
@@ -169,10 +170,11 @@ def check_options(fn: RewardFn, options: dict, where: str = "") -> None:
     known = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     for key in options:
         if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
+            hint = difflib.get_close_matches(key, known + list(term_keys), n=1)
             raise ValueError(f"{where}reward {fn.name!r} has no option {key!r}"
-                                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                                    + f"; its options: {', '.join(known) or 'none'}")
+                             + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                             + f"; its options: {', '.join(known) or 'none'}"
+                             + (f"; every term's keys: {', '.join(term_keys)}" if term_keys else ""))
     missing = [p.name for p in params if p.default is p.empty and p.name in known and p.name not in options]
     if missing:
         raise ValueError(f"{where}reward {fn.name!r} needs option(s) {', '.join(missing)}")

@@ -92,6 +92,8 @@ def test_config_load_fails_on_a_misnamed_reward_before_anything_runs():
 
 @pytest.mark.parametrize("entries, message", [
     ([{"name": "instruction_adherence", "max_word": 3}], "has no option 'max_word' (did you mean 'max_words'?)"),
+    ([{"name": "answer_match", "wieght": 2}], "has no option 'wieght' (did you mean 'weight'?); its options: none; "
+                                             "every term's keys: name, weight, label, fallback"),
     ([{"name": "reward_model"}], "needs option(s) path"),
     ([{"name": "length_penalty"}], "'answer_match' must name a term listed before"),
     ([{"name": "answer_match"}, {"name": "answer_match"}], "already listed"),
