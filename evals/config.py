@@ -28,7 +28,7 @@ class EvalDataConfig:
                                      "(None = the benchmark's official layout, see its module docstring).")
     splits: list[str] = _f([], "Subsets to run (POPE: random/popular/adversarial; VideoHallucer categories; "
                                "synthetic: train/test). Empty = the benchmark's default.")
-    limit: int | None = _f(None, "Keep only the first N items of each subset (smoke runs); results say so.")
+    limit: int | None = _f(None, "Keep only the first N items of each subset (smoke runs); results say so.", ge=1)
     options: dict = _f({}, "Benchmark-specific options (e.g. CHAIR: {sample: 500, seed: 0}; VidHal: {task: mcqa}); "
                            "each benchmark checks its own keys.")
 

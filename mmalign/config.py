@@ -168,9 +168,9 @@ class GrpoConfig:
                              "Weighted reward terms: [{name, weight, ...term options}].")
     fallback_reward: float = _f(0.0, "Reward used when a term raises or returns NaN for a sample.")
     micro_batch_size: int | None = _f(None, "Sequences per forward/backward pass (None = the whole rollout "
-                                            "batch, train.batch_size x num_generations); bounds memory only.")
+                                            "batch, train.batch_size x num_generations); bounds memory only.", ge=1)
     eval_records: int | None = _f(64, "Held-out records scored before and after training, greedy and with "
-                                      "num_generations samples (None = all).")
+                                      "num_generations samples (None = all).", ge=1)
 
     def __post_init__(self):
         # Reward names and options are checked with the config, before any stage or model loads.

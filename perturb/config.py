@@ -22,14 +22,14 @@ CAPTION_PROMPT = "Describe what happens in the video."
 @dataclass
 class GenerationConfig:
     batch_size: int = _f(8, "Prompts per model.generate call (left-padded batch).")
-    max_new_tokens: int = _f(128, "Longest answer.")
+    max_new_tokens: int = _f(128, "Longest answer.", ge=1)
     decode_workers: int = _f(4, "Processes (at most one per CPU core) that decode the next batches' videos "
                                 "while the model answers this one (0: decode in turn, in this process; the "
                                 "pairs are the same).", ge=0)
     do_sample: bool = _f(False, "Sample instead of greedy decoding (greedy makes a resumed run reproduce exactly).")
-    temperature: float = _f(1.0, "Sampling temperature.")
-    top_p: float = _f(1.0, "Nucleus sampling.")
-    repetition_penalty: float = _f(1.0, "transformers' repetition penalty for answers.")
+    temperature: float = _f(1.0, "Sampling temperature.", gt=0)
+    top_p: float = _f(1.0, "Nucleus sampling.", gt=0, le=1)
+    repetition_penalty: float = _f(1.0, "transformers' repetition penalty for answers.", gt=0)
     system: str | None = _f(None, "System message for the chat template (None = the template's default).")
 
 
@@ -53,7 +53,7 @@ class TempleConfig:
                              "Write one description of the whole video, in the order things happen.",
                              "Summariser prompt; {captions} is the numbered list.")
     max_length_ratio: float = _f(1.5, "Drop shuffle / reverse pairs whose longer text is over this many times the "
-                                      "shorter (TEMPLE's filter).")
+                                      "shorter (TEMPLE's filter).", ge=1)
 
 
 @dataclass
@@ -62,7 +62,7 @@ class RrpoConfig:
     shuffle_window: int = _f(4, "Local temporal shuffle: frames permuted within windows of this many frames.")
     pairs_per_video: int = _f(1, "Perturbed answers per video (each with its own mask and shuffle).")
     max_changed_fraction: float = _f(1.0, "Drop pairs whose differing spans cover more than this share of the two "
-                                          "texts (1 = keep all; RRPO wants minimal edits).")
+                                          "texts (1 = keep all; RRPO wants minimal edits).", gt=0, le=1)
 
 
 @dataclass
@@ -97,7 +97,7 @@ class InjectConfig:
     types: list[Literal[INJECTION_TYPES]] = _f(list(INJECTION_TYPES[:-1]), "Edit types, one pair each where it "
                                                "applies: " + ", ".join(INJECTION_TYPES) + " (prior needs the model).")
     per_video: int | None = _f(None, "Use only this many of the types per video (drawn per video); None = all.")
-    max_new_tokens: int = _f(64, "prior: longest continuation.")
+    max_new_tokens: int = _f(64, "prior: longest continuation.", ge=1)
 
 
 @dataclass
@@ -105,10 +105,10 @@ class ApasiConfig:
     replace_rates: list[float] = _f([0.2], "Share of sentences replaced (round(rate * n), never the first); one "
                                            "pair per rate: the curriculum knob, recorded as difficulty = 1 - rate.")
     weighted: bool = _f(True, "Later sentences likelier: weight rising linearly in sqrt(i) from 1 to 2.")
-    top_k: int = _f(10, "Guide objects come from the top-k co-occurring with a remaining object.")
+    top_k: int = _f(10, "Guide objects come from the top-k co-occurring with a remaining object.", ge=1)
     templates: list[str] = _f(["There is a {}"], "Guide sentence openings; {} is the object.")
-    max_new_tokens: int = _f(64, "Longest completion (APASI: 64).")
-    repetition_penalty: float = _f(1.1, "Repetition penalty of the completion (APASI: 1.1).")
+    max_new_tokens: int = _f(64, "Longest completion (APASI: 64).", ge=1)
+    repetition_penalty: float = _f(1.1, "Repetition penalty of the completion (APASI: 1.1).", gt=0)
 
 
 @dataclass

@@ -329,3 +329,27 @@ def test_an_output_folder_where_a_file_stands_is_one_line_before_any_work(argv, 
     said = "a file, not a folder" if named == afile else f"{afile} is a file, not a folder"
     assert capsys.readouterr().err.strip() == f"mmalign: error: {key} {named}: {said}"
     assert afile.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("loader, config, item, message", [
+    ("pairs", "pairs/rrpo_qa.yaml", "generation.temperature=-1", "generation.temperature: must be > 0, got -1.0"),
+    ("pairs", "pairs/rrpo_qa.yaml", "generation.top_p=2", "generation.top_p: must be <= 1, got 2.0"),
+    ("pairs", "pairs/rrpo_qa.yaml", "generation.max_new_tokens=0", "generation.max_new_tokens: must be >= 1, got 0"),
+    ("pairs", "pairs/rrpo_qa.yaml", "rrpo.max_changed_fraction=-1", "rrpo.max_changed_fraction: must be > 0, got -1.0"),
+    ("pairs", "pairs/temple.yaml", "temple.max_length_ratio=0.5", "temple.max_length_ratio: must be >= 1, got 0.5"),
+    ("pairs", "pairs/apasi.yaml", "apasi.top_k=0", "apasi.top_k: must be >= 1, got 0"),
+    ("eval", "eval/synthetic.yaml", "data.limit=-3", "data.limit: must be >= 1, got -3"),
+    ("train", "train/grpo_hybrid_quickstart.yaml", "stages.grpo.grpo.eval_records=-1",
+     "stages[1]: grpo.eval_records: must be >= 1, got -1"),
+])
+def test_values_outside_their_range_are_refused_with_the_range(loader, config, item, message):
+    """Each was taken: eval_records=-1 scored all but the last record, data.limit=-3 all but the
+    last three, max_changed_fraction=-1 dropped every rewrite, max_length_ratio<1 every pair,
+    and a bad temperature / top_p failed inside generate, after the model had loaded."""
+    from mmalign.evals.config import load_eval_config
+    from mmalign.perturb.config import load_pairs_config
+
+    load = {"pairs": load_pairs_config, "eval": load_eval_config, "train": load_config}[loader]
+    with pytest.raises(ConfigError) as e:
+        load(ROOT / "configs" / config, [item])
+    assert str(e.value) == f"command line: {item!r}: {message}"
