@@ -148,14 +148,14 @@ def test_a_hub_id_the_hub_does_not_give_is_one_line_and_claims_nothing(tmp_path,
     (["lora.enabled=true", "stages.rrpo.lora.target_modules=[visual]"], "rrpo"),  # the vision side is excluded
 ])
 def test_lora_targets_that_name_no_module_are_one_line_before_anything_is_claimed(tmp_path, tiny_dir, capsys, items,
-                                                                                stage):
+                                                                                stage, monkeypatch):
     """peft said "No modules were targeted for adaptation" in a traceback, after the run had
     claimed output_dir (its mended rerun then needed --resume, which refused the new targets)."""
     from mmalign.cli import main
 
+    monkeypatch.chdir(tmp_path)  # the quickstart's world and record files: tmp_path/data/world, made by the run
     config = Path(__file__).resolve().parents[2] / "configs/quickstart.yaml"
-    args = ["train", str(config), f"model.tiny_dir={tiny_dir}", f"world.out={tmp_path / 'world'}",
-            f"output_dir={tmp_path / 'run'}", *items]
+    args = ["train", str(config), f"model.tiny_dir={tiny_dir}", f"output_dir={tmp_path / 'run'}", *items]
     assert main(args) == 2
     target = items[1].split("=")[1][1:-1]
     assert capsys.readouterr().err.strip().splitlines()[-1] == (

@@ -211,12 +211,14 @@ def test_a_plot_metric_the_benchmark_does_not_report_stops_at_the_first_eval_and
     assert summary["curve"][0]["value"] == results["models"][0]["metrics"]["pair_accuracy"]
 
 
-def test_lora_targets_a_training_step_cannot_use_stop_the_pipeline_before_its_first_step(tmp_path, tiny_dir, capsys):
+def test_lora_targets_a_training_step_cannot_use_stop_the_pipeline_before_its_first_step(tmp_path, tiny_dir, capsys,
+                                                                                         monkeypatch):
     from mmalign.cli import main
 
+    monkeypatch.chdir(tmp_path)  # the pipeline's world (data/world-pipeline) lands here, made by the run
     config = Path(__file__).resolve().parents[2] / "configs/pipelines/apasi_quickstart.yaml"
     assert main(["run", str(config), "stages.dpo.config.lora.target_modules=[qproj]", f"model.tiny_dir={tiny_dir}",
-                 f"world.out={tmp_path / 'world'}", f"output_dir={tmp_path / 'run'}"]) == 2
+                 f"output_dir={tmp_path / 'run'}"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "mmalign: error: step round1-dpo: lora.target_modules: ['qproj'] name no module of ")
-    assert not (tmp_path / "run").exists() and not (tmp_path / "world").exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
