@@ -130,11 +130,12 @@ def score_items(bench: Benchmark, score: ScoreConfig, items: list[Item], predict
             "media_errors": media_errors, "unparsable": unparsable, "items": rows}
 
 
-def read_prediction_file(path: str, bench: Benchmark | None = None) -> dict[str, object]:
+def read_prediction_file(path: str, bench: Benchmark | None = None, example_id: str | None = None) -> dict[str, object]:
     """id -> prediction from the benchmark's official predictions file (its `read_predictions`),
     our predictions.jsonl ({id, prediction} per line), a JSON object {id: prediction}, or a JSON
     list of {id, prediction | pred | answer | response} (the shape most official inference scripts
-    write). A bad line is named by file:line."""
+    write). A bad line is named by file:line, with the shape of a good one (`example_id`: an id
+    of the benchmark's items)."""
     text = read_user_text(path, "a predictions file")
     try:
         data = json.loads(text)
@@ -154,8 +155,9 @@ def read_prediction_file(path: str, bench: Benchmark | None = None) -> dict[str,
                 row = json.loads(line)
                 rows.append((str(row["id"]), row.get("prediction"), f":{lineno}"))
             except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ConfigError(f"{path}:{lineno}: not a prediction row {{id, prediction}} "
-                                  f"({type(e).__name__})") from None
+                shape = json.dumps({"id": example_id, "prediction": "..."}) if example_id else "{id, prediction}"
+                raise ConfigError(f"{path}:{lineno}: not a prediction row like {shape} ({type(e).__name__}"
+                                  + (f": no {e}" if isinstance(e, KeyError) else "") + ")") from None
     except (KeyError, StopIteration, TypeError, AttributeError) as e:
         raise ConfigError(f"{path}: a list entry lacks 'id' or 'prediction' ({type(e).__name__})") from None
     if rows is None:
@@ -190,7 +192,7 @@ def official_predictions(bench: Benchmark | None, data, path: str) -> dict | Non
 def score_file(bench: Benchmark, cfg: EvalConfig, items: list[Item], path: str) -> dict:
     """Score an existing predictions file: no model is loaded. Items the file lacks are listed
     and counted, never guessed."""
-    preds = read_prediction_file(path, bench)
+    preds = read_prediction_file(path, bench, items[0].id if items else None)
     present = [it for it in items if it.id in preds]
     missing = [it.id for it in items if it.id not in preds]
     extra = len(set(preds) - {it.id for it in items})

@@ -161,3 +161,13 @@ def test_every_video_unreadable_fails_the_command_grouping_the_reason(tmp_path, 
     err = capsys.readouterr().err
     items = json.loads((tmp_path / "out" / "results.json").read_text())["models"][0]["counts"]["items"]
     assert f"not one of its {items} items was scored" in err and f"{items} x media: …: file not found" in err
+
+
+def test_a_line_of_another_shape_shows_the_shape_this_benchmark_reads(tmp_path, pope_cfg, capsys):
+    """A LLaVA-style POPE answers line ({question_id, text}) said only "not a prediction row
+    {id, prediction} (KeyError)": which ids, and how are they spelt?"""
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"question_id": 1, "text": "Yes"}\n{"question_id": 2, "text": "No"}\n')
+    assert main(["eval", "--config", str(pope_cfg), "--predictions", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == (f"mmalign: error: {path}:1: not a prediction row like "
+                                               '{"id": "random-1", "prediction": "..."} (KeyError: no \'id\')')
