@@ -139,14 +139,11 @@ def read_prediction_file(path: str, bench: Benchmark | None = None, example_id: 
     text = read_user_text(path, "a predictions file")
     try:
         data = json.loads(text)
-        official = official_predictions(bench, data, path)
-        if official is not None:
-            return official
-        rows = [(str(k), v, None) for k, v in data.items()] if isinstance(data, dict) else None
-        if isinstance(data, list):
-            keys = ("prediction", "pred", "answer", "response")
-            rows = [(str(r["id"]), next(r[k] for k in keys if k in r), f"[{i}]") for i, r in enumerate(data)]
     except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and "id" in data:
+        data = None  # one {id, prediction} line (a one-item predictions.jsonl), not an {id: prediction} object
+    if data is None:
         rows = []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -158,6 +155,15 @@ def read_prediction_file(path: str, bench: Benchmark | None = None, example_id: 
                 shape = json.dumps({"id": example_id, "prediction": "..."}) if example_id else "{id, prediction}"
                 raise ConfigError(f"{path}:{lineno}: not a prediction row like {shape} ({type(e).__name__}"
                                   + (f": no {e}" if isinstance(e, KeyError) else "") + ")") from None
+        return distinct_answers(rows, path)
+    try:
+        official = official_predictions(bench, data, path)
+        if official is not None:
+            return official
+        rows = [(str(k), v, None) for k, v in data.items()] if isinstance(data, dict) else None
+        if isinstance(data, list):
+            keys = ("prediction", "pred", "answer", "response")
+            rows = [(str(r["id"]), next(r[k] for k in keys if k in r), f"[{i}]") for i, r in enumerate(data)]
     except (KeyError, StopIteration, TypeError, AttributeError) as e:
         raise ConfigError(f"{path}: a list entry lacks 'id' or 'prediction' ({type(e).__name__})") from None
     if rows is None:

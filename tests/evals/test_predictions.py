@@ -171,3 +171,16 @@ def test_a_line_of_another_shape_shows_the_shape_this_benchmark_reads(tmp_path, 
     assert main(["eval", "--config", str(pope_cfg), "--predictions", str(path)]) == 2
     assert capsys.readouterr().err.strip() == (f"mmalign: error: {path}:1: not a prediction row like "
                                                '{"id": "random-1", "prediction": "..."} (KeyError: no \'id\')')
+
+
+def test_a_one_line_predictions_file_is_one_row_not_a_mapping(tmp_path, pope_cfg):
+    """One JSON line is also one JSON object: {"id": ..., "prediction": ...} was read as the
+    mapping {"id": <prediction>, "prediction": <prediction>}, and not one item was scored."""
+    from mmalign.evals.config import load_eval_config
+
+    first = load(load_eval_config(pope_cfg)).items[0]
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"id": first.id, "prediction": first.target.capitalize() + "."}) + "\n")
+    assert main(["eval", "--config", str(pope_cfg), "--predictions", str(path), "data.limit=1"]) == 0
+    (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
+    assert m["counts"]["scored"] == 1 and m["metrics"]["accuracy"] == 1.0
