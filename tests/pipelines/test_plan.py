@@ -176,3 +176,18 @@ def test_a_top_level_model_key_a_stage_sets_itself_is_refused_naming_the_stage()
                                           r"themselves.*stages.e.config.model.dtype=\.\.\. stages.r.stages.p.config"):
         apply_pipeline_overrides(raw, ["model.dtype=float16"])
     assert apply_pipeline_overrides(raw, ["model.tiny=qwen2_vl"])["model"]["tiny"] == "qwen2_vl"  # no stage sets it
+
+
+def test_the_plan_shows_each_steps_settings_with_the_command_lines_values(capsys):
+    """--plan printed each step's folder and inputs only: an override could not be seen to land."""
+    from mmalign.cli import main
+
+    assert main(["run", str(APASI), "stages.dpo.config.loss.beta=0.3", "stages.warmup.config.train.max_steps=7",
+                 "--plan"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    settings = {head.split()[0]: dict(kv.split("=", 1) for kv in body.split()) for head, body in zip(lines[::2], lines[1::2])}
+    assert [settings[f][k] for f, k in [("00-warmup", "train.max_steps"), ("03-round1-dpo", "loss.beta"),
+                                        ("06-round2-dpo", "loss.beta"), ("05-round2-pairs", "apasi.replace_rates")]] == [
+        "7", "0.3", "0.3", "[0.4]"]
+    assert settings["04-round1-eval"]["model.path"] == '"runs/pipelines/apasi_quickstart/03-round1-dpo/final"'
+    assert "loss.beta" not in settings["00-warmup"] and "output_dir" not in settings["03-round1-dpo"]
