@@ -48,13 +48,14 @@ def check_lora_targets(cfg: RunConfig, where: str, skeletons: dict) -> None:
     """`lora.target_modules` names a module of the model, checked on its skeleton (built on the
     meta device from its config: no weight is read), which `skeletons` keeps per checkpoint.
     peft found it only after the run had claimed its folder, in a page-long traceback."""
-    from accelerate import init_empty_weights
+    from accelerate import PartialState, init_empty_weights
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     from mmalign.models.backbone import from_hub, model_path
     from mmalign.train.stage import lora_targets_problem
 
-    path = model_path(cfg.model)
+    with PartialState().main_process_first():  # a tiny preset is built by one process, then read by the others
+        path = model_path(cfg.model)
     if path not in skeletons:
         with from_hub(path):
             config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)

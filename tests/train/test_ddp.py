@@ -49,7 +49,8 @@ def test_two_process_ddp_matches_single_process(tmp_path, world, tiny_dir):
 def test_two_process_two_stage_config_from_an_empty_tiny_dir(tmp_path, world):
     """The README's torchrun line on a staged config: the process group survives the first
     stage's end, the tiny preset is built once by the main process before the other loads
-    it, and every stage's losses equal the single process's."""
+    it (also for the LoRA-target check before anything is written), and every stage's losses
+    equal the single process's."""
     def config(name, batch_size):
         return {"output_dir": str(tmp_path / name),
                 "model": {"tiny": "qwen2_5_vl", "tiny_dir": str(tmp_path / f"tiny-{name}")},
@@ -57,7 +58,7 @@ def test_two_process_two_stage_config_from_an_empty_tiny_dir(tmp_path, world):
                 "stages": [{"name": "sft", "method": "sft", "data": {"train_file": str(world / "sft_train.jsonl")},
                             "train": {"lr": 1e-3}},
                            {"name": "dpo", "method": "dpo", "data": {"train_file": str(world / "pairs_train.jsonl")},
-                            "train": {"lr": 1e-3}}]}
+                            "lora": {"enabled": True, "r": 4, "alpha": 8}, "train": {"lr": 1e-3}}]}
 
     one_and_two_processes(tmp_path, config, 29519)
     for stage in ("stage0-sft", "stage1-dpo"):
