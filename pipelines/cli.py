@@ -31,9 +31,9 @@ def step_settings(step) -> list[tuple[str, object]]:
 
     from mmalign.config import changed_keys
 
-    from .plan import _config_class
+    from .plan import config_class
 
-    defaults = dataclasses.asdict(_config_class(step.kind)())
+    defaults = dataclasses.asdict(config_class(step.kind)())
     return [(key, now) for key, _, now in changed_keys(defaults, step.config) if key != "output_dir"]
 
 

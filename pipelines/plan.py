@@ -203,7 +203,7 @@ def _set_stage_key(entry: dict, keys: list[str], value: Any, item: str) -> None:
     if block and keys[0] == "schedule" and len(keys) > 1:
         keys = ["schedule", ".".join(keys[1:])]  # a schedule key is `<stage>.<key.path>` in one string
     elif keys[0] == "config" and len(keys) > 1:
-        check_key_path(_config_class(entry.get("kind")), keys[1:], item)
+        check_key_path(config_class(entry.get("kind")), keys[1:], item)
     elif len(keys) > 1:
         raise ConfigError(f"command line: {item!r}: '{keys[0]}' is a value, not a section")
     set_path(entry, keys, value, item)
@@ -346,7 +346,8 @@ def _scheduled_into(config: dict, path: str, value: Any, kind: str | None) -> di
     return deep_merge(config, value)
 
 
-def _config_class(kind: str | None):
+def config_class(kind: str | None):
+    """The config dataclass of a step of `kind`: PairsConfig, EvalConfig, else RunConfig."""
     if kind == "pairs":
         from mmalign.perturb.config import PairsConfig
 
@@ -361,7 +362,7 @@ def _config_class(kind: str | None):
 
 
 def _is_list_field(kind: str | None, keys: list[str]) -> bool:
-    cls = _config_class(kind)
+    cls = config_class(kind)
     for i, key in enumerate(keys):
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if key not in fields:
