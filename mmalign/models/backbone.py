@@ -127,6 +127,10 @@ def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path"
             # stops the run before it claims a folder, not when the weights load.
             from transformers import AutoConfig
 
+            unreachable = hub_unreachable(path)
+            if unreachable:
+                raise ConfigError(f"{key}: {path}: no local folder, not in the hub cache, and {unreachable}; download "
+                                  f"it and set {key} to its folder")
             with from_hub(path, key):
                 try:
                     AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -161,6 +165,25 @@ def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path"
         except Exception as e:  # noqa: BLE001 - safetensors raises its own and OS errors for torn files
             raise ConfigError(f"{key}: {w}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") \
                 from None
+
+
+def hub_unreachable(repo_id: str) -> str | None:
+    """Why the hub cannot give `repo_id` now, found in milliseconds: not cached, and its endpoint
+    does not resolve or connect within 3 s. (Asked anyway, transformers retries with back-off for
+    30 s or more before the same answer.) None when it may: cached, offline mode, or reachable."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE or isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
+    except OSError as e:
+        return f"the hub ({url.hostname}) cannot be reached ({e.strerror or type(e).__name__})"
+    return None
 
 
 @contextlib.contextmanager

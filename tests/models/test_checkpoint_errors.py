@@ -163,3 +163,28 @@ def test_lora_targets_that_name_no_module_are_one_line_before_anything_is_claime
         "Qwen2_5_VLForConditionalGeneration outside lora.exclude_modules; its language-model linear layers: "
         "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_hub_id_with_the_hub_out_of_reach_is_refused_at_once(tmp_path, capsys, monkeypatch):
+    """Without HF_HUB_OFFLINE, an unreachable hub was found by transformers' retries: 28 s here
+    before the one line. A socket that cannot connect stands in for the missing network."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from mmalign.cli import main
+
+    def no_network(address, timeout=None, *args, **kwargs):
+        assert address == ("huggingface.co", 443) and timeout == 3
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    config = Path(__file__).resolve().parents[2] / "configs/quickstart.yaml"
+    assert main(["train", str(config), "model.path=mmalign-tests/no-such-model", f"output_dir={tmp_path / 'run'}",
+                 "--plan"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "mmalign: error: model.path: mmalign-tests/no-such-model: no local folder, not in the hub cache, and the hub "
+        "(huggingface.co) cannot be reached (Name or service not known); download it and set model.path to its folder")
+    assert not (tmp_path / "run").exists()
