@@ -298,7 +298,8 @@ def test_a_staged_value_from_the_command_line_names_the_item_and_a_bad_file_valu
     assert capsys.readouterr().err.startswith(
         "mmalign: error: command line: 'stages.rrpo.loss.alpha=0.5': stages[1].loss.alpha: method dpo does not read it")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("method: dpo\nmodel: {tiny: qwen25vl}\n")
+    (tmp_path / "pairs.jsonl").write_text('{"prompt": "p", "chosen": "a b", "rejected": "a c"}\n')
+    bad.write_text(f"method: dpo\nmodel: {{tiny: qwen25vl}}\ndata: {{train_file: {tmp_path / 'pairs.jsonl'}}}\n")
     assert main(["train", str(bad), "train.lr=1e-5", "--plan"]) == 2
     assert capsys.readouterr().err.startswith(f"mmalign: error: {bad}: model.tiny: 'qwen25vl' is not one of")
     assert main(["train", str(bad), "model.tiny=qwen2_5_vl", f"output_dir={tmp_path}/run", "--plan"]) == 0  # mended

@@ -166,9 +166,11 @@ def plan(cfg: RunConfig) -> dict:
     from transformers import AutoConfig, AutoProcessor
 
     from mmalign.config import stages_of
-    from mmalign.models.backbone import FAMILIES, MODEL_TYPES, check_checkpoint, from_hub, model_path
+    from mmalign.models.backbone import FAMILIES, MODEL_TYPES, from_hub, model_path
+    from mmalign.train.run import check_inputs
     from mmalign.train.stage import load_data
 
+    check_inputs(stages_of(cfg))  # what the run would refuse, the plan refuses first (before building a world)
     if cfg.world.enabled:  # the embedded default's records are written by the world builder
         from mmalign.world import build_world
 
@@ -176,7 +178,6 @@ def plan(cfg: RunConfig) -> dict:
     report = {}
     for name, stage in stages_of(cfg):
         path = model_path(stage.model)
-        check_checkpoint(path, stage.model.trust_remote_code)
         with from_hub(path):
             processor = AutoProcessor.from_pretrained(path, trust_remote_code=stage.model.trust_remote_code)
             config = AutoConfig.from_pretrained(path, trust_remote_code=stage.model.trust_remote_code)

@@ -178,6 +178,7 @@ def test_a_hub_id_with_the_hub_out_of_reach_is_refused_at_once(tmp_path, capsys,
         assert address == ("huggingface.co", 443) and timeout == 3
         raise socket.gaierror(-2, "Name or service not known")
 
+    monkeypatch.chdir(tmp_path)  # the quickstart's world would be built here: it must not be, before the check
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
     monkeypatch.setattr(socket, "create_connection", no_network)
@@ -187,4 +188,4 @@ def test_a_hub_id_with_the_hub_out_of_reach_is_refused_at_once(tmp_path, capsys,
     assert capsys.readouterr().err.strip() == (
         "mmalign: error: model.path: mmalign-tests/no-such-model: no local folder, not in the hub cache, and the hub "
         "(huggingface.co) cannot be reached (Name or service not known); download it and set model.path to its folder")
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
