@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from mmalign.config import ConfigError, RunConfig, to_dict
+from mmalign.config import RunConfig, to_dict
 from mmalign.data.records import read_records, reason_counts
 from mmalign.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_jsonl
 from mmalign.methods import method
@@ -105,11 +105,9 @@ def prepare_policy(cfg: RunConfig, model, accelerator, make_scorer, reference_mo
 
 
 def apply_lora(model, cfg):
+    """The model with LoRA adapters; its targets were checked before the run began (check_lora_targets)."""
     from peft import get_peft_model
 
-    problem = lora_targets_problem(model, cfg)
-    if problem:
-        raise ConfigError(problem)
     return get_peft_model(model, peft_lora_config(cfg))
 
 
@@ -127,8 +125,7 @@ def lora_targets_problem(model, cfg) -> str | None:
     from peft.tuners.tuners_utils import check_target_module_exists
 
     lora = peft_lora_config(cfg)
-    names = [n for n, m in model.named_modules() if n]
-    if any(check_target_module_exists(lora, n) for n in names):
+    if any(check_target_module_exists(lora, name) for name, _ in model.named_modules() if name):
         return None
     linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
                      if isinstance(m, torch.nn.Linear) and not (cfg.exclude_modules and re.fullmatch(cfg.exclude_modules, n))})
