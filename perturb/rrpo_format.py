@@ -8,9 +8,9 @@ released pair sets train directly and ours train with the official code:
 Reading is mmalign.data.records' (tags -> spans, placeholders removed, other fields -> meta);
 this module adds the file handling around it and the writing direction. A record without spans
 gets them from the differ. An empty span (an insertion) is written "<MASK>  </MASK>", which
-reads back as the same empty span; the official loss sees no token in it. Sentence labels
-have no place in the format and are not written; difficulty, rejected_video and meta are
-(RRPO's loader ignores them, ours reads them back).
+reads back as the same empty span; the official loss sees no token in it. Fields the format
+has no place for (difficulty, rejected_video, Mask-DPO's sentence labels, meta) are written
+under our names: RRPO's loader ignores them, ours reads them back, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ def to_rrpo(record: Record, folder: str | os.PathLike, placeholder: str = "<imag
         row["video"] = row["media_path"] = _media(record.video, folder)
     if record.difficulty is not None:
         row["difficulty"] = record.difficulty
+    for side in ("chosen", "rejected"):
+        if getattr(record, f"{side}_sentence_labels") is not None:
+            row[f"{side}_sentence_labels"] = getattr(record, f"{side}_sentence_labels")
     if record.rejected_video is not None:
         row["rejected_video"] = {k: _media(v, folder) if k in ("source", "video") else v
                                  for k, v in record.rejected_video.items()}

@@ -28,7 +28,8 @@ Foreign formats, detected per line and converted to this schema (pair files only
   answer / pred when those are given (the official code silently drops the weights when
   they differ; we skip the line). question -> prompt, with LLaVA's "<image>" / "<video>"
   placeholders removed (the chat template adds its own); media_path or video -> video;
-  sample_id -> id; other fields (src, ...) -> meta; meta["format"] = "rrpo".
+  sample_id -> id; our own fields (difficulty, rejected_video, sentence labels, ...) as they
+  are; other fields (src, ...) -> meta; meta["format"] = "rrpo".
 - Mask-DPO (open-compass/ANAH): chosen_item / rejected_item = {"sents": [...], "type":
   ["hallucination" | "no_hallucination", ...]} -> text = " ".join(stripped sents), label 1 for
   "no_hallucination". sentence_spans(text) must give back exactly the sents, else the line is
@@ -461,7 +462,8 @@ def _foreign_format(obj: dict):
 
 
 # Our fields a foreign line may carry as they are; everything else it has goes to meta.
-_PASSTHROUGH = ("id", "video", "images", "difficulty", "rejected_video", "truth")
+_PASSTHROUGH = ("id", "video", "images", "difficulty", "rejected_video", "truth", "chosen_sentence_labels",
+                "rejected_sentence_labels")
 _PLACEHOLDER = re.compile(r"<(?:image|video)>\n?")
 
 

@@ -46,6 +46,26 @@ def test_export_reads_back_as_the_same_pairs(tmp_path):
         assert b.meta["format"] == "rrpo"
 
 
+def test_sentence_labels_survive_export_and_import(tmp_path, monkeypatch, capsys):
+    """`pairs-export` then `pairs-import` of Mask-DPO-labelled pairs: the labels come back, so
+    Mask-DPO trains on the round-tripped file as on the original (export dropped them)."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    ours = [Record("a", "", "Describe.", video=str(tmp_path / "v.mp4"), chosen="A red circle moves left. It stops.",
+                   rejected="A red circle moves right. It stops.", chosen_sentence_labels=[1, 1],
+                   rejected_sentence_labels=[0, 1]),
+            Record("b", "", "Describe.", video=str(tmp_path / "v.mp4"), chosen="A cat sits.", rejected="A dog sits.")]
+    write_records(tmp_path / "ours.jsonl", ours)
+    assert main(["pairs-export", "ours.jsonl", "--out", "release.json"]) == 0
+    assert main(["pairs-import", "release.json", "--out", "back.jsonl"]) == 0
+    back, skipped = read_records(tmp_path / "back.jsonl", "pair")
+    assert skipped == []
+    assert [(r.chosen_sentence_labels, r.rejected_sentence_labels) for r in back] == [([1, 1], [0, 1]), (None, None)]
+    assert "chosen_sentence_labels" not in back[0].meta  # a field of the record, not an unknown key kept in meta
+
+
 def test_import_a_release_file(tmp_path):
     media = tmp_path / "media"
     media.mkdir()
