@@ -53,9 +53,10 @@ def top_reasons(report: dict, n: int = 5) -> str:
 def cmd_export(args) -> int:
     from .rrpo_format import export_rrpo
 
-    skipped = export_rrpo(args.input, args.out, placeholder=args.placeholder)
+    written, skipped = export_rrpo(args.input, args.out, placeholder=args.placeholder)
     for s in skipped:
         print(f"skipped {s.source}: {s.reason}", file=sys.stderr)
+    print(f"{written} records written to {args.out}, {len(skipped)} lines skipped")
     return 0
 
 

@@ -60,8 +60,10 @@ def _media(path: str, folder) -> str:
     return os.path.relpath(path, folder) if inside else path
 
 
-def export_rrpo(src: str | os.PathLike, out: str | os.PathLike, placeholder: str = "<image>\n") -> list[Skipped]:
-    """Our pair file -> the release format: a JSON array for .json, else JSON lines."""
+def export_rrpo(src: str | os.PathLike, out: str | os.PathLike,
+                placeholder: str = "<image>\n") -> tuple[int, list[Skipped]]:
+    """Our pair file -> the release format: a JSON array for .json, else JSON lines. Returns how
+    many rows were written and the lines skipped."""
     records, skipped = read_records(src, "pair", allow_absolute_paths=True, check_media=False)
     folder = Path(out).absolute().parent
     rows = []
@@ -76,7 +78,7 @@ def export_rrpo(src: str | os.PathLike, out: str | os.PathLike, placeholder: str
         atomic_write_text(out, json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
     else:
         atomic_write_jsonl(out, rows)
-    return skipped
+    return len(rows), skipped
 
 
 def import_rrpo(src: str | os.PathLike, out: str | os.PathLike, media_root: str | os.PathLike | None = None,

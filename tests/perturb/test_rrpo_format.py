@@ -28,7 +28,7 @@ def test_export_reads_back_as_the_same_pairs(tmp_path):
     ours = tmp_path / "pairs.jsonl"
     write_records(ours, records(tmp_path))
     out = tmp_path / "rrpo.json"
-    assert export_rrpo(ours, out) == []
+    assert export_rrpo(ours, out) == (3, [])
     rows = json.loads(out.read_text())
     assert rows[0]["answer_masked"] == "A red circle moves <MASK> left </MASK>."
     assert rows[0]["pred_masked"] == "A red circle moves <MASK> right </MASK>."
@@ -59,6 +59,7 @@ def test_sentence_labels_survive_export_and_import(tmp_path, monkeypatch, capsys
             Record("b", "", "Describe.", video=str(tmp_path / "v.mp4"), chosen="A cat sits.", rejected="A dog sits.")]
     write_records(tmp_path / "ours.jsonl", ours)
     assert main(["pairs-export", "ours.jsonl", "--out", "release.json"]) == 0
+    assert capsys.readouterr().out.strip() == "2 records written to release.json, 0 lines skipped"
     assert main(["pairs-import", "release.json", "--out", "back.jsonl"]) == 0
     back, skipped = read_records(tmp_path / "back.jsonl", "pair")
     assert skipped == []
