@@ -19,7 +19,8 @@ import json
 import os
 from pathlib import Path
 
-from mmalign.data.records import (Record, Skipped, no_usable_records, read_records, spans_to_mask_tags,
+from mmalign.config import ConfigError
+from mmalign.data.records import (FIXES, Record, Skipped, no_usable_records, read_records, spans_to_mask_tags,
                                   write_records)
 from mmalign.io import atomic_write_jsonl, atomic_write_text, read_user_text
 
@@ -64,6 +65,7 @@ def export_rrpo(src: str | os.PathLike, out: str | os.PathLike,
                 placeholder: str = "<image>\n") -> tuple[int, list[Skipped]]:
     """Our pair file -> the release format: a JSON array for .json, else JSON lines. Returns how
     many rows were written and the lines skipped."""
+    _refuse_overwriting_input(src, out)
     records, skipped = read_records(src, "pair", allow_absolute_paths=True, check_media=False)
     folder = Path(out).absolute().parent
     rows = []
@@ -87,9 +89,12 @@ def import_rrpo(src: str | os.PathLike, out: str | os.PathLike, media_root: str 
     resolved against `media_root` (default: the file's folder) and written relative to `out`
     where they lie inside its folder, absolute otherwise (train those with
     data.allow_absolute_paths)."""
+    _refuse_overwriting_input(src, out)
     src, out = Path(src), Path(out).absolute()
-    rows, where, bad = _load_rows(src)
     root = Path(media_root or src.parent).absolute()
+    if media_root is not None and not root.is_dir():  # every path would point nowhere, and be written so
+        raise ConfigError(f"--media-root {media_root}: no such folder")
+    rows, where, bad = _load_rows(src)
     for row in rows:
         for key in ("media_path", "video"):
             if isinstance(row, dict) and isinstance(row.get(key), str) and row[key] and not os.path.isabs(row[key]):
@@ -103,17 +108,22 @@ def import_rrpo(src: str | os.PathLike, out: str | os.PathLike, media_root: str 
     for s in skipped:  # the place in the file the user gave, not in the converted copy
         s.source = where[int(s.source.rsplit(":", 1)[1]) - 1]
     if not records:
-        raise no_usable_records(str(src), bad + skipped)
+        where_media = f"the release's media paths are read under {'--media-root ' if media_root else ''}{root}"
+        raise no_usable_records(str(src), bad + skipped, fixes=(("file not found", where_media),) + FIXES)
     write_records(out, records)
     return records, bad + skipped
+
+
+def _refuse_overwriting_input(src, out) -> None:
+    """--out naming the input (or a link to it) would replace the file being converted."""
+    if os.path.realpath(src) == os.path.realpath(out):
+        raise ConfigError(f"--out {out}: is the input file; write the converted records elsewhere")
 
 
 def _load_rows(path: Path) -> tuple[list, list[str], list[Skipped]]:
     """The release file's rows, where each one is in it (file:line for JSON lines, "file: item N"
     for an array), and its lines that are not JSON (skipped by file:line, as a record the reader
     refuses is). A file that cannot be read at all is a one-line ConfigError."""
-    from mmalign.config import ConfigError
-
     text = read_user_text(path, "an RRPO release file", encoding="utf-8-sig")
     if text.lstrip().startswith("["):
         try:

@@ -595,12 +595,13 @@ FIXES = (("allow_absolute_paths permits", "data.allow_absolute_paths=true"),
          ("does not read", "mmalign train --help lists each method's keys"))
 
 
-def no_usable_records(path: str, skipped) -> RecordError:
-    """'no usable records', with the top reasons, their counts, and what fixes them."""
+def no_usable_records(path: str, skipped, fixes: tuple = FIXES) -> RecordError:
+    """'no usable records', with the top reasons, their counts, and what fixes them (`fixes`:
+    (text in the reason, fix) pairs, first match wins)."""
     top = reason_counts(skipped)[:3]
     lines = [f"{path}: no usable records ({len(skipped)} skipped)" + (": top reasons:" if top else "")]
     for reason, n in top:
-        fix = next((f for key, f in FIXES if key in reason), None)
+        fix = next((f for key, f in fixes if key in reason), None)
         lines.append(f"  {n} x {reason}" + (f"  [fix: {fix}]" if fix else ""))
     return RecordError("\n".join(lines))
 

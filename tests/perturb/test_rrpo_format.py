@@ -159,3 +159,43 @@ def test_no_usable_line_writes_nothing_and_fails(tmp_path, capsys, command):
     err = capsys.readouterr().err
     assert f"mmalign: error: {src}: no usable records (1 skipped): top reasons:" in err
     assert out.read_text() == "what an earlier run wrote\n"
+
+
+@pytest.mark.parametrize("command", ["pairs-import", "pairs-export"])
+def test_out_naming_the_input_is_refused_and_the_input_kept(tmp_path, monkeypatch, capsys, command):
+    """`--out` the input file itself (here through a link): the conversion replaced the file it read."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    write_records(tmp_path / "ours.jsonl", [Record("a", "", "Q", video=str(tmp_path / "v.mp4"), chosen="a red car",
+                                                   rejected="a blue car")])
+    src = "ours.jsonl"
+    if command == "pairs-import":
+        assert main(["pairs-export", "ours.jsonl", "--out", "release.jsonl"]) == 0
+        src = "release.jsonl"
+    before = (tmp_path / src).read_text()
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / src)
+    capsys.readouterr()
+    assert main([command, src, "--out", "link.jsonl"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "mmalign: error: --out link.jsonl: is the input file; write the converted records elsewhere")
+    assert (tmp_path / src).read_text() == before
+
+
+def test_import_media_root_that_is_not_there_is_refused_and_missing_media_name_it(tmp_path, monkeypatch, capsys):
+    """A misspelt --media-root wrote every record pointing at nothing (exit 0); with
+    --check-media, the fix hint named the record file's folder, which import does not use."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    row = {"question": "Q", "answer": "a red car", "pred": "a blue car", "answer_masked": "a <MASK> red </MASK> car",
+           "pred_masked": "a <MASK> blue </MASK> car", "sample_id": 1, "media_path": "v1.mp4"}
+    (tmp_path / "release.jsonl").write_text(json.dumps(row) + "\n")
+    assert main(["pairs-import", "release.jsonl", "--out", "o.jsonl", "--media-root", "medai"]) == 2
+    assert capsys.readouterr().err.strip() == "mmalign: error: --media-root medai: no such folder"
+    assert not (tmp_path / "o.jsonl").exists()
+    (tmp_path / "media").mkdir()
+    assert main(["pairs-import", "release.jsonl", "--out", "o.jsonl", "--media-root", "media", "--check-media"]) == 2
+    err = capsys.readouterr().err
+    assert f"[fix: the release's media paths are read under --media-root {tmp_path / 'media'}]" in err
