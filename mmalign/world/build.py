@@ -8,7 +8,8 @@ benchmark JSONL files that the quickstart, pair generation and the synthetic ben
       manifest.json              build arguments + version + counts, written last
 
 The quickstart calls `build_world` on every run: a finished build with the same arguments
-returns at once, and a killed build rerun renders only the videos it is missing.
+returns at once, and a killed build rerun renders only the videos it is missing. A build with
+other arguments rewrites the folder: videos it no longer has are deleted.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def build_world(
     for name, records in rows.items():
         atomic_write_jsonl(out / name, records)
 
+    _remove_videos_from(out, n_videos)
+
     counts = {name.removesuffix(".jsonl"): len(records) for name, records in rows.items()}
     counts["videos"] = n_videos
     counts["test_videos"] = n_videos // 4
@@ -116,6 +119,16 @@ def _finished_manifest(out: Path, args: dict) -> dict | None:
     expected = [out / name for name in OUTPUT_JSONL]
     expected += [out / "videos" / f"vid{i:04d}.mp4" for i in range(args["n_videos"])]
     return manifest if all(p.exists() for p in expected) else None
+
+
+def _remove_videos_from(out: Path, n_videos: int) -> None:
+    """Delete the videos and truth files numbered n_videos and up: a larger world built here
+    before left them, and `mmalign pairs --videos out/videos` would read them as this world's."""
+    for folder, suffix in (("videos", ".mp4"), ("truth", ".json")):
+        for path in (out / folder).glob(f"vid*{suffix}"):
+            index = path.name[3:-len(suffix)]
+            if index.isdigit() and int(index) >= n_videos:
+                path.unlink()
 
 
 def _ensure_video(out: Path, vid: str, scene: Scene, split: str) -> None:

@@ -362,6 +362,19 @@ def test_other_arguments_rebuild_the_videos(tmp_path):
     assert json.loads((out / "truth" / "vid0000.json").read_text())["scene"]["n_frames"] == 8
 
 
+def test_a_smaller_world_over_a_larger_one_leaves_only_its_own_videos(tmp_path, monkeypatch, capsys):
+    """`mmalign world --n 2` where a 4-video world was: videos 2 and 3 stayed, so `mmalign pairs
+    --videos out/videos` read four videos of which the manifest knew two."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["world", "--out", "w", "--n", "4"]) == 0
+    (tmp_path / "w" / "videos" / "mine.mp4").write_bytes(b"a file of the user's")
+    assert main(["world", "--out", "w", "--n", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "w" / "videos").iterdir()) == ["mine.mp4", "vid0000.mp4", "vid0001.mp4"]
+    assert sorted(p.name for p in (tmp_path / "w" / "truth").iterdir()) == ["vid0000.json", "vid0001.json"]
+
+
 def test_events_on_the_same_frame_give_no_order_question():
     scene = Scene(seed=0, objects=(
         WorldObject(0, "square", "red", 10, (0, 0), disappear_frame=9),
