@@ -88,6 +88,9 @@ class RewardSet:
                                             f"{label!r}; listed before it: {[t.label for t in terms]}")
             terms.append(Term(label, fn, _number(entry.get("weight", 1.0), f"{path}.weight"),
                               _number(entry.get("fallback", fallback), f"{path}.fallback"), options))
+        if terms and all(t.weight == 0 for t in terms):  # every advantage would be 0: only the KL term trains
+            raise RewardConfigError(f"{where}: every term has weight 0, so the reward is 0 for every completion and "
+                                    "GRPO learns nothing from it; give at least one term a weight")
         return cls(terms)
 
     def __call__(self, samples: list[Sample], group_size: int) -> Rewards:

@@ -100,6 +100,8 @@ def test_config_load_fails_on_a_misnamed_reward_before_anything_runs():
     ([{"name": "answer_match", "weight": "x"}], "weight: expected a finite number"),
     ([{"weight": 1}], "expected a mapping with a 'name'"),
     ([], "empty"),
+    ([{"name": "answer_match", "weight": 0}, {"name": "valid_choice", "weight": 0.0}],
+     "every term has weight 0, so the reward is 0 for every completion"),  # it trained on the KL term alone
     ([{"name": "hybrid", "rule": "exact"}], "unknown reward 'exact'"),
     ([{"name": "hybrid", "open": "reward_model"}], "open (reward_model): reward 'reward_model' needs option(s) path"),
     ([{"name": "no_such_module_xyz:fn"}], "cannot be loaded: ModuleNotFoundError"),
