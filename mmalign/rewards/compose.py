@@ -167,7 +167,13 @@ def check_options(fn: RewardFn, options: dict, where: str = "", term_keys: tuple
     (`where` prefixes the message; `term_keys`, the keys every term takes, join the
     did-you-mean: `wieght` is a misspelt weight, not an option)."""
     where = f"{where}: " if where else ""
-    params = list(inspect.signature(fn.fn).parameters.values())[1:]  # the first takes the sample(s)
+    params = list(inspect.signature(fn.fn).parameters.values())
+    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD,
+                                            params[0].VAR_POSITIONAL):
+        raise ValueError(f"{where}reward {fn.name!r} takes no positional argument for the "
+                         + ("sample" if fn.scope == "sample" else "group's samples")
+                         + f"; a term is called as {fn.name.rpartition(':')[2]}(sample, **options)")
+    params = params[1:]  # the first takes the sample(s)
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return
     known = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]

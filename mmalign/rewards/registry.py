@@ -106,7 +106,11 @@ def _import_function(spec: str) -> RewardFn:
                 loader_spec = importlib.util.spec_from_file_location(module_name, path)
                 module = importlib.util.module_from_spec(loader_spec)
                 sys.modules[module_name] = module
-                loader_spec.loader.exec_module(module)
+                try:
+                    loader_spec.loader.exec_module(module)
+                except BaseException:  # as importlib does: a half-run module must not be found next time
+                    del sys.modules[module_name]
+                    raise
         else:
             module = importlib.import_module(target)
         fn = getattr(module, attr)

@@ -128,6 +128,27 @@ def test_a_user_function_named_by_file_or_module(tmp_path, monkeypatch):
     sys.modules.pop("my_rewards", None)
 
 
+@pytest.mark.parametrize("code, cause", [("def brevity(sample:\n", "SyntaxError: '(' was never closed"),
+                                         ("raise RuntimeError('no GPU here')\n", "RuntimeError: no GPU here")])
+def test_a_reward_file_that_fails_to_run_names_its_cause_every_time(tmp_path, capsys, code, cause):
+    """The config is checked more than once (the YAML, then with the command line's items); the
+    second load found the half-run module and blamed a missing function instead of the cause."""
+    from mmalign.cli import main
+
+    (tmp_path / "mine.py").write_text(code)
+    (tmp_path / "x.yaml").write_text("stages:\n  - {name: sft, method: sft, data: {train_file: a.jsonl}}\n"
+                                     "  - {name: grpo, method: grpo, data: {train_file: a.jsonl}}\n")
+    rewards = f"stages.grpo.grpo.rewards=[{{name: {tmp_path}/mine.py:brevity}}]"
+    assert main(["train", str(tmp_path / "x.yaml"), rewards, "--plan"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"reward '{tmp_path}/mine.py:brevity' cannot be loaded: {cause}" in line
+
+
+def test_a_function_that_cannot_take_the_sample_is_refused_at_start_up():
+    with pytest.raises(RewardConfigError, match="'os:getcwd' takes no positional argument for the sample"):
+        RewardSet.from_config([{"name": "os:getcwd"}])
+
+
 def test_hybrid_routes_verifiable_samples_to_the_rule_and_the_rest_to_the_open_term():
     entries = [{"name": "hybrid", "rule": "answer_match", "open": "reference_f1",
                 "rule_by_kind": {"grounding": "temporal_iou"}}]
