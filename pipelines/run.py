@@ -97,14 +97,14 @@ def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, r
 
 def check_inputs(cfg: PipelineConfig, steps: list[Step], out: Path) -> None:
     """What `steps` read that no step makes (the base model, record files, a judge's folder,
-    a pairs step's videos, a benchmark's annotation files, LoRA targets), checked before the first step runs: found when its step
+    a pairs step's videos, a benchmark's annotation files, LoRA targets, reward models), checked before the first step runs: found when its step
     began, it stopped the pipeline after the training before it (hours, on a GPU)."""
     from mmalign.config import build_config
     from mmalign.data.records import RecordError
     from mmalign.models.backbone import check_checkpoint
     from mmalign.perturb.config import build_pairs_config
     from mmalign.perturb.run import check_models
-    from mmalign.train.run import check_lora_targets, check_record_files
+    from mmalign.train.run import check_stage_reads
 
     made_later = [str(out), *([cfg.world.out] if cfg.world.enabled else [])]
     skeletons = {}
@@ -119,10 +119,7 @@ def check_inputs(cfg: PipelineConfig, steps: list[Step], out: Path) -> None:
                 if not lies_under(step.videos, made_later) and not Path(step.videos).is_dir():
                     raise ConfigError(f"videos: {step.videos}: not a folder")
             else:
-                train_cfg = build_config(step.config, step.name)
-                check_record_files(train_cfg, "", made_later)
-                if train_cfg.lora.enabled:
-                    check_lora_targets(train_cfg, "", skeletons)
+                check_stage_reads(build_config(step.config, step.name), "", made_later, skeletons)
         except (ConfigError, RecordError) as e:
             raise type(e)(f"step {step.name}: {e}") from None
 

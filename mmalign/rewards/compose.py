@@ -57,6 +57,7 @@ class RewardSet:
         if not terms:
             raise RewardConfigError("grpo.rewards is empty: name at least one reward term")
         self.terms = terms
+        self.failed: set[str] = set()  # labels of the terms whose first failure was printed
 
     @classmethod
     def from_config(cls, entries: list[dict], fallback: float = 0.0, where: str = "grpo.rewards") -> RewardSet:
@@ -107,7 +108,8 @@ class RewardSet:
             for i, (s, v) in enumerate(zip(samples, raw)):
                 problem = _problem(v)
                 if problem:
-                    errors.append(_failure(term, s, i % group_size, problem))
+                    errors.append(_failure(term, s, i % group_size, problem, first=term.label not in self.failed))
+                    self.failed.add(term.label)
                     v = term.fallback
                 s.scores[term.label] = float(v)
                 vals.append(float(v))
@@ -155,9 +157,11 @@ def _problem(value) -> str | None:
     return None if math.isfinite(v) else f"returned {v}"
 
 
-def _failure(term: Term, s: Sample, index: int, problem: str) -> dict:
-    log.warning("reward %r failed on record %s (sample %d): %s; counted as %s",
-                term.label, s.record_id, index, problem, term.fallback)
+def _failure(term: Term, s: Sample, index: int, problem: str, first: bool) -> dict:
+    if first:  # a term that fails on every completion would print a line per completion, thousands a run
+        log.warning("reward %r failed on record %s (sample %d): %s; counted as %s. Its later failures are counted "
+                    "(reward_errors/%s in metrics.jsonl) and listed in reward_errors.jsonl, not printed",
+                    term.label, s.record_id, index, problem, term.fallback, term.label)
     return {"record_id": s.record_id, "term": term.label, "index": index, "error": problem,
             "completion": s.completion[:200]}
 

@@ -56,3 +56,18 @@ def reward_model(samples: list[Sample], path: str, template: str = "{prompt}\n{c
             logits = model(**enc).logits[:, label].float()
             scores += (torch.sigmoid(logits) if sigmoid else logits).tolist()
     return scores
+
+
+def reward_model_paths(entries: list[dict], where: str = "grpo.rewards") -> list[tuple[str, str]]:
+    """(config key, checkpoint) of each reward model the terms `entries` load: `reward_model`
+    terms and hybrid's `open: reward_model`. Checked before a run claims its folder; unchecked,
+    a missing one failed on every completion, each got the fallback reward, and the run trained
+    on nothing from it."""
+    found = []
+    for i, entry in enumerate(entries):
+        if entry.get("name") == "reward_model":
+            found.append((f"{where}[{i}].path", entry["path"]))
+        elif entry.get("name") == "hybrid" and entry.get("open") == "reward_model":
+            found.append((f"{where}[{i}].open_options.path", (entry.get("open_options") or {})["path"]))
+    return found
+

@@ -28,20 +28,35 @@ def check_inputs(stages: list[tuple[str, RunConfig]]) -> None:
     its run will read them: a later stage's file with no usable record (or, with data.strict,
     one bad line) stopped the run after the stages before it had trained, and a first stage's
     left a claimed folder that the mended file could not resume."""
+    from mmalign.models.backbone import check_checkpoint
+
     skeletons = {}
     for name, cfg in stages:
         where = f"stage {name}: " if len(stages) > 1 else ""
         if not (cfg.model.path or cfg.model.tiny):
             raise ConfigError(f"{where}model: set model.path (a checkpoint folder) or model.tiny (an offline preset)")
         if cfg.model.path:
-            from mmalign.models.backbone import check_checkpoint
-
             check_checkpoint(cfg.model.path, cfg.model.trust_remote_code)
         if not cfg.data.train_file:
             raise ConfigError(f"{where}data.train_file: not set (a JSONL of {cfg.method} records)")
-        check_record_files(cfg, where, made_later=[cfg.world.out] if cfg.world.enabled else [])
-        if cfg.lora.enabled:
-            check_lora_targets(cfg, where, skeletons)
+        check_stage_reads(cfg, where, [cfg.world.out] if cfg.world.enabled else [], skeletons)
+
+
+def check_stage_reads(cfg: RunConfig, where: str, made_later: list[str], skeletons: dict) -> None:
+    """One training stage's record files, LoRA targets and GRPO reward models (`mmalign train`
+    and a pipeline's training steps)."""
+    from mmalign.models.backbone import check_checkpoint
+    from mmalign.rewards.model import reward_model_paths
+
+    check_record_files(cfg, where, made_later)
+    if cfg.lora.enabled:
+        check_lora_targets(cfg, where, skeletons)
+    if cfg.method == "grpo":
+        for key, path in reward_model_paths(cfg.grpo.rewards):
+            try:
+                check_checkpoint(str(path), trust_remote_code=False, key=key)
+            except ConfigError as e:
+                raise ConfigError(f"{where}{e}") from None
 
 
 def check_lora_targets(cfg: RunConfig, where: str, skeletons: dict) -> None:
@@ -211,5 +226,8 @@ def print_summary(summaries: dict) -> None:
             print(f"{name:<12} skipped records: {s['skipped']}, e.g.:")
             for row in s["skipped_records"][:3]:
                 print(f"{'':<12}   {row['source']}: {row['reason']}")
+        if s.get("reward_errors"):
+            print(f"{name:<12} note: {s['reward_errors']} reward-term calls failed and got the fallback reward "
+                  "(each in reward_errors.jsonl)")
         if "TRAINING" in s.get("before_after_measured_on", ""):
             print(f"{name:<12} note: before/after measured on training records (set data.eval_file)")

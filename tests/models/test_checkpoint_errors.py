@@ -79,6 +79,27 @@ def test_missing_model_or_data_is_one_line_and_claims_nothing(tmp_path, body, me
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("rewards, key", [
+    ("[{name: reward_model, path: rm}]", "grpo.rewards[0].path"),
+    ("[{name: hybrid, open: reward_model, open_options: {path: rm}}]", "grpo.rewards[0].open_options.path"),
+])
+def test_a_reward_model_that_is_not_there_stops_the_run_before_anything_trains(tmp_path, monkeypatch, capsys,
+                                                                               rewards, key):
+    """A GRPO stage's reward model missing: the SFT stage before it trained, then every completion's
+    reward failed, got the fallback 0, and the run trained on nothing from it, exit 0."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sft.jsonl").write_text('{"prompt": "p", "response": "a"}\n')
+    (tmp_path / "grpo.jsonl").write_text('{"prompt": "p", "answer": "a"}\n')
+    (tmp_path / "c.yaml").write_text("output_dir: run\nmodel: {tiny: qwen2_5_vl}\nstages:\n"
+                                     "  - {name: sft, method: sft, data: {train_file: sft.jsonl}}\n"
+                                     "  - {name: grpo, method: grpo, data: {train_file: grpo.jsonl}}\n")
+    assert main(["train", "c.yaml", f"stages.grpo.grpo.rewards={rewards}"]) == 2
+    assert capsys.readouterr().err.strip() == f"mmalign: error: stage grpo: {key}: rm: no such folder"
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_later_stages_unusable_records_stop_the_run_before_any_stage_trains(tmp_path, capsys):
     """Stage b's records all unusable (or, with data.strict, one bad line): the run stopped only
     when b began, after a had trained, in a claimed folder. Now nothing is written; and a

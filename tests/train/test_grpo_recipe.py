@@ -190,7 +190,7 @@ def metrics(path: Path) -> list[dict]:
     return [row for _, row in iter_jsonl(path)]
 
 
-def test_rule_reward_rises_after_a_short_sft(tmp_path, world, tiny_dir):
+def test_rule_reward_rises_after_a_short_sft(tmp_path, world, tiny_dir, capsys):
     """SFT teaches the random model the world's words; GRPO then raises the sampled rule reward on
     a fixed set of 16 questions: the last epoch's mean over the first epoch's (the same prompts)."""
     subset = tmp_path / "grpo16.jsonl"
@@ -233,6 +233,8 @@ def test_rule_reward_rises_after_a_short_sft(tmp_path, world, tiny_dir):
 
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 24 and summary["reward_errors"] == len(errors)
+    assert (f"grpo         note: {len(errors)} reward-term calls failed and got the fallback reward "
+            "(each in reward_errors.jsonl)") in capsys.readouterr().out.splitlines()
     keys = {"reward", "rewards/answer_match", "sampled/reward", "sampled/rewards/valid_choice", "n"}
     assert set(summary["before"]) == set(summary["after"]) >= keys
     from transformers import AutoModelForImageTextToText
