@@ -54,9 +54,10 @@ def cmd_world(args) -> int:
     from mmalign.world.build import world_args_problem
 
     check_output_folder(args.out, "--out")
-    problem = world_args_problem(args.n, tuple(args.object_sizes), args.max_objects)
+    problem = world_args_problem(args.n, tuple(args.object_sizes), args.max_objects, seed=args.seed)
     if problem:
-        flag = {"n_videos": "--n", "object_sizes": "--object-sizes", "max_objects": "--max-objects"}[problem[0]]
+        flag = {"n_videos": "--n", "object_sizes": "--object-sizes", "max_objects": "--max-objects",
+                "seed": "--seed"}[problem[0]]
         raise ConfigError(f"{flag}: {problem[1]}")
     summary = build_world(args.out, n_videos=args.n, seed=args.seed, object_sizes=tuple(args.object_sizes),
                           max_objects=args.max_objects)

@@ -120,7 +120,7 @@ class WorldConfig:
     enabled: bool = _f(False, "Build (or reuse) the synthetic video world before training.")
     out: str = _f("data/world", "Folder of the synthetic world.")
     n_videos: int = _f(48, "Number of synthetic videos.", ge=1)
-    seed: int = _f(0, "World seed.")
+    seed: int = _f(0, "World seed.", ge=0)  # numpy's SeedSequence takes no negative number
 
 
 def _loss_help(key: str) -> str:
@@ -194,7 +194,7 @@ class TrainConfig:
     warmup_ratio: float = _f(0.1, "Fraction of steps of linear warmup.", ge=0, le=1)
     scheduler: Literal["cosine", "linear", "constant"] = _f("cosine", "Learning-rate decay after warmup.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off).", ge=0)
-    seed: int = _f(0, "Seed of data order and initialisation.")
+    seed: int = _f(0, "Seed of data order and initialisation.", ge=0, le=2**32 - 1)  # numpy's seed range
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = _f("auto", "auto = bf16 on GPU, none on CPU.")
     reference: Literal["auto", "copy", "lora_disabled", "precomputed", "none"] = _f(
         "auto", "Reference model: frozen copy, the policy with LoRA disabled, or log-probs precomputed once.")

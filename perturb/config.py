@@ -125,7 +125,7 @@ class OspoConfig:
 @dataclass
 class PairsConfig:
     generator: Literal[GENERATORS] = _f("temple", "Pair builder: " + ", ".join(GENERATORS) + ".")
-    seed: int = _f(0, "Seed of every random choice (each video and record draws from its own stream).")
+    seed: int = _f(0, "Seed of every random choice (each video and record draws from its own stream).", ge=0)
     prompt: str = _f(CAPTION_PROMPT, "The prompt the model answers about each video.")
     answers: Literal["model", "truth"] = _f("model", "Chosen answers: the model's greedy answer on the clean video, "
                                                      "or the truth caption (needs truth files). TEMPLE on caption "

@@ -342,6 +342,11 @@ def test_an_output_folder_where_a_file_stands_is_one_line_before_any_work(argv, 
     ("eval", "eval/synthetic.yaml", "data.limit=-3", "data.limit: must be >= 1, got -3"),
     ("train", "train/grpo_hybrid_quickstart.yaml", "stages.grpo.grpo.eval_records=-1",
      "stages[1]: grpo.eval_records: must be >= 1, got -1"),
+    # numpy's seeds: a traceback when the world was built, or when the run seeded itself
+    ("train", "quickstart.yaml", "world.seed=-1", "world.seed: must be >= 0, got -1"),
+    ("train", "quickstart.yaml", "train.seed=-1", "train.seed: must be >= 0, got -1"),
+    ("train", "quickstart.yaml", "train.seed=4294967296", "train.seed: must be <= 4294967295, got 4294967296"),
+    ("pairs", "pairs/rrpo_qa.yaml", "seed=-2", "seed: must be >= 0, got -2"),
 ])
 def test_values_outside_their_range_are_refused_with_the_range(loader, config, item, message):
     """Each was taken: eval_records=-1 scored all but the last record, data.limit=-3 all but the

@@ -46,8 +46,10 @@ def split_of(index: int, n_videos: int) -> str:
 
 
 def world_args_problem(n_videos: int, object_sizes: tuple[int, int], max_objects: int,
-                       size: int = 64) -> tuple[str, str] | None:
+                       size: int = 64, seed: int = 0) -> tuple[str, str] | None:
     """(the argument, what is wrong with it) for arguments `build_world` cannot use, else None."""
+    if seed < 0:  # numpy's SeedSequence takes no negative number
+        return "seed", f"need a number >= 0, got {seed}"
     if n_videos < 1:
         return "n_videos", f"need at least 1 video, got {n_videos}"
     if not 1 <= object_sizes[0] <= object_sizes[1] < size:
@@ -73,7 +75,7 @@ def build_world(
     plus `out_dir` and `reused` (True when an identical finished build was found).
     `object_sizes` (min, max box side in pixels) and `max_objects` set how easy the videos are
     to see: a small model trained from scratch needs larger, fewer objects."""
-    problem = world_args_problem(n_videos, object_sizes, max_objects, size)
+    problem = world_args_problem(n_videos, object_sizes, max_objects, size, seed)
     if problem:
         raise ValueError(f"{problem[0]}: {problem[1]}")
     out = Path(out_dir)

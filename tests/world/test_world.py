@@ -426,6 +426,7 @@ def test_impossible_world_arguments_are_refused_by_name(tmp_path, n, sizes, most
     (["--n", "-3"], "--n: need at least 1 video, got -3"),
     (["--object-sizes", "30", "10"], "--object-sizes: need 1 <= min <= max < 64 (the frame side), got [30, 10]"),
     (["--max-objects", "0"], "--max-objects: need at least 1, got 0"),
+    (["--seed", "-5"], "--seed: need a number >= 0, got -5"),  # numpy's ValueError traceback
 ])
 def test_world_flags_it_cannot_use_are_one_line_naming_the_flag(tmp_path, capsys, flags, said):
     """--n 0 and --n -1 wrote an empty world and said nothing; impossible object knobs were a
