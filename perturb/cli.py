@@ -47,7 +47,8 @@ def top_reasons(report: dict, n: int = 5) -> str:
     for reason, k in report["filtered"].items():
         counts[f"pair dropped: {reason}"] = k
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
-    return "\n".join(f"  {k:>5} x {reason}" for reason, k in top) or "  (no video found)"
+    nothing = "  (no video found)" if not report["videos"] else "  (no candidate pair was made, and none dropped)"
+    return "\n".join(f"  {k:>5} x {reason}" for reason, k in top) or nothing
 
 
 def cmd_export(args) -> int:

@@ -180,6 +180,7 @@ def _validate(cfg: PairsConfig) -> None:
     need(len(lo_hi) == 2 and 0 <= lo_hi[0] <= lo_hi[1] <= 1, "rrpo.mask_area", "must be [low, high] within [0, 1]")
     need(cfg.rrpo.shuffle_window >= 1, "rrpo.shuffle_window", "must be >= 1")
     need(cfg.rrpo.pairs_per_video >= 1, "rrpo.pairs_per_video", "must be >= 1")
+    need(bool(cfg.video.perturbations), "video.perturbations", "needs at least one perturbation")
     for i, p in enumerate(cfg.video.perturbations):
         key = f"video.perturbations[{i}]"
         need(isinstance(p, dict) and set(p) == {"name", "strength"}, key, "must be {name: ..., strength: ...}")
@@ -192,6 +193,7 @@ def _validate(cfg: PairsConfig) -> None:
         s = p["strength"]
         need(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 <= s <= 1, f"{key}.strength",
              f"must be a number in [0, 1], got {s!r}")
+    need(bool(cfg.inject.types), "inject.types", "needs at least one edit type")
     need(cfg.inject.per_video is None or cfg.inject.per_video >= 1, "inject.per_video", "must be >= 1 or null")
     need(all(0 < r < 1 for r in cfg.apasi.replace_rates) and cfg.apasi.replace_rates, "apasi.replace_rates",
          "must be numbers in (0, 1)")

@@ -347,6 +347,9 @@ def test_an_output_folder_where_a_file_stands_is_one_line_before_any_work(argv, 
     ("train", "quickstart.yaml", "train.seed=-1", "train.seed: must be >= 0, got -1"),
     ("train", "quickstart.yaml", "train.seed=4294967296", "train.seed: must be <= 4294967295, got 4294967296"),
     ("pairs", "pairs/rrpo_qa.yaml", "seed=-2", "seed: must be >= 0, got -2"),
+    # empty: every video was read and answered, then "no pair was written ... (no video found)"
+    ("pairs", "pairs/inject.yaml", "inject.types=[]", "inject.types: needs at least one edit type"),
+    ("pairs", "pairs/video.yaml", "video.perturbations=[]", "video.perturbations: needs at least one perturbation"),
 ])
 def test_values_outside_their_range_are_refused_with_the_range(loader, config, item, message):
     """Each was taken: eval_records=-1 scored all but the last record, data.limit=-3 all but the

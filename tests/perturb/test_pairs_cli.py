@@ -214,3 +214,11 @@ def test_a_truth_setting_on_videos_without_truth_says_which_setting_reads_the_mo
                      "model.tiny=qwen2_5_vl", f"model.tiny_dir={tmp_path / 'tiny'}"]) == 1
         err = capsys.readouterr().err
         assert f"{len(list(videos.iterdir()))} x video skipped:" in err and fix in err, (config, err[-600:])
+
+
+def test_no_pair_without_a_reason_does_not_say_no_video_was_found():
+    """Videos read, no candidate made and none dropped: the explanation said "(no video found)"."""
+    from mmalign.perturb.cli import top_reasons
+
+    assert top_reasons({"videos": 3, "skipped": [], "filtered": {}}) == "  (no candidate pair was made, and none dropped)"
+    assert top_reasons({"videos": 0, "skipped": [], "filtered": {}}) == "  (no video found)"
