@@ -15,6 +15,10 @@ def cmd_pairs(args) -> int:
     from .run import run_pairs
 
     cfg = load_pairs_config(args.config, args.overrides)
+    if args.quiet:  # transformers' own bars too ("Loading weights"), not only ours
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         report = run_pairs(cfg, args.videos, args.out, restart=args.restart, strict=args.strict,
                            show_progress=not args.quiet)
@@ -86,7 +90,7 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. temple.magnitudes=[16]")
     p.add_argument("--strict", action="store_true", help="Stop at the first video that cannot be used.")
     p.add_argument("--restart", action="store_true", help="Discard the progress in OUT.parts/ and start over.")
-    p.add_argument("--quiet", action="store_true", help="No progress bar.")
+    p.add_argument("--quiet", action="store_true", help="No progress bar (neither ours nor transformers').")
     p.set_defaults(func=cmd_pairs)
 
     p = sub.add_parser("pairs-export", help="Write pair records in the RRPO release format (answer_masked / pred_masked).")

@@ -75,6 +75,7 @@ def test_real_tiny_model_end_to_end(world, tmp_path):
                "--out", out, "--quiet", "model.path=null", "model.tiny=qwen2_5_vl", f"model.tiny_dir={tmp_path / 'tiny'}",
                "generation.max_new_tokens=8")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Loading weights" not in proc.stderr  # --quiet silences transformers' bars too
     from mmalign.config import SamplingConfig
     from mmalign.data.encode import condition_video
     from mmalign.data.video import MediaLoader
