@@ -51,14 +51,15 @@ def evaluate(cfg: EvalConfig, overwrite: bool = False, process=None, generate_fn
         models.append(score_file(bench, cfg, loaded.items, predictions))
         loaded.notes += models[-1].pop("notes")
     specs = [] if predictions is not None else model_specs(cfg)
-    from mmalign.models.backbone import check_checkpoint
+    from mmalign.models.backbone import check_checkpoint, check_runtime
 
     for spec in specs:  # every model checked before the first one generates anything
-        if spec.model.path:
-            try:
+        try:
+            check_runtime(spec.model)
+            if spec.model.path:
                 check_checkpoint(spec.model.path, spec.model.trust_remote_code)
-            except ConfigError as e:
-                raise ConfigError(f"model {spec.name!r}: {e}") from None
+        except ConfigError as e:
+            raise ConfigError(f"model {spec.name!r}: {e}") from None
     for key in ("judge_model", "embedding_model"):  # loaded to score, after every answer was generated
         path = getattr(cfg.score, key)
         if path and not (Path(path) / "config.json").is_file():

@@ -66,6 +66,10 @@ class ModelConfig:
     trust_remote_code: bool = _f(False, "Allow code shipped with the checkpoint to run. Off unless set here.")
     freeze_vision: bool = _f(True, "Freeze the vision tower and projector (RRPO and TEMPLE do).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
+    liger_kernel: bool = _f(False, "Swap in Liger's Triton kernels (RMSNorm, RoPE, SwiGLU) after loading, for less "
+                                   "memory on a GPU; needs the `gpu` extra and CUDA. Liger's fused cross-entropy is "
+                                   "not used: log-probs come from the hidden states through the chunked LM head.",
+                            aliases=("use_liger_kernel", "use_liger", "enable_liger_kernel"))
 
 
 @dataclass

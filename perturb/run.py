@@ -206,8 +206,10 @@ def check_models(cfg: PairsConfig, made_later: list[str] = ()) -> None:
     progress folder: checked when it loaded, a wrong path left a claim that refused the mended
     path until --restart. Folders under `made_later` (a pipeline's earlier steps) are not
     there yet."""
-    from mmalign.models.backbone import check_checkpoint
+    from mmalign.models.backbone import check_checkpoint, check_runtime
 
+    if needs_model(cfg):
+        check_runtime(cfg.model)
     for key, path in (("model.path", cfg.model.path if needs_model(cfg) else None),
                       ("rrpo_qa.judge_model", cfg.rrpo_qa.judge_model),
                       ("rrpo_qa.rewriter_model", cfg.rrpo_qa.rewriter_model)):

@@ -125,12 +125,15 @@ def check_inputs(cfg: PipelineConfig, steps: list[Step], out: Path) -> None:
 
 
 def _check_benchmark_files(step: Step) -> None:
-    """An eval step's annotation files; a benchmark that writes its own (the synthetic world)
-    is left to its step."""
+    """An eval step's annotation files (a benchmark that writes its own, the synthetic world, is
+    left to its step) and its models' GPU-only options."""
     from mmalign.evals.benchmarks import REGISTRY
-    from mmalign.evals.config import build_eval_config
+    from mmalign.evals.config import build_eval_config, model_specs
+    from mmalign.models.backbone import check_runtime
 
     eval_cfg = build_eval_config(step.config, step.name)
+    for spec in model_specs(eval_cfg):
+        check_runtime(spec.model)
     bench = REGISTRY[eval_cfg.benchmark]
     if bench.prepare is None:
         bench.load(eval_cfg)

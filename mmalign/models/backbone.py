@@ -209,18 +209,61 @@ def load_backbone(cfg: ModelConfig, path: str | None = None):
 
     path = path or model_path(cfg)
     check_checkpoint(str(path), cfg.trust_remote_code)
-    attn = cfg.attn_implementation
-    if attn == "flash_attention_2":
-        try:
-            import flash_attn  # noqa: F401  (optional `gpu` extra, imported only when asked for)
-        except ImportError as e:
-            raise ImportError("model.attn_implementation=flash_attention_2 needs `pip install mmalign[gpu]`") from e
+    check_runtime(cfg)
     with from_hub(str(path)):
         model = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=resolve_dtype(cfg.dtype), attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
+            path, dtype=resolve_dtype(cfg.dtype), attn_implementation=cfg.attn_implementation,
+            trust_remote_code=cfg.trust_remote_code)
         processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     family_of(model)  # fail early on an unsupported family
+    if cfg.liger_kernel:
+        apply_liger(model)
     return model, processor
+
+
+def check_runtime(cfg: ModelConfig) -> None:
+    """The model section's GPU-only options can run here: FlashAttention-2 and Liger need their
+    optional packages (the `gpu` extra) and a CUDA device. Checked with the run's other inputs,
+    before it claims a folder; the import failed after, as a traceback."""
+    import importlib
+
+    from mmalign.config import ConfigError
+
+    wanted = [("model.attn_implementation=flash_attention_2", "flash_attn", "flash-attn")] \
+        if cfg.attn_implementation == "flash_attention_2" else []
+    wanted += [("model.liger_kernel=true", "liger_kernel", "liger-kernel")] if cfg.liger_kernel else []
+    for option, module, package in wanted:
+        try:
+            importlib.import_module(module)  # optional `gpu` extra: imported only when a config asks for it
+        except ImportError as e:
+            raise ConfigError(f"{option}: needs the {package} package, which does not import here ({e}); install "
+                              "it with pip install -e '.[gpu]' on a CUDA machine, or drop the option") from None
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{option}: runs on a CUDA GPU only, and this machine shows none; drop the option "
+                              "here (model.attn_implementation=sdpa, model.liger_kernel=false)")
+
+
+def apply_liger(model) -> None:
+    """Liger's kernels patched into the loaded model with transformers' own integration (what
+    Trainer's `use_liger_kernel` calls): its norms, rotary embedding and MLP. Its fused linear
+    cross-entropy replaces the model's forward, which our scoring does not call (it reads the
+    last hidden state and scores through the LM head in chunks), so it stays off, as TRL's
+    DPOTrainer keeps it off; so does its plain cross-entropy."""
+    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    from transformers.integrations.liger import apply_liger_kernel
+
+    from mmalign.config import ConfigError
+
+    model_type = model.config.model_type
+    if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:  # Liger only logs this and patches nothing
+        raise ConfigError(f"model.liger_kernel: Liger has no kernels for model type {model_type!r}; drop the option "
+                          f"(its model types: {', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))})")
+    try:
+        apply_liger_kernel(model, {"cross_entropy": False, "fused_linear_cross_entropy": False})
+    except (ImportError, AttributeError) as e:  # a Liger release behind this transformers' model classes
+        raise ConfigError(f"model.liger_kernel: Liger could not patch model type {model_type!r} ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0]}); drop the option or install a Liger release that supports this "
+                          "transformers") from None
 
 
 def vision_parameters(model):

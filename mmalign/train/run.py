@@ -43,11 +43,15 @@ def check_inputs(stages: list[tuple[str, RunConfig]]) -> None:
 
 
 def check_stage_reads(cfg: RunConfig, where: str, made_later: list[str], skeletons: dict) -> None:
-    """One training stage's record files, LoRA targets and GRPO reward models (`mmalign train`
-    and a pipeline's training steps)."""
-    from mmalign.models.backbone import check_checkpoint
+    """One training stage's record files, LoRA targets, GRPO reward models and the model's
+    GPU-only options (`mmalign train` and a pipeline's training steps)."""
+    from mmalign.models.backbone import check_checkpoint, check_runtime
     from mmalign.rewards.model import reward_model_paths
 
+    try:
+        check_runtime(cfg.model)
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
     check_record_files(cfg, where, made_later)
     if cfg.lora.enabled:
         check_lora_targets(cfg, where, skeletons)
