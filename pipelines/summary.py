@@ -3,9 +3,10 @@ eval steps (rounds / stages), written as pipeline_summary.json, .md and .png."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
-from mmalign.io import atomic_write_json, atomic_write_text
+from mmalign.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 SMOKE = ("Smoke-test numbers: a tiny model built from random weights on a few synthetic videos; they show "
@@ -47,19 +48,16 @@ def markdown(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
 
     curve = summary["curve"]
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(curve)), 3))
+    fig = Figure(figsize=(max(4, 1.2 * len(curve)), 3))
+    ax = fig.add_subplot()
     ax.plot(range(len(curve)), [c["value"] if c["value"] is not None else float("nan") for c in curve], marker="o")
     ax.set_xticks(range(len(curve)), [c["step"] for c in curve], rotation=30, ha="right")
     ax.set_ylabel(summary["metric"] or "metric")
     ax.set_title("benchmark across the pipeline")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())

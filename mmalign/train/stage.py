@@ -25,6 +25,7 @@ from mmalign.io import atomic_write_json, atomic_write_jsonl, atomic_write_text,
 from mmalign.methods import method
 from mmalign.models.backbone import freeze_vision, load_backbone
 from mmalign.train.checkpoint import latest_checkpoint, load_checkpoint, save_final
+from mmalign.train.curves import plot_curves
 from mmalign.train.curriculum import visit_order
 from mmalign.train.reference import ModelReference, frozen_copy
 
@@ -268,13 +269,14 @@ def gathered_weights(accelerator, module) -> dict | None:
 
 
 def finish(accelerator, stage_dir: Path, wrapped, policy, processor, summary: dict) -> dict:
-    """Save the summary, then `final/` (its DONE marker last, so a kill in between leaves a
+    """Save the summary and the training curves (metrics.png), then `final/` (its DONE marker last, so a kill in between leaves a
     stage that resumes and rewrites both), and wait for every process. Trackers end here; the
     process group stays for the next stage (`accelerator.end_training` would destroy it)."""
     accelerator.wait_for_everyone()
     gathered = gathered_weights(accelerator, wrapped)  # every process takes part in the gather
     if accelerator.is_main_process:
         atomic_write_json(stage_dir / "summary.json", summary)
+        plot_curves(stage_dir / "metrics.jsonl", stage_dir / "metrics.png", f"{stage_dir.name} ({summary['method']})")
         save_final(stage_dir / "final", policy, processor, gathered)
     accelerator.wait_for_everyone()  # the others read this stage's summary and final weights next
     for tracker in accelerator.trackers:

@@ -60,6 +60,10 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, world, tiny_
     final = run / "final"
     from transformers import AutoModelForImageTextToText
     assert AutoModelForImageTextToText.from_pretrained(final).config.model_type == "qwen2_5_vl"
+    from PIL import Image
+
+    with Image.open(run / "metrics.png") as png:  # the curves of the whole run, resumed or not
+        assert png.format == "PNG" and png.size[0] > png.size[1] > 100
 
 
 def test_existing_run_needs_resume(tmp_path, world, tiny_dir):
@@ -300,3 +304,17 @@ def test_text_that_cannot_fit_is_refused_before_the_tokenizer(world, tiny_dir, m
     monkeypatch.setattr(dataset, "encode", lambda rec: calls.append(rec))
     skipped = dataset[0]
     assert calls == [] and "characters cannot fit in data.max_length=512 tokens" in skipped.reason
+
+
+def test_training_curves_draw_what_the_method_logs(tmp_path):
+    from mmalign.train.curves import plot_curves
+
+    rows = [{"step": s, "loss": 0.7 - 0.1 * s, "lr": 1e-5, "grad_norm": float("nan") if s == 2 else 1.0,
+             "rewards/margin": 0.1 * s, "rewards/accuracy": 0.5, "seconds": 0.1} for s in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4, "lo')
+    drawn = plot_curves(tmp_path / "metrics.jsonl", tmp_path / "metrics.png", "dpo")  # a torn last line, as a kill leaves
+    assert drawn == ["loss", "rewards/margin", "rewards/accuracy", "grad_norm", "lr"]  # in CURVES' order; not seconds
+    assert (tmp_path / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "empty.jsonl").write_text("")
+    assert plot_curves(tmp_path / "empty.jsonl", tmp_path / "none.png", "dpo") == []
+    assert not (tmp_path / "none.png").exists()
