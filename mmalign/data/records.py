@@ -22,7 +22,8 @@ not overlapping; an empty span marks an insertion point (the world generator pai
 inserted sentence with an empty chosen span). Sentence labels (1 = factual) count the
 sentences that `sentence_spans` finds in their text.
 
-Foreign formats, detected per line and converted to this schema (pair files only):
+Foreign formats, detected per line and converted to this schema (RRPO and Mask-DPO: pair
+files only):
 - RRPO release (pritamqu/RRPO): answer_masked / pred_masked with <MASK> ... </MASK> tags ->
   chosen / rejected + spans (see `mask_tags_to_spans`); the untagged text must equal
   answer / pred when those are given (the official code silently drops the weights when
@@ -38,6 +39,15 @@ Foreign formats, detected per line and converted to this schema (pair files only
   meta["system"]) or question -> prompt. chosen / rejected, when given (string or messages),
   must equal the joined sents up to whitespace. Other fields -> meta; meta["format"] =
   "mask_dpo".
+- TRL's conversational format (huggingface/trl docs, "Dataset formats"), in pair, SFT and GRPO
+  files: prompt as chat messages (an optional system message, then one user message, content a
+  string or parts [{"type": "image" | "video" | "text", ...}]); chosen / rejected / completion
+  as [{"role": "assistant", "content": ...}]; an SFT line's messages as [system?, user,
+  assistant]. Their text parts -> prompt / chosen / rejected / response (completion ->
+  response, also in TRL's standard prompt-completion lines); the system text -> meta["system"].
+  The media stay in images / video, placed by the chat template as for any record: image parts
+  must match the images listed, a video part needs a video. Earlier turns (a multi-turn
+  prompt) are refused. Other fields -> meta; meta["format"] = "trl".
 """
 
 from __future__ import annotations
@@ -270,8 +280,8 @@ def _to_record(obj, kind: str, media: _MediaPaths, source: str) -> Record:
         raise _Invalid(f"a line must be a JSON object, got {_json_type(obj)}")
     converter = _foreign_format(obj)
     if converter is not None:
-        name, convert = converter
-        if kind != "pair":
+        name, convert, pairs_only = converter
+        if pairs_only and kind != "pair":
             raise _Invalid(f"{name} lines are preference pairs, but this file is read as {kind}")
         obj = convert(obj)
     _check_field_names(obj)
@@ -454,10 +464,13 @@ def _is_inside(path: str, folder: Path) -> bool:
 
 
 def _foreign_format(obj: dict):
+    """(format name, converter, whether its lines are preference pairs only), or None."""
     if "answer_masked" in obj or "pred_masked" in obj:
-        return "RRPO release", _from_rrpo
+        return "RRPO release", _from_rrpo, True
     if "chosen_item" in obj or "rejected_item" in obj:
-        return "Mask-DPO", _from_mask_dpo
+        return "Mask-DPO", _from_mask_dpo, True
+    if "messages" in obj or "completion" in obj or any(isinstance(obj.get(k), list) for k in ("prompt", "chosen", "rejected")):
+        return "TRL", _from_trl, False
     return None
 
 
@@ -543,7 +556,7 @@ def _from_sentences(obj: dict, item_name: str, text_name: str) -> tuple[str, lis
         raise _Invalid(f"Mask-DPO line: '{item_name}': {_sentence_mismatch(found, sents)}; "
                        "labels would not line up with sentence_spans")
     if obj.get(text_name) is not None:
-        given = _message_text(obj[text_name], text_name, role="assistant")
+        given = _message_text(obj[text_name], f"Mask-DPO line: '{text_name}'", role="assistant")
         if given.split() != text.split():
             raise _Invalid(f"Mask-DPO line: '{text_name}' differs from the joined '{item_name}.sents'")
     return text, [_HALLUCINATION_TYPES[t] for t in types]
@@ -561,23 +574,84 @@ def _mask_dpo_prompt(obj: dict) -> tuple[str, str | None]:
     value = obj.get("prompt", obj.get("question"))
     if isinstance(value, str):
         return value, None
+    prompt, system, _ = _chat_prompt(value, "Mask-DPO line: 'prompt'")
+    return prompt, system
+
+
+def _from_trl(obj: dict) -> dict:
+    consumed = {"prompt", "chosen", "rejected", "completion", "messages", "answer", "meta"}
+    out = _carry_over(obj, consumed, "trl")
+    if obj.get("answer") is not None:  # a GRPO line's reference answer, ours by name
+        out["answer"] = obj["answer"]
+    messages = obj.get("messages")
+    if messages is not None:
+        if not isinstance(messages, list) or len(messages) < 2 or not isinstance(messages[-1], dict):
+            raise _Invalid(f"TRL line: 'messages' must be [system?, user, assistant] chat messages, got "
+                           f"{short_repr(messages)}")
+        turns = {"prompt": messages[:-1], "completion": messages[-1:]}
+    else:
+        turns = {k: obj[k] for k in ("prompt", "chosen", "rejected", "completion") if obj.get(k) is not None}
+    media: dict = {}
+    if isinstance(turns.get("prompt"), list):
+        out["prompt"], system, media = _chat_prompt(turns["prompt"], f"TRL line: '{'messages' if messages else 'prompt'}'")
+        if system is not None:
+            out["meta"]["system"] = system
+    elif "prompt" in turns:
+        out["prompt"] = turns["prompt"]
+    for name, ours in (("chosen", "chosen"), ("rejected", "rejected"), ("completion", "response")):
+        if name in turns:
+            where = "messages" if messages else name
+            out[ours] = _message_text(turns[name], f"TRL line: '{where}'", "assistant") \
+                if isinstance(turns[name], list) else turns[name]
+    images = obj.get("images") if isinstance(obj.get("images"), list) else []
+    if media.get("image") and media["image"] != len(images):
+        raise _Invalid(f"TRL line: the prompt has {media['image']} image part(s) but 'images' lists {len(images)}")
+    if media.get("video") and (media["video"] > 1 or obj.get("video") is None):
+        raise _Invalid(f"TRL line: the prompt has {media['video']} video part(s); a record holds one 'video' path")
+    return out
+
+
+def _chat_prompt(value, where: str) -> tuple[str, str | None, dict]:
+    """(user text, system text or None, media parts counted) of [system?, user] chat messages."""
     if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
-        raise _Invalid(f"Mask-DPO line: 'prompt' must be a string or a list of chat messages, got {_json_type(value)}")
+        raise _Invalid(f"{where} must be a string or a list of chat messages, got {_json_type(value)}")
     roles = [m.get("role") for m in value]
     if roles not in (["user"], ["system", "user"]):
-        raise _Invalid(f"Mask-DPO line: prompt messages must be [system?, user], got roles {roles}")
-    system = _message_text(value[:1], "prompt", "system") if roles[0] == "system" else None
-    return _message_text(value[-1:], "prompt", "user"), system
+        raise _Invalid(f"{where}: prompt messages must be [system?, user] (one turn), got roles {roles}")
+    system = _message_text(value[:1], where, "system") if roles[0] == "system" else None
+    text, media = _content_text(value[-1].get("content"), where)
+    return text, system, media
 
 
-def _message_text(value, name: str, role: str) -> str:
-    """The text of a string, or of a one-message chat list [{"role": role, "content": str}]."""
+def _message_text(value, where: str, role: str) -> str:
+    """The text of a string, or of a one-message chat list [{"role": role, "content": ...}] whose
+    content is a string or text parts."""
     if isinstance(value, str):
         return value
-    if (isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict)
-            and value[0].get("role") == role and isinstance(value[0].get("content"), str)):
-        return value[0]["content"]
-    raise _Invalid(f"Mask-DPO line: '{name}' must be a string or [{{'role': '{role}', 'content': str}}]")
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict) and value[0].get("role") == role:
+        text, media = _content_text(value[0].get("content"), where)
+        if not media:
+            return text
+    raise _Invalid(f"{where} must be a string or [{{'role': '{role}', 'content': text}}]")
+
+
+def _content_text(content, where: str) -> tuple[str, dict]:
+    """A message content's text (a string, or its text parts joined as chat templates join them)
+    and its media parts counted by type."""
+    if isinstance(content, str):
+        return content, {}
+    parts = content if isinstance(content, list) else [None]
+    texts, media = [], {}
+    for part in parts:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind in ("image", "video"):
+            media[kind] = media.get(kind, 0) + 1
+        else:
+            raise _Invalid(f"{where}: a message content must be a string or parts of type text / image / video, "
+                           f"got {short_repr(part)}")
+    return "".join(texts), media
 
 
 # ---------------------------------------------------------------- reporting skips

@@ -392,6 +392,59 @@ def test_mask_dpo_question_and_string_fields(folder):
     assert r.prompt == "Who?" and r.meta == {"domain": "people", "format": "mask_dpo"}
 
 
+def trl_line(**kw):
+    """TRL's conversational preference format, as its vision-language examples write it."""
+    return {"images": ["images/a.jpg", "images/b.jpg"],
+            "prompt": [{"role": "system", "content": "Be exact."},
+                       {"role": "user", "content": [{"type": "image"}, {"type": "image"},
+                                                    {"type": "text", "text": "Which is "}, {"type": "text", "text": "red?"}]}],
+            "chosen": [{"role": "assistant", "content": [{"type": "text", "text": "The first."}]}],
+            "rejected": [{"role": "assistant", "content": "The second."}], "source": "rlaif-v", **kw}
+
+
+def test_trl_conversational_lines_read_as_the_same_records_as_ours(folder):
+    """DESIGN.md promises TRL's preference columns; TRL's vision-language datasets are
+    conversational (messages with image parts), and each line was skipped: 'prompt' must be a string."""
+    ours = {"id": "t", "images": ["images/a.jpg", "images/b.jpg"], "prompt": "Which is red?", "chosen": "The first.",
+            "rejected": "The second."}
+    (a,), _ = read_records(write_lines(folder / "ours.jsonl", [ours]), "pair")
+    (b,), skipped = read_records(write_lines(folder / "trl.jsonl", [trl_line(id="t")]), "pair")
+    assert skipped == []
+    assert (b.prompt, b.chosen, b.rejected, b.images) == (a.prompt, a.chosen, a.rejected, a.images)
+    assert b.meta == {"source": "rlaif-v", "system": "Be exact.", "format": "trl"}
+
+    sft = [{"id": "m", "video": "videos/v1.mp4", "messages": [
+               {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]},
+               {"role": "assistant", "content": "A red circle."}]},
+           {"id": "c", "prompt": "What moves?", "completion": "A red circle."},  # TRL's standard prompt-completion
+           {"id": "cc", "prompt": [{"role": "user", "content": "What moves?"}],
+            "completion": [{"role": "assistant", "content": "A red circle."}]}]
+    records, skipped = read_records(write_lines(folder / "sft.jsonl", sft), "sft")
+    assert skipped == [] and [(r.id, r.prompt, r.response) for r in records] == [
+        ("m", "What moves?", "A red circle."), ("c", "What moves?", "A red circle."), ("cc", "What moves?", "A red circle.")]
+    (g,), _ = read_records(write_lines(folder / "grpo.jsonl", [{"prompt": [{"role": "user", "content": "2+2?"}],
+                                                                  "answer": "4"}]), "grpo")
+    assert (g.prompt, g.answer) == ("2+2?", "4")
+
+
+@pytest.mark.parametrize("change,reason", [
+    (dict(images=["images/a.jpg"]), "the prompt has 2 image part(s) but 'images' lists 1"),
+    (dict(prompt=[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Q"}]}]),
+     "the prompt has 1 video part(s); a record holds one 'video' path"),
+    (dict(prompt=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                  {"role": "user", "content": "c"}]), "prompt messages must be [system?, user] (one turn)"),
+    (dict(chosen=[{"role": "assistant", "content": [{"type": "image"}]}]),
+     "TRL line: 'chosen' must be a string or [{'role': 'assistant', 'content': text}]"),
+    (dict(rejected=[{"role": "user", "content": "x"}]), "TRL line: 'rejected' must be a string or"),
+    (dict(prompt=[{"role": "user", "content": [{"type": "audio"}]}]), "parts of type text / image / video"),
+])
+def test_bad_trl_lines_are_skipped(folder, change, reason):
+    path = write_lines(folder / "trl.jsonl", [trl_line(id="ok"), trl_line(id="bad", **change)])
+    records, skipped = read_records(path, "pair")
+    assert [r.id for r in records] == ["ok"] and skipped[0].id == "bad"
+    assert reason in skipped[0].reason, skipped[0].reason
+
+
 # ---------------------------------------------------------------- writing back
 
 

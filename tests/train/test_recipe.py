@@ -318,3 +318,27 @@ def test_training_curves_draw_what_the_method_logs(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     assert plot_curves(tmp_path / "empty.jsonl", tmp_path / "none.png", "dpo") == []
     assert not (tmp_path / "none.png").exists()
+
+
+def test_a_trl_conversational_pair_file_trains_as_ours(tmp_path, world, tiny_dir):
+    """The same pairs in TRL's conversational format (a video part, assistant messages) train to
+    the same losses as in our schema."""
+    trl = tmp_path / "trl.jsonl"
+    rows = [json.loads(line) for line in (world / "pairs_train.jsonl").read_text().splitlines()[:8]]
+    trl.write_text("".join(json.dumps({
+        "video": str(world / r["video"]),
+        "prompt": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": r["prompt"]}]}],
+        "chosen": [{"role": "assistant", "content": r["chosen"]}],
+        "rejected": [{"role": "assistant", "content": [{"type": "text", "text": r["rejected"]}]}]}) + "\n" for r in rows))
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text("".join(json.dumps({k: (str(world / v) if k == "video" else v) for k, v in r.items()
+                                        if k in ("video", "prompt", "chosen", "rejected")}) + "\n" for r in rows))
+    runs = []
+    for name, path in (("ours", ours), ("trl", trl)):
+        raw = config(tmp_path / name, world, tiny_dir, train__max_steps=2, train__save_every=0,
+                     data={"train_file": str(path), "allow_absolute_paths": True})
+        train(build_config(raw))
+        runs.append(metrics(Path(raw["output_dir"])))
+    assert [r["step"] for r in runs[1]] == [1, 2]
+    for a, b in zip(*runs):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
