@@ -48,6 +48,14 @@ files only):
   The media stay in images / video, placed by the chat template as for any record: image parts
   must match the images listed, a video part needs a video. Earlier turns (a multi-turn
   prompt) are refused. Other fields -> meta; meta["format"] = "trl".
+- LLaMA-Factory's sharegpt and alpaca formats (hiyouga/LLaMA-Factory, data/README.md and
+  src/llamafactory/data/converter.py), in pair and SFT files: conversations [{"from": "human",
+  "value": ...}] with chosen / rejected {"from": "gpt", "value": ...}, or [human, gpt] for SFT;
+  alpaca's instruction (+ "\n" + input) with chosen / rejected or output. A leading system turn
+  or `system` -> meta["system"]; images -> images; videos (one) -> video. The "<image>" /
+  "<video>" placeholders are removed (the chat template places the media itself) and must
+  number as many as the media listed, as LLaMA-Factory requires. One turn only. Other fields
+  -> meta; meta["format"] = "llamafactory".
 """
 
 from __future__ import annotations
@@ -469,6 +477,8 @@ def _foreign_format(obj: dict):
         return "RRPO release", _from_rrpo, True
     if "chosen_item" in obj or "rejected_item" in obj:
         return "Mask-DPO", _from_mask_dpo, True
+    if "conversations" in obj or "instruction" in obj:
+        return "LLaMA-Factory", _from_llamafactory, False
     if "messages" in obj or "completion" in obj or any(isinstance(obj.get(k), list) for k in ("prompt", "chosen", "rejected")):
         return "TRL", _from_trl, False
     return None
@@ -608,6 +618,50 @@ def _from_trl(obj: dict) -> dict:
         raise _Invalid(f"TRL line: the prompt has {media['image']} image part(s) but 'images' lists {len(images)}")
     if media.get("video") and (media["video"] > 1 or obj.get("video") is None):
         raise _Invalid(f"TRL line: the prompt has {media['video']} video part(s); a record holds one 'video' path")
+    return out
+
+
+def _from_llamafactory(obj: dict) -> dict:
+    consumed = {"conversations", "instruction", "input", "output", "chosen", "rejected", "system", "videos", "meta"}
+    out = _carry_over(obj, consumed, "llamafactory")
+    system = obj.get("system")
+    if "conversations" in obj:
+        turns = obj["conversations"]
+        if not isinstance(turns, list) or not all(isinstance(t, dict) and isinstance(t.get("value"), str) for t in turns):
+            raise _Invalid("LLaMA-Factory line: 'conversations' must be a list of {from, value} turns")
+        if turns and turns[0].get("from") == "system":
+            system, turns = turns[0]["value"], turns[1:]
+        pair = "chosen" in obj or "rejected" in obj
+        expected = ["human"] if pair else ["human", "gpt"]
+        if [t.get("from") for t in turns] != expected:
+            raise _Invalid(f"LLaMA-Factory line: 'conversations' must be {expected} (one turn"
+                           + (", the answers in chosen / rejected" if pair else "")
+                           + f"), got {[t.get('from') for t in turns]}")
+        prompt = turns[0]["value"]
+        replies = {"chosen": obj.get("chosen"), "rejected": obj.get("rejected")} if pair else {"response": turns[1]}
+        for name, reply in replies.items():
+            if not (isinstance(reply, dict) and reply.get("from") == "gpt" and isinstance(reply.get("value"), str)):
+                raise _Invalid(f"LLaMA-Factory line: '{name}' must be {{'from': 'gpt', 'value': text}}, got "
+                               f"{short_repr(reply)}")
+            out[name] = reply["value"]
+    else:
+        prompt = "\n".join(x for x in (obj.get("instruction"), obj.get("input")) if isinstance(x, str) and x)
+        out.update({ours: obj[theirs] for theirs, ours in (("chosen", "chosen"), ("rejected", "rejected"),
+                                                           ("output", "response")) if theirs in obj})
+    if system:
+        out["meta"]["system"] = system
+    videos = obj.get("videos") or []
+    if not isinstance(videos, list) or len(videos) > 1:
+        raise _Invalid(f"LLaMA-Factory line: 'videos' must list at most one video (a record holds one), got "
+                       f"{short_repr(videos)}")
+    if videos:
+        out["video"] = videos[0]
+    images = obj.get("images") if isinstance(obj.get("images"), list) else []
+    for tag, listed in (("<image>", len(images)), ("<video>", len(videos))):
+        if tag in prompt and prompt.count(tag) != listed:
+            raise _Invalid(f"LLaMA-Factory line: the prompt has {prompt.count(tag)} {tag} placeholder(s) for "
+                           f"{listed} listed")
+    out["prompt"] = _PLACEHOLDER.sub("", prompt).strip()
     return out
 
 

@@ -445,6 +445,49 @@ def test_bad_trl_lines_are_skipped(folder, change, reason):
     assert reason in skipped[0].reason, skipped[0].reason
 
 
+def sharegpt_line(**kw):
+    """LLaMA-Factory's sharegpt preference format, multimodal."""
+    return {"conversations": [{"from": "human", "value": "<image><image>Which is red?"}],
+            "chosen": {"from": "gpt", "value": "The first."}, "rejected": {"from": "gpt", "value": "The second."},
+            "images": ["images/a.jpg", "images/b.jpg"], "system": "Be exact.", **kw}
+
+
+def test_llamafactory_lines_read_as_the_same_records_as_ours(folder):
+    ours = {"id": "t", "images": ["images/a.jpg", "images/b.jpg"], "prompt": "Which is red?", "chosen": "The first.",
+            "rejected": "The second."}
+    (a,), _ = read_records(write_lines(folder / "ours.jsonl", [ours]), "pair")
+    alpaca = {"instruction": "<image><image>Which", "input": "is red?", "chosen": "The first.",
+              "rejected": "The second.", "images": ["images/a.jpg", "images/b.jpg"]}
+    records, skipped = read_records(write_lines(folder / "lf.jsonl", [sharegpt_line(), alpaca]), "pair")
+    assert skipped == []
+    assert [(r.prompt, r.chosen, r.rejected, r.images) for r in records] == [
+        (a.prompt, a.chosen, a.rejected, a.images), ("Which\nis red?", a.chosen, a.rejected, a.images)]
+    assert records[0].meta == {"system": "Be exact.", "format": "llamafactory"}
+
+    sft = [{"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "<video>What moves?"},
+                              {"from": "gpt", "value": "A red circle."}], "videos": ["videos/v1.mp4"]},
+           {"instruction": "What moves?", "input": "", "output": "A red circle."}]
+    records, skipped = read_records(write_lines(folder / "sft.jsonl", sft), "sft")
+    assert skipped == [] and [(r.prompt, r.response, r.video) for r in records] == [
+        ("What moves?", "A red circle.", str(folder / "videos" / "v1.mp4")), ("What moves?", "A red circle.", None)]
+    assert records[0].meta["system"] == "S"
+
+
+@pytest.mark.parametrize("change,reason", [
+    (dict(images=["images/a.jpg"]), "the prompt has 2 <image> placeholder(s) for 1 listed"),
+    (dict(conversations=[{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}, {"from": "human", "value": "c"}]),
+     "'conversations' must be ['human'] (one turn, the answers in chosen / rejected)"),
+    (dict(chosen="The first."), "'chosen' must be {'from': 'gpt', 'value': text}"),
+    (dict(videos=["videos/v1.mp4", "videos/v2.mp4"]), "'videos' must list at most one video"),
+    (dict(conversations="hi"), "'conversations' must be a list of {from, value} turns"),
+])
+def test_bad_llamafactory_lines_are_skipped(folder, change, reason):
+    path = write_lines(folder / "lf.jsonl", [sharegpt_line(id="ok"), sharegpt_line(id="bad", **change)])
+    records, skipped = read_records(path, "pair")
+    assert [r.id for r in records] == ["ok"] and skipped[0].id == "bad"
+    assert reason in skipped[0].reason, skipped[0].reason
+
+
 # ---------------------------------------------------------------- writing back
 
 

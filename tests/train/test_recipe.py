@@ -320,9 +320,10 @@ def test_training_curves_draw_what_the_method_logs(tmp_path):
     assert not (tmp_path / "none.png").exists()
 
 
-def test_a_trl_conversational_pair_file_trains_as_ours(tmp_path, world, tiny_dir):
-    """The same pairs in TRL's conversational format (a video part, assistant messages) train to
-    the same losses as in our schema."""
+def test_trl_and_llamafactory_pair_files_train_as_ours(tmp_path, world, tiny_dir):
+    """The same pairs in TRL's conversational format (a video part, assistant messages) and in
+    LLaMA-Factory's sharegpt format (a <video> placeholder, `videos`) train to the same losses as
+    in our schema."""
     trl = tmp_path / "trl.jsonl"
     rows = [json.loads(line) for line in (world / "pairs_train.jsonl").read_text().splitlines()[:8]]
     trl.write_text("".join(json.dumps({
@@ -333,12 +334,19 @@ def test_a_trl_conversational_pair_file_trains_as_ours(tmp_path, world, tiny_dir
     ours = tmp_path / "ours.jsonl"
     ours.write_text("".join(json.dumps({k: (str(world / v) if k == "video" else v) for k, v in r.items()
                                         if k in ("video", "prompt", "chosen", "rejected")}) + "\n" for r in rows))
+    llamafactory = tmp_path / "llamafactory.jsonl"
+    llamafactory.write_text("".join(json.dumps({
+        "videos": [str(world / r["video"])], "conversations": [{"from": "human", "value": "<video>" + r["prompt"]}],
+        "chosen": {"from": "gpt", "value": r["chosen"]}, "rejected": {"from": "gpt", "value": r["rejected"]}}) + "\n"
+        for r in rows))
     runs = []
-    for name, path in (("ours", ours), ("trl", trl)):
+    for name, path in (("ours", ours), ("trl", trl), ("llamafactory", llamafactory)):
         raw = config(tmp_path / name, world, tiny_dir, train__max_steps=2, train__save_every=0,
                      data={"train_file": str(path), "allow_absolute_paths": True})
         train(build_config(raw))
         runs.append(metrics(Path(raw["output_dir"])))
-    assert [r["step"] for r in runs[1]] == [1, 2]
-    for a, b in zip(*runs):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+    assert [r["step"] for r in runs[1]] == [r["step"] for r in runs[2]] == [1, 2]
+    for a, *others in zip(*runs):
+        for b in others:
+            assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
+            assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
