@@ -590,9 +590,34 @@ def build_config(raw: dict, source: str = "config") -> RunConfig:
             if bad:
                 raise ConfigError(f"loss.{bad[0]}: no stage's method reads it (stages run "
                                   + "; ".join(f"{m}: {_reads(m)}" for m in methods) + ")")
+        for i, (_, stage) in enumerate(stages_of(cfg)):
+            _check_stage(stage, f"stages[{i}]: " if cfg.stages else "")
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg
+
+
+def _check_stage(cfg: RunConfig, where: str) -> None:
+    """Settings of one stage that cannot run together, refused when the config is read: found
+    when the stage began, they stopped the run after the stages before it had trained."""
+    m = METHODS[cfg.method]
+    reference = cfg.train.reference
+    if m.reference and not (cfg.method == "grpo" and cfg.grpo.kl_beta == 0):
+        if reference == "lora_disabled" and not cfg.lora.enabled:
+            raise ConfigError(f"{where}train.reference: lora_disabled is the policy with its LoRA adapters off, and "
+                              "lora.enabled is false; use copy (or enable lora)")
+        if reference == "precomputed" and m.token_kl:
+            raise ConfigError(f"{where}train.reference: {cfg.method} needs the reference's full distribution at every "
+                              "chosen token (token-wise KL), which precomputed log-probs do not keep; use copy or "
+                              "lora_disabled")
+    if cfg.method == "grpo":
+        if cfg.train.grad_accum != 1:
+            raise ConfigError(f"{where}train.grad_accum: grpo needs 1 (train.batch_size is the prompts per step; "
+                              "grpo.micro_batch_size bounds the sequences per forward)")
+        if cfg.grpo.kl_beta != 0 and reference in ("none", "precomputed"):
+            raise ConfigError(f"{where}train.reference: {reference} gives no reference to score new rollouts, and "
+                              f"grpo.kl_beta={cfg.grpo.kl_beta} needs one; use copy or lora_disabled, or set "
+                              "grpo.kl_beta: 0")
 
 
 def stage_config(cfg: RunConfig, index: int) -> tuple[str, RunConfig]:

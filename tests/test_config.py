@@ -350,6 +350,20 @@ def test_an_output_folder_where_a_file_stands_is_one_line_before_any_work(argv, 
     # empty: every video was read and answered, then "no pair was written ... (no video found)"
     ("pairs", "pairs/inject.yaml", "inject.types=[]", "inject.types: needs at least one edit type"),
     ("pairs", "pairs/video.yaml", "video.perturbations=[]", "video.perturbations: needs at least one perturbation"),
+    # settings of one stage that cannot run together: a traceback when that stage began, after the
+    # stages before it had trained
+    ("train", "quickstart.yaml", "stages.rrpo.train.reference=precomputed",
+     "stages[1]: train.reference: rrpo needs the reference's full distribution at every chosen token (token-wise KL), "
+     "which precomputed log-probs do not keep; use copy or lora_disabled"),
+    ("train", "quickstart.yaml", "stages.rrpo.train.reference=lora_disabled",
+     "stages[1]: train.reference: lora_disabled is the policy with its LoRA adapters off, and lora.enabled is false; "
+     "use copy (or enable lora)"),
+    ("train", "train/grpo_hybrid_quickstart.yaml", "stages.grpo.train.grad_accum=2",
+     "stages[1]: train.grad_accum: grpo needs 1 (train.batch_size is the prompts per step; grpo.micro_batch_size "
+     "bounds the sequences per forward)"),
+    ("train", "train/grpo_hybrid_quickstart.yaml", "stages.grpo.train.reference=none",
+     "stages[1]: train.reference: none gives no reference to score new rollouts, and grpo.kl_beta=0.1 needs one; use "
+     "copy or lora_disabled, or set grpo.kl_beta: 0"),
 ])
 def test_values_outside_their_range_are_refused_with_the_range(loader, config, item, message):
     """Each was taken: eval_records=-1 scored all but the last record, data.limit=-3 all but the

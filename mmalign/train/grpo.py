@@ -71,7 +71,6 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
 
     # -- rewards and data first: a misnamed reward or a bad file fails before the model loads
     rewards = RewardSet.from_config(g.rewards, g.fallback_reward)
-    check_settings(cfg)
     records, skipped = load_data(cfg, cfg.data.train_file)
     eval_records, _ = load_data(cfg, cfg.data.eval_file)
     if not records:
@@ -206,18 +205,6 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
     accelerator.print("\n".join(f"grpo {k:<28} {before.get(k, float('nan')):>9.4f} -> {v:>9.4f}"
                                 for k, v in after.items() if k != "n"))
     return finish(accelerator, stage_dir, scorer, policy, processor, summary)
-
-
-def check_settings(cfg: RunConfig) -> None:
-    g = cfg.grpo
-    if cfg.train.grad_accum != 1:
-        raise ValueError("grpo: train.grad_accum must be 1 (train.batch_size is the prompts per step; "
-                         "grpo.micro_batch_size bounds the sequences per forward)")
-    if g.num_generations < 2:
-        raise ValueError("grpo.num_generations must be >= 2: advantages are relative to the group")
-    if g.kl_beta != 0 and cfg.train.reference in ("none", "precomputed"):
-        raise ValueError(f"grpo.kl_beta={g.kl_beta} needs a reference model (train.reference: copy or "
-                         "lora_disabled; precomputed cannot score new rollouts), or set grpo.kl_beta: 0")
 
 
 # ---------------------------------------------------------------- prompts and vision
