@@ -89,7 +89,7 @@ def check_record_files(cfg: RunConfig, where: str = "", made_later: list[str] = 
     """Each record file of `cfg` is there and holds a usable record (with data.strict, no bad
     line), read as its stage will read it. Files under `made_later` (a world the run builds,
     a pipeline's own steps) are not there yet and are left to their stage."""
-    from mmalign.train.stage import load_data
+    from mmalign.train.stage import curriculum_problem, load_data
 
     for key in ("train_file", "eval_file"):
         path = getattr(cfg.data, key)
@@ -102,6 +102,9 @@ def check_record_files(cfg: RunConfig, where: str = "", made_later: list[str] = 
         records, skipped = load_data(cfg, path)
         if key == "train_file" and not records:
             raise no_usable_records(f"{where}data.train_file: {path}", skipped)
+        problem = curriculum_problem(cfg, records) if key == "train_file" else None
+        if problem:
+            raise RecordError(f"{where}{problem}")
 
 
 def run_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resume: bool,

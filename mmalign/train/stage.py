@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from mmalign.config import RunConfig, to_dict
-from mmalign.data.records import read_records, reason_counts
+from mmalign.data.records import RecordError, read_records, reason_counts
 from mmalign.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_jsonl
 from mmalign.methods import method
 from mmalign.models.backbone import freeze_vision, load_backbone
@@ -155,12 +155,23 @@ def skip_summary(records, read_skipped, skipped: list[dict]) -> dict:
             "skipped_records": list(unique.values())[:200]}
 
 
+def curriculum_problem(cfg: RunConfig, records) -> str | None:
+    """Why `data.curriculum` cannot order `records` (some have no difficulty), else None."""
+    lacking = [r for r in records if r.difficulty is None] if cfg.data.curriculum != "shuffle" else []
+    if not lacking:
+        return None
+    return (f"data.curriculum={cfg.data.curriculum} orders records by their `difficulty`, and {len(lacking)} of the "
+            f"{len(records)} have none (the first: {lacking[0].source}); give every record one, or set "
+            "data.curriculum=shuffle")
+
+
 def record_order(cfg: RunConfig, records, processes: int) -> list[int]:
     """The records' visiting order over all epochs. `train.max_steps` overrides the epochs: the
     stream is extended with further epochs until it holds that many steps for `processes`."""
     d, t = cfg.data, cfg.train
-    if d.curriculum != "shuffle" and any(r.difficulty is None for r in records):
-        raise ValueError(f"data.curriculum={d.curriculum} needs a `difficulty` on every record")
+    problem = curriculum_problem(cfg, records)
+    if problem:
+        raise RecordError(problem)
     epochs = t.epochs
     if t.max_steps:
         epochs = max(epochs, math.ceil(t.max_steps * t.batch_size * t.grad_accum * processes / len(records)))

@@ -67,6 +67,11 @@ def test_the_cli_says_it_in_one_line(tmp_path):
     ("model: {tiny: qwen2_5_vl}\nstages:\n  - {name: a, data: {train_file: d.jsonl}}\n"
      "  - {name: b, data: {train_file: d.jsonl, eval_file: nope.jsonl}}\n",
      "stage b: data.eval_file: nope.jsonl: file not found"),
+    # A curriculum over records without a difficulty: a ValueError traceback when b began, after a had trained.
+    ("model: {tiny: qwen2_5_vl}\nstages:\n  - {name: a, data: {train_file: d.jsonl}}\n"
+     "  - {name: b, data: {train_file: d.jsonl, curriculum: ordered}}\n",
+     "stage b: data.curriculum=ordered orders records by their `difficulty`, and 1 of the 1 have none (the first: "
+     "d.jsonl:1); give every record one, or set data.curriculum=shuffle"),
 ])
 def test_missing_model_or_data_is_one_line_and_claims_nothing(tmp_path, body, message):
     cfg = tmp_path / "c.yaml"
