@@ -113,12 +113,19 @@ def weights_stamp(path: str | None) -> str | None:
     return f"{len(files)} file(s), {sum(st.st_size for st in stats)} bytes, newest written {newest}"
 
 
-def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path") -> None:
+def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path", backbone: bool = False) -> None:
     """A one-line ConfigError for what from_pretrained would answer with a traceback: a missing
-    folder, pickle-only weights, a torn safetensors file, custom code without permission."""
+    folder, pickle-only weights, a torn safetensors file, custom code without permission, and,
+    for a `backbone`, a model type mmalign does not train (a text-only LLM, say)."""
     import json
 
     from mmalign.config import ConfigError
+
+    def check_type(model_type) -> None:
+        if backbone and model_type not in MODEL_TYPES:
+            raise ConfigError(f"{key}: {path}: model type {model_type!r} is not a vision-language backbone mmalign "
+                              f"trains (supported: {', '.join(MODEL_TYPES)}); for a text-only LLM, name its "
+                              "vision-language checkpoint instead (Qwen2.5-VL-7B-Instruct, not Qwen2.5-7B-Instruct)")
 
     folder = Path(path)
     if not folder.exists():
@@ -133,7 +140,7 @@ def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path"
                                   f"it and set {key} to its folder")
             with from_hub(path, key):
                 try:
-                    AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+                    check_type(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).model_type)
                 except ValueError as e:  # custom code without trust_remote_code, an unknown model type
                     raise ConfigError(f"{key}: {path}: {str(e).strip().splitlines()[0]}") from None
             return
@@ -144,9 +151,11 @@ def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path"
     if not config.is_file():
         raise ConfigError(f"{key}: {path}: no config.json, so not a transformers checkpoint folder")
     try:
-        auto_map = json.loads(config.read_text(encoding="utf-8")).get("auto_map")
-    except (ValueError, UnicodeDecodeError) as e:
+        fields = json.loads(config.read_text(encoding="utf-8"))
+        auto_map = fields.get("auto_map")
+    except (ValueError, UnicodeDecodeError, AttributeError) as e:
         raise ConfigError(f"{key}: {config}: not valid JSON ({e})") from None
+    check_type(fields.get("model_type"))
     if auto_map and not trust_remote_code:
         raise ConfigError(f"{key}: {config} names custom code (auto_map); set model.trust_remote_code=true "
                           "to allow it to run")
@@ -208,7 +217,7 @@ def load_backbone(cfg: ModelConfig, path: str | None = None):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     path = path or model_path(cfg)
-    check_checkpoint(str(path), cfg.trust_remote_code)
+    check_checkpoint(str(path), cfg.trust_remote_code, backbone=True)
     check_runtime(cfg)
     with from_hub(str(path)):
         model = AutoModelForImageTextToText.from_pretrained(

@@ -215,3 +215,33 @@ def test_a_hub_id_with_the_hub_out_of_reach_is_refused_at_once(tmp_path, capsys,
         "mmalign: error: model.path: mmalign-tests/no-such-model: no local folder, not in the hub cache, and the hub "
         "(huggingface.co) cannot be reached (Name or service not known); download it and set model.path to its folder")
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "pairs", "eval"])
+def test_a_text_only_checkpoint_is_one_line_before_anything_is_claimed(tmp_path, monkeypatch, capsys, command):
+    """model.path at a text-only LLM (Qwen2.5-7B-Instruct for Qwen2.5-VL-7B-Instruct): transformers'
+    page-long 'Unrecognized configuration class' traceback, after the run had claimed its folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mmalign.cli import main
+    from mmalign.world import build_world
+
+    monkeypatch.chdir(tmp_path)
+    LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 num_key_value_heads=2, vocab_size=64)).save_pretrained("llm")
+    build_world("w", n_videos=4, show_progress=False)
+    root = Path(__file__).resolve().parents[2] / "configs"
+    (tmp_path / "c.yaml").write_text("method: dpo\noutput_dir: run\ndata: {train_file: w/pairs_train.jsonl}\n")
+    argv = {"train": ["train", "c.yaml"],
+            "pairs": ["pairs", "--videos", "w/videos", "--config", str(root / "pairs/rrpo_qa.yaml"),
+                      "--out", "run/pairs.jsonl"],
+            "eval": ["eval", "--config", str(root / "eval/synthetic.yaml"), "output_dir=run", "world.out=w",
+                     "world.n_videos=4", "name=llm"]}[command]
+    capsys.readouterr()  # save_pretrained's progress bar
+    assert main([*argv, "model.path=llm"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.endswith("model.path: llm: model type 'llama' is not a vision-language backbone mmalign trains "
+                         "(supported: qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5, glm4v, llava, llava_next_video, "
+                         "llava_onevision, internvl, smolvlm); for a text-only LLM, name its vision-language "
+                         "checkpoint instead (Qwen2.5-VL-7B-Instruct, not Qwen2.5-7B-Instruct)")
+    assert "\n" not in line and not (tmp_path / "run").exists()
