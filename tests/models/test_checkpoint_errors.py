@@ -104,6 +104,20 @@ def test_a_reward_model_that_is_not_there_stops_the_run_before_anything_trains(t
     assert capsys.readouterr().err.strip() == f"mmalign: error: stage grpo: {key}: rm: no such folder"
     assert not (tmp_path / "run").exists()
 
+    # A causal LM where a reward model belongs: AutoModelForSequenceClassification gave it a random
+    # head (transformers only warns), and GRPO trained on noise.
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 num_key_value_heads=2, vocab_size=64)).save_pretrained("rm")
+    capsys.readouterr()
+    assert main(["train", "c.yaml", f"stages.grpo.grpo.rewards={rewards}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mmalign: error: stage grpo: {key}: rm: its architectures ['LlamaForCausalLM'] have no sequence-classification "
+        "head, which would start random (every reward noise); name a reward model (an *ForSequenceClassification "
+        "checkpoint)")
+    assert not (tmp_path / "run").exists()
+
 
 def test_a_later_stages_unusable_records_stop_the_run_before_any_stage_trains(tmp_path, capsys):
     """Stage b's records all unusable (or, with data.strict, one bad line): the run stopped only
