@@ -57,7 +57,7 @@ def evaluate(cfg: EvalConfig, overwrite: bool = False, process=None, generate_fn
         try:
             check_runtime(spec.model)
             if spec.model.path:
-                check_checkpoint(spec.model.path, spec.model.trust_remote_code, backbone=True)
+                check_checkpoint(spec.model.path, spec.model.trust_remote_code, serves="backbone")
         except ConfigError as e:
             raise ConfigError(f"model {spec.name!r}: {e}") from None
     for key in ("judge_model", "embedding_model"):  # loaded to score, after every answer was generated

@@ -214,7 +214,7 @@ def check_models(cfg: PairsConfig, made_later: list[str] = ()) -> None:
                       ("rrpo_qa.judge_model", cfg.rrpo_qa.judge_model),
                       ("rrpo_qa.rewriter_model", cfg.rrpo_qa.rewriter_model)):
         if path and not lies_under(path, made_later):
-            check_checkpoint(path, cfg.model.trust_remote_code, key, backbone=key == "model.path")
+            check_checkpoint(path, cfg.model.trust_remote_code, key, serves="backbone" if key == "model.path" else "chat")
 
 
 def _claim(parts: Path, cfg: PairsConfig, videos: Path, restart: bool, procs: _Processes) -> None:

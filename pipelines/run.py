@@ -109,7 +109,7 @@ def check_inputs(cfg: PipelineConfig, steps: list[Step], out: Path) -> None:
     made_later = [str(out), *([cfg.world.out] if cfg.world.enabled else [])]
     skeletons = {}
     if cfg.model.path:
-        check_checkpoint(cfg.model.path, cfg.model.trust_remote_code, backbone=True)
+        check_checkpoint(cfg.model.path, cfg.model.trust_remote_code, serves="backbone")
     for step in steps:
         try:
             if step.kind == "eval":

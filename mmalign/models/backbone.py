@@ -113,19 +113,32 @@ def weights_stamp(path: str | None) -> str | None:
     return f"{len(files)} file(s), {sum(st.st_size for st in stats)} bytes, newest written {newest}"
 
 
-def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path", backbone: bool = False) -> None:
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json")
+
+
+def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path", serves: str | None = None) -> None:
     """A one-line ConfigError for what from_pretrained would answer with a traceback: a missing
-    folder, pickle-only weights, a torn safetensors file, custom code without permission, and,
-    for a `backbone`, a model type mmalign does not train (a text-only LLM, say)."""
+    folder, pickle-only weights, a torn safetensors file, custom code without permission, and a
+    model type that cannot serve as what the key loads: `serves="backbone"`, a vision-language
+    model mmalign trains (not a text-only LLM); `serves="chat"`, a model AutoModelForCausalLM
+    loads (a judge or rewriter; not a VLM)."""
     import json
 
     from mmalign.config import ConfigError
 
-    def check_type(model_type) -> None:
-        if backbone and model_type not in MODEL_TYPES:
+    def check_type(model_type, auto_map) -> None:
+        if serves == "backbone" and model_type not in MODEL_TYPES:
             raise ConfigError(f"{key}: {path}: model type {model_type!r} is not a vision-language backbone mmalign "
                               f"trains (supported: {', '.join(MODEL_TYPES)}); for a text-only LLM, name its "
                               "vision-language checkpoint instead (Qwen2.5-VL-7B-Instruct, not Qwen2.5-7B-Instruct)")
+        if serves == "chat" and "AutoModelForCausalLM" not in (auto_map or {}):
+            from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+            if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+                raise ConfigError(f"{key}: {path}: model type {model_type!r} is not a text chat model "
+                                  "(AutoModelForCausalLM does not load it); name a text LLM such as "
+                                  "Qwen2.5-7B-Instruct")
 
     folder = Path(path)
     if not folder.exists():
@@ -140,7 +153,8 @@ def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path"
                                   f"it and set {key} to its folder")
             with from_hub(path, key):
                 try:
-                    check_type(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).model_type)
+                    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+                    check_type(config.model_type, getattr(config, "auto_map", None))
                 except ValueError as e:  # custom code without trust_remote_code, an unknown model type
                     raise ConfigError(f"{key}: {path}: {str(e).strip().splitlines()[0]}") from None
             return
@@ -155,10 +169,18 @@ def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path"
         auto_map = fields.get("auto_map")
     except (ValueError, UnicodeDecodeError, AttributeError) as e:
         raise ConfigError(f"{key}: {config}: not valid JSON ({e})") from None
-    check_type(fields.get("model_type"))
+    check_type(fields.get("model_type"), auto_map)
     if auto_map and not trust_remote_code:
         raise ConfigError(f"{key}: {config} names custom code (auto_map); set model.trust_remote_code=true "
                           "to allow it to run")
+    # What the tokenizer / processor load from; without them the load failed after the run had
+    # claimed its folder (a weights-only copy of a checkpoint, say).
+    needed = {"backbone": [("tokenizer", TOKENIZER_FILES), ("processor", PROCESSOR_FILES)],
+              "chat": [("tokenizer", TOKENIZER_FILES)]}.get(serves, [])
+    for what, names in needed:
+        if not any((folder / name).is_file() for name in names):
+            raise ConfigError(f"{key}: {path}: no {what} files ({' / '.join(names)}); save the {what} beside the "
+                              f"weights ({what}.save_pretrained(folder))")
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         pickles = sorted(p.name for p in folder.glob("*.bin"))
@@ -217,7 +239,7 @@ def load_backbone(cfg: ModelConfig, path: str | None = None):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     path = path or model_path(cfg)
-    check_checkpoint(str(path), cfg.trust_remote_code, backbone=True)
+    check_checkpoint(str(path), cfg.trust_remote_code, serves="backbone")
     check_runtime(cfg)
     with from_hub(str(path)):
         model = AutoModelForImageTextToText.from_pretrained(

@@ -36,7 +36,7 @@ def check_inputs(stages: list[tuple[str, RunConfig]]) -> None:
         if not (cfg.model.path or cfg.model.tiny):
             raise ConfigError(f"{where}model: set model.path (a checkpoint folder) or model.tiny (an offline preset)")
         if cfg.model.path:
-            check_checkpoint(cfg.model.path, cfg.model.trust_remote_code, backbone=True)
+            check_checkpoint(cfg.model.path, cfg.model.trust_remote_code, serves="backbone")
         if not cfg.data.train_file:
             raise ConfigError(f"{where}data.train_file: not set (a JSONL of {cfg.method} records)")
         check_stage_reads(cfg, where, [cfg.world.out] if cfg.world.enabled else [], skeletons)

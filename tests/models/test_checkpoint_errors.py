@@ -39,6 +39,33 @@ def test_a_torn_safetensors_file(ckpt):
         load_backbone(ModelConfig(path=str(ckpt)))
 
 
+@pytest.mark.parametrize("remove, what", [(("processor_config.json",), "processor"),
+                                          (("tokenizer.json", "tokenizer_config.json"), "tokenizer")])
+def test_a_checkpoint_without_its_processor_or_tokenizer_is_refused_by_name(ckpt, remove, what):
+    """A weights-only copy: AutoProcessor failed after the run had claimed its folder."""
+    for name in remove:
+        (ckpt / name).unlink()
+    with pytest.raises(ConfigError, match=rf"model\.path: .*ckpt: no {what} files \("):
+        load_backbone(ModelConfig(path=str(ckpt)))
+
+
+def test_a_vision_language_model_as_the_text_judge_is_one_line_before_the_run(ckpt, tmp_path, monkeypatch, capsys):
+    """rrpo_qa.judge_model is loaded with AutoModelForCausalLM, which does not take a Qwen2.5-VL:
+    its traceback came after the pairs run had claimed its progress folder."""
+    from mmalign.cli import main
+    from mmalign.world import build_world
+
+    monkeypatch.chdir(tmp_path)
+    build_world("w", n_videos=2, show_progress=False)
+    config = Path(__file__).resolve().parents[2] / "configs" / "pairs" / "rrpo_qa.yaml"
+    assert main(["pairs", "--videos", "w/videos", "--config", str(config), "--out", "p.jsonl", f"model.path={ckpt}",
+                 "rrpo_qa.judge=model", f"rrpo_qa.judge_model={ckpt}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mmalign: error: rrpo_qa.judge_model: {ckpt}: model type 'qwen2_5_vl' is not a text chat model "
+        "(AutoModelForCausalLM does not load it); name a text LLM such as Qwen2.5-7B-Instruct")
+    assert not (tmp_path / "p.jsonl.parts").exists()
+
+
 def test_custom_code_needs_trust_remote_code(ckpt):
     config = json.loads((ckpt / "config.json").read_text())
     config["auto_map"] = {"AutoModel": "modeling_x.X"}
