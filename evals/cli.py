@@ -73,8 +73,8 @@ def register(sub) -> None:
                         "e.g. base=/ckpt rrpo=runs/rrpo/final")
     p.add_argument("--predictions", default=None, metavar="FILE",
                    help="Score this predictions file (the benchmark's official format, our predictions.jsonl, "
-                        "or a JSON object / list of {id, prediction}) instead of running a model; items it lacks "
-                        "are listed and counted.")
+                        "or a JSON object / list of {id, prediction}) instead of running the config's model, or, "
+                        "with --models, beside those models; items it lacks are listed and counted.")
     p.add_argument("--harness", choices=("builtin", "lmms-eval"), default="builtin",
                    help="builtin: the config's benchmark; lmms-eval: the --tasks of lmms-eval (an optional extra, "
                         "pip install -e '.[lmms]'), run with this config's model and sampling, data from data.root")

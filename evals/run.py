@@ -23,7 +23,8 @@ from .runner import check_settings, generate_predictions, merged_predictions
 def evaluate(cfg: EvalConfig, overwrite: bool = False, process=None, generate_fn: Callable | None = None,
              load_model_fn: Callable | None = None, predictions: str | None = None) -> dict:
     """Run and score every model of `cfg`; returns what results.json holds (main process).
-    `predictions`: score that file instead, loading no model (`score_file`).
+    `predictions`: score that file (`score_file`), instead of the config's `model`, or beside
+    the `models` it lists (--models): a published predictions file next to your checkpoints.
     `generate_fn` / `load_model_fn(spec, process)` replace generate / load_backbone (tests)."""
     bench = REGISTRY[cfg.benchmark]
     load_model_fn = load_model_fn or load_model
@@ -50,7 +51,11 @@ def evaluate(cfg: EvalConfig, overwrite: bool = False, process=None, generate_fn
     if predictions is not None:
         models.append(score_file(bench, cfg, loaded.items, predictions))
         loaded.notes += models[-1].pop("notes")
-    specs = [] if predictions is not None else model_specs(cfg)
+    # --predictions with --models: the file's row beside theirs; it alone names no model to run
+    specs = model_specs(cfg) if predictions is None or cfg.models else []
+    if models and models[0]["name"] in {s.name for s in specs}:
+        raise ConfigError(f"--predictions {predictions}: its row would be named {models[0]['name']!r}, as a model of "
+                          "--models is; rename one of them")
     from mmalign.models.backbone import check_checkpoint, check_runtime
 
     for spec in specs:  # every model checked before the first one generates anything

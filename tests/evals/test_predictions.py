@@ -184,3 +184,27 @@ def test_a_one_line_predictions_file_is_one_row_not_a_mapping(tmp_path, pope_cfg
     assert main(["eval", "--config", str(pope_cfg), "--predictions", str(path), "data.limit=1"]) == 0
     (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
     assert m["counts"]["scored"] == 1 and m["metrics"]["accuracy"] == 1.0
+
+
+def test_a_predictions_file_is_scored_beside_the_models_of_models(tmp_path, tiny_dir, monkeypatch):
+    """--predictions with --models scored the file alone and ran none of the models, silently."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "syn.yaml"
+    cfg.write_text(f"benchmark: synthetic\noutput_dir: out\nworld: {{enabled: true, out: world, n_videos: 4}}\n"
+                   f"model: {{tiny: qwen2_5_vl, tiny_dir: {tiny_dir}}}\ngeneration: {{max_new_tokens: 2}}\n")
+    from mmalign.evals.config import load_eval_config
+    from mmalign.models.backbone import model_path
+
+    tiny = model_path(load_eval_config(cfg).model)
+    (tmp_path / "published.jsonl").write_text("")  # answers nothing yet: exit 1, and the model still runs
+    assert main(["eval", "--config", str(cfg), "--predictions", "published.jsonl", "--models", f"mine={tiny}"]) == 1
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [m["name"] for m in results["models"]] == ["published", "mine"]
+    mine = results["models"][1]
+    answers = {r["id"]: r["prediction"] for r in mine["items"]}
+    (tmp_path / "published.jsonl").write_text("".join(json.dumps({"id": i, "prediction": p}) + "\n"
+                                                      for i, p in answers.items()))
+    assert main(["eval", "--config", str(cfg), "--predictions", "published.jsonl", "--models", f"mine={tiny}"]) == 0
+    published, mine = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
+    assert published["metrics"] == mine["metrics"]  # the model's own answers, scored as a file, score the same
+    assert main(["eval", "--config", str(cfg), "--predictions", "published.jsonl", "--models", f"published={tiny}"]) == 2
