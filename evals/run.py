@@ -65,10 +65,13 @@ def evaluate(cfg: EvalConfig, overwrite: bool = False, process=None, generate_fn
                 check_checkpoint(spec.model.path, spec.model.trust_remote_code, serves="backbone")
         except ConfigError as e:
             raise ConfigError(f"model {spec.name!r}: {e}") from None
-    for key in ("judge_model", "embedding_model"):  # loaded to score, after every answer was generated
-        path = getattr(cfg.score, key)
-        if path and not (Path(path) / "config.json").is_file():
-            raise ConfigError(f"score.{key}: {path}: not a model folder (a local folder with config.json)")
+    # Loaded to score, after every answer was generated: checked now. The judge is a text chat
+    # model (AutoModelForCausalLM); the embedder only needs to be a folder (SimCSE ships pickle weights).
+    if cfg.score.judge_model:
+        check_checkpoint(cfg.score.judge_model, False, "score.judge_model", serves="chat")
+    path = cfg.score.embedding_model
+    if path and not (Path(path) / "config.json").is_file():
+        raise ConfigError(f"score.embedding_model: {path}: not a model folder (a local folder with config.json)")
     for spec in specs:
         model_out = out / spec.name
         if process.is_main_process:

@@ -163,14 +163,20 @@ def test_a_name_clash_among_models_from_the_command_line_is_blamed_on_them(tmp_p
     assert [s.name for s in model_specs(load_eval_config(p, models=["a=", "b="]))] == ["a", "b"]
 
 
-@pytest.mark.parametrize("key", ["judge_model", "embedding_model"])
-def test_a_scoring_model_folder_that_is_not_there_is_refused_before_any_answer(tmp_path, capsys, key):
+@pytest.mark.parametrize("key, said", [("judge_model", "no such folder"),
+                                       ("embedding_model", "not a model folder (a local folder with config.json)"),
+                                       ("judge_model", "model type 'qwen2_5_vl' is not a text chat model")])
+def test_a_scoring_model_folder_that_is_not_there_is_refused_before_any_answer(tmp_path, capsys, tiny_dir, key, said):
     """The judge and the embedder load to score, after every answer was generated (hours on a
-    GPU): a mistyped folder was found only then."""
+    GPU): a mistyped folder, or a VLM as the text judge, was found only then."""
+    from mmalign.config import ModelConfig
+    from mmalign.models.backbone import model_path
+
+    folder = model_path(ModelConfig(tiny="qwen2_5_vl", tiny_dir=tiny_dir)) if "model type" in said else tmp_path / "nope"
     args = ["eval", "--config", str(ROOT / "configs/eval/synthetic.yaml"), f"world.out={tmp_path / 'world'}",
             "world.n_videos=4", f"output_dir={tmp_path / 'out'}", f"model.tiny_dir={tmp_path / 'tiny'}",
-            f"score.{key}={tmp_path / 'nope'}"]
+            f"score.{key}={folder}"]
+    capsys.readouterr()
     assert main(args) == 2
-    assert capsys.readouterr().err.strip() == (f"mmalign: error: score.{key}: {tmp_path / 'nope'}: not a model "
-                                               "folder (a local folder with config.json)")
+    assert capsys.readouterr().err.strip().startswith(f"mmalign: error: score.{key}: {folder}: {said}")
     assert not (tmp_path / "out").exists() and not (tmp_path / "tiny").exists()
