@@ -46,7 +46,7 @@ from mmalign.config import GrpoConfig, RunConfig
 from mmalign.data.collate import Sequence, collate_sequences
 from mmalign.data.encode import RecordDataset
 from mmalign.data.prefetch import die_with_parent
-from mmalign.data.records import RecordError, Skipped, no_usable_records
+from mmalign.data.records import RecordError, Skipped
 from mmalign.data.video import MediaError
 from mmalign.io import append_jsonl
 from mmalign.losses import all_equal_groups, group_advantages, grpo_loss
@@ -56,7 +56,7 @@ from mmalign.rewards import RewardSet, Sample
 from mmalign.train.checkpoint import save_checkpoint
 from mmalign.train.curriculum import OrderSampler
 from mmalign.train.scoring import TokenScorer
-from mmalign.train.stage import (end_of_step, eval_before, finish, load_data, load_policy, make_accelerator,
+from mmalign.train.stage import (end_of_step, eval_before, finish, load_policy, load_usable, make_accelerator,
                                 optimizer_and_schedule, prepare_policy, record_order,
                                 reduce_metrics, resume, shared_prompt_or_fallback, skip_summary)
 
@@ -71,10 +71,8 @@ def run_grpo_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None, resum
 
     # -- rewards and data first: a misnamed reward or a bad file fails before the model loads
     rewards = RewardSet.from_config(g.rewards, g.fallback_reward)
-    records, skipped = load_data(cfg, cfg.data.train_file)
-    eval_records, _ = load_data(cfg, cfg.data.eval_file)
-    if not records:
-        raise no_usable_records(cfg.data.train_file, skipped)
+    records, skipped = load_usable(cfg, "train_file")
+    eval_records, _ = load_usable(cfg, "eval_file")
     eval_records = (eval_records or records)[:g.eval_records]
 
     # -- policy, reference

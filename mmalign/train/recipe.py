@@ -29,7 +29,7 @@ from mmalign.train.curriculum import OrderSampler
 from mmalign.train.plan import drop_over_length
 from mmalign.train.reference import PrecomputedReference, model_fingerprint
 from mmalign.train.scoring import TokenScorer
-from mmalign.train.stage import (end_of_step, eval_before, finish, load_data, load_policy, make_accelerator,
+from mmalign.train.stage import (end_of_step, eval_before, finish, load_policy, load_usable, make_accelerator,
                                 mean_metrics, optimizer_and_schedule, prepare_policy,
                                 record_order, reduce_metrics, reference_kind, resume, shared_prompt_or_fallback,
                                 skip_summary)
@@ -49,10 +49,8 @@ def run_preference_stage(cfg: RunConfig, stage_dir: Path, init_path: str | None,
     main = accelerator.is_main_process
 
     # -- data first: a bad file fails before the model loads
-    records, skipped = load_data(cfg, cfg.data.train_file)
-    eval_records, _ = load_data(cfg, cfg.data.eval_file)
-    if not records:
-        raise no_usable_records(cfg.data.train_file, skipped)
+    records, skipped = load_usable(cfg, "train_file")
+    eval_records, _ = load_usable(cfg, "eval_file")
 
     # -- model, reference
     model, processor = load_policy(cfg, accelerator, init_path)

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from mmalign.config import ConfigError, RunConfig, changed_keys, stages_of, to_dict
-from mmalign.data.records import RecordError, no_usable_records, short_repr
+from mmalign.data.records import RecordError, short_repr
 from mmalign.io import atomic_write_json, atomic_write_text, check_output_folder, lies_under
 from mmalign.train.checkpoint import is_final
 
@@ -92,7 +92,7 @@ def check_record_files(cfg: RunConfig, where: str = "", made_later: list[str] = 
     """Each record file of `cfg` is there and holds a usable record (with data.strict, no bad
     line), read as its stage will read it. Files under `made_later` (a world the run builds,
     a pipeline's own steps) are not there yet and are left to their stage."""
-    from mmalign.train.stage import curriculum_problem, load_data
+    from mmalign.train.stage import curriculum_problem, load_usable
 
     for key in ("train_file", "eval_file"):
         path = getattr(cfg.data, key)
@@ -102,9 +102,7 @@ def check_record_files(cfg: RunConfig, where: str = "", made_later: list[str] = 
             raise RecordError(f"{where}data.{key}: {path}: a folder, not a record file")
         if not Path(path).is_file():
             raise RecordError(f"{where}data.{key}: {path}: file not found")
-        records, skipped = load_data(cfg, path)
-        if key == "train_file" and not records:
-            raise no_usable_records(f"{where}data.train_file: {path}", skipped)
+        records, _ = load_usable(cfg, key, where)
         problem = curriculum_problem(cfg, records) if key == "train_file" else None
         if problem:
             raise RecordError(f"{where}{problem}")

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from mmalign.config import RunConfig, to_dict
-from mmalign.data.records import RecordError, read_records, reason_counts
+from mmalign.data.records import RecordError, no_usable_records, read_records, reason_counts
 from mmalign.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_jsonl
 from mmalign.methods import method
 from mmalign.models.backbone import freeze_vision, load_backbone
@@ -141,6 +141,21 @@ def load_data(cfg: RunConfig, path: str | None):
         lo = -math.inf if d.difficulty_min is None else d.difficulty_min
         hi = math.inf if d.difficulty_max is None else d.difficulty_max
         records = [r for r in records if r.difficulty is not None and lo <= r.difficulty <= hi]
+    return records, skipped
+
+
+def load_usable(cfg: RunConfig, key: str, where: str = "") -> tuple[list, list]:
+    """`load_data` of `data.<key>` (train_file or eval_file), refusing a file that is set and
+    gives no record: an eval_file with none (another method's records, say) was replaced by
+    training records without a word, while the table's note asked to set data.eval_file."""
+    path = getattr(cfg.data, key)
+    records, skipped = load_data(cfg, path)
+    if path and not records:
+        if skipped:
+            raise no_usable_records(f"{where}data.{key}: {path}", skipped)
+        filtered = cfg.data.difficulty_min is not None or cfg.data.difficulty_max is not None
+        raise RecordError(f"{where}data.{key}: {path}: "
+                          + ("no record within data.difficulty_min / difficulty_max" if filtered else "holds no record"))
     return records, skipped
 
 

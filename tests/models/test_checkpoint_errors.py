@@ -146,6 +146,27 @@ def test_a_reward_model_that_is_not_there_stops_the_run_before_anything_trains(t
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("eval_line, extra, said", [
+    ('{"prompt": "p", "response": "a"}', "", "no usable records (1 skipped): top reasons:"),  # SFT records, a DPO stage
+    ('{"prompt": "p", "chosen": "a", "rejected": "b"}', "difficulty_min: 0.5, ",
+     "no record within data.difficulty_min / difficulty_max"),
+])
+def test_an_eval_file_with_no_usable_record_is_refused_not_replaced_by_training_records(tmp_path, monkeypatch, capsys,
+                                                                                       eval_line, extra, said):
+    """The stage measured before/after on its training records instead, and its note asked to set
+    data.eval_file, which was set."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b", "difficulty": 0.9}\n')
+    (tmp_path / "e.jsonl").write_text(eval_line + "\n")
+    (tmp_path / "c.yaml").write_text("method: dpo\noutput_dir: run\nmodel: {tiny: qwen2_5_vl}\n"
+                                     f"data: {{train_file: d.jsonl, eval_file: e.jsonl, {extra}}}\n")
+    assert main(["train", "c.yaml"]) == 2
+    assert capsys.readouterr().err.startswith(f"mmalign: error: data.eval_file: e.jsonl: {said}")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_later_stages_unusable_records_stop_the_run_before_any_stage_trains(tmp_path, capsys):
     """Stage b's records all unusable (or, with data.strict, one bad line): the run stopped only
     when b began, after a had trained, in a claimed folder. Now nothing is written; and a
