@@ -53,6 +53,11 @@ def _f(default, help: str, **kw):
     return field(default=default, metadata={"help": help, **kw})
 
 
+# accelerate's LoggerType values (accelerate/utils/dataclasses.py), "all" left out: it logs to
+# whatever happens to be installed.
+TRACKERS = ("tensorboard", "wandb", "trackio", "comet_ml", "aim", "mlflow", "clearml", "dvclive", "swanlab")
+
+
 @dataclass
 class ModelConfig:
     path: str | None = _f(None, "Checkpoint folder or hub id loaded with from_pretrained (a real 7B, or a saved run).",
@@ -210,7 +215,8 @@ class TrainConfig:
     save_every: int = _f(0, "Checkpoint every N optimizer steps (0 = only at the end).", ge=0,
                          aliases=("save_steps",))
     log_every: int = _f(1, "Print and log metrics every N steps.", ge=1, aliases=("logging_steps",))
-    report_to: list[str] = _f([], "accelerate trackers: tensorboard, wandb.")
+    report_to: list[Literal[TRACKERS]] = _f([], "accelerate trackers to log to: " + ", ".join(TRACKERS)
+                                                 + " (each needs its package; tensorboard: the `tracking` extra).")
     max_bad_steps: int = _f(5, "Stop after this many consecutive NaN/inf steps.", ge=1)
     num_workers: int = _f(0, "DataLoader worker processes (video decoding).", ge=0,
                           aliases=("dataloader_num_workers",))

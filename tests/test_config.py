@@ -361,6 +361,9 @@ def test_an_output_folder_where_a_file_stands_is_one_line_before_any_work(argv, 
     ("train", "train/grpo_hybrid_quickstart.yaml", "stages.grpo.train.grad_accum=2",
      "stages[1]: train.grad_accum: grpo needs 1 (train.batch_size is the prompts per step; grpo.micro_batch_size "
      "bounds the sequences per forward)"),
+    ("train", "quickstart.yaml", "train.report_to=[tensorbord]",  # accelerate's ValueError when a stage began
+     "train.report_to[0]: 'tensorbord' is not one of ['tensorboard', 'wandb', 'trackio', 'comet_ml', 'aim', 'mlflow', "
+     "'clearml', 'dvclive', 'swanlab'] (did you mean 'tensorboard'?)"),
     ("train", "train/grpo_hybrid_quickstart.yaml", "stages.grpo.train.reference=none",
      "stages[1]: train.reference: none gives no reference to score new rollouts, and grpo.kl_beta=0.1 needs one; use "
      "copy or lora_disabled, or set grpo.kl_beta: 0"),

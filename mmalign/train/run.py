@@ -50,6 +50,7 @@ def check_stage_reads(cfg: RunConfig, where: str, made_later: list[str], skeleto
 
     try:
         check_runtime(cfg.model)
+        check_trackers(cfg.train.report_to)
     except ConfigError as e:
         raise ConfigError(f"{where}{e}") from None
     check_record_files(cfg, where, made_later)
@@ -64,6 +65,17 @@ def check_stage_reads(cfg: RunConfig, where: str, made_later: list[str], skeleto
             problem = head_problem(str(path))
             if problem:
                 raise ConfigError(f"{where}{key}: {problem}")
+
+
+def check_trackers(report_to: list[str]) -> None:
+    """Each tracker of train.report_to is installed: accelerate only warns about a missing one,
+    among the step logs, and the run then logs nowhere."""
+    import accelerate.utils
+
+    for name in report_to:
+        if not getattr(accelerate.utils, f"is_{name}_available")():
+            extra = " (pip install -e '.[tracking]')" if name == "tensorboard" else f" (pip install {name})"
+            raise ConfigError(f"train.report_to: {name} is not installed here{extra}; install it or leave it out")
 
 
 def check_lora_targets(cfg: RunConfig, where: str, skeletons: dict) -> None:

@@ -101,3 +101,20 @@ def test_liger_refuses_a_model_type_it_has_no_kernels_for_and_a_failed_patch(sta
     with pytest.raises(ConfigError, match=r"Liger could not patch model type 'smolvlm' \(ImportError: cannot import"):
         load_backbone(ModelConfig(tiny="smolvlm", tiny_dir=tiny_dir, liger_kernel=True))
     assert stand_in_liger == []
+
+
+def test_a_tracker_that_is_not_installed_is_one_line_before_anything_is_claimed(tmp_path, monkeypatch, capsys):
+    """accelerate only warned, among the step logs, and the run logged nowhere."""
+    import accelerate.utils
+
+    from mmalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(accelerate.utils, "is_tensorboard_available", lambda: False)
+    (tmp_path / "d.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    (tmp_path / "c.yaml").write_text("method: dpo\noutput_dir: run\nmodel: {tiny: qwen2_5_vl}\n"
+                                     "data: {train_file: d.jsonl}\ntrain: {report_to: [tensorboard]}\n")
+    assert main(["train", "c.yaml"]) == 2
+    assert capsys.readouterr().err.strip() == ("mmalign: error: train.report_to: tensorboard is not installed here "
+                                               "(pip install -e '.[tracking]'); install it or leave it out")
+    assert not (tmp_path / "run").exists()
