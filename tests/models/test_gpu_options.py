@@ -46,11 +46,11 @@ def test_an_option_this_machine_cannot_run_is_one_line_before_anything_is_claime
     assert not (tmp_path / "run").exists()
 
 
-def test_a_gpu_option_without_a_gpu_is_refused(monkeypatch):
+def test_a_gpu_option_without_a_gpu_is_refused(monkeypatch, tiny_dir):
     monkeypatch.setitem(sys.modules, "liger_kernel", types.ModuleType("liger_kernel"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match=r"model\.liger_kernel=true: runs on a CUDA GPU only"):
-        load_backbone(ModelConfig(tiny="qwen2_5_vl", liger_kernel=True))
+        load_backbone(ModelConfig(tiny="qwen2_5_vl", tiny_dir=tiny_dir, liger_kernel=True))
 
 
 @pytest.fixture
