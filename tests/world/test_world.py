@@ -56,8 +56,9 @@ def test_same_seed_same_scene_and_identical_frames():
 def test_the_same_frames_encode_to_the_same_bytes():
     """Two builds of one world must hold the same videos: with x264's macroblock-tree rate
     control, 6-10% of these scenes encoded to other bytes (and pixels) from one call to the
-    next within 8 calls, and models trained on two builds of "the same" world differed."""
-    for seed in range(200):
+    next within 8 calls, and models trained on two builds of "the same" world differed. 100 scenes
+    miss a 6% rate with probability 0.94^100 < 0.3%."""
+    for seed in range(100):
         frames = render(sample_scene(seed, sizes=(26, 32), max_objects=2))
         first = encode_mp4(frames, 8)
         assert all(encode_mp4(frames, 8) == first for _ in range(7)), f"scene {seed} encodes two ways"
