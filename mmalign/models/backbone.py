@@ -120,14 +120,16 @@ PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_p
 def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path", serves: str | None = None) -> None:
     """A one-line ConfigError for what from_pretrained would answer with a traceback: a missing
     folder, pickle-only weights, a torn safetensors file, custom code without permission, and a
-    model type that cannot serve as what the key loads: `serves="backbone"`, a vision-language
-    model mmalign trains (not a text-only LLM); `serves="chat"`, a model AutoModelForCausalLM
-    loads (a judge or rewriter; not a VLM)."""
+    model that cannot serve as what the key loads: `serves="backbone"`, a vision-language model
+    mmalign trains (not a text-only LLM); `serves="chat"`, a model AutoModelForCausalLM loads (a
+    judge or rewriter; not a VLM); `serves="reward"`, a checkpoint with a sequence-classification
+    head (AutoModelForSequenceClassification gives any other a random one, with only a warning,
+    and every reward would be noise)."""
     import json
 
     from mmalign.config import ConfigError
 
-    def check_type(model_type, auto_map) -> None:
+    def check_type(model_type, auto_map, architectures) -> None:
         if serves == "backbone" and model_type not in MODEL_TYPES:
             raise ConfigError(f"{key}: {path}: model type {model_type!r} is not a vision-language backbone mmalign "
                               f"trains (supported: {', '.join(MODEL_TYPES)}); for a text-only LLM, name its "
@@ -139,6 +141,10 @@ def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path"
                 raise ConfigError(f"{key}: {path}: model type {model_type!r} is not a text chat model "
                                   "(AutoModelForCausalLM does not load it); name a text LLM such as "
                                   "Qwen2.5-7B-Instruct")
+        if serves == "reward" and not any(a.endswith("ForSequenceClassification") for a in architectures or []):
+            raise ConfigError(f"{key}: {path}: its architectures {architectures or []} have no sequence-classification "
+                              "head, which would start random (every reward noise); name a reward model (an "
+                              "*ForSequenceClassification checkpoint)")
 
     folder = Path(path)
     if not folder.exists():
@@ -154,7 +160,7 @@ def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path"
             with from_hub(path, key):
                 try:
                     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-                    check_type(config.model_type, getattr(config, "auto_map", None))
+                    check_type(config.model_type, getattr(config, "auto_map", None), config.architectures)
                 except ValueError as e:  # custom code without trust_remote_code, an unknown model type
                     raise ConfigError(f"{key}: {path}: {str(e).strip().splitlines()[0]}") from None
             return
@@ -169,7 +175,7 @@ def check_checkpoint(path: str, trust_remote_code: bool, key: str = "model.path"
         auto_map = fields.get("auto_map")
     except (ValueError, UnicodeDecodeError, AttributeError) as e:
         raise ConfigError(f"{key}: {config}: not valid JSON ({e})") from None
-    check_type(fields.get("model_type"), auto_map)
+    check_type(fields.get("model_type"), auto_map, fields.get("architectures"))
     if auto_map and not trust_remote_code:
         raise ConfigError(f"{key}: {config} names custom code (auto_map); set model.trust_remote_code=true "
                           "to allow it to run")

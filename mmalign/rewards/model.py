@@ -70,17 +70,3 @@ def reward_model_paths(entries: list[dict], where: str = "grpo.rewards") -> list
         elif entry.get("name") == "hybrid" and entry.get("open") == "reward_model":
             found.append((f"{where}[{i}].open_options.path", (entry.get("open_options") or {})["path"]))
     return found
-
-
-def head_problem(path: str) -> str | None:
-    """Why the checkpoint at `path` is no reward model, else None: its architectures name no
-    sequence-classification head, so AutoModelForSequenceClassification would add a randomly
-    initialised one (transformers only warns) and every reward would be noise."""
-    from transformers import AutoConfig
-
-    architectures = AutoConfig.from_pretrained(path).architectures or []
-    if any(a.endswith("ForSequenceClassification") for a in architectures):
-        return None
-    return (f"{path}: its architectures {architectures} have no sequence-classification head, which would start "
-            "random (every reward noise); name a reward model (an *ForSequenceClassification checkpoint)")
-

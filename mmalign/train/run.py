@@ -46,7 +46,7 @@ def check_stage_reads(cfg: RunConfig, where: str, made_later: list[str], skeleto
     """One training stage's record files, LoRA targets, GRPO reward models and the model's
     GPU-only options (`mmalign train` and a pipeline's training steps)."""
     from mmalign.models.backbone import check_checkpoint, check_runtime
-    from mmalign.rewards.model import head_problem, reward_model_paths
+    from mmalign.rewards.model import reward_model_paths
 
     try:
         check_runtime(cfg.model)
@@ -59,12 +59,9 @@ def check_stage_reads(cfg: RunConfig, where: str, made_later: list[str], skeleto
     if cfg.method == "grpo":
         for key, path in reward_model_paths(cfg.grpo.rewards):
             try:
-                check_checkpoint(str(path), trust_remote_code=False, key=key)
+                check_checkpoint(str(path), trust_remote_code=False, key=key, serves="reward")
             except ConfigError as e:
                 raise ConfigError(f"{where}{e}") from None
-            problem = head_problem(str(path))
-            if problem:
-                raise ConfigError(f"{where}{key}: {problem}")
 
 
 def check_trackers(report_to: list[str]) -> None:
