@@ -7,6 +7,7 @@ file in the same folder and renamed into place, so a kill never leaves a half fi
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import tempfile
@@ -52,6 +53,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_figure(path: str | os.PathLike, fig, dpi: int) -> None:
+    """A matplotlib figure as a PNG file, written atomically (savefig alone leaves a torn file
+    when killed)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:

@@ -3,10 +3,9 @@ eval steps (rounds / stages), written as pipeline_summary.json, .md and .png."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from mmalign.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mmalign.io import atomic_write_figure, atomic_write_json, atomic_write_text
 
 
 SMOKE = ("Smoke-test numbers: a tiny model built from random weights on a few synthetic videos; they show "
@@ -58,6 +57,4 @@ def plot(summary: dict, path: Path) -> None:
     ax.set_ylabel(summary["metric"] or "metric")
     ax.set_title("benchmark across the pipeline")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_figure(path, fig, dpi=100)

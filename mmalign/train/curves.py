@@ -4,11 +4,10 @@ completion length, the learning rate), for a look without TensorBoard."""
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
-from mmalign.io import atomic_write_bytes, iter_jsonl
+from mmalign.io import atomic_write_figure, iter_jsonl
 
 # In the order the panels are drawn; a method shows the ones it logs.
 CURVES = ("loss", "rewards/margin", "rewards/accuracy", "reward", "kl", "completion_length", "grad_norm", "lr")
@@ -34,9 +33,7 @@ def plot_curves(metrics: Path, out: Path, title: str) -> list[str]:
         ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_write_figure(out, fig, dpi=90)
     return keys
 
 
