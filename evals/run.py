@@ -139,13 +139,15 @@ def score_items(bench: Benchmark, score: ScoreConfig, items: list[Item], predict
             "media_errors": media_errors, "unparsable": unparsable, "items": rows}
 
 
-def read_prediction_file(path: str, bench: Benchmark | None = None, example_id: str | None = None) -> dict[str, object]:
-    """id -> prediction from the benchmark's official predictions file (its `read_predictions`),
-    our predictions.jsonl ({id, prediction} per line), a JSON object {id: prediction}, or a JSON
-    list of {id, prediction | pred | answer | response} (the shape most official inference scripts
-    write). A bad line is named by file:line, with the shape of a good one (`example_id`: an id
-    of the benchmark's items)."""
+def read_prediction_file(path: str, bench: Benchmark | None = None, items: list[Item] = ()) -> dict[str, object]:
+    """id -> prediction from the benchmark's official predictions file (its `read_predictions`,
+    or its `read_answer_rows` for a file of rows without ids, such as POPE's), our
+    predictions.jsonl ({id, prediction} per line), a JSON object {id: prediction}, or a JSON
+    list of {id, prediction | pred | answer | response} (the shape most official inference
+    scripts write). A bad line is named by file:line, with the shape of a good one (an id of
+    the benchmark's `items`)."""
     text = read_user_text(path, "a predictions file")
+    shape = json.dumps({"id": items[0].id, "prediction": "..."}) if items else "{id, prediction}"
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -153,20 +155,28 @@ def read_prediction_file(path: str, bench: Benchmark | None = None, example_id: 
     if isinstance(data, dict) and "id" in data:
         data = None  # one {id, prediction} line (a one-item predictions.jsonl), not an {id: prediction} object
     if data is None:
-        rows = []
+        lines = []
         for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+            if line.strip():
+                try:
+                    lines.append((f":{lineno}", json.loads(line)))
+                except json.JSONDecodeError:
+                    raise ConfigError(f"{path}:{lineno}: not a prediction row like {shape} (JSONDecodeError)") from None
+        official = official_rows(bench, lines, path, items)
+        if official is not None:
+            return official
+        rows = []
+        for where, row in lines:
             try:
-                row = json.loads(line)
-                rows.append((str(row["id"]), row.get("prediction"), f":{lineno}"))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                shape = json.dumps({"id": example_id, "prediction": "..."}) if example_id else "{id, prediction}"
-                raise ConfigError(f"{path}:{lineno}: not a prediction row like {shape} ({type(e).__name__}"
+                rows.append((str(row["id"]), row.get("prediction"), where))
+            except (KeyError, TypeError, AttributeError) as e:
+                raise ConfigError(f"{path}{where}: not a prediction row like {shape} ({type(e).__name__}"
                                   + (f": no {e}" if isinstance(e, KeyError) else "") + ")") from None
         return distinct_answers(rows, path)
     try:
         official = official_predictions(bench, data, path)
+        if official is None and isinstance(data, list):
+            official = official_rows(bench, [(f"[{i}]", r) for i, r in enumerate(data)], path, items)
         if official is not None:
             return official
         rows = [(str(k), v, None) for k, v in data.items()] if isinstance(data, dict) else None
@@ -178,6 +188,12 @@ def read_prediction_file(path: str, bench: Benchmark | None = None, example_id: 
     if rows is None:
         raise ConfigError(f"{path}: expected JSON lines, an object or a list of predictions")
     return distinct_answers(rows, path)
+
+
+def official_rows(bench: Benchmark | None, rows: list[tuple[str, object]], path: str, items: list[Item]) -> dict | None:
+    if bench is None or bench.read_answer_rows is None:
+        return None
+    return bench.read_answer_rows(rows, path, items)
 
 
 def distinct_answers(rows: list[tuple[str, object, str | None]], path: str) -> dict[str, object]:
@@ -207,7 +223,7 @@ def official_predictions(bench: Benchmark | None, data, path: str) -> dict | Non
 def score_file(bench: Benchmark, cfg: EvalConfig, items: list[Item], path: str) -> dict:
     """Score an existing predictions file: no model is loaded. Items the file lacks are listed
     and counted, never guessed."""
-    preds = read_prediction_file(path, bench, items[0].id if items else None)
+    preds = read_prediction_file(path, bench, items)
     present = [it for it in items if it.id in preds]
     missing = [it.id for it in items if it.id not in preds]
     extra = len(set(preds) - {it.id for it in items})

@@ -19,6 +19,14 @@ Metrics per setting, positive class = "yes": accuracy, precision, recall, F1, ye
 predicted yes / N. Headline (LLaVA's report): mean F1 and mean accuracy over the settings run.
 Where a denominator is 0 the official script crashes; we report 0.0.
 
+`--predictions` also reads POPE's own answer file (RUCAIBox/POPE @ 3df3ba1, README "Evaluation",
+`answer/example.json`): one {"question", "answer"} object a line (or a JSON list of them), in
+the order of one split's label file. `evaluate.py` pairs answer i with label i (zip) and never
+looks at the question, so a file in another order, or made on another split, scores against
+the wrong labels without a word. Here the split is the one whose questions the file follows,
+line by line (else the one its name holds, as in `coco_pope_random_answers.json`, else the only
+one selected), and the first line that leaves that order is refused by number.
+
 Mode `lmms_eval` (lmms-eval `tasks/pope/utils.py`): the answer lower-cased and stripped must
 equal "yes" or "no" exactly ("Yes." matches neither and is unparsable -> wrong); precision /
 recall count only exact "yes" / "no" predictions; its yes-ratio is the share of *ground-truth*
@@ -26,6 +34,10 @@ yes labels (that is what lmms-eval computes), kept as is.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from mmalign.config import ConfigError
 
 from .base import (Benchmark, Item, Judgement, Loaded, binary_metrics, by_category, load_subsets, mean, media_root,
                    ratio, read_json_lines, resolve_root, selected, take, with_suffix)
@@ -45,7 +57,8 @@ def load(cfg) -> Loaded:
 
     def read(path, split):
         return [Item(id=f"{split}-{q['question_id']}", prompt=with_suffix(q["text"], cfg.prompt.suffix, SUFFIX),
-                     target=q["label"], category=split, media=str(images / q["image"]), media_kind="image")
+                     target=q["label"], category=split, media=str(images / q["image"]), media_kind="image",
+                     meta={"question": q["text"]})
                 for q in take(read_json_lines(path), cfg.data.limit)]
 
     return load_subsets("pope", root, selected(cfg.data.splits, SPLITS), files, read)
@@ -105,7 +118,51 @@ def aggregate(rows: list[dict], score) -> dict:
             "categories": cats}
 
 
+def read_answer_rows(rows: list[tuple[str, object]], path: str, items: list[Item]) -> dict | None:
+    """{item id: answer} of POPE's own answer file, as (where, parsed object) rows; None when the
+    rows are not of that shape. Lines past the split's loaded questions (a `data.limit`) come
+    back under ids of their own, counted as extra, never scored."""
+    first = rows[0][1] if rows else None
+    if not (isinstance(first, dict) and "answer" in first and "id" not in first):
+        return None
+    for where, r in rows:
+        if not (isinstance(r, dict) and "answer" in r):
+            raise ConfigError(f'{path}{where}: not a POPE answer like {{"question": "...", "answer": "..."}}, '
+                              f"as {path}{rows[0][0]} is")
+    by_split: dict[str, list[Item]] = {}
+    for it in items:
+        by_split.setdefault(it.category, []).append(it)
+    named = [s for s in by_split if s in Path(path).name]
+    candidates = list(by_split)
+    asked = [r.get("question") for _, r in rows]
+    if all(isinstance(q, str) for q in asked):
+        departs = {s: first_departure(asked, by_split[s]) for s in candidates}
+        if all(n is not None for n in departs.values()):
+            split = named[0] if len(named) == 1 else max(candidates, key=lambda s: departs[s])
+            n = departs[split]
+            raise ConfigError(f"{path}{rows[n][0]}: question {asked[n]!r} is not question {n + 1} of POPE's {split} "
+                              f"split ({by_split[split][n].meta['question']!r}): POPE's answers must follow its "
+                              "label file's order, one split a file")
+        candidates = [s for s in candidates if departs[s] is None]
+    if len(candidates) > 1 and len(set(candidates) & set(named)) == 1:
+        candidates = [s for s in candidates if s in named]
+    if len(candidates) != 1:
+        raise ConfigError(f"{path}: POPE answers follow one split's label file, and this one fits "
+                          f"{', '.join(candidates)}: name the split with data.splits=[<split>], or in the "
+                          "file's name (coco_pope_<split>_answers.json)")
+    (split,) = candidates
+    ids = [it.id for it in by_split[split]] + [f"{split}-line{i + 1}" for i in range(len(by_split[split]), len(rows))]
+    return {item_id: r["answer"] for item_id, (_, r) in zip(ids, rows)}
+
+
+def first_departure(asked: list[str], items: list[Item]) -> int | None:
+    """The index of the first question that is not the split's question at that place
+    (compared lower-cased: POPE's README example writes them so), None if none is."""
+    return next((i for i, (q, it) in enumerate(zip(asked, items))
+                 if " ".join(q.lower().split()) != " ".join(it.meta["question"].lower().split())), None)
+
+
 BENCHMARK = Benchmark("pope", load, judge, aggregate, modes=("official", "lmms_eval"), splits=SPLITS,
-                      headline=("f1", "accuracy", "yes_ratio"),
+                      headline=("f1", "accuracy", "yes_ratio"), read_answer_rows=read_answer_rows,
                       unparsable_note={"official": "no yes/no word; the official rule reads these as 'yes'",
                                        "lmms_eval": "not exactly yes/no; counted as wrong, as lmms-eval does"})

@@ -208,3 +208,87 @@ def test_a_predictions_file_is_scored_beside_the_models_of_models(tmp_path, tiny
     published, mine = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
     assert published["metrics"] == mine["metrics"]  # the model's own answers, scored as a file, score the same
     assert main(["eval", "--config", str(cfg), "--predictions", "published.jsonl", "--models", f"published={tiny}"]) == 2
+
+
+def pope_answers_cfg(tmp_path, splits="[random, popular, adversarial]"):
+    from pathlib import Path
+
+    root = Path(__file__).parent / "fixtures" / "pope"
+    cfg = tmp_path / "pope3.yaml"
+    cfg.write_text(f"benchmark: pope\noutput_dir: {tmp_path / 'out'}\ndata: {{root: {root}, splits: {splits}}}\n")
+    return cfg
+
+
+def official_answer_lines(split: str, answers: list[str], questions: bool = True) -> str:
+    """POPE's own answer file (RUCAIBox/POPE README, "Evaluation"): {question, answer} lines in
+    the label file's order, the questions lower-cased as in its answer/example.json."""
+    from pathlib import Path
+
+    labels = [json.loads(line) for line in open(Path(__file__).parent / "fixtures" / "pope" / f"coco_pope_{split}.json")]
+    return "".join(json.dumps({"question": q["text"].lower(), "answer": a} if questions else {"answer": a}) + "\n"
+                   for q, a in zip(labels, answers))
+
+
+def test_pope_s_own_answer_file_is_scored_against_the_split_its_questions_follow(tmp_path, capsys):
+    """POPE's answers carry no id: its evaluate.py pairs line i with label i of the label file it
+    is given. Such a file was refused as a row without 'id'. The split is the one its questions
+    follow (here random, though all three are selected); hand count on random's labels
+    (yes no yes no yes no): parsed yes no no no yes yes -> TP 2, FP 1, TN 2, FN 1."""
+    cfg = pope_answers_cfg(tmp_path)
+    answers = ["Yes", "No", "No", "no", "Yes, there is", "There is a car."]
+    path = tmp_path / "answers.jsonl"
+    path.write_text(official_answer_lines("random", answers))
+    assert main(["eval", "--config", str(cfg), "--predictions", str(path)]) == 0
+    (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
+    r = m["categories"]["random"]
+    assert (r["tp"], r["fp"], r["tn"], r["fn"]) == (2, 1, 2, 1)
+    assert r["accuracy"] == pytest.approx(4 / 6) and r["yes_ratio"] == pytest.approx(3 / 6)
+    assert set(m["categories"]) == {"random"} and m["counts"]["missing_predictions"] == 12  # the other splits
+    # a JSON list of the same objects (some forks' json.dump) reads the same
+    listed = tmp_path / "answers.json"
+    listed.write_text(json.dumps([json.loads(line) for line in official_answer_lines("random", answers).splitlines()]))
+    assert main(["eval", "--config", str(cfg), "--predictions", str(listed), "output_dir=" + str(tmp_path / "o2")]) == 0
+    (m2,) = json.loads((tmp_path / "o2" / "results.json").read_text())["models"]
+    assert m2["categories"] == m["categories"]
+
+
+def test_pope_answers_out_of_the_label_order_are_refused_at_the_first_line_that_leaves_it(tmp_path, capsys):
+    """evaluate.py zips answers with labels and never looks at the question: a file in another
+    order, or made on another split, scored against the wrong labels without a word."""
+    cfg = pope_answers_cfg(tmp_path)
+    lines = official_answer_lines("popular", ["yes"] * 6).splitlines()
+    lines[3], lines[4] = lines[4], lines[3]
+    path = tmp_path / "coco_pope_popular_answers.json"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["eval", "--config", str(cfg), "--predictions", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mmalign: error: {path}:4: question 'is there a skis in the image?' is not question 4 of POPE's popular split "
+        "('Is there a car in the image?'): POPE's answers must follow its label file's order, one split a file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_pope_answers_without_questions_take_their_split_from_the_name_or_the_selection(tmp_path, capsys):
+    """Answers alone fit every split: the file's name (coco_pope_<split>_answers.json, as
+    evaluate.py's example names it) or a single selected split says which labels they answer."""
+    cfg = pope_answers_cfg(tmp_path)
+    answers = ["yes", "no", "yes", "yes", "yes", "yes"]  # right on every split but for 4 and 6, which are "no"
+    bare = tmp_path / "answers.jsonl"
+    bare.write_text(official_answer_lines("random", answers, questions=False))
+    assert main(["eval", "--config", str(cfg), "--predictions", str(bare)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mmalign: error: {bare}: POPE answers follow one split's label file, and this one fits random, popular, "
+        "adversarial: name the split with data.splits=[<split>], or in the file's name (coco_pope_<split>_answers.json)")
+    named = tmp_path / "coco_pope_adversarial_answers.json"
+    named.write_text(bare.read_text())
+    assert main(["eval", "--config", str(cfg), "--predictions", str(named)]) == 0
+    (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
+    assert set(m["categories"]) == {"adversarial"} and m["categories"]["adversarial"]["accuracy"] == pytest.approx(4 / 6)
+    assert main(["eval", "--config", str(pope_answers_cfg(tmp_path, "[popular]")), "--predictions", str(bare),
+                 "--overwrite"]) == 0
+    (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
+    assert set(m["categories"]) == {"popular"} and m["counts"]["scored"] == 6
+    bad = tmp_path / "coco_pope_random_answers.json"
+    bad.write_text(bare.read_text() + '{"text": "yes"}\n')
+    assert main(["eval", "--config", str(cfg), "--predictions", str(bad), "--overwrite"]) == 2
+    assert capsys.readouterr().err.strip() == (f'mmalign: error: {bad}:7: not a POPE answer like {{"question": "...", '
+                                               f'"answer": "..."}}, as {bad}:1 is')
