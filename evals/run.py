@@ -193,7 +193,8 @@ def read_prediction_file(path: str, bench: Benchmark | None = None, items: list[
 def official_rows(bench: Benchmark | None, rows: list[tuple[str, object]], path: str, items: list[Item]) -> dict | None:
     if bench is None or bench.read_answer_rows is None:
         return None
-    return bench.read_answer_rows(rows, path, items)
+    answers = bench.read_answer_rows(rows, path, items)
+    return None if answers is None else distinct_answers(answers, path)
 
 
 def distinct_answers(rows: list[tuple[str, object, str | None]], path: str) -> dict[str, object]:

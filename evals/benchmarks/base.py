@@ -64,8 +64,8 @@ class Benchmark:
     prepare: Callable | None = None          # run once on the main process before loading (build data)
     unparsable_note: str | dict = "counted as wrong, as the official script does"  # or {mode: note}
     read_predictions: Callable | None = None  # (parsed JSON, path) -> {item id: prediction} for an official file
-    # (rows of (":<line>" | "[<index>]", parsed object), path, items) -> {item id: prediction}, or None when the
-    # rows are not the benchmark's own id-less answer file (POPE's answers go by position)
+    # (rows of (":<line>" | "[<index>]", parsed object), path, items) -> [(item id, prediction, where)], or None
+    # when the rows are not an answer file of the benchmark's own, without our ids (POPE's go by position)
     read_answer_rows: Callable | None = None
 
 

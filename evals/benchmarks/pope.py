@@ -27,6 +27,14 @@ the wrong labels without a word. Here the split is the one whose questions the f
 line by line (else the one its name holds, as in `coco_pope_random_answers.json`, else the only
 one selected), and the first line that leaves that order is refused by number.
 
+And LLaVA-1.5's answers (haotian-liu/LLaVA @ c121f04, `llava/eval/model_vqa_loader.py` writes
+{question_id, prompt, text, ...} lines for the questions of its `llava_pope_test.jsonl`, which
+has {question_id, image, text, category}), given that question file as
+`data.options.question_file`: `eval_pope.py` takes a category's answers in file order and zips
+them with that split's labels, so the i-th question of category s is item i of split s. Each
+is checked on its image and question (the first line of its text), which tells a question
+file of another POPE version (LLaVA-1.5's lines up with commit e3e3926) at its first line.
+
 Mode `lmms_eval` (lmms-eval `tasks/pope/utils.py`): the answer lower-cased and stripped must
 equal "yes" or "no" exactly ("Yes." matches neither and is unparsable -> wrong); precision /
 recall count only exact "yes" / "no" predictions; its yes-ratio is the share of *ground-truth*
@@ -39,7 +47,7 @@ from pathlib import Path
 
 from mmalign.config import ConfigError
 
-from .base import (Benchmark, Item, Judgement, Loaded, binary_metrics, by_category, load_subsets, mean, media_root,
+from .base import (Benchmark, BenchmarkFilesMissing, Item, Judgement, Loaded, binary_metrics, by_category, load_subsets, mean, media_root,
                    ratio, read_json_lines, resolve_root, selected, take, with_suffix)
 
 SPLITS = ("random", "popular", "adversarial")
@@ -61,7 +69,29 @@ def load(cfg) -> Loaded:
                      meta={"question": q["text"]})
                 for q in take(read_json_lines(path), cfg.data.limit)]
 
-    return load_subsets("pope", root, selected(cfg.data.splits, SPLITS), files, read)
+    loaded = load_subsets("pope", root, selected(cfg.data.splits, SPLITS), files, read)
+    if cfg.data.options.get("question_file"):
+        number_as_llava(loaded.items, Path(cfg.data.options["question_file"]))
+    return loaded
+
+
+def number_as_llava(items: list[Item], question_file: Path) -> None:
+    """Give each item the question_id LLaVA's question file gives it (meta.llava_question_id)."""
+    if not question_file.is_file():
+        raise BenchmarkFilesMissing(f"data.options.question_file: {question_file} is not a file "
+                                    "(LLaVA's llava_pope_test.jsonl)")
+    by_category: dict[str, list] = {}
+    for q in read_json_lines(question_file):
+        by_category.setdefault(q["category"], []).append(q)
+    for split, split_items in by_split(items).items():
+        for n, (it, q) in enumerate(zip(split_items, by_category.get(split, [])), start=1):
+            question = q["text"].split("\n")[0]  # LLaVA's text is the question, a newline, its answer format
+            if Path(q["image"]).name != Path(it.media).name or not same_question(question, it.meta["question"]):
+                raise BenchmarkFilesMissing(
+                    f"{q.source}: {q['image']} {question!r} is not question {n} of POPE's {split} split "
+                    f"({Path(it.media).name} {it.meta['question']!r}): the question file is of another POPE "
+                    "version than data.root's label files (LLaVA-1.5's is of commit e3e3926)")
+            it.meta["llava_question_id"] = q["question_id"]
 
 
 def official_words(text: str) -> list[str]:
@@ -118,30 +148,30 @@ def aggregate(rows: list[dict], score) -> dict:
             "categories": cats}
 
 
-def read_answer_rows(rows: list[tuple[str, object]], path: str, items: list[Item]) -> dict | None:
-    """{item id: answer} of POPE's own answer file, as (where, parsed object) rows; None when the
-    rows are not of that shape. Lines past the split's loaded questions (a `data.limit`) come
-    back under ids of their own, counted as extra, never scored."""
+def read_answer_rows(rows: list[tuple[str, object]], path: str, items: list[Item]) -> list[tuple] | None:
+    """(item id, answer, where) of POPE's own answer file or of LLaVA's, from (where, parsed
+    object) rows; None when the rows are of neither shape. Answers past the loaded questions
+    (a `data.limit`) come back under ids of their own, counted as extra, never scored."""
     first = rows[0][1] if rows else None
+    if isinstance(first, dict) and "question_id" in first and "text" in first and "id" not in first:
+        return llava_answers(rows, path, items)
     if not (isinstance(first, dict) and "answer" in first and "id" not in first):
         return None
     for where, r in rows:
         if not (isinstance(r, dict) and "answer" in r):
             raise ConfigError(f'{path}{where}: not a POPE answer like {{"question": "...", "answer": "..."}}, '
                               f"as {path}{rows[0][0]} is")
-    by_split: dict[str, list[Item]] = {}
-    for it in items:
-        by_split.setdefault(it.category, []).append(it)
-    named = [s for s in by_split if s in Path(path).name]
-    candidates = list(by_split)
+    splits = by_split(items)
+    named = [s for s in splits if s in Path(path).name]
+    candidates = list(splits)
     asked = [r.get("question") for _, r in rows]
     if all(isinstance(q, str) for q in asked):
-        departs = {s: first_departure(asked, by_split[s]) for s in candidates}
+        departs = {s: first_departure(asked, splits[s]) for s in candidates}
         if all(n is not None for n in departs.values()):
             split = named[0] if len(named) == 1 else max(candidates, key=lambda s: departs[s])
             n = departs[split]
             raise ConfigError(f"{path}{rows[n][0]}: question {asked[n]!r} is not question {n + 1} of POPE's {split} "
-                              f"split ({by_split[split][n].meta['question']!r}): POPE's answers must follow its "
+                              f"split ({splits[split][n].meta['question']!r}): POPE's answers must follow its "
                               "label file's order, one split a file")
         candidates = [s for s in candidates if departs[s] is None]
     if len(candidates) > 1 and len(set(candidates) & set(named)) == 1:
@@ -151,18 +181,43 @@ def read_answer_rows(rows: list[tuple[str, object]], path: str, items: list[Item
                           f"{', '.join(candidates)}: name the split with data.splits=[<split>], or in the "
                           "file's name (coco_pope_<split>_answers.json)")
     (split,) = candidates
-    ids = [it.id for it in by_split[split]] + [f"{split}-line{i + 1}" for i in range(len(by_split[split]), len(rows))]
-    return {item_id: r["answer"] for item_id, (_, r) in zip(ids, rows)}
+    ids = [it.id for it in splits[split]] + [f"{split}-line{i + 1}" for i in range(len(splits[split]), len(rows))]
+    return [(item_id, r["answer"], where) for item_id, (where, r) in zip(ids, rows)]
+
+
+def llava_answers(rows: list[tuple[str, object]], path: str, items: list[Item]) -> list[tuple]:
+    by_llava_id = {it.meta["llava_question_id"]: it.id for it in items if "llava_question_id" in it.meta}
+    if not by_llava_id:
+        raise ConfigError(f"{path}{rows[0][0]}: a LLaVA answer ({{question_id, text}}): its question_ids are those of "
+                          "LLaVA's llava_pope_test.jsonl; name that file with data.options.question_file=<path>")
+    out = []
+    for where, r in rows:
+        if not (isinstance(r, dict) and "question_id" in r and "text" in r):
+            raise ConfigError(f'{path}{where}: not a LLaVA answer like {{"question_id": ..., "text": "..."}}, '
+                              f"as {path}{rows[0][0]} is")
+        out.append((by_llava_id.get(r["question_id"], f"llava-{r['question_id']}"), r["text"], where))
+    return out
+
+
+def by_split(items: list[Item]) -> dict[str, list[Item]]:
+    out: dict[str, list[Item]] = {}
+    for it in items:
+        out.setdefault(it.category, []).append(it)
+    return out
+
+
+def same_question(a: str, b: str) -> bool:
+    """Compared lower-cased, spaces collapsed: POPE's README example writes its questions so."""
+    return " ".join(a.lower().split()) == " ".join(b.lower().split())
 
 
 def first_departure(asked: list[str], items: list[Item]) -> int | None:
-    """The index of the first question that is not the split's question at that place
-    (compared lower-cased: POPE's README example writes them so), None if none is."""
-    return next((i for i, (q, it) in enumerate(zip(asked, items))
-                 if " ".join(q.lower().split()) != " ".join(it.meta["question"].lower().split())), None)
+    """The index of the first question that is not the split's question at that place, None if none is."""
+    return next((i for i, (q, it) in enumerate(zip(asked, items)) if not same_question(q, it.meta["question"])), None)
 
 
 BENCHMARK = Benchmark("pope", load, judge, aggregate, modes=("official", "lmms_eval"), splits=SPLITS,
+                      options=("question_file",),
                       headline=("f1", "accuracy", "yes_ratio"), read_answer_rows=read_answer_rows,
                       unparsable_note={"official": "no yes/no word; the official rule reads these as 'yes'",
                                        "lmms_eval": "not exactly yes/no; counted as wrong, as lmms-eval does"})

@@ -164,13 +164,19 @@ def test_every_video_unreadable_fails_the_command_grouping_the_reason(tmp_path, 
 
 
 def test_a_line_of_another_shape_shows_the_shape_this_benchmark_reads(tmp_path, pope_cfg, capsys):
-    """A LLaVA-style POPE answers line ({question_id, text}) said only "not a prediction row
-    {id, prediction} (KeyError)": which ids, and how are they spelt?"""
+    """A line of no shape we know said only "not a prediction row {id, prediction} (KeyError)":
+    which ids, and how are they spelt? A LLaVA answer line is told what it needs (its ids are
+    those of LLaVA's question file)."""
     path = tmp_path / "answers.jsonl"
-    path.write_text('{"question_id": 1, "text": "Yes"}\n{"question_id": 2, "text": "No"}\n')
+    path.write_text('{"qid": 1, "pred": "Yes"}\n{"qid": 2, "pred": "No"}\n')
     assert main(["eval", "--config", str(pope_cfg), "--predictions", str(path)]) == 2
     assert capsys.readouterr().err.strip() == (f"mmalign: error: {path}:1: not a prediction row like "
                                                '{"id": "random-1", "prediction": "..."} (KeyError: no \'id\')')
+    path.write_text('{"question_id": 1, "text": "Yes"}\n{"question_id": 2, "text": "No"}\n')
+    assert main(["eval", "--config", str(pope_cfg), "--predictions", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mmalign: error: {path}:1: a LLaVA answer ({{question_id, text}}): its question_ids are those of LLaVA's "
+        "llava_pope_test.jsonl; name that file with data.options.question_file=<path>")
 
 
 def test_a_one_line_predictions_file_is_one_row_not_a_mapping(tmp_path, pope_cfg):
@@ -292,3 +298,64 @@ def test_pope_answers_without_questions_take_their_split_from_the_name_or_the_se
     assert main(["eval", "--config", str(cfg), "--predictions", str(bad), "--overwrite"]) == 2
     assert capsys.readouterr().err.strip() == (f'mmalign: error: {bad}:7: not a POPE answer like {{"question": "...", '
                                                f'"answer": "..."}}, as {bad}:1 is')
+
+
+def llava_question_file(path, order=("adversarial", "random", "popular")) -> dict:
+    """A question file in LLaVA's llava_pope_test.jsonl shape ({question_id, image, text,
+    category}, ids running over the whole file) built from the fixture label files; returns
+    (split, position) -> question_id."""
+    from pathlib import Path
+
+    ids, lines = {}, []
+    for split in order:
+        for n, line in enumerate(open(Path(__file__).parent / "fixtures" / "pope" / f"coco_pope_{split}.json")):
+            q = json.loads(line)
+            ids[split, n] = 1000 + len(lines)
+            lines.append({"question_id": ids[split, n], "image": q["image"],
+                          "text": q["text"] + "\nAnswer the question using a single word or phrase.", "category": split})
+    path.write_text("".join(json.dumps(q) + "\n" for q in lines))
+    return ids
+
+
+def test_llava_s_pope_answers_are_scored_through_its_question_file(tmp_path):
+    """LLaVA-1.5's answers ({question_id, prompt, text}) name questions by the ids of its
+    llava_pope_test.jsonl; its eval_pope.py takes a category's answers in order against that
+    split's labels. Hand count: random answered right but for its 2nd question, popular all
+    "Yes" (labels yes no yes no yes no), adversarial not at all."""
+    ids = llava_question_file(tmp_path / "llava_pope_test.jsonl")
+    cfg = pope_answers_cfg(tmp_path)
+    random_labels = ["yes", "no", "yes", "no", "yes", "no"]
+    rows = ([{"question_id": ids["popular", n], "prompt": "...", "text": "Yes", "model_id": "llava-v1.5-7b"}
+             for n in range(6)]
+            + [{"question_id": ids["random", n], "prompt": "...", "text": ("Yes" if n == 1 else label.capitalize())}
+               for n, label in enumerate(random_labels)])
+    answers = tmp_path / "llava-v1.5-7b.jsonl"
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["eval", "--config", str(cfg), "--predictions", str(answers),
+                 f"data.options.question_file={tmp_path / 'llava_pope_test.jsonl'}"]) == 0
+    (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
+    cats = m["categories"]
+    assert set(cats) == {"random", "popular"} and m["counts"]["missing_predictions"] == 6
+    assert (cats["random"]["tp"], cats["random"]["fp"], cats["random"]["tn"], cats["random"]["fn"]) == (3, 1, 2, 0)
+    assert cats["popular"]["accuracy"] == pytest.approx(3 / 6) and cats["popular"]["yes_ratio"] == 1.0
+
+
+def test_a_llava_question_file_of_another_pope_version_is_refused_at_its_first_other_question(tmp_path, capsys):
+    """LLaVA-1.5's question file lines up with POPE commit e3e3926, not with today's label files:
+    scored as eval_pope.py does it (by position), every answer after the first difference would
+    meet another question's label."""
+    qfile = tmp_path / "llava_pope_test.jsonl"
+    llava_question_file(qfile)
+    lines = qfile.read_text().splitlines()
+    q = json.loads(lines[8])  # random's third question
+    assert q["category"] == "random" and q["text"].startswith("Is there a person")
+    lines[8] = json.dumps({**q, "text": "Is there a kite in the image?\nAnswer the question using a single word or phrase."})
+    qfile.write_text("\n".join(lines) + "\n")
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"question_id": 1000, "text": "Yes"}) + "\n")
+    assert main(["eval", "--config", str(pope_answers_cfg(tmp_path)), "--predictions", str(answers),
+                 f"data.options.question_file={qfile}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mmalign: error: {qfile}:9: COCO_val2014_000000310196.jpg 'Is there a kite in the image?' is not question 3 of "
+        "POPE's random split (COCO_val2014_000000310196.jpg 'Is there a person in the image?'): the question file is "
+        "of another POPE version than data.root's label files (LLaVA-1.5's is of commit e3e3926)")
