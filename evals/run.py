@@ -152,8 +152,8 @@ def read_prediction_file(path: str, bench: Benchmark | None = None, items: list[
         data = json.loads(text)
     except json.JSONDecodeError:
         data = None
-    if isinstance(data, dict) and "id" in data:
-        data = None  # one {id, prediction} line (a one-item predictions.jsonl), not an {id: prediction} object
+    if isinstance(data, dict) and ("id" in data or official_rows(bench, [(":1", data)], path, items) is not None):
+        data = None  # one line of rows (a one-item predictions.jsonl, POPE's answer/example.json), not {id: prediction}
     if data is None:
         lines = []
         for lineno, line in enumerate(text.splitlines(), start=1):

@@ -359,3 +359,14 @@ def test_a_llava_question_file_of_another_pope_version_is_refused_at_its_first_o
         f"mmalign: error: {qfile}:9: COCO_val2014_000000310196.jpg 'Is there a kite in the image?' is not question 3 of "
         "POPE's random split (COCO_val2014_000000310196.jpg 'Is there a person in the image?'): the question file is "
         "of another POPE version than data.root's label files (LLaVA-1.5's is of commit e3e3926)")
+
+
+def test_a_one_line_pope_answer_file_is_one_answer_not_a_mapping(tmp_path):
+    """POPE's answer/example.json is one {question, answer} object with no newline: it was read
+    as the mapping {"question": ..., "answer": ...}, ids that no item has, and nothing scored."""
+    path = tmp_path / "example.json"
+    path.write_text('{"question": "is there a snowboard in the image?", "answer": "yes"}')
+    cfg = pope_answers_cfg(tmp_path, "[random]")  # its one question is the first of every split
+    assert main(["eval", "--config", str(cfg), "--predictions", str(path)]) == 0
+    (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
+    assert m["counts"]["scored"] == 1 and m["items"][0]["id"] == "random-1" and m["items"][0]["correct"]
