@@ -24,12 +24,21 @@ covers the others (as the official script does) and the report flags the run inc
 Mode `first_sentence` (the same file before May 2024, commit 0949046): the output up to the
 first ".", stripped, lower-cased, must equal the answer ("Yes." right; "Yes, it is." wrong).
 
+`--predictions` reads the official run's own file: `evaluate` (evaluation_utils.py) writes
+`results/<qa_type>_<model>.json`, the category's annotation list with each question's output
+added as `predict`. Its pairs are matched to ours by their videos and questions, not by
+position: the annotation files changed (ae4c2f2 removed duplicate pairs from temporal.json), and
+a file made on another version would otherwise meet other pairs' answers. A pair the loaded
+files lack counts as extra, never scored.
+
 Not reproduced: evaluation_bias.py's yes/no-bias numbers (they read a different results folder).
 """
 
 from __future__ import annotations
 
 import re
+
+from mmalign.config import ConfigError
 
 from .base import (Benchmark, Item, Judgement, Loaded, by_category, load_subsets, mean, media_root, pair_scores,
                    read_json, resolve_root, selected, take, with_suffix)
@@ -59,7 +68,8 @@ def pair_items(pair: dict, group: str, category: str, videos, suffix: str | None
     return [
         Item(id=f"{group}-{role}", prompt=with_suffix(pair[role]["question"], suffix, SUFFIX),
              target=pair[role]["answer"], category=category, media=str(videos / pair[role]["video"]),
-             media_kind="video", group=group, meta={"role": role, "type": pair.get("type")})
+             media_kind="video", group=group,
+             meta={"role": role, "type": pair.get("type"), "video": pair[role]["video"], "question": pair[role]["question"]})
         for role in ROLES
     ]
 
@@ -91,5 +101,31 @@ def aggregate(rows: list[dict], score) -> dict:
     return aggregate_pairs(rows)
 
 
+def read_answer_rows(rows: list[tuple[str, object]], path: str, items: list[Item]) -> list[tuple] | None:
+    """(item id, output, where) of an official results file's pairs, matched by content."""
+    first = rows[0][1] if rows else None
+    if not (isinstance(first, dict) and isinstance(first.get("basic"), dict) and "predict" in first["basic"]):
+        return None
+    pairs: dict[str, dict[str, Item]] = {}
+    for it in items:
+        pairs.setdefault(it.group, {})[it.meta["role"]] = it
+    groups_of: dict[tuple, list[str]] = {}
+    for group, roles in pairs.items():
+        groups_of.setdefault(tuple((roles[r].meta["video"], roles[r].meta["question"]) for r in ROLES), []).append(group)
+    out = []
+    for where, pair in rows:
+        try:
+            content = tuple((pair[r]["video"], pair[r]["question"]) for r in ROLES)
+            outputs = [pair[r]["predict"] for r in ROLES]
+        except (KeyError, TypeError):
+            raise ConfigError(f"{path}{where}: not a pair like {{basic: {{video, question, predict}}, hallucination: "
+                              f"{{...}}}}, as {path}{rows[0][0]} is") from None
+        same = groups_of.get(content)
+        group = same.pop(0) if same else f"not-loaded{where}"  # a pair given twice takes the next copy, if any
+        out += [(f"{group}-{role}", output, where) for role, output in zip(ROLES, outputs)]
+    return out
+
+
 BENCHMARK = Benchmark("videohallucer", load, judge, aggregate, modes=("official", "first_sentence"),
-                      splits=CATEGORIES, headline=("accuracy", "basic_accuracy", "halluc_accuracy"))
+                      splits=CATEGORIES, headline=("accuracy", "basic_accuracy", "halluc_accuracy"),
+                      read_answer_rows=read_answer_rows)

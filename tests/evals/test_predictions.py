@@ -370,3 +370,39 @@ def test_a_one_line_pope_answer_file_is_one_answer_not_a_mapping(tmp_path):
     assert main(["eval", "--config", str(cfg), "--predictions", str(path)]) == 0
     (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
     assert m["counts"]["scored"] == 1 and m["items"][0]["id"] == "random-1" and m["items"][0]["correct"]
+
+
+def test_videohallucer_s_own_results_file_is_matched_to_the_pairs_by_content(tmp_path):
+    """evaluation_utils.py writes results/<qa_type>_<model>.json: the category's annotation list
+    with `predict` added to each question. It was refused ("a list entry lacks 'id'"). Its pairs
+    are matched by videos and questions, so a file from another version of the annotation (here:
+    the pairs in the other order and one pair the files lack) scores the pairs it shares.
+    Hand count with the official cal_score (whole word, any case): pair 0 basic "Yes." right,
+    hallucinated "yes" wrong; pair 1 both right."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parent / "fixtures" / "videohallucer"
+    pairs = json.loads((root / "temporal" / "temporal.json").read_text())
+    outputs = [("Yes.", "yes"), ("YES, it does", "No, it does not.")]
+    results = [{**p, "basic": {**p["basic"], "predict": b}, "hallucination": {**p["hallucination"], "predict": h}}
+               for p, (b, h) in zip(pairs, outputs)]
+    other = {"basic": {"video": "x.mp4", "question": "Q?", "answer": "yes", "predict": "yes"},
+             "hallucination": {"video": "x.mp4", "question": "R?", "answer": "no", "predict": "no"}}
+    path = tmp_path / "temporal_MyModel.json"
+    path.write_text(json.dumps([results[1], other, results[0]], indent=4))
+
+    def hit(answer, output):
+        return re.search(r"\b(" + answer + r")\b", output, re.IGNORECASE) is not None
+
+    basic = [hit(r["basic"]["answer"], r["basic"]["predict"]) for r in results]
+    halluc = [hit(r["hallucination"]["answer"], r["hallucination"]["predict"]) for r in results]
+    assert (basic, halluc) == ([True, True], [False, True])  # the hand count above
+    cfg = tmp_path / "vh.yaml"
+    cfg.write_text(f"benchmark: videohallucer\noutput_dir: {tmp_path / 'out'}\ndata: {{root: {root}}}\n")
+    assert main(["eval", "--config", str(cfg), "--predictions", str(path)]) == 0
+    (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
+    t = m["categories"]["temporal"]
+    assert (t["basic_accuracy"], t["halluc_accuracy"], t["accuracy"]) == (1.0, 0.5, 0.5)
+    assert set(m["categories"]) == {"temporal"} and m["counts"]["scored"] == 4
+    assert m["counts"]["missing_predictions"] == 16  # the other four categories' 2 pairs x 2 questions
