@@ -248,7 +248,7 @@ def judged_row(bench: Benchmark, score: ScoreConfig, item: Item, pred: dict) -> 
            "prediction": pred["prediction"], "error": pred.get("error")}
     if row["error"] is not None:
         return {**row, "parsed": None, "correct": None, "unparsable": False}
-    if not isinstance(pred["prediction"], str):
+    if not isinstance(pred["prediction"], bench.answer_types):
         # null or not text: the benchmark's own rule reads it as an empty answer (EventHallusion's
         # eval.py: unmatched; POPE's: no "no" word, so "yes"), and it is listed as unparsable.
         j = bench.judge(item, "", score)

@@ -67,6 +67,8 @@ class Benchmark:
     # (rows of (":<line>" | "[<index>]", parsed object), path, items) -> [(item id, prediction, where)], or None
     # when the rows are not an answer file of the benchmark's own, without our ids (POPE's go by position)
     read_answer_rows: Callable | None = None
+    # what a prediction may be besides null; VidHal's official ordering file holds lists of option letters
+    answer_types: tuple[type, ...] = (str,)
 
 
 # ---------------------------------------------------------------- files

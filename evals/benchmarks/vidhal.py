@@ -21,6 +21,10 @@ its Qwen2.5-VL pipeline does: the instruction as system message, the user turn
   then per line / sentence) and scored by `VidHalCaptionOrderingEvaluationPipeline`: NDCG with
   relevance 4 - rank, normalised between the reversed order (0) and the right one (1); an
   order that is not three distinct options scores 0 (and is listed as unparsable).
+`--predictions` reads the official inference output, {video: response}: for `mcqa` the
+letter its process_response kept, for `naive_ordering` the list of letters it parsed, which
+pipelines/evaluation.py scores as it is (a list is not parsed again; before, it was read as an
+empty answer and every video scored 0).
 Metrics: mean per aspect and "overall" over all videos. `relative_ordering` (an adaptive
 series of pairwise questions) is not implemented.
 """
@@ -145,25 +149,34 @@ def dcg(ranks: list, n: int) -> float:
     return sum((n + 1 - int(r)) / math.log2(i + 2) for i, r in enumerate(ranks))
 
 
+def full_order(order: list[str], option_to_rank: dict) -> bool:
+    """Every option once (a letter that is no option, which the official code meets with a
+    KeyError, is not a full order either)."""
+    return len(order) == len(option_to_rank) and set(order) == set(option_to_rank)
+
+
 def ndcg(order: list[str], option_to_rank: dict) -> float:
     """0 for the reversed order, 1 for the right one; partial or repeated orders score 0.
     (The official r-normalisation table is only ever read at full length, i.e. the reversed order.)"""
     n = len(option_to_rank)
-    if len(order) != n or len(set(order)) != n:
+    if not full_order(order, option_to_rank):
         return 0.0
     best, worst = dcg(list(range(1, n + 1)), n), dcg(list(range(n, 0, -1)), n)
     return (dcg([option_to_rank[x] for x in order], n) - worst) / (best - worst)
 
 
-def judge_order(target: dict, response: str) -> Judgement:
+def judge_order(target: dict, response: str | list) -> Judgement:
     n = len(target["option_to_rank"])
-    order = parse_order(response, n)
+    order = [str(x) for x in response] if isinstance(response, list) else parse_order(response, n)
     score = ndcg(order, target["option_to_rank"])
-    return Judgement(order, score == 1.0, unparsable=len(order) != n or len(set(order)) != n, extra={"ndcg": score})
+    return Judgement(order, score == 1.0, unparsable=not full_order(order, target["option_to_rank"]),
+                     extra={"ndcg": score})
 
 
-def judge(item: Item, prediction: str, score) -> Judgement:
-    return (judge_mcqa if item.target["task"] == "mcqa" else judge_order)(item.target, prediction)
+def judge(item: Item, prediction: str | list, score) -> Judgement:
+    if item.target["task"] == "mcqa":
+        return judge_mcqa(item.target, prediction if isinstance(prediction, str) else "")
+    return judge_order(item.target, prediction)
 
 
 def category_metrics(rows: list[dict]) -> dict:
@@ -177,4 +190,5 @@ def aggregate(rows: list[dict], score) -> dict:
     return {"metrics": category_metrics(rows), "categories": cats}
 
 
-BENCHMARK = Benchmark("vidhal", load, judge, aggregate, options=("task",), headline=("accuracy", "ndcg"))
+BENCHMARK = Benchmark("vidhal", load, judge, aggregate, options=("task",), headline=("accuracy", "ndcg"),
+                      answer_types=(str, list))

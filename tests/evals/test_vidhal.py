@@ -91,3 +91,26 @@ def test_missing_options_file_is_named(tmp_path):
     (tmp_path / "options.json").unlink()
     with pytest.raises(BenchmarkFilesMissing, match="options.json"):
         load(make_cfg("vidhal", tmp_path))
+
+
+def test_the_official_ordering_predictions_file_scores_its_letter_lists(tmp_path):
+    """VidHal's inference writes {video: [letters]} for naive ordering (the order its
+    process_response parsed), and pipelines/evaluation.py scores the list as it is. Read as
+    not-text, every list became an empty answer: NDCG 0 for every video. By hand: attribute_1
+    right (B, A, C: 1.0), order_1 partial (C, B: 0, as the official code gives a partial order)."""
+    from mmalign.cli import main
+
+    root = folder(tmp_path / "vidhal")
+    preds = tmp_path / "naive_ordering.json"
+    preds.write_text(json.dumps({"attribute_1": ["B", "A", "C"], "order_1": ["C", "B"]}, indent=4))
+    cfg = tmp_path / "vidhal.yaml"
+    cfg.write_text(f"benchmark: vidhal\noutput_dir: {tmp_path / 'out'}\ndata: {{root: {root}, options: {{task: naive_ordering}}}}\n")
+    assert main(["eval", "--config", str(cfg), "--predictions", str(preds)]) == 0
+    (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
+    assert [r["ndcg"] for r in m["items"]] == [1.0, 0.0] and m["metrics"]["ndcg"] == pytest.approx(0.5)
+    assert [u["id"] for u in m["unparsable"]] == ["order_1"]
+    # a letter that is no option scores 0 (the official code stops with a KeyError there)
+    preds.write_text(json.dumps({"attribute_1": ["B", "A", "D"], "order_1": ["C", "B", "A"]}))
+    assert main(["eval", "--config", str(cfg), "--predictions", str(preds), "--overwrite"]) == 0
+    (m,) = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
+    assert [r["ndcg"] for r in m["items"]] == [0.0, 1.0]
