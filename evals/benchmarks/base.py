@@ -157,6 +157,13 @@ def read_json_lines(path: Path) -> list:
         raise BenchmarkFilesMissing(str(e)) from None
 
 
+def check_rows(rows: list[tuple[str, object]], path: str, fits: Callable[[object], bool], shape: str) -> None:
+    """An answer file whose first row has a benchmark's own shape: every row must have it."""
+    bad = next((where for where, row in rows if not fits(row)), None)
+    if bad is not None:
+        raise ConfigError(f"{path}{bad}: not {shape}, as {path}{rows[0][0]} is")
+
+
 def take(items: list, limit: int | None) -> list:
     return items if limit is None else items[:limit]
 

@@ -27,6 +27,9 @@ CHAIR_s = captions with at least one such mention / all captions. Fractions (the
 chair.py's printout show x100). An empty caption is listed as unparsable and counted as
 the official script does (no mention, not hallucinated).
 
+`--predictions` reads chair.py's own cap_file ({overall, imgToEval}) and the {image_id, caption}
+lines (or JSON list) that OPERA's chair.py and its forks read, beside our formats.
+
 Backends (score.backend): `official` = NLTK `word_tokenize` + pattern.en `singularize`, as the
 script imports them (install `nltk pattern` and NLTK's punkt data); a run with
 `official: true` refuses to start without them. `simple` = a regex tokenizer and a small
@@ -43,8 +46,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from .base import (Benchmark, BenchmarkFilesMissing, Item, Judgement, Loaded, find_file, media_root, ratio, read_json,
-                   require, resolve_root, take, with_suffix)
+from .base import (Benchmark, BenchmarkFilesMissing, Item, Judgement, Loaded, check_rows, find_file, media_root,
+                   ratio, read_json, require, resolve_root, take, with_suffix)
 
 PROMPT = "Please describe this image in detail."
 CANDIDATES = {"synonyms": ["synonyms.txt", "data/synonyms.txt"],
@@ -230,6 +233,26 @@ def aggregate(rows: list[dict], score) -> dict:
     return {"metrics": metrics, "categories": {"coco": dict(metrics)}}
 
 
+def read_predictions(data, path: str) -> dict | None:
+    """chair.py's own cap_file (LisaAnne/Hallucination @ 6e4d33c, `load_generated_captions`):
+    coco-caption's evaluation output, {overall, imgToEval: {id: {image_id, caption, ...}}}."""
+    if not (isinstance(data, dict) and isinstance(data.get("imgToEval"), dict)):
+        return None
+    return {str(c["image_id"]): c["caption"] for c in data["imgToEval"].values()}
+
+
+def read_answer_rows(rows: list[tuple[str, object]], path: str, items: list[Item]) -> list[tuple] | None:
+    """The captions file most CHAIR forks read (OPERA's chair.py and its descendants, `--cap_file
+    x.jsonl --image_id_key image_id --caption_key caption`): {image_id, caption} lines, or a
+    JSON list of them."""
+    first = rows[0][1] if rows else None
+    if not (isinstance(first, dict) and "image_id" in first and "caption" in first and "id" not in first):
+        return None
+    check_rows(rows, path, lambda r: isinstance(r, dict) and "image_id" in r and "caption" in r,
+               'a caption like {"image_id": ..., "caption": "..."}')
+    return [(str(r["image_id"]), r["caption"], where) for where, r in rows]
+
+
 BENCHMARK = Benchmark("chair", load, judge, aggregate, options=("sample", "seed"), headline=("chair_s", "chair_i"),
-                      needs_backend=True,
+                      needs_backend=True, read_predictions=read_predictions, read_answer_rows=read_answer_rows,
                       unparsable_note="empty captions; counted as the official script does (no object mentioned)")

@@ -47,8 +47,8 @@ from pathlib import Path
 
 from mmalign.config import ConfigError
 
-from .base import (Benchmark, BenchmarkFilesMissing, Item, Judgement, Loaded, binary_metrics, by_category, load_subsets, mean, media_root,
-                   ratio, read_json_lines, resolve_root, selected, take, with_suffix)
+from .base import (Benchmark, BenchmarkFilesMissing, Item, Judgement, Loaded, binary_metrics, by_category, check_rows,
+                   load_subsets, mean, media_root, ratio, read_json_lines, resolve_root, selected, take, with_suffix)
 
 SPLITS = ("random", "popular", "adversarial")
 SUFFIX = "\nAnswer the question using a single word or phrase."
@@ -157,10 +157,8 @@ def read_answer_rows(rows: list[tuple[str, object]], path: str, items: list[Item
         return llava_answers(rows, path, items)
     if not (isinstance(first, dict) and "answer" in first and "id" not in first):
         return None
-    for where, r in rows:
-        if not (isinstance(r, dict) and "answer" in r):
-            raise ConfigError(f'{path}{where}: not a POPE answer like {{"question": "...", "answer": "..."}}, '
-                              f"as {path}{rows[0][0]} is")
+    check_rows(rows, path, lambda r: isinstance(r, dict) and "answer" in r,
+               'a POPE answer like {"question": "...", "answer": "..."}')
     splits = by_split(items)
     named = [s for s in splits if s in Path(path).name]
     candidates = list(splits)
@@ -190,13 +188,9 @@ def llava_answers(rows: list[tuple[str, object]], path: str, items: list[Item]) 
     if not by_llava_id:
         raise ConfigError(f"{path}{rows[0][0]}: a LLaVA answer ({{question_id, text}}): its question_ids are those of "
                           "LLaVA's llava_pope_test.jsonl; name that file with data.options.question_file=<path>")
-    out = []
-    for where, r in rows:
-        if not (isinstance(r, dict) and "question_id" in r and "text" in r):
-            raise ConfigError(f'{path}{where}: not a LLaVA answer like {{"question_id": ..., "text": "..."}}, '
-                              f"as {path}{rows[0][0]} is")
-        out.append((by_llava_id.get(r["question_id"], f"llava-{r['question_id']}"), r["text"], where))
-    return out
+    check_rows(rows, path, lambda r: isinstance(r, dict) and "question_id" in r and "text" in r,
+               'a LLaVA answer like {"question_id": ..., "text": "..."}')
+    return [(by_llava_id.get(r["question_id"], f"llava-{r['question_id']}"), r["text"], where) for where, r in rows]
 
 
 def by_split(items: list[Item]) -> dict[str, list[Item]]:

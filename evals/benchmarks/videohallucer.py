@@ -38,10 +38,8 @@ from __future__ import annotations
 
 import re
 
-from mmalign.config import ConfigError
-
-from .base import (Benchmark, Item, Judgement, Loaded, by_category, load_subsets, mean, media_root, pair_scores,
-                   read_json, resolve_root, selected, take, with_suffix)
+from .base import (Benchmark, Item, Judgement, Loaded, by_category, check_rows, load_subsets, mean, media_root,
+                   pair_scores, read_json, resolve_root, selected, take, with_suffix)
 
 CATEGORIES = ("object_relation", "temporal", "semantic_detail", "external_factual", "external_nonfactual")
 SUFFIX = "\nAnswer the question using 'yes' or 'no'."
@@ -112,17 +110,14 @@ def read_answer_rows(rows: list[tuple[str, object]], path: str, items: list[Item
     groups_of: dict[tuple, list[str]] = {}
     for group, roles in pairs.items():
         groups_of.setdefault(tuple((roles[r].meta["video"], roles[r].meta["question"]) for r in ROLES), []).append(group)
+    check_rows(rows, path, lambda pair: isinstance(pair, dict) and all(
+        isinstance(pair.get(r), dict) and {"video", "question", "predict"} <= set(pair[r]) for r in ROLES),
+        "a pair like {basic: {video, question, predict}, hallucination: {...}}")
     out = []
     for where, pair in rows:
-        try:
-            content = tuple((pair[r]["video"], pair[r]["question"]) for r in ROLES)
-            outputs = [pair[r]["predict"] for r in ROLES]
-        except (KeyError, TypeError):
-            raise ConfigError(f"{path}{where}: not a pair like {{basic: {{video, question, predict}}, hallucination: "
-                              f"{{...}}}}, as {path}{rows[0][0]} is") from None
-        same = groups_of.get(content)
+        same = groups_of.get(tuple((pair[r]["video"], pair[r]["question"]) for r in ROLES))
         group = same.pop(0) if same else f"not-loaded{where}"  # a pair given twice takes the next copy, if any
-        out += [(f"{group}-{role}", output, where) for role, output in zip(ROLES, outputs)]
+        out += [(f"{group}-{role}", pair[role]["predict"], where) for role in ROLES]
     return out
 
 

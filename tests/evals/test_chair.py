@@ -108,3 +108,32 @@ def test_missing_files_are_named(tmp_path):
     (tmp_path / "synonyms.txt").write_text(SYNONYMS)
     with pytest.raises(BenchmarkFilesMissing, match="instances_val2014.json.*captions_val2014.json"):
         load(make_cfg("chair", tmp_path))
+
+
+def test_chair_s_own_caption_files_are_read_by_predictions(tmp_path, capsys):
+    """The two caption files CHAIR scripts read: chair.py's coco-caption output
+    ({overall, imgToEval: {id: {image_id, caption}}}) and the {image_id, caption} lines of
+    OPERA's chair.py and its forks. Each was refused ("lacks 'id'") or read as ids that no image
+    has. Hand count: image 1's caption names a cat it lacks; 2 and 3 are faithful -> CHAIR_s 1/3,
+    CHAIR_i 1 of 5 mentions (person dog cat | toilet | bird)."""
+    from mmalign.cli import main
+
+    root = coco_folder(tmp_path / "coco")
+    captions = {1: "A man and his dog see a cat.", 2: "A toilet.", 3: "A baby bird."}
+    cfg = tmp_path / "chair.yaml"
+    cfg.write_text(f"benchmark: chair\noutput_dir: {tmp_path / 'out'}\ndata: {{root: {root}}}\n"
+                   "score: {backend: simple}\n")
+    lines = tmp_path / "captions.jsonl"
+    lines.write_text("".join(json.dumps({"image_id": i, "caption": c}) + "\n" for i, c in captions.items()))
+    evaluated = tmp_path / "cap_file.json"
+    evaluated.write_text(json.dumps({"overall": {"CIDEr": 0.5}, "imgToEval": {
+        str(i): {"image_id": i, "caption": c, "CIDEr": 0.5} for i, c in captions.items()}}))
+    for n, path in enumerate((lines, evaluated)):
+        assert main(["eval", "--config", str(cfg), "--predictions", str(path), f"output_dir={tmp_path / f'o{n}'}"]) == 0
+        (m,) = json.loads((tmp_path / f"o{n}" / "results.json").read_text())["models"]
+        assert m["counts"]["scored"] == 3
+        assert (m["metrics"]["chair_s"], m["metrics"]["chair_i"]) == (pytest.approx(1 / 3), pytest.approx(1 / 5))
+    lines.write_text(lines.read_text() + '{"image_id": 4}\n')
+    assert main(["eval", "--config", str(cfg), "--predictions", str(lines), "--overwrite"]) == 2
+    assert capsys.readouterr().err.strip() == (f'mmalign: error: {lines}:4: not a caption like {{"image_id": ..., '
+                                               f'"caption": "..."}}, as {lines}:1 is')
