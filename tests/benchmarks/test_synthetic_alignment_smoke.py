@@ -498,28 +498,6 @@ def test_primary_caption_metric_from_the_command_line_captions_the_validation_vi
     assert "Primary metric: caption obj. precision ↑" in md and "mean change in pair acc. ↑ is below zero" in md
 
 
-def test_lr_on_all_seeds_scores_every_seed_on_validation(quick_run):
-    """The lr on every seed (the default): every seed's aligned copies at every lr are scored on
-    the held-in validation videos, the one lr per method comes from all of them, and the report
-    says so; `--no-lr-on-all-seeds` takes the first seed's alone."""
-    sa, work, _, _ = quick_run
-    res = work.parent / "res_all_seeds"
-    sa.main(["--quick", "--work", str(work), "--results", str(res), "--seeds", "0", "1"])
-    meta = json.loads((res / "synthetic_alignment.json").read_text())["meta"]
-    assert meta["command"].endswith("--quick --seeds 0 1")
-    for method, choice in meta["lrs"].items():
-        assert choice["seeds"] == [0, 1]
-        for lr in sa.QUICK["align_lrs"]:
-            assert (work / "seed1" / sa.run_name(method, lr, sa.QUICK) / "final").exists()
-        assert set(choice["validation_deltas"]) == {str(lr) for lr in sa.QUICK["align_lrs"]}
-    assert (work / "seed1/val-dpo-steps1/results.json").exists()
-    assert "chosen on held-in validation videos (seeds [0, 1]" in (res / "synthetic_alignment.md").read_text()
-    sa.main(["--quick", "--work", str(work), "--results", str(res), "--seeds", "0", "1", "--no-lr-on-all-seeds"])
-    meta = json.loads((res / "synthetic_alignment.json").read_text())["meta"]
-    assert meta["command"].endswith("--quick --no-lr-on-all-seeds --seeds 0 1")
-    assert {tuple(c["seeds"]) for c in meta["lrs"].values()} == {(0,)}
-
-
 def test_held_out_scores_follow_the_chosen_lr_in_a_reused_work_folder(quick_run):
     """A rerun whose lr choice differs (e.g. `--lr-on-all-seeds`) scores the newly chosen model:
     the eval folder keeps predictions per run folder, so those of the lr chosen before are not
@@ -752,9 +730,11 @@ def test_workers_give_the_serial_results(tmp_path, monkeypatch):
     """--workers 2 runs the seeds' work as jobs in two spawned processes (one torch thread each)
     and writes what one process writes, seed by seed, whether the lrs wait for seed 0's validation
     jobs or for every seed's; the pair settings the command line changed reach the workers (they
-    start from a fresh import). The lr on seed 0 first; then on every seed in the same work
-    folders, so only seed 1's validation jobs are new (the suite's time, not two runs from
-    nothing)."""
+    start from a fresh import). The lr on seed 0 first (`--no-lr-on-all-seeds`); then on every
+    seed (the default) in the same work folders, so only seed 1's validation jobs are new (the
+    suite's time, not two runs from nothing). The lr on every seed: every seed's aligned copies
+    at every lr are scored on the held-in validation videos, the one lr per method comes from
+    all of them, and the report says so."""
     import sys
 
     import torch
@@ -784,6 +764,13 @@ def test_workers_give_the_serial_results(tmp_path, monkeypatch):
         assert scores(parallel["per_seed"]) == scores(serial["per_seed"]), design
         assert set(parallel["per_seed"]) == {"0", "1"}
         assert {tuple(c["seeds"]) for c in parallel["meta"]["lrs"].values()} == {(0,) if design == "seed0" else (0, 1)}
+        assert ("--no-lr-on-all-seeds" in serial["meta"]["command"]) == (design == "seed0")
+    for method, choice in out["1", "all"]["meta"]["lrs"].items():
+        assert set(choice["validation_deltas"]) == {str(lr) for lr in sa.QUICK["align_lrs"]}
+        for lr in sa.QUICK["align_lrs"]:
+            assert (tmp_path / "w1/seed1" / sa.run_name(method, lr, sa.QUICK) / "final").exists()
+    assert (tmp_path / "w1/seed1/val-dpo-steps1/results.json").exists()
+    assert "chosen on held-in validation videos (seeds [0, 1]" in (tmp_path / "r1-all/synthetic_alignment.md").read_text()
     for seed in (0, 1):  # the workers filtered the rewrites by 0.5, not by the default
         report = json.loads((tmp_path / f"w2/seed{seed}/pairs/rrpo_qa.report.json").read_text())
         assert report["config"]["rrpo"]["max_changed_fraction"] == 0.5
