@@ -387,7 +387,9 @@ def _per_strength(entry: dict, name: str, config: dict, where: str) -> list[tupl
     out = []
     for m in strengths:
         d = temple_difficulty(m)
-        window = {"data": {"difficulty_min": d - DIFFICULTY_TOLERANCE, "difficulty_max": d + DIFFICULTY_TOLERANCE}}
+        # rounded far below the tolerance: `--plan` and config.yaml show 0.199999, not 0.19999899999999995
+        window = {"data": {"difficulty_min": round(d - DIFFICULTY_TOLERANCE, 12),
+                           "difficulty_max": round(d + DIFFICULTY_TOLERANCE, 12)}}
         out.append((f"{name}-m{m}", deep_merge(config, window)))
     return out
 

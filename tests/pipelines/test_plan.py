@@ -51,6 +51,8 @@ def test_strength_windows_select_exactly_the_generator_difficulties():
     for s, d in zip(steps, ds):
         lo, hi = s.config["data"]["difficulty_min"], s.config["data"]["difficulty_max"]
         assert [x for x in ds if lo <= x <= hi] == [d]
+    # as --plan and each stage's config.yaml show them (they showed 0.19999899999999995)
+    assert [str(s.config["data"]["difficulty_min"]) for s in steps] == ["0.199999", "0.399999", "0.599999", "0.799999"]
 
 
 def apasi_raw(**block):
