@@ -376,7 +376,7 @@ def test_vision_and_base_steps_from_the_command_line_get_their_own_work_folder(t
 
     sa = _module()
     sa.ROOT = tmp_path
-    sa.main(["--quick", "--vision-steps", "3", "--base-steps", "4", "--base-seed", "2"])
+    sa.main(["--quick", "--vision-steps", "3", "--base-steps", "4", "--base-seed", "2", "--methods", "dpo"])
     work = tmp_path / "runs/synthetic_alignment_quick_vision_steps3_base_steps4_base_seed2_sft-purple-as-blue"
     assert json.loads((work / "vision/built.json").read_text())["steps"] == 3
     assert len((work / "base-lm/metrics.jsonl").read_text().splitlines()) == 4
@@ -384,7 +384,7 @@ def test_vision_and_base_steps_from_the_command_line_get_their_own_work_folder(t
     assert yaml.safe_load((work / "sft-seed0/config.yaml").read_text())["train"]["seed"] == 0  # SFT keeps its own
     meta = json.loads((work / "synthetic_alignment.json").read_text())["meta"]
     assert meta["command"] == ("python benchmarks/synthetic_alignment.py --quick --vision-steps 3 --base-steps 4"
-                               " --base-seed 2")
+                               " --base-seed 2 --methods dpo")
     assert (meta["size"]["vision_steps"], meta["size"]["base_steps"], meta["size"]["base_seed"]) == (3, 4, 2)
     assert not (tmp_path / "runs/synthetic_alignment_quick_sft-purple-as-blue").exists()
 
