@@ -97,15 +97,17 @@ def check_lora_targets(cfg: RunConfig, where: str, skeletons: dict) -> None:
         raise ConfigError(f"{where}{problem}")
 
 
-def check_record_files(cfg: RunConfig, where: str = "", made_later: list[str] = ()) -> None:
+def check_record_files(cfg: RunConfig, where: str = "", made_later: list[str] = (),
+                       only_under: list[str] | None = None) -> None:
     """Each record file of `cfg` is there and holds a usable record (with data.strict, no bad
     line), read as its stage will read it. Files under `made_later` (a world the run builds,
-    a pipeline's own steps) are not there yet and are left to their stage."""
+    a pipeline's own steps) are not there yet and are left to their stage; with `only_under`,
+    only the files under those folders are checked (the world, once it is built)."""
     from mmalign.train.stage import curriculum_problem, load_usable
 
     for key in ("train_file", "eval_file"):
         path = getattr(cfg.data, key)
-        if not path or lies_under(path, made_later):
+        if not path or lies_under(path, made_later) or (only_under is not None and not lies_under(path, only_under)):
             continue
         if Path(path).is_dir():
             raise RecordError(f"{where}data.{key}: {path}: a folder, not a record file")
@@ -206,14 +208,12 @@ def train(cfg: RunConfig, resume: bool = False) -> dict:
                             f"output_dir (output_dir=...)")
         check_same_run(out, identity)  # on every process, so that all of them stop
     check_inputs(stages)
+    if cfg.world.enabled:
+        build_checked_world(cfg, stages, process)
     process.wait_for_everyone()  # every process has checked before the main one writes
     if process.is_main_process:
         atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         claim_run(out, identity)
-        if cfg.world.enabled:
-            from mmalign.world import build_world
-
-            build_world(cfg.world.out, n_videos=cfg.world.n_videos, seed=cfg.world.seed)
     process.wait_for_everyone()
     init, summaries = None, {}
     for i, (name, scfg) in enumerate(stages):
@@ -230,6 +230,25 @@ def train(cfg: RunConfig, resume: bool = False) -> dict:
             for i, (name, _) in enumerate(stages)) + f"; summary.json, config.yaml")
     process.wait_for_everyone()
     return summaries
+
+
+def build_checked_world(cfg: RunConfig, stages: list[tuple[str, RunConfig]], process) -> None:
+    """Build the synthetic world (the main process; it writes outside output_dir) and check the
+    record files it wrote, before the run claims its folder: a world too small for a later
+    stage's file (`world.n_videos=1` leaves no test pairs) stopped the run after the stages
+    before had trained, in a claimed folder whose rerun with a mended world.n_videos --resume
+    refused as other settings."""
+    from mmalign.world import build_world
+
+    if process.is_main_process:
+        build_world(cfg.world.out, n_videos=cfg.world.n_videos, seed=cfg.world.seed)
+    process.wait_for_everyone()
+    for name, scfg in stages:
+        try:
+            check_record_files(scfg, f"stage {name}: " if len(stages) > 1 else "", only_under=[cfg.world.out])
+        except RecordError as e:
+            raise RecordError(f"{e} (written by the world of world.n_videos={cfg.world.n_videos}: "
+                              "too few videos for it?)") from None
 
 
 def print_summary(summaries: dict) -> None:

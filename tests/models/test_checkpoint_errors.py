@@ -307,3 +307,20 @@ def test_a_text_only_checkpoint_is_one_line_before_anything_is_claimed(tmp_path,
                          "llava_onevision, internvl, smolvlm); for a text-only LLM, name its vision-language "
                          "checkpoint instead (Qwen2.5-VL-7B-Instruct, not Qwen2.5-7B-Instruct)")
     assert "\n" not in line and not (tmp_path / "run").exists()
+
+
+def test_a_world_too_small_for_a_later_stage_stops_the_quickstart_before_it_trains(tmp_path, monkeypatch, capsys):
+    """`mmalign train configs/quickstart.yaml world.n_videos=1`: the world the run builds has no
+    test pairs for the rrpo stage's data.eval_file. Its files were checked only when that stage
+    began, after SFT had trained, in a claimed folder that the rerun with a mended world.n_videos
+    could not --resume (other settings). Now the world is built and its files checked before
+    anything is claimed."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    quickstart = Path(__file__).parents[2] / "configs" / "quickstart.yaml"
+    assert main(["train", str(quickstart), "world.n_videos=1", f"model.tiny_dir={tmp_path / 'tiny'}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (  # after the world's progress bar
+        "mmalign: error: stage rrpo: data.eval_file: data/world/pairs_test.jsonl: holds no record (written by the "
+        "world of world.n_videos=1: too few videos for it?)")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "tiny").exists()  # no stage began
