@@ -61,15 +61,17 @@ def run_pipeline(cfg: PipelineConfig, steps: list[Step], resume: bool = False, r
         raise PipelineExists(f"{out} already holds a pipeline run: pass --resume to continue it, or choose another "
                              "output_dir (output_dir=...)")
     finished = {s.name: _finished(s, out / s.folder / MARKER) for s in steps}  # refuse before writing anything
-    check_inputs(cfg, [s for s in steps if finished[s.name] is None], out)
+    pending = [s for s in steps if finished[s.name] is None]
+    check_inputs(cfg, pending, out)
+    if cfg.world.enabled:  # it writes outside output_dir: built, and its files checked, before the folder is claimed
+        from mmalign.world import build_world
+
+        build_world(cfg.world.out, n_videos=cfg.world.n_videos, seed=cfg.world.seed, show_progress=False)
+        check_world_reads(cfg, pending)
     out.mkdir(parents=True, exist_ok=True)
     if raw is not None:
         atomic_write_text(out / "pipeline.yaml", yaml.safe_dump(raw, sort_keys=False))
     atomic_write_json(out / "plan.json", [s.to_dict() for s in steps])
-    if cfg.world.enabled:
-        from mmalign.world import build_world
-
-        build_world(cfg.world.out, n_videos=cfg.world.n_videos, seed=cfg.world.seed, show_progress=False)
 
     done = []
     for step in steps:
@@ -122,6 +124,29 @@ def check_inputs(cfg: PipelineConfig, steps: list[Step], out: Path) -> None:
                 check_stage_reads(build_config(step.config, step.name), "", made_later, skeletons)
         except (ConfigError, RecordError) as e:
             raise type(e)(f"step {step.name}: {e}") from None
+
+
+def check_world_reads(cfg: PipelineConfig, steps: list[Step]) -> None:
+    """The record and benchmark files the world wrote, read as `steps` will read them: a world
+    too small for a step (`world.n_videos=1` leaves no test split) stopped the pipeline at that
+    step, after the ones before it had trained."""
+    from mmalign.config import build_config
+    from mmalign.data.records import RecordError
+    from mmalign.evals.benchmarks import REGISTRY
+    from mmalign.evals.config import build_eval_config
+    from mmalign.train.run import check_record_files, world_too_small
+
+    world = [cfg.world.out]
+    for step in steps:
+        try:
+            if step.kind == "eval":
+                eval_cfg = build_eval_config(step.config, step.name)
+                if eval_cfg.data.root and lies_under(eval_cfg.data.root, world):
+                    REGISTRY[eval_cfg.benchmark].load(eval_cfg)
+            elif step.kind != "pairs":
+                check_record_files(build_config(step.config, step.name), only_under=world)
+        except (ConfigError, RecordError) as e:
+            raise type(e)(f"step {step.name}: {e}{world_too_small(cfg.world)}") from None
 
 
 def _check_benchmark_files(step: Step) -> None:

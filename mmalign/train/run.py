@@ -247,8 +247,11 @@ def build_checked_world(cfg: RunConfig, stages: list[tuple[str, RunConfig]], pro
         try:
             check_record_files(scfg, f"stage {name}: " if len(stages) > 1 else "", only_under=[cfg.world.out])
         except RecordError as e:
-            raise RecordError(f"{e} (written by the world of world.n_videos={cfg.world.n_videos}: "
-                              "too few videos for it?)") from None
+            raise RecordError(f"{e}{world_too_small(cfg.world)}") from None
+
+
+def world_too_small(world) -> str:
+    return f" (written by the world of world.n_videos={world.n_videos}: too few videos for it?)"
 
 
 def print_summary(summaries: dict) -> None:

@@ -222,3 +222,20 @@ def test_lora_targets_a_training_step_cannot_use_stop_the_pipeline_before_its_fi
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "mmalign: error: step round1-dpo: lora.target_modules: ['qproj'] name no module of ")
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_world_too_small_for_a_step_stops_the_quickstart_pipeline_before_its_first_step(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """`mmalign run configs/pipelines/apasi_quickstart.yaml world.n_videos=1`: the world the
+    pipeline builds has no test split for its base-eval step. The warmup SFT trained first, and
+    the pipeline stopped at the eval in a claimed folder. Now the world is built and what the
+    steps read of it is checked before anything is claimed."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).parents[2] / "configs" / "pipelines" / "apasi_quickstart.yaml"
+    assert main(["run", str(config), "world.n_videos=1", f"model.tiny_dir={tmp_path / 'tiny'}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (  # after the tiny preset's progress bars
+        "mmalign: error: step base-eval: synthetic: data/world-pipeline/bench.jsonl has no pairs in split(s) ['test'] "
+        "(written by the world of world.n_videos=1: too few videos for it?)")
+    assert not (tmp_path / "runs").exists()
