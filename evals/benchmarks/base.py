@@ -195,10 +195,11 @@ def binary_metrics(tp: int, fp: int, tn: int, fn: int) -> dict:
     }
 
 
-def by_category(rows: list[dict]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
+def by_category(rows: list, category: Callable = lambda row: row["category"]) -> dict[str, list]:
+    """Result rows (or items, with `category=lambda it: it.category`) by category, in order."""
+    out: dict[str, list] = {}
     for row in rows:
-        out.setdefault(row["category"], []).append(row)
+        out.setdefault(category(row), []).append(row)
     return out
 
 

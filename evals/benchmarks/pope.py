@@ -194,10 +194,7 @@ def llava_answers(rows: list[tuple[str, object]], path: str, items: list[Item]) 
 
 
 def by_split(items: list[Item]) -> dict[str, list[Item]]:
-    out: dict[str, list[Item]] = {}
-    for it in items:
-        out.setdefault(it.category, []).append(it)
-    return out
+    return by_category(items, lambda it: it.category)
 
 
 def same_question(a: str, b: str) -> bool:
