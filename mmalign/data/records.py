@@ -477,7 +477,7 @@ def _foreign_format(obj: dict):
         return "RRPO release", _from_rrpo, True
     if "chosen_item" in obj or "rejected_item" in obj:
         return "Mask-DPO", _from_mask_dpo, True
-    if "conversations" in obj or "instruction" in obj:
+    if "conversations" in obj or "instruction" in obj or _llamafactory_messages(obj):
         return "LLaMA-Factory", _from_llamafactory, False
     if "messages" in obj or "completion" in obj or any(isinstance(obj.get(k), list) for k in ("prompt", "chosen", "rejected")):
         return "TRL", _from_trl, False
@@ -621,29 +621,52 @@ def _from_trl(obj: dict) -> dict:
     return out
 
 
+# LLaMA-Factory's sharegpt format under its two tag sets (its data/README.md): {from, value} turns
+# of human / gpt / system, or {role, content} messages of user / assistant / system, the OpenAI
+# tags its own multimodal demos use (data/mllm_demo.json, mllm_video_demo.json).
+_LLAMAFACTORY_TAGS = {"conversations": ("from", "value", "human", "gpt"),
+                      "messages": ("role", "content", "user", "assistant")}
+
+
+def _llamafactory_messages(obj: dict) -> bool:
+    """A `messages` line in LLaMA-Factory's OpenAI tags rather than TRL's format: it lists
+    `videos`, writes media as <image> / <video> placeholders in string contents, or gives a
+    preference answer as one message (TRL's are lists). Read as TRL's, its video was dropped
+    into meta and the model trained on the text alone."""
+    messages = obj.get("messages")
+    if not isinstance(messages, list):
+        return False
+    texts = [m.get("content") for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str)]
+    return ("videos" in obj or any(_PLACEHOLDER.search(t) for t in texts)
+            or any(isinstance(obj.get(k), dict) for k in ("chosen", "rejected")))
+
+
 def _from_llamafactory(obj: dict) -> dict:
-    consumed = {"conversations", "instruction", "input", "output", "chosen", "rejected", "system", "videos", "meta"}
+    consumed = {"conversations", "messages", "instruction", "input", "output", "chosen", "rejected", "system",
+                "videos", "meta"}
     out = _carry_over(obj, consumed, "llamafactory")
     system = obj.get("system")
-    if "conversations" in obj:
-        turns = obj["conversations"]
-        if not isinstance(turns, list) or not all(isinstance(t, dict) and isinstance(t.get("value"), str) for t in turns):
-            raise _Invalid("LLaMA-Factory line: 'conversations' must be a list of {from, value} turns")
-        if turns and turns[0].get("from") == "system":
-            system, turns = turns[0]["value"], turns[1:]
+    key = next((k for k in _LLAMAFACTORY_TAGS if k in obj), None)
+    if key is not None:
+        role, text, user, assistant = _LLAMAFACTORY_TAGS[key]
+        turns = obj[key]
+        if not isinstance(turns, list) or not all(isinstance(t, dict) and isinstance(t.get(text), str) for t in turns):
+            raise _Invalid(f"LLaMA-Factory line: '{key}' must be a list of {{{role}, {text}}} turns")
+        if turns and turns[0].get(role) == "system":
+            system, turns = turns[0][text], turns[1:]
         pair = "chosen" in obj or "rejected" in obj
-        expected = ["human"] if pair else ["human", "gpt"]
-        if [t.get("from") for t in turns] != expected:
-            raise _Invalid(f"LLaMA-Factory line: 'conversations' must be {expected} (one turn"
+        expected = [user] if pair else [user, assistant]
+        if [t.get(role) for t in turns] != expected:
+            raise _Invalid(f"LLaMA-Factory line: '{key}' must be {expected} (one turn"
                            + (", the answers in chosen / rejected" if pair else "")
-                           + f"), got {[t.get('from') for t in turns]}")
-        prompt = turns[0]["value"]
+                           + f"), got {[t.get(role) for t in turns]}")
+        prompt = turns[0][text]
         replies = {"chosen": obj.get("chosen"), "rejected": obj.get("rejected")} if pair else {"response": turns[1]}
         for name, reply in replies.items():
-            if not (isinstance(reply, dict) and reply.get("from") == "gpt" and isinstance(reply.get("value"), str)):
-                raise _Invalid(f"LLaMA-Factory line: '{name}' must be {{'from': 'gpt', 'value': text}}, got "
-                               f"{short_repr(reply)}")
-            out[name] = reply["value"]
+            if not (isinstance(reply, dict) and reply.get(role) == assistant and isinstance(reply.get(text), str)):
+                raise _Invalid(f"LLaMA-Factory line: '{name}' must be {{'{role}': '{assistant}', '{text}': text}}, "
+                               f"got {short_repr(reply)}")
+            out[name] = reply[text]
     else:
         prompt = "\n".join(x for x in (obj.get("instruction"), obj.get("input")) if isinstance(x, str) and x)
         out.update({ours: obj[theirs] for theirs, ours in (("chosen", "chosen"), ("rejected", "rejected"),

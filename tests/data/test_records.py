@@ -472,6 +472,21 @@ def test_llamafactory_lines_read_as_the_same_records_as_ours(folder):
         ("What moves?", "A red circle.", str(folder / "videos" / "v1.mp4")), ("What moves?", "A red circle.", None)]
     assert records[0].meta["system"] == "S"
 
+    # Its OpenAI tags, as in its data/mllm_video_demo.json: read as TRL's messages, the video was
+    # dropped into meta and the record trained on the text alone.
+    openai = [{"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "<video>What moves?"},
+                            {"role": "assistant", "content": "A red circle."}], "videos": ["videos/v1.mp4"]},
+              {"messages": [{"role": "user", "content": "<image><image>Which is red?"}],
+               "chosen": {"role": "assistant", "content": "The first."},
+               "rejected": {"role": "assistant", "content": "The second."}, "images": ["images/a.jpg", "images/b.jpg"]}]
+    (sft_record,), skipped = read_records(write_lines(folder / "openai.jsonl", openai[:1]), "sft")
+    assert skipped == [] and (sft_record.prompt, sft_record.response, sft_record.video) == (
+        "What moves?", "A red circle.", str(folder / "videos" / "v1.mp4"))
+    assert sft_record.meta == {"system": "S", "format": "llamafactory"}
+    (pair,), skipped = read_records(write_lines(folder / "openai_pair.jsonl", openai[1:]), "pair")
+    assert skipped == [] and (pair.prompt, pair.chosen, pair.rejected, pair.images) == (a.prompt, a.chosen, a.rejected,
+                                                                                      a.images)
+
 
 @pytest.mark.parametrize("change,reason", [
     (dict(images=["images/a.jpg"]), "the prompt has 2 <image> placeholder(s) for 1 listed"),

@@ -322,8 +322,8 @@ def test_training_curves_draw_what_the_method_logs(tmp_path):
 
 def test_trl_and_llamafactory_pair_files_train_as_ours(tmp_path, world, tiny_dir):
     """The same pairs in TRL's conversational format (a video part, assistant messages) and in
-    LLaMA-Factory's sharegpt format (a <video> placeholder, `videos`) train to the same losses as
-    in our schema."""
+    LLaMA-Factory's sharegpt format (a <video> placeholder, `videos`; with its {from, value} tags
+    or its OpenAI {role, content} ones) train to the same losses as in our schema."""
     trl = tmp_path / "trl.jsonl"
     rows = [json.loads(line) for line in (world / "pairs_train.jsonl").read_text().splitlines()[:8]]
     trl.write_text("".join(json.dumps({
@@ -339,13 +339,20 @@ def test_trl_and_llamafactory_pair_files_train_as_ours(tmp_path, world, tiny_dir
         "videos": [str(world / r["video"])], "conversations": [{"from": "human", "value": "<video>" + r["prompt"]}],
         "chosen": {"from": "gpt", "value": r["chosen"]}, "rejected": {"from": "gpt", "value": r["rejected"]}}) + "\n"
         for r in rows))
+    # LLaMA-Factory's OpenAI tags (its multimodal demos' shape): read as TRL's messages, the video
+    # went to meta and the pairs trained on the text alone
+    openai_tags = tmp_path / "llamafactory_openai.jsonl"
+    openai_tags.write_text("".join(json.dumps({
+        "videos": [str(world / r["video"])], "messages": [{"role": "user", "content": "<video>" + r["prompt"]}],
+        "chosen": {"role": "assistant", "content": r["chosen"]},
+        "rejected": {"role": "assistant", "content": r["rejected"]}}) + "\n" for r in rows))
     runs = []
-    for name, path in (("ours", ours), ("trl", trl), ("llamafactory", llamafactory)):
+    for name, path in (("ours", ours), ("trl", trl), ("llamafactory", llamafactory), ("openai_tags", openai_tags)):
         raw = config(tmp_path / name, world, tiny_dir, train__max_steps=2, train__save_every=0,
                      data={"train_file": str(path), "allow_absolute_paths": True})
         train(build_config(raw))
         runs.append(metrics(Path(raw["output_dir"])))
-    assert [r["step"] for r in runs[1]] == [r["step"] for r in runs[2]] == [1, 2]
+    assert [r["step"] for r in runs[1]] == [r["step"] for r in runs[2]] == [r["step"] for r in runs[3]] == [1, 2]
     for a, *others in zip(*runs):
         for b in others:
             assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
