@@ -629,14 +629,15 @@ _LLAMAFACTORY_TAGS = {"conversations": ("from", "value", "human", "gpt"),
 
 
 def _llamafactory_messages(obj: dict) -> bool:
-    """A `messages` line in LLaMA-Factory's OpenAI tags rather than TRL's format: it lists
-    `videos`, writes media as <image> / <video> placeholders in string contents, or gives a
+    """A `messages` line in LLaMA-Factory's OpenAI tags rather than TRL's format: string contents
+    (TRL writes media as content parts) and `videos`, <image> / <video> placeholders, or a
     preference answer as one message (TRL's are lists). Read as TRL's, its video was dropped
     into meta and the model trained on the text alone."""
     messages = obj.get("messages")
-    if not isinstance(messages, list):
+    if not (isinstance(messages, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                                               for m in messages)):
         return False
-    texts = [m.get("content") for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str)]
+    texts = [m["content"] for m in messages]
     return ("videos" in obj or any(_PLACEHOLDER.search(t) for t in texts)
             or any(isinstance(obj.get(k), dict) for k in ("chosen", "rejected")))
 
