@@ -644,7 +644,7 @@ def _llamafactory_messages(obj: dict) -> bool:
 
 def _from_llamafactory(obj: dict) -> dict:
     consumed = {"conversations", "messages", "instruction", "input", "output", "chosen", "rejected", "system",
-                "videos", "meta"}
+                "videos", "history", "meta"}
     out = _carry_over(obj, consumed, "llamafactory")
     system = obj.get("system")
     key = next((k for k in _LLAMAFACTORY_TAGS if k in obj), None)
@@ -669,6 +669,9 @@ def _from_llamafactory(obj: dict) -> dict:
                                f"got {short_repr(reply)}")
             out[name] = reply[text]
     else:
+        if obj.get("history"):  # alpaca's earlier turns: dropping them would train another prompt
+            raise _Invalid(f"LLaMA-Factory line: 'history' holds {len(obj['history'])} earlier turn(s); a record is "
+                           "one user turn")
         prompt = "\n".join(x for x in (obj.get("instruction"), obj.get("input")) if isinstance(x, str) and x)
         out.update({ours: obj[theirs] for theirs, ours in (("chosen", "chosen"), ("rejected", "rejected"),
                                                            ("output", "response")) if theirs in obj})

@@ -503,6 +503,14 @@ def test_bad_llamafactory_lines_are_skipped(folder, change, reason):
     assert reason in skipped[0].reason, skipped[0].reason
 
 
+def test_an_alpaca_line_with_earlier_turns_is_skipped_not_trained_without_them(folder):
+    """Alpaca's `history` went to meta: the record trained on its last instruction alone."""
+    line = {"instruction": "And now?", "input": "", "output": "Blue.", "history": [["What colour?", "Red."]]}
+    records, skipped = read_records(write_lines(folder / "alpaca.jsonl", [line, {**line, "history": []}]), "sft")
+    assert [r.prompt for r in records] == ["And now?"]
+    assert "'history' holds 1 earlier turn(s); a record is one user turn" in skipped[0].reason
+
+
 # ---------------------------------------------------------------- writing back
 
 
