@@ -644,7 +644,7 @@ def _llamafactory_messages(obj: dict) -> bool:
 
 def _from_llamafactory(obj: dict) -> dict:
     consumed = {"conversations", "messages", "instruction", "input", "output", "chosen", "rejected", "system",
-                "videos", "history", "meta"}
+                "videos", "image", "history", "meta"}
     out = _carry_over(obj, consumed, "llamafactory")
     system = obj.get("system")
     key = next((k for k in _LLAMAFACTORY_TAGS if k in obj), None)
@@ -678,13 +678,20 @@ def _from_llamafactory(obj: dict) -> dict:
     if system:
         out["meta"]["system"] = system
     videos = obj.get("videos") or []
-    if not isinstance(videos, list) or len(videos) > 1:
+    if not isinstance(videos, list) or len(videos) + isinstance(obj.get("video"), str) > 1:
         raise _Invalid(f"LLaMA-Factory line: 'videos' must list at most one video (a record holds one), got "
-                       f"{short_repr(videos)}")
+                       f"{short_repr(videos)}" + (f" beside 'video' {obj['video']!r}" if obj.get("video") else ""))
     if videos:
         out["video"] = videos[0]
-    images = obj.get("images") if isinstance(obj.get("images"), list) else []
-    for tag, listed in (("<image>", len(images)), ("<video>", len(videos))):
+    if "image" in obj:  # LLaVA's own data files name their one image `image`
+        if not isinstance(obj["image"], str) or "images" in obj:
+            raise _Invalid(f"LLaVA line: 'image' must be one path, without 'images', got {short_repr(obj['image'])}")
+        out["images"] = [obj["image"]]
+    images = out.get("images") if isinstance(out.get("images"), list) else []
+    # LLaVA-NeXT's video data (LLaVA-Video-178K: `video`, and <image> in the first turn) marks the
+    # video's place with <image>; its loader puts the frames there.
+    video_as_image = "video" in out and not images and prompt.count("<image>") == 1 and "<video>" not in prompt
+    for tag, listed in (("<image>", 1 if video_as_image else len(images)), ("<video>", int("video" in out))):
         if tag in prompt and prompt.count(tag) != listed:
             raise _Invalid(f"LLaMA-Factory line: the prompt has {prompt.count(tag)} {tag} placeholder(s) for "
                            f"{listed} listed")

@@ -503,6 +503,26 @@ def test_bad_llamafactory_lines_are_skipped(folder, change, reason):
     assert reason in skipped[0].reason, skipped[0].reason
 
 
+def test_llava_data_lines_read_as_ours(folder):
+    """LLaVA's own data files (llava_v1_5_mix665k.json, LLaVA-Video-178K) share the sharegpt turns
+    but name one `image` or one `video`, and LLaVA-NeXT's video lines mark the video's place with
+    <image>. Both were refused ("1 <image> placeholder(s) for 0 listed")."""
+    lines = [{"id": "img", "image": "images/a.jpg",
+              "conversations": [{"from": "human", "value": "<image>\nWhat is red?"}, {"from": "gpt", "value": "A."}]},
+             {"id": "vid", "video": "videos/v1.mp4",
+              "conversations": [{"from": "human", "value": "<image>\nWhat moves?"}, {"from": "gpt", "value": "B."}]},
+             {"id": "tagged", "video": "videos/v1.mp4",
+              "conversations": [{"from": "human", "value": "<video>\nWhat moves?"}, {"from": "gpt", "value": "B."}]},
+             {"id": "two", "image": "images/a.jpg", "images": ["images/b.jpg"],
+              "conversations": [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A."}]}]
+    records, skipped = read_records(write_lines(folder / "llava.jsonl", lines), "sft")
+    assert [(r.id, r.prompt, r.images, r.video) for r in records] == [
+        ("img", "What is red?", [str(folder / "images" / "a.jpg")], None),
+        ("vid", "What moves?", None, str(folder / "videos" / "v1.mp4")),
+        ("tagged", "What moves?", None, str(folder / "videos" / "v1.mp4"))]
+    assert [s.id for s in skipped] == ["two"] and "'image' must be one path, without 'images'" in skipped[0].reason
+
+
 def test_an_alpaca_line_with_earlier_turns_is_skipped_not_trained_without_them(folder):
     """Alpaca's `history` went to meta: the record trained on its last instruction alone."""
     line = {"instruction": "And now?", "input": "", "output": "Blue.", "history": [["What colour?", "Red."]]}
