@@ -94,6 +94,20 @@ class RewardSet:
                                     "GRPO learns nothing from it; give at least one term a weight")
         return cls(terms)
 
+    def failing_on_every_record(self, samples: list[Sample]) -> tuple[str, str] | None:
+        """(label, error) of the first weighted built-in per-sample term that fails on every one
+        of `samples` (a sample per record, before any completion exists: what fails then is the
+        record's data), else None. User terms are not called here: theirs may cost or fail
+        otherwise on an empty completion."""
+        for term in self.terms:
+            if term.weight == 0 or term.reward.scope != "sample" or not term.reward.fn.__module__.startswith(
+                    "mmalign.rewards."):
+                continue
+            problems = [_problem(v) for v in run_term(term.reward, term.options, samples)]
+            if samples and all(problems):
+                return term.label, problems[0]
+        return None
+
     def __call__(self, samples: list[Sample], group_size: int) -> Rewards:
         """Score `samples` (groups of `group_size` consecutive samples, one group per prompt)."""
         import torch  # here, not at import: configs validate their rewards without loading torch

@@ -351,12 +351,28 @@ def rollout(model, prompts: list[dict], feats: list[dict] | None, g: GrpoConfig,
 
 def make_samples(records, n: int, ids: list[list[int]], truncated: list[bool], tokenizer) -> list[Sample]:
     """One Sample per completion (row i belongs to records[i // n]) for the reward terms."""
-    samples = []
-    for i, text in enumerate(tokenizer.batch_decode(ids, skip_special_tokens=True)):
-        r = records[i // n]
-        samples.append(Sample(prompt=r.prompt, completion=text, answer=r.answer, truth=r.truth or {}, record_id=r.id,
-                              meta=r.meta, num_tokens=len(ids[i]), truncated=truncated[i]))
-    return samples
+    return [record_sample(records[i // n], text, len(ids[i]), truncated[i])
+            for i, text in enumerate(tokenizer.batch_decode(ids, skip_special_tokens=True))]
+
+
+def record_sample(r, completion: str, num_tokens: int = 0, truncated: bool = False) -> Sample:
+    return Sample(prompt=r.prompt, completion=completion, answer=r.answer, truth=r.truth or {}, record_id=r.id,
+                  meta=r.meta, num_tokens=num_tokens, truncated=truncated)
+
+
+def reward_data_problem(cfg: RunConfig, records) -> str | None:
+    """Why a reward term cannot score any of `records` (answer_match on records without an
+    'answer'), else None. Found when training began, every completion got the term's fallback,
+    and the run learned nothing from it, with exit 0."""
+    failing = RewardSet.from_config(cfg.grpo.rewards, cfg.grpo.fallback_reward).failing_on_every_record(
+        [record_sample(r, "") for r in records])
+    if failing is None:
+        return None
+    label, error = failing
+    hint = (": TRL's GRPO datasets often name it 'solution' (here in each record's meta); rename it 'answer'"
+            if "'answer'" in error and any("solution" in r.meta for r in records) else "")
+    return (f"grpo.rewards: {label} fails on every record of data.train_file before any completion ({error})"
+            f"{hint}")
 
 
 # ---------------------------------------------------------------- scoring and the update

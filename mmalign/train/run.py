@@ -115,6 +115,10 @@ def check_record_files(cfg: RunConfig, where: str = "", made_later: list[str] = 
             raise RecordError(f"{where}data.{key}: {path}: file not found")
         records, _ = load_usable(cfg, key, where)
         problem = curriculum_problem(cfg, records) if key == "train_file" else None
+        if problem is None and key == "train_file" and cfg.method == "grpo":
+            from mmalign.train.grpo import reward_data_problem
+
+            problem = reward_data_problem(cfg, records)
         if problem:
             raise RecordError(f"{where}{problem}")
 

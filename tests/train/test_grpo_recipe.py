@@ -296,3 +296,26 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, world, tiny_dir, monkeyp
         assert a.keys() == b.keys()
         for key in {"reward", "loss", "grad_norm", "kl", "completion_length"} & a.keys():
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key)
+
+
+def test_a_reward_term_no_record_can_feed_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    """GRPO lines in TRL's conversational format whose reference answer is named `solution`
+    (as TRL's GRPO datasets name it): answer_match failed on every completion, every reward was
+    the fallback 0, and the run exited 0 having learned nothing. Now it is refused before
+    anything is written, with the column to rename; records with an `answer` train."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    prompt = [{"role": "user", "content": "Is the sky blue?"}]
+    (tmp_path / "g.jsonl").write_text("".join(json.dumps({"prompt": prompt, "solution": a}) + "\n" for a in ("yes", "no")))
+    (tmp_path / "c.yaml").write_text(f"method: grpo\noutput_dir: run\nmodel: {{tiny: qwen2_5_vl, tiny_dir: {tmp_path / 'tiny'}}}\n"
+                                     "data: {train_file: g.jsonl}\ntrain: {max_steps: 1, batch_size: 2}\n"
+                                     "grpo: {num_generations: 2, max_new_tokens: 2}\n")
+    assert main(["train", "c.yaml"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "mmalign: error: grpo.rewards: answer_match fails on every record of data.train_file before any completion "
+        "(ValueError: the record has no 'answer'): TRL's GRPO datasets often name it 'solution' (here in each "
+        "record's meta); rename it 'answer'")
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "g.jsonl").write_text((tmp_path / "g.jsonl").read_text().replace('"solution"', '"answer"'))
+    assert main(["train", "c.yaml"]) == 0
