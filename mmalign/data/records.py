@@ -601,6 +601,14 @@ def _from_trl(obj: dict) -> dict:
         turns = {"prompt": messages[:-1], "completion": messages[-1:]}
     else:
         turns = {k: obj[k] for k in ("prompt", "chosen", "rejected", "completion") if obj.get(k) is not None}
+        chosen, rejected = turns.get("chosen"), turns.get("rejected")
+        if (isinstance(chosen, list) and isinstance(rejected, list) and len(chosen) > 1
+                and not isinstance(turns.get("prompt"), list)):
+            # TRL's implicit prompt (trl-lib/ultrafeedback_binarized): the messages both answers
+            # start with are the prompt, as trl.extract_prompt takes them (a string `prompt`
+            # beside them is a copy it ignores too)
+            shared = next((i for i, (c, r) in enumerate(zip(chosen, rejected)) if c != r), min(len(chosen), len(rejected)))
+            turns.update(prompt=chosen[:shared], chosen=chosen[shared:], rejected=rejected[shared:])
     media: dict = {}
     if isinstance(turns.get("prompt"), list):
         out["prompt"], system, media = _chat_prompt(turns["prompt"], f"TRL line: '{'messages' if messages else 'prompt'}'")

@@ -427,6 +427,31 @@ def test_trl_conversational_lines_read_as_the_same_records_as_ours(folder):
     assert (g.prompt, g.answer) == ("2+2?", "4")
 
 
+def test_trl_implicit_prompt_lines_read_as_the_same_records_as_ours(folder):
+    """TRL's implicit-prompt preference format (trl-lib/ultrafeedback_binarized: chosen and
+    rejected each the whole conversation, sometimes beside a string copy of the prompt) was
+    skipped ("'chosen' must be a string or [assistant message]"). The shared leading messages are
+    the prompt, as trl.extract_prompt takes them."""
+    user = {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Which is red?"}]}
+    lines = [{"id": "i", "images": ["images/a.jpg", "images/b.jpg"],
+              "chosen": [user, {"role": "assistant", "content": "The first."}],
+              "rejected": [user, {"role": "assistant", "content": "The second."}]},
+             {"id": "p", "images": ["images/a.jpg", "images/b.jpg"], "prompt": "Which is red?",
+              "chosen": [user, {"role": "assistant", "content": "The first."}],
+              "rejected": [user, {"role": "assistant", "content": "The second."}]},
+             {"id": "multi", "chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                        {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}],
+              "rejected": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                           {"role": "user", "content": "c"}, {"role": "assistant", "content": "e"}]}]
+    ours = {"id": "t", "images": ["images/a.jpg", "images/b.jpg"], "prompt": "Which is red?", "chosen": "The first.",
+            "rejected": "The second."}
+    (a,), _ = read_records(write_lines(folder / "ours.jsonl", [ours]), "pair")
+    records, skipped = read_records(write_lines(folder / "implicit.jsonl", lines), "pair")
+    assert [(r.id, r.prompt, r.chosen, r.rejected, r.images) for r in records] == [
+        (i, a.prompt, a.chosen, a.rejected, a.images) for i in ("i", "p")]
+    assert [s.id for s in skipped] == ["multi"] and "prompt messages must be [system?, user] (one turn)" in skipped[0].reason
+
+
 @pytest.mark.parametrize("change,reason", [
     (dict(images=["images/a.jpg"]), "the prompt has 2 image part(s) but 'images' lists 1"),
     (dict(prompt=[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Q"}]}]),
