@@ -589,7 +589,7 @@ def _mask_dpo_prompt(obj: dict) -> tuple[str, str | None]:
 
 
 def _from_trl(obj: dict) -> dict:
-    consumed = {"prompt", "chosen", "rejected", "completion", "messages", "answer", "meta"}
+    consumed = {"prompt", "chosen", "rejected", "completion", "messages", "answer", "image", "meta"}
     out = _carry_over(obj, consumed, "trl")
     if obj.get("answer") is not None:  # a GRPO line's reference answer, ours by name
         out["answer"] = obj["answer"]
@@ -621,7 +621,7 @@ def _from_trl(obj: dict) -> dict:
             where = "messages" if messages else name
             out[ours] = _message_text(turns[name], f"TRL line: '{where}'", "assistant") \
                 if isinstance(turns[name], list) else turns[name]
-    images = obj.get("images") if isinstance(obj.get("images"), list) else []
+    images = _single_image(obj, out)
     if media.get("image") and media["image"] != len(images):
         raise _Invalid(f"TRL line: the prompt has {media['image']} image part(s) but 'images' lists {len(images)}")
     if media.get("video") and (media["video"] > 1 or obj.get("video") is None):
@@ -691,11 +691,7 @@ def _from_llamafactory(obj: dict) -> dict:
                        f"{short_repr(videos)}" + (f" beside 'video' {obj['video']!r}" if obj.get("video") else ""))
     if videos:
         out["video"] = videos[0]
-    if "image" in obj:  # LLaVA's own data files name their one image `image`
-        if not isinstance(obj["image"], str) or "images" in obj:
-            raise _Invalid(f"LLaVA line: 'image' must be one path, without 'images', got {short_repr(obj['image'])}")
-        out["images"] = [obj["image"]]
-    images = out.get("images") if isinstance(out.get("images"), list) else []
+    images = _single_image(obj, out)
     # LLaVA-NeXT's video data (LLaVA-Video-178K: `video`, and <image> in the first turn) marks the
     # video's place with <image>; its loader puts the frames there.
     video_as_image = "video" in out and not images and prompt.count("<image>") == 1 and "<video>" not in prompt
@@ -705,6 +701,16 @@ def _from_llamafactory(obj: dict) -> dict:
                            f"{listed} listed")
     out["prompt"] = _PLACEHOLDER.sub("", prompt).strip()
     return out
+
+
+def _single_image(obj: dict, out: dict) -> list:
+    """The record's image list, with a one-path `image` column read as [image] (LLaVA's data
+    files and TRL's older vision datasets name their one image so; it went to meta)."""
+    if "image" in obj:
+        if not isinstance(obj["image"], str) or "images" in obj:
+            raise _Invalid(f"'image' must be one path, without 'images', got {short_repr(obj['image'])}")
+        out["images"] = [obj["image"]]
+    return out.get("images") if isinstance(out.get("images"), list) else []
 
 
 def _chat_prompt(value, where: str) -> tuple[str, str | None, dict]:

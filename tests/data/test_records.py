@@ -452,6 +452,15 @@ def test_trl_implicit_prompt_lines_read_as_the_same_records_as_ours(folder):
     assert [s.id for s in skipped] == ["multi"] and "prompt messages must be [system?, user] (one turn)" in skipped[0].reason
 
 
+def test_a_trl_line_with_one_image_column_reads_it(folder):
+    """TRL's older vision datasets name their one image `image`: the line was skipped ("the prompt
+    has 1 image part(s) but 'images' lists 0") and its path went to meta."""
+    line = {"image": "images/a.jpg", "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q?"}]}],
+            "chosen": [{"role": "assistant", "content": "A."}], "rejected": [{"role": "assistant", "content": "B."}]}
+    (r,), skipped = read_records(write_lines(folder / "one.jsonl", [line]), "pair")
+    assert skipped == [] and r.images == [str(folder / "images" / "a.jpg")] and "image" not in r.meta
+
+
 @pytest.mark.parametrize("change,reason", [
     (dict(images=["images/a.jpg"]), "the prompt has 2 image part(s) but 'images' lists 1"),
     (dict(prompt=[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Q"}]}]),
