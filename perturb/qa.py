@@ -74,13 +74,29 @@ def world_questions(scene, types, rng: np.random.Generator) -> list[dict]:
             wrong = [c for c in ANSWER_CHOICES[qa["kind"]] if c != qa["answer"]]
             options = [qa["answer"], *rng.choice(wrong, size=min(3, len(wrong)), replace=False).tolist()]
             rng.shuffle(options)
-            letter = LETTERS[options.index(qa["answer"])]
-            text = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
-            out.append({"type": "mcq", "kind": qa["kind"], "prompt": f"{qa['question']}\n{text}{MCQ_SUFFIX}",
-                        "answer": letter, "options": options})
+            out.append({"type": "mcq", "kind": qa["kind"], "prompt": mcq_prompt(qa["question"], options),
+                        "answer": LETTERS[options.index(qa["answer"])], "options": options})
     if "open" in types:
         out.append({"type": "open", "kind": "caption", "prompt": OPEN_PROMPT, "answer": " ".join(caption_sentences(scene))})
     return out
+
+
+def mcq_prompt(question: str, options: list[str]) -> str:
+    """The question, its options lettered A-D, and the instruction to answer with the letter."""
+    return question + "\n" + "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options)) + MCQ_SUFFIX
+
+
+def mcq_letter(answer: str, options: list[str] | None) -> str:
+    """A multiple-choice answer as its option letter: the option it names (its text), or the
+    letter itself ("B", "(b)", "B."); ValueError when it is neither."""
+    if options:
+        named = [i for i, o in enumerate(options) if normalise(o) == normalise(answer)]
+        if named:
+            return LETTERS[named[0]]
+    m = re.fullmatch(r"\s*\(?([A-Da-d])[).]?\s*", answer)
+    if m and (not options or LETTERS.index(m.group(1).upper()) < len(options)):
+        return m.group(1).upper()
+    raise ValueError(f"answer {answer!r} is neither one of its options nor an option letter")
 
 
 def _stem(path: str) -> str:
@@ -91,7 +107,8 @@ def read_questions(path: str) -> dict[str, list[dict]]:
     """A user's QA file, read once: one {video, prompt (or question), answer, type?, options?}
     per line; `video` is a path relative to the --videos folder, with or without its extension.
     Keyed by that path without its extension. type defaults to yes_no / mcq / short / open from
-    the answer's form."""
+    the answer's form. `options` (2-4 strings) are shown lettered after the prompt, as the
+    world's multiple-choice questions are; the answer is an option's text or its letter."""
     by_stem = {}
     for lineno, line in enumerate(read_user_text(path, "a QA file").splitlines(), start=1):
         if not line.strip():
@@ -103,11 +120,24 @@ def read_questions(path: str) -> dict[str, list[dict]]:
                 raise TypeError("video, prompt and answer must be strings")
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{path}:{lineno}: not a QA record ({type(e).__name__}: {e})") from None
-        kind = row.get("type") or infer_type(answer, row.get("options"))
+        options = row.get("options")
+        kind = row.get("type") or infer_type(answer, options)
         if kind not in QUESTION_TYPES:
             raise ConfigError(f"{path}:{lineno}: type {kind!r} is not one of {list(QUESTION_TYPES)}")
+        if kind == "mcq":
+            # The options were never shown, and the answer's first character was taken for its
+            # letter: "a red circle" read as option A, and so did a reply that began with "a".
+            try:
+                if options is not None and not (isinstance(options, list) and 2 <= len(options) <= len(LETTERS)
+                                                and all(isinstance(o, str) for o in options)):
+                    raise ValueError(f"options must be 2-{len(LETTERS)} strings, got {options!r}")
+                answer = mcq_letter(answer, options)
+            except ValueError as e:
+                raise ConfigError(f"{path}:{lineno}: multiple choice: {e}") from None
+            if options:
+                prompt = mcq_prompt(prompt, options)
         by_stem.setdefault(_stem(video), []).append({"type": kind, "kind": row.get("kind", kind), "prompt": prompt,
-                                                     "answer": answer, "options": row.get("options"),
+                                                     "answer": answer, "options": options,
                                                      "id": str(row.get("id", f"l{lineno}"))})
     return by_stem
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmalign.config import ConfigError
 from mmalign.data.records import read_records
 from mmalign.perturb.config import build_pairs_config
 from mmalign.perturb.diff import apply_spans, changed_fraction
@@ -225,3 +226,28 @@ def test_a_qa_file_that_is_not_text_is_one_line(world, tmp_path, capsys):
     assert main(args) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"mmalign: error: {qa}: cannot be read as a QA file (UnicodeDecodeError: ")
+
+
+def test_a_user_s_multiple_choice_question_shows_its_options_and_reads_its_answer_as_a_letter(world, tmp_path):
+    """A QA line with `options` and the right option's text as its answer (MVBench writes them
+    so): the options were never shown, and the answer's first character was taken for its
+    letter, so "a red circle" was option A and so was any reply that began with "a". Now the
+    options follow the prompt, lettered, and the answer is the letter of the option it names."""
+    videos = tmp_path / "videos"
+    shutil.copytree(world / "videos", videos)
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"video": "vid0000.mp4", "question": "What moves?",
+                              "options": ["a blue square", "a red circle"], "answer": "a red circle"}) + "\n")
+    asked = []
+    model = lambda prompts: asked.extend(p for p, _ in prompts) or ["A" for _ in prompts]
+    cfg = build_pairs_config({"generator": "rrpo_qa", "rrpo_qa": {"questions": str(qa)}})
+    run_pairs(cfg, videos, tmp_path / "p.jsonl", backend=Backend(model), show_progress=False)
+    assert asked == ["What moves?\nA. a blue square\nB. a red circle\nAnswer with the option's letter."]
+    (record,), _ = read_records(tmp_path / "p.jsonl", "pair", allow_absolute_paths=True)
+    assert (record.prompt, record.chosen, record.rejected) == (asked[0], "B", "A")
+
+    qa.write_text(json.dumps({"video": "vid0000.mp4", "question": "What moves?",
+                              "options": ["a blue square", "a red circle"], "answer": "a green dot"}) + "\n")
+    with pytest.raises(ConfigError, match=rf"{qa}:1: multiple choice: answer 'a green dot' is neither one of its "
+                                          "options nor an option letter"):
+        run_pairs(cfg, videos, tmp_path / "q.jsonl", backend=Backend(model), show_progress=False)
