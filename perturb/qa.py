@@ -160,22 +160,25 @@ def normalise(text: str) -> str:
     return " ".join(numbers.get(w, w) for w in words)
 
 
-def short_form(text: str, kind: str) -> str:
+def short_form(text: str, kind: str, options: list[str] | None = None) -> str:
     """The answer a short-form question reads from a model's reply: its first yes/no word,
-    its option letter, or the whole normalised text."""
+    its option letter ("B", "(b)", "B. red"; or the letter of the option whose text it is),
+    or the whole normalised text. A reply "a red circle" is not option A: the letter must
+    stand alone."""
     norm = normalise(text)
     if kind == "yes_no":
         first = norm.split()[:1]
         return first[0] if first and first[0] in ("yes", "no") else norm
     if kind == "mcq":
-        m = re.match(r"\s*\(?([A-Da-d])\b", str(text))
-        return m.group(1).upper() if m else norm
+        named = [LETTERS[i] for i, o in enumerate(options or []) if normalise(o) == norm]
+        m = re.match(r"\s*\(?([A-Da-d])(?:[).:,]|\s*$)", str(text))
+        return named[0] if named else m.group(1).upper() if m else norm
     return norm
 
 
 def is_right(question: dict, reply: str) -> bool:
     if question["type"] == "mcq":
-        return short_form(reply, "mcq") == question["answer"].strip().upper()[:1]
+        return short_form(reply, "mcq", question.get("options")) == question["answer"].strip().upper()[:1]
     return short_form(reply, question["type"]) == normalise(question["answer"])
 
 
@@ -334,7 +337,7 @@ class RrpoQaPairs(PairBuilder):
     def _short_rejected(q: dict, reply: str) -> str:
         """The model's short answer as the rejected response, in the chosen answer's form where
         it reads one (yes / no, an option letter), else its reply as written."""
-        form = short_form(reply, q["type"])
+        form = short_form(reply, q["type"], q.get("options"))
         if q["type"] == "yes_no" and form in ("yes", "no"):
             return form
         if q["type"] == "mcq" and len(form) == 1:

@@ -35,6 +35,9 @@ def test_short_forms_are_judged_by_exact_match_after_normalising():
     assert is_right(yes_no, "No, there is not.") and not is_right(yes_no, "Yes.")
     mcq = {"type": "mcq", "answer": "C"}
     assert is_right(mcq, "(C) blue") and is_right(mcq, "c") and not is_right(mcq, "B. red")
+    # the article of a reply in words is no letter; the option it names is (it read as option A)
+    mcq = {"type": "mcq", "answer": "A", "options": ["a blue square", "a red circle"]}
+    assert not is_right(mcq, "a red circle") and is_right(mcq, "A blue square.") and is_right(mcq, "A")
     short = {"type": "short", "answer": "2"}
     assert is_right(short, "Two.") and not is_right(short, "three")
     assert normalise("  The RED, circle! ") == "the red circle" and short_form("Yes, it does", "yes_no") == "yes"
