@@ -603,12 +603,17 @@ def build_config(raw: dict, source: str = "config") -> RunConfig:
     return cfg
 
 
+def needs_reference(cfg: RunConfig) -> bool:
+    """Whether the stage's loss reads a reference model (GRPO's only through its KL term)."""
+    return METHODS[cfg.method].reference and not (cfg.method == "grpo" and cfg.grpo.kl_beta == 0)
+
+
 def _check_stage(cfg: RunConfig, where: str) -> None:
     """Settings of one stage that cannot run together, refused when the config is read: found
     when the stage began, they stopped the run after the stages before it had trained."""
     m = METHODS[cfg.method]
     reference = cfg.train.reference
-    if m.reference and not (cfg.method == "grpo" and cfg.grpo.kl_beta == 0):
+    if needs_reference(cfg):
         if reference == "lora_disabled" and not cfg.lora.enabled:
             raise ConfigError(f"{where}train.reference: lora_disabled is the policy with its LoRA adapters off, and "
                               "lora.enabled is false; use copy (or enable lora)")

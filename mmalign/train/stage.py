@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from mmalign.config import RunConfig, to_dict
+from mmalign.config import RunConfig, needs_reference, to_dict
 from mmalign.data.records import RecordError, no_usable_records, read_records, reason_counts
 from mmalign.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_jsonl
 from mmalign.methods import method
@@ -73,7 +73,7 @@ def reference_kind(cfg: RunConfig) -> str:
     """The reference the stage runs with; `train.reference` values that cannot serve the method
     were refused when the config was read (mmalign.config._check_stage)."""
     kind = cfg.train.reference
-    if not method(cfg.method).reference or (cfg.method == "grpo" and cfg.grpo.kl_beta == 0):
+    if not needs_reference(cfg):
         return "none"
     if kind == "auto":
         return "lora_disabled" if cfg.lora.enabled else "copy"
