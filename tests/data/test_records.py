@@ -337,6 +337,15 @@ def test_bad_rrpo_lines_are_skipped(folder, change, reason):
     assert [r.id for r in records] == ["ok"] and reason in skipped[0].reason
 
 
+def assert_only_the_bad_line_skipped(folder, make_line, change, reason):
+    """A file of a good line and the same line with `change`: the good one reads, the bad one is
+    skipped with `reason`."""
+    path = write_lines(folder / "lines.jsonl", [make_line(id="ok"), make_line(id="bad", **change)])
+    records, skipped = read_records(path, "pair")
+    assert [r.id for r in records] == ["ok"] and skipped[0].id == "bad"
+    assert reason in skipped[0].reason, skipped[0].reason
+
+
 # ---------------------------------------------------------------- Mask-DPO
 
 
@@ -379,10 +388,7 @@ def test_mask_dpo_lines_are_converted(folder):
     (dict(prompt=None), "'prompt' must be a string or a list of chat messages"),
 ])
 def test_bad_mask_dpo_lines_are_skipped(folder, change, reason):
-    path = write_lines(folder / "mdpo.jsonl", [mask_dpo_line(id="ok"), mask_dpo_line(id="bad", **change)])
-    records, skipped = read_records(path, "pair")
-    assert [r.id for r in records] == ["ok"] and skipped[0].id == "bad"
-    assert reason in skipped[0].reason, skipped[0].reason
+    assert_only_the_bad_line_skipped(folder, mask_dpo_line, change, reason)
 
 
 def test_mask_dpo_question_and_string_fields(folder):
@@ -473,10 +479,7 @@ def test_a_trl_line_with_one_image_column_reads_it(folder):
     (dict(prompt=[{"role": "user", "content": [{"type": "audio"}]}]), "parts of type text / image / video"),
 ])
 def test_bad_trl_lines_are_skipped(folder, change, reason):
-    path = write_lines(folder / "trl.jsonl", [trl_line(id="ok"), trl_line(id="bad", **change)])
-    records, skipped = read_records(path, "pair")
-    assert [r.id for r in records] == ["ok"] and skipped[0].id == "bad"
-    assert reason in skipped[0].reason, skipped[0].reason
+    assert_only_the_bad_line_skipped(folder, trl_line, change, reason)
 
 
 def sharegpt_line(**kw):
@@ -531,10 +534,7 @@ def test_llamafactory_lines_read_as_the_same_records_as_ours(folder):
     (dict(conversations="hi"), "'conversations' must be a list of {from, value} turns"),
 ])
 def test_bad_llamafactory_lines_are_skipped(folder, change, reason):
-    path = write_lines(folder / "lf.jsonl", [sharegpt_line(id="ok"), sharegpt_line(id="bad", **change)])
-    records, skipped = read_records(path, "pair")
-    assert [r.id for r in records] == ["ok"] and skipped[0].id == "bad"
-    assert reason in skipped[0].reason, skipped[0].reason
+    assert_only_the_bad_line_skipped(folder, sharegpt_line, change, reason)
 
 
 def test_llava_data_lines_read_as_ours(folder):
