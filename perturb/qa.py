@@ -86,17 +86,26 @@ def mcq_prompt(question: str, options: list[str]) -> str:
     return question + "\n" + "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options)) + MCQ_SUFFIX
 
 
-def mcq_letter(answer: str, options: list[str] | None) -> str:
-    """A multiple-choice answer as its option letter: the option it names (its text), or the
-    letter itself ("B", "(b)", "B."); ValueError when it is neither."""
-    if options:
-        named = [i for i, o in enumerate(options) if normalise(o) == normalise(answer)]
-        if named:
-            return LETTERS[named[0]]
-    m = re.fullmatch(r"\s*\(?([A-Da-d])[).]?\s*", answer)
+def option_letter(text: str, options: list[str] | None) -> str | None:
+    """The option letter a text gives: the option whose text it is, or a letter standing alone
+    at its start ("B", "(b)", "B. red"); None when it gives neither. "a red circle" is no letter:
+    the article is not option A."""
+    norm = normalise(text)
+    named = [i for i, o in enumerate(options or []) if normalise(o) == norm]
+    if named:
+        return LETTERS[named[0]]
+    m = re.match(r"\s*\(?([A-Da-d])(?:[).:,]|\s*$)", text)
     if m and (not options or LETTERS.index(m.group(1).upper()) < len(options)):
         return m.group(1).upper()
-    raise ValueError(f"answer {answer!r} is neither one of its options nor an option letter")
+    return None
+
+
+def mcq_letter(answer: str, options: list[str] | None) -> str:
+    """A multiple-choice truth answer as its option letter; ValueError when it gives none."""
+    letter = option_letter(answer, options)
+    if letter is None:
+        raise ValueError(f"answer {answer!r} is neither one of its options nor an option letter")
+    return letter
 
 
 def _stem(path: str) -> str:
@@ -106,8 +115,8 @@ def _stem(path: str) -> str:
 def read_questions(path: str) -> dict[str, list[dict]]:
     """A user's QA file, read once: one {video, prompt (or question), answer, type?, options?}
     per line; `video` is a path relative to the --videos folder, with or without its extension.
-    Keyed by that path without its extension. type defaults to yes_no / mcq / short / open from
-    the answer's form. `options` (2-4 strings) are shown lettered after the prompt, as the
+    Keyed by that path without its extension. An integer answer is its digits, true / false
+    are yes / no. type defaults to yes_no / mcq / short / open from the answer's form. `options` (2-4 strings) are shown lettered after the prompt, as the
     world's multiple-choice questions are; the answer is an option's text or its letter."""
     by_stem = {}
     for lineno, line in enumerate(read_user_text(path, "a QA file").splitlines(), start=1):
@@ -116,8 +125,14 @@ def read_questions(path: str) -> dict[str, list[dict]]:
         try:
             row = json.loads(line)
             video, prompt, answer = row["video"], row.get("prompt", row.get("question")), row["answer"]
+            # A count is often an integer and a yes/no answer a boolean once a table has been
+            # through pandas or a JSON export; each has one text form.
+            if isinstance(answer, bool):
+                answer = "yes" if answer else "no"
+            elif isinstance(answer, int):
+                answer = str(answer)
             if not (isinstance(video, str) and isinstance(prompt, str) and isinstance(answer, str)):
-                raise TypeError("video, prompt and answer must be strings")
+                raise TypeError("video and prompt must be strings, answer a string, an integer or true/false")
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{path}:{lineno}: not a QA record ({type(e).__name__}: {e})") from None
         options = row.get("options")
@@ -170,9 +185,7 @@ def short_form(text: str, kind: str, options: list[str] | None = None) -> str:
         first = norm.split()[:1]
         return first[0] if first and first[0] in ("yes", "no") else norm
     if kind == "mcq":
-        named = [LETTERS[i] for i, o in enumerate(options or []) if normalise(o) == norm]
-        m = re.match(r"\s*\(?([A-Da-d])(?:[).:,]|\s*$)", str(text))
-        return named[0] if named else m.group(1).upper() if m else norm
+        return option_letter(str(text), options) or norm
     return norm
 
 

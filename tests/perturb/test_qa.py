@@ -254,3 +254,25 @@ def test_a_user_s_multiple_choice_question_shows_its_options_and_reads_its_answe
     with pytest.raises(ConfigError, match=rf"{qa}:1: multiple choice: answer 'a green dot' is neither one of its "
                                           "options nor an option letter"):
         run_pairs(cfg, videos, tmp_path / "q.jsonl", backend=Backend(model), show_progress=False)
+
+
+def test_integer_and_boolean_answers_are_their_text(world, tmp_path):
+    """A QA file exported from a table carries counts as integers and yes/no as booleans; each
+    line was refused ("must be strings"). A count is its digits, true / false are yes / no, and
+    the pairs are those of the same file written in words."""
+    videos = tmp_path / "videos"
+    shutil.copytree(world / "videos", videos)
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps(r) for r in [
+        {"video": "vid0000.mp4", "prompt": "How many shapes are there?", "answer": 3},
+        {"video": "vid0000.mp4", "prompt": "Is a green star there?", "answer": False}]) + "\n")
+    model = lambda prompts: ["two" if p.startswith("How") else "Yes, it is." for p, _ in prompts]
+    cfg = build_pairs_config({"generator": "rrpo_qa", "rrpo_qa": {"questions": str(qa)}})
+    run_pairs(cfg, videos, tmp_path / "p.jsonl", backend=Backend(model), show_progress=False)
+    records, _ = read_records(tmp_path / "p.jsonl", "pair", allow_absolute_paths=True)
+    assert {(r.meta["question_type"], r.chosen, r.rejected) for r in records} == {("short", "3", "two"),
+                                                                               ("yes_no", "no", "yes")}
+    qa.write_text(json.dumps({"video": "vid0000.mp4", "prompt": "How long?", "answer": 2.5}) + "\n")
+    with pytest.raises(ConfigError, match=rf"{qa}:1: not a QA record \(TypeError: video and prompt must be strings, "
+                                          "answer a string, an integer or true/false\)"):
+        run_pairs(cfg, videos, tmp_path / "q.jsonl", backend=Backend(model), show_progress=False)
