@@ -21,6 +21,7 @@ bytes (float32 log-softmax). Weights, gradients and optimizer state are listed b
 from __future__ import annotations
 
 import functools
+import math
 import statistics
 from dataclasses import dataclass
 
@@ -195,7 +196,7 @@ def plan(cfg: RunConfig) -> dict:
         report[name] = {
             "records": len(records), "unreadable": len(skipped), "over_max_length": len(over),
             "over_examples": [f"{x.record}: {x.longest} tokens" for x in over[:5]],
-            "tokens": {"min": tokens[0], "median": statistics.median(tokens), "p90": tokens[int(0.9 * (len(tokens) - 1))],
+            "tokens": {"min": tokens[0], "median": statistics.median(tokens), "p90": tokens[math.ceil(0.9 * len(tokens)) - 1],
                        "max": tokens[-1]} if tokens else {},
             "longest": {"record": longest.record, "prompt": longest.prompt, "media": longest.media,
                         "responses": longest.responses} if longest else None,

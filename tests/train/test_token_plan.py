@@ -2,6 +2,7 @@
 the real processor's counts, on every tiny family, with videos and with images."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -56,6 +57,29 @@ def test_plan_reports_the_records_over_max_length(world, tiny_dir):
     over = report["over_max_length"]
     assert 0 < over < report["records"] and report["tokens"]["max"] > 70
     assert report["activation_gib_per_micro_batch"] > 0
+
+
+def test_plan_token_percentiles_are_nearest_rank(tmp_path, world, tiny_dir):
+    """p90 is the smallest length that at least 90% of the records reach or stay under: on two
+    records, the longer. It was the element at floor(0.9 (n - 1)), the shorter one, printed
+    below the median."""
+    lines = (world / "pairs_train.jsonl").read_text().splitlines()
+    shutil.copytree(world / "videos", tmp_path / "videos")
+    for n in (2, 7):
+        path = tmp_path / f"pairs{n}.jsonl"
+        path.write_text("\n".join(lines[:n]) + "\n")
+        raw = {"method": "dpo", "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir},
+               "data": {"train_file": str(path)}, "sampling": {"num_frames": 4}}
+        (_, cfg), = stages_of(build_config(raw))
+        model, processor = load_backbone(cfg.model)
+        records, _ = read_records(path, "pair")
+        lengths = sorted(x.longest for x in record_lengths(records, processor, family_of(model), cfg))
+        assert len(set(lengths)) > 1  # the check below means nothing on equal lengths
+        share_at_or_under = lambda v: sum(x <= v for x in lengths) / n
+        p90 = min(v for v in lengths if share_at_or_under(v) >= 0.9)
+        tokens = plan(build_config(raw))["dpo"]["tokens"]
+        assert tokens == {"min": lengths[0], "median": float(np.median(lengths)), "p90": p90, "max": lengths[-1]}
+        assert tokens["p90"] >= tokens["median"]
 
 
 def test_training_skips_records_over_max_length_before_it_starts(tmp_path, world, tiny_dir):
