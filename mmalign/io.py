@@ -10,6 +10,7 @@ import errno
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -92,6 +93,56 @@ def read_user_text(path: str | os.PathLike, what: str, encoding: str = "utf-8") 
 
         raise ConfigError(f"{path}: cannot be read as {what} ({type(e).__name__}: "
                           f"{getattr(e, 'strerror', None) or e})") from None
+
+
+_SPACE = re.compile(r"\s*")
+
+
+def json_array_items(text: str) -> list[tuple[int, str]]:
+    """Each element of a JSON array document as (the line it starts on, its JSON text), so that
+    a reader of one object per line also reads LLaMA-Factory's `.json` data files (one
+    pretty-printed array) and still names each element's line. json.JSONDecodeError (with its
+    line and column) where the document is not one JSON array."""
+    decoder, items = json.JSONDecoder(), []
+    i = _SPACE.match(text).end()
+    if text[i:i + 1] != "[":
+        raise json.JSONDecodeError("Expecting '['", text, i)
+    i = _SPACE.match(text, i + 1).end()
+    line, counted = 1, 0  # lines counted up to `counted`, so the whole file is scanned once
+    while text[i:i + 1] != "]":
+        try:
+            _, end = decoder.raw_decode(text, i)
+        except RecursionError:
+            raise json.JSONDecodeError("nested too deeply", text, i) from None
+        line, counted = line + text.count("\n", counted, i), i
+        items.append((line, text[i:end]))
+        i = _SPACE.match(text, end).end()
+        if text[i:i + 1] == ",":
+            i = _SPACE.match(text, i + 1).end()
+        elif text[i:i + 1] != "]":
+            raise json.JSONDecodeError("Expecting ',' or ']'", text, i)
+    rest = _SPACE.match(text, i + 1).end()
+    if rest < len(text):
+        raise json.JSONDecodeError("Extra data after the array", text, rest)
+    return items
+
+
+def json_array_document(text: str) -> list[tuple[int, str]] | None:
+    """`json_array_items(text)` where the text is one JSON array, None where it is one JSON
+    value per line (a JSONL file whose first line is an array stays JSONL: its lines are read
+    one by one). JSONDecodeError where it starts an array that is not valid JSON."""
+    if not text.lstrip().startswith("["):
+        return None
+    try:
+        return json_array_items(text)
+    except json.JSONDecodeError as e:
+        error = e
+    first = next(line for line in text.splitlines() if line.strip())
+    try:
+        json.loads(first)
+    except (ValueError, RecursionError):
+        raise error from None  # the array's own error, with its line
+    return None
 
 
 def check_output_folder(path: str | os.PathLike, key: str) -> None:

@@ -68,8 +68,8 @@ class RrpoConfig:
 @dataclass
 class RrpoQaConfig:
     questions: str = _f("world", "Question source: `world` (yes/no, multiple-choice, short and open questions from "
-                                 "the synthetic world's truth) or a JSONL of {video, prompt, answer, type?, options?} "
-                                 "records, `video` relative to --videos.")
+                                 "the synthetic world's truth) or a JSONL (or JSON array) of {video, prompt, answer, "
+                                 "type?, options?} records, `video` relative to --videos.")
     types: list[Literal["yes_no", "mcq", "short", "open"]] = _f(
         ["yes_no", "short", "open"], "World question types to ask: yes_no, mcq, short, open.")
     per_video: int | None = _f(None, "Ask at most this many questions per video (drawn per video); None = all.", ge=1)

@@ -25,6 +25,7 @@ counts every question that made no pair, by stage: answered right, judge, rewrit
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -33,7 +34,7 @@ import numpy as np
 
 from mmalign.config import ConfigError
 from mmalign.data.records import sentence_spans
-from mmalign.io import read_user_text
+from mmalign.io import json_array_document, read_user_text
 from mmalign.world import COLORS, SHAPES
 from mmalign.world.text import ANSWER_CHOICES, benchmark_items, caption_sentences, motion_phrase, qa_pairs
 
@@ -47,7 +48,7 @@ QUESTION_TYPES = ("yes_no", "mcq", "short", "open")
 YES_NO_SUFFIX = "\nAnswer the question using 'yes' or 'no'."  # the synthetic benchmark's own
 MCQ_SUFFIX = "\nAnswer with the option's letter."
 OPEN_PROMPT = "Describe what happens in the video."
-LETTERS = "ABCD"
+LETTERS = "ABCDEF"
 
 # Drop reasons, in pipeline order (the report's `filtered` counts them).
 RIGHT = "1 answered right on the perturbed video"
@@ -82,7 +83,7 @@ def world_questions(scene, types, rng: np.random.Generator) -> list[dict]:
 
 
 def mcq_prompt(question: str, options: list[str]) -> str:
-    """The question, its options lettered A-D, and the instruction to answer with the letter."""
+    """The question, its options lettered A, B, ..., and the instruction to answer with the letter."""
     return question + "\n" + "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options)) + MCQ_SUFFIX
 
 
@@ -94,7 +95,7 @@ def option_letter(text: str, options: list[str] | None) -> str | None:
     named = [i for i, o in enumerate(options or []) if normalise(o) == norm]
     if named:
         return LETTERS[named[0]]
-    m = re.match(r"\s*\(?([A-Da-d])(?:[).:,]|\s*$)", text)
+    m = re.match(rf"\s*\(?([{LETTERS}{LETTERS.lower()}])(?:[).:,]|\s*$)", text)
     if m and (not options or LETTERS.index(m.group(1).upper()) < len(options)):
         return m.group(1).upper()
     return None
@@ -112,18 +113,35 @@ def _stem(path: str) -> str:
     return os.path.splitext(path)[0]
 
 
-def read_questions(path: str) -> dict[str, list[dict]]:
+QA_FIELDS = ("video", "prompt", "question", "answer", "type", "options", "id", "kind")
+OPTION_ALIASES = ("candidates", "choices")  # MVBench's name, and others'
+SEGMENT_FIELDS = ("start", "end")  # MVBench: the question is about this part of the video only
+
+
+def read_questions(path: str) -> tuple[dict[str, list[dict]], list[str]]:
     """A user's QA file, read once: one {video, prompt (or question), answer, type?, options?}
-    per line; `video` is a path relative to the --videos folder, with or without its extension.
-    Keyed by that path without its extension. An integer answer is its digits, true / false
-    are yes / no. type defaults to yes_no / mcq / short / open from the answer's form. `options` (2-4 strings) are shown lettered after the prompt, as the
-    world's multiple-choice questions are; the answer is an option's text or its letter."""
-    by_stem = {}
-    for lineno, line in enumerate(read_user_text(path, "a QA file").splitlines(), start=1):
-        if not line.strip():
-            continue
+    per line, or one JSON array of them (MVBench's files); `video` is a path relative to the
+    --videos folder, with or without its extension. Keyed by that path without its extension.
+    An integer answer is its digits, true / false are yes / no. type defaults to yes_no / mcq /
+    short / open from the answer's form. `options` (or `candidates`, `choices`; 2-6 strings) are
+    shown lettered after the prompt, as the world's multiple-choice questions are; the answer is
+    an option's text or its letter. Also returns the other fields the file has, which are not
+    read (the run's report names them); a near-miss of a field name is refused instead."""
+    text = read_user_text(path, "a QA file")
+    try:
+        items = json_array_document(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: a JSON array file, but not valid JSON ({e.msg} at column "
+                          f"{e.colno})") from None
+    if items is None:
+        items = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    by_stem, unread = {}, {}
+    for lineno, line in items:
+        where = f"{path}:{lineno}"
         try:
             row = json.loads(line)
+            if not isinstance(row, dict):
+                raise TypeError(f"a JSON object per line, got {type(row).__name__}")
             video, prompt, answer = row["video"], row.get("prompt", row.get("question")), row["answer"]
             # A count is often an integer and a yes/no answer a boolean once a table has been
             # through pandas or a JSON export; each has one text form.
@@ -134,11 +152,26 @@ def read_questions(path: str) -> dict[str, list[dict]]:
             if not (isinstance(video, str) and isinstance(prompt, str) and isinstance(answer, str)):
                 raise TypeError("video and prompt must be strings, answer a string, an integer or true/false")
         except (ValueError, KeyError, TypeError) as e:
-            raise ConfigError(f"{path}:{lineno}: not a QA record ({type(e).__name__}: {e})") from None
-        options = row.get("options")
+            raise ConfigError(f"{where}: not a QA record ({type(e).__name__}: {e})") from None
+        segment = [k for k in SEGMENT_FIELDS if k in row]
+        if segment:
+            raise ConfigError(f"{where}: '{segment[0]}': the question is about a part of its video, but questions "
+                              "are asked on the whole video; cut that part into its own file")
+        named = [k for k in ("options", *OPTION_ALIASES) if k in row]
+        if len(named) > 1:
+            raise ConfigError(f"{where}: both '{named[0]}' and '{named[1]}': give the options once")
+        for key in row:
+            if key in QA_FIELDS or key in OPTION_ALIASES:
+                continue
+            near = [f for f in QA_FIELDS + OPTION_ALIASES
+                    if not key.startswith(f + "_") and difflib.SequenceMatcher(None, key, f).ratio() >= 0.85]
+            if near:
+                raise ConfigError(f"{where}: unknown field '{key}' (did you mean '{near[0]}'?)")
+            unread[key] = unread.get(key, 0) + 1
+        options = row[named[0]] if named else None
         kind = row.get("type") or infer_type(answer, options)
         if kind not in QUESTION_TYPES:
-            raise ConfigError(f"{path}:{lineno}: type {kind!r} is not one of {list(QUESTION_TYPES)}")
+            raise ConfigError(f"{where}: type {kind!r} is not one of {list(QUESTION_TYPES)}")
         if kind == "mcq":
             # The options were never shown, and the answer's first character was taken for its
             # letter: "a red circle" read as option A, and so did a reply that began with "a".
@@ -148,20 +181,20 @@ def read_questions(path: str) -> dict[str, list[dict]]:
                     raise ValueError(f"options must be 2-{len(LETTERS)} strings, got {options!r}")
                 answer = mcq_letter(answer, options)
             except ValueError as e:
-                raise ConfigError(f"{path}:{lineno}: multiple choice: {e}") from None
+                raise ConfigError(f"{where}: multiple choice: {e}") from None
             if options:
                 prompt = mcq_prompt(prompt, options)
         by_stem.setdefault(_stem(video), []).append({"type": kind, "kind": row.get("kind", kind), "prompt": prompt,
                                                      "answer": answer, "options": options,
                                                      "id": str(row.get("id", f"l{lineno}"))})
-    return by_stem
+    return by_stem, [f"{k} ({n})" for k, n in unread.items()]
 
 
 def infer_type(answer: str, options) -> str:
     a = normalise(answer)
     if a in ("yes", "no"):
         return "yes_no"
-    if options or re.fullmatch(r"[a-d]", a):
+    if options or re.fullmatch(f"[{LETTERS.lower()}]", a):
         return "mcq"
     return "short" if len(a.split()) <= 3 else "open"
 
@@ -253,7 +286,7 @@ class RrpoQaPairs(PairBuilder):
         self._judge = self._rewriter = None  # local LMs, loaded when first asked
         # The QA file, read whole before any model is loaded: a bad line stops the run here.
         q = cfg.rrpo_qa.questions
-        self._user_questions = None if q == "world" else read_questions(q)
+        self._user_questions, self._unread_fields = (None, []) if q == "world" else read_questions(q)
 
     def questions(self, item: Item) -> list[dict]:
         c = self.cfg.rrpo_qa
@@ -271,13 +304,18 @@ class RrpoQaPairs(PairBuilder):
         return qs
 
     def notes(self, keys: list[str]) -> list[str]:
-        """QA lines whose video is not under --videos (a typo, another folder): never asked."""
+        """QA lines whose video is not under --videos (a typo, another folder): never asked; and
+        the QA file's fields that are not read."""
         if self._user_questions is None:
             return []
         unused = sorted(set(self._user_questions) - {_stem(k) for k in keys})
         n = sum(len(self._user_questions[s]) for s in unused)
-        return [f"{n} question(s) of {self.cfg.rrpo_qa.questions} name a video not under --videos, so none was "
-                f"asked: {', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}"] if unused else []
+        notes = [f"{n} question(s) of {self.cfg.rrpo_qa.questions} name a video not under --videos, so none was "
+                 f"asked: {', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}"] if unused else []
+        if self._unread_fields:
+            notes.append(f"fields of {self.cfg.rrpo_qa.questions} that are not read (lines): "
+                         + ", ".join(self._unread_fields))
+        return notes
 
     def run(self, phase: str, items: list[Item]) -> list[Result]:
         c, r = self.cfg.rrpo_qa, self.cfg.rrpo

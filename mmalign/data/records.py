@@ -1,8 +1,9 @@
 """The record schema of DESIGN.md ("The pair record"): reading with per-line validation,
 foreign formats, writing back.
 
-Reading. `read_records(path, kind)` reads a JSONL file one line at a time. A line that cannot
-be used becomes a `Skipped(source="file:line", id, reason)` and the rest of the file is still
+Reading. `read_records(path, kind)` reads a JSONL file one line at a time, or a file holding
+one JSON array (LLaMA-Factory's `.json` files) one element at a time, each named by the line it
+starts on. A line that cannot be used becomes a `Skipped(source="file:line", id, reason)` and the rest of the file is still
 read; `strict=True` raises RecordError ("file:line: reason") at the first such line instead.
 Blank lines are ignored. Media paths are relative to the file's folder and come back absolute;
 a path that leaves that folder (absolute, or through "..") is refused unless
@@ -71,7 +72,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from mmalign.io import atomic_write_jsonl
+from mmalign.io import atomic_write_jsonl, json_array_document
 
 Span = tuple[int, int]
 Kind = Literal["pair", "sft", "grpo"]
@@ -249,6 +250,16 @@ def _numbered_lines(path) -> list[tuple[int, bytes]]:
         raise RecordError(f"{path}: cannot read record file ({e.strerror or e})") from None
     if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark, as some editors write
         data = data[3:]
+    if data.lstrip()[:1] == b"[":  # one JSON array (LLaMA-Factory's .json files), each element a line
+        try:
+            items = json_array_document(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            items = None  # not one text: read line by line, where each bad line is named
+        except json.JSONDecodeError as e:
+            raise RecordError(f"{path}:{e.lineno}: a JSON array file, but not valid JSON "
+                              f"({e.msg} at column {e.colno}); no record was read") from None
+        if items is not None:
+            return [(line, item.encode("utf-8")) for line, item in items]
     return [(i, raw) for i, raw in enumerate(data.split(b"\n"), start=1) if raw.strip()]
 
 

@@ -620,3 +620,42 @@ def test_a_symlink_out_of_the_record_folder_is_refused(tmp_path):
     assert [s.id for s in skipped] == ["0", "1"] and all("symbolic link" in s.reason for s in skipped)
     records, _ = read_records(path, "sft", allow_absolute_paths=True)
     assert len(records) == 3
+
+
+def test_a_json_array_file_reads_as_its_lines_would(folder):
+    """LLaMA-Factory's data files are one pretty-printed JSON array: its elements read as the
+    same records as the same objects one per line, and a bad element is skipped and named by
+    the line it starts on. Each line of the array was read as a record: nothing was usable."""
+    lines = [GOOD[0], GOOD[1], {"id": "bad", "prompt": "p", "rejected": "r"}, GOOD[2]]
+    jsonl, _ = read_records(write_lines(folder / "lines.jsonl", lines), "pair")
+    path = folder / "array.json"
+    path.write_text("\ufeff" + json.dumps(lines, indent=2))  # with the byte-order mark some editors write
+    records, skipped = read_records(path, "pair")
+    assert [(r.id, r.prompt, r.chosen, r.video) for r in records] == [(r.id, r.prompt, r.chosen, r.video) for r in jsonl]
+    starts = [i + 1 for i, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines()) if line == "  {"]
+    assert [(s.source, s.id) for s in skipped] == [(f"{path}:{starts[2]}", "bad")]
+    assert "missing required field 'chosen'" in skipped[0].reason
+    assert [r.source for r in records] == [f"{path}:{starts[i]}" for i in (0, 1, 3)]
+    compact = folder / "compact.json"
+    compact.write_text(json.dumps(lines))  # one line: every element on line 1
+    assert [r.id for r in read_records(compact, "pair")[0]] == [r.id for r in jsonl]
+    assert read_records(write_lines(folder / "empty.json", [[]]), "pair") == ([], [])
+    # a JSONL file whose first line is an array is still JSONL: that line is skipped, not the file
+    records, skipped = read_records(write_lines(folder / "lines2.jsonl", [[1, 2], GOOD[0]]), "pair")
+    assert [r.id for r in records] == ["video-pair"] and "got an array" in skipped[0].reason
+
+
+@pytest.mark.parametrize("text, line, reason", [
+    ('[\n  {"id": "a", "prompt": "p", "chosen": "c", "rejected": "r"}\n  {"id": "b"}\n]', 3, "Expecting ',' or ']'"),
+    ('[\n  {"id": "a", "prompt": "p",\n', 3, "Expecting property name"),  # cut short: the end
+    ('[\n  {"id": "a", "prompt": "p", "chosen": "c", "rejected": "r"}\n]\n[]', 4, "Extra data after the array"),
+])
+def test_a_broken_json_array_file_is_one_error_naming_its_line(folder, text, line, reason):
+    """A syntax error in an array leaves no way to find where the next element starts: the file
+    is refused in one line naming where, rather than read in part. (A JSONL file whose first
+    line is an array is still read line by line: the fuzz tests.)"""
+    path = folder / "broken.json"
+    path.write_text(text)
+    with pytest.raises(RecordError) as e:
+        read_records(path, "pair")
+    assert str(e.value).startswith(f"{path}:{line}: a JSON array file, but not valid JSON ({reason}")

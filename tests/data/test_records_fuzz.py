@@ -5,6 +5,7 @@ import math
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,9 +70,25 @@ def _check_record(r: Record) -> None:
 def test_every_nonblank_line_becomes_a_record_or_a_skip(lines, kind, check_media, allow_absolute):
     with tempfile.TemporaryDirectory() as tmp:
         path = _write(Path(tmp), lines)
+        data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+        nonblank = [raw for raw in data.split(b"\n") if raw.strip()]
+        # A file that is one JSON array is read element by element; one that starts an array
+        # but is not one, and whose first line is no JSON value either, is refused whole.
+        array, refused = None, False
+        if data.lstrip()[:1] == b"[":
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+            if text is not None:
+                array = _json(text)
+                refused = not isinstance(array, list) and _json(nonblank[0].decode("utf-8")) is NOT_JSON
+        if refused:
+            with pytest.raises(RecordError, match="a JSON array file, but not valid JSON"):
+                read_records(path, kind, check_media=check_media, allow_absolute_paths=allow_absolute)
+            return
         records, skipped = read_records(path, kind, check_media=check_media, allow_absolute_paths=allow_absolute)
-        n_lines = sum(1 for raw in path.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n") if raw.strip())
-        assert len(records) + len(skipped) == n_lines
+        assert len(records) + len(skipped) == (len(array) if isinstance(array, list) else len(nonblank))
         assert all(isinstance(s, Skipped) and s.reason and ".jsonl:" in s.source for s in skipped)
         for r in records:
             _check_record(r)
@@ -96,6 +113,17 @@ def test_strict_mode_raises_only_record_error(lines, kind):
             assert str(e).startswith(f"{path}:")
         else:
             assert skipped == []
+
+
+NOT_JSON = object()
+
+
+def _json(text: str):
+    """The JSON value of `text`, NOT_JSON when it is not one (the reader's view: NaN is a value)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return NOT_JSON
 
 
 def _fields(r: Record) -> dict:

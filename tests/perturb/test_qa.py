@@ -276,3 +276,38 @@ def test_integer_and_boolean_answers_are_their_text(world, tmp_path):
     with pytest.raises(ConfigError, match=rf"{qa}:1: not a QA record \(TypeError: video and prompt must be strings, "
                                           "answer a string, an integer or true/false\)"):
         run_pairs(cfg, videos, tmp_path / "q.jsonl", backend=Backend(model), show_progress=False)
+
+
+def test_an_mvbench_style_json_array_with_candidates_makes_multiple_choice_pairs(world, tmp_path):
+    """MVBench's QA files are one JSON array of {video, question, candidates, answer}: the array
+    was refused at its first line, and a `candidates` line's options were ignored without a word
+    (the question was asked without them, and its answer's text judged as a short answer). Fields
+    that are not read are named in the report; a near-miss of a field name, and a question about
+    a segment of its video, are refused by line."""
+    videos = tmp_path / "videos"
+    shutil.copytree(world / "videos", videos)
+    qa = tmp_path / "mvbench.json"
+    rows = [{"video": "vid0000.mp4", "question": "What moves?", "candidates": ["a blue square", "a red circle"],
+             "answer": "a red circle", "source": "star"},
+            {"video": "vid0001.mp4", "question": "What stays still?", "candidates": ["a cat", "a dog", "a tree"],
+             "answer": "a tree", "source": "star"}]
+    qa.write_text(json.dumps(rows, indent=2))
+    asked = []
+    model = lambda prompts: asked.extend(p for p, _ in prompts) or ["A" for _ in prompts]
+    cfg = build_pairs_config({"generator": "rrpo_qa", "rrpo_qa": {"questions": str(qa)}})
+    report = run_pairs(cfg, videos, tmp_path / "p.jsonl", backend=Backend(model), show_progress=False)
+    assert sorted(asked) == ["What moves?\nA. a blue square\nB. a red circle\nAnswer with the option's letter.",
+                             "What stays still?\nA. a cat\nB. a dog\nC. a tree\nAnswer with the option's letter."]
+    records, _ = read_records(tmp_path / "p.jsonl", "pair", allow_absolute_paths=True)
+    assert sorted((r.chosen, r.rejected, r.meta["question_type"]) for r in records) == [("B", "A", "mcq"),
+                                                                                      ("C", "A", "mcq")]
+    assert f"fields of {qa} that are not read (lines): source (2)" in report["notes"]
+
+    for change, reason in [({"optoins": ["x", "y"]}, "unknown field 'optoins' (did you mean 'options'?)"),
+                           ({"start": 3.0, "end": 9.5}, "'start': the question is about a part of its video"),
+                           ({"options": ["x", "y"]}, "both 'options' and 'candidates': give the options once")]:
+        qa.write_text(json.dumps([rows[0], {**rows[1], **change}], indent=2))
+        line = [i + 1 for i, text in enumerate(qa.read_text().splitlines()) if text == "  {"][1]  # the second's
+        with pytest.raises(ConfigError) as e:
+            run_pairs(cfg, videos, tmp_path / "q.jsonl", backend=Backend(model), show_progress=False)
+        assert str(e.value).startswith(f"{qa}:{line}: {reason}"), str(e.value)

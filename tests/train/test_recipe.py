@@ -346,13 +346,18 @@ def test_trl_and_llamafactory_pair_files_train_as_ours(tmp_path, world, tiny_dir
         "videos": [str(world / r["video"])], "messages": [{"role": "user", "content": "<video>" + r["prompt"]}],
         "chosen": {"role": "assistant", "content": r["chosen"]},
         "rejected": {"role": "assistant", "content": r["rejected"]}}) + "\n" for r in rows))
+    # LLaMA-Factory's own data files are one pretty-printed JSON array (.json); each line of it
+    # was read as a record, and all of them were skipped as invalid JSON
+    array = tmp_path / "llamafactory_array.json"
+    array.write_text(json.dumps([json.loads(line) for line in llamafactory.read_text().splitlines()], indent=2))
     runs = []
-    for name, path in (("ours", ours), ("trl", trl), ("llamafactory", llamafactory), ("openai_tags", openai_tags)):
+    for name, path in (("ours", ours), ("trl", trl), ("llamafactory", llamafactory), ("openai_tags", openai_tags),
+                       ("array", array)):
         raw = config(tmp_path / name, world, tiny_dir, train__max_steps=2, train__save_every=0,
                      data={"train_file": str(path), "allow_absolute_paths": True})
         train(build_config(raw))
         runs.append(metrics(Path(raw["output_dir"])))
-    assert [r["step"] for r in runs[1]] == [r["step"] for r in runs[2]] == [r["step"] for r in runs[3]] == [1, 2]
+    assert all([r["step"] for r in run] == [1, 2] for run in runs)
     for a, *others in zip(*runs):
         for b in others:
             assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
