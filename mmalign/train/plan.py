@@ -168,14 +168,16 @@ def plan(cfg: RunConfig) -> dict:
 
     from mmalign.config import stages_of
     from mmalign.models.backbone import FAMILIES, MODEL_TYPES, from_hub, model_path
-    from mmalign.train.run import check_inputs
+    from accelerate import PartialState
+
+    from mmalign.train.run import build_checked_world, check_inputs
     from mmalign.train.stage import load_data
 
-    check_inputs(stages_of(cfg))  # what the run would refuse, the plan refuses first (before building a world)
-    if cfg.world.enabled:  # the embedded default's records are written by the world builder
-        from mmalign.world import build_world
-
-        build_world(cfg.world.out, n_videos=cfg.world.n_videos, seed=cfg.world.seed)
+    # What the run would refuse, the plan refuses: its inputs first, then the files of the
+    # world it builds (the embedded default's records), which were planned as 0 records.
+    check_inputs(stages_of(cfg))
+    if cfg.world.enabled:
+        build_checked_world(cfg, stages_of(cfg), PartialState())
     report = {}
     for name, stage in stages_of(cfg):
         path = model_path(stage.model)

@@ -324,3 +324,28 @@ def test_a_world_too_small_for_a_later_stage_stops_the_quickstart_before_it_trai
         "mmalign: error: stage rrpo: data.eval_file: data/world/pairs_test.jsonl: holds no record (written by the "
         "world of world.n_videos=1: too few videos for it?)")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "tiny").exists()  # no stage began
+
+
+def test_plan_refuses_what_the_run_refuses_in_the_world_it_builds(tmp_path, monkeypatch, capsys):
+    """`mmalign train configs/quickstart.yaml --plan world.n_videos=1` printed a plan (exit 0) for
+    a run that refuses to start: the world's files were checked by the run, not by the plan. A
+    file of the user's own that merely lies in the world's folder gets no "too few videos" hint:
+    the world did not write it."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    quickstart = Path(__file__).parents[2] / "configs" / "quickstart.yaml"
+    tiny = f"model.tiny_dir={tmp_path / 'tiny'}"
+    assert main(["train", str(quickstart), "--plan", "world.n_videos=1", tiny]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "mmalign: error: stage rrpo: data.eval_file: data/world/pairs_test.jsonl: holds no record (written by the "
+        "world of world.n_videos=1: too few videos for it?)")
+    (tmp_path / "data" / "world" / "mine.jsonl").write_text('{"id": "x", "prompt": "p"}\n')
+    for plan in (["--plan"], []):
+        assert main(["train", str(quickstart), *plan, "world.n_videos=4", tiny,
+                     "stages.rrpo.data.train_file=data/world/mine.jsonl"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-2:] == ["mmalign: error: stage rrpo: data.train_file: data/world/mine.jsonl: no usable records "
+                            "(1 skipped): top reasons:",
+                            "  1 x missing required field 'chosen' (a pair record needs prompt, chosen, rejected)"], err
+    assert not (tmp_path / "runs").exists()
