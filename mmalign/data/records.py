@@ -1,10 +1,11 @@
 """The record schema of DESIGN.md ("The pair record"): reading with per-line validation,
 foreign formats, writing back.
 
-Reading. `read_records(path, kind)` reads a JSONL file one line at a time, or a file holding
-one JSON array (LLaMA-Factory's `.json` files) one element at a time, each named by the line it
-starts on. A line that cannot be used becomes a `Skipped(source="file:line", id, reason)` and the rest of the file is still
-read; `strict=True` raises RecordError ("file:line: reason") at the first such line instead.
+Reading. `read_records(path, kind)` reads a JSONL file one line at a time, a file holding one
+JSON array (LLaMA-Factory's `.json` files) one element at a time, each named by the line it
+starts on, or a Parquet file (Hugging Face datasets) one row at a time, named by its row. A
+line that cannot be used becomes a `Skipped(source="file:line", id, reason)` and the rest of
+the file is still read; `strict=True` raises RecordError ("file:line: reason") at the first such line instead.
 Blank lines are ignored. Media paths are relative to the file's folder and come back absolute;
 a path that leaves that folder (absolute, or through "..") is refused unless
 `allow_absolute_paths`; with `check_media` a media file must exist (decoding problems are
@@ -248,6 +249,8 @@ def _numbered_lines(path) -> list[tuple[int, bytes]]:
         data = Path(path).read_bytes()
     except OSError as e:
         raise RecordError(f"{path}: cannot read record file ({e.strerror or e})") from None
+    if data[:4] == b"PAR1":  # Parquet, as Hugging Face datasets ship
+        return _parquet_rows(path)
     if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark, as some editors write
         data = data[3:]
     if data.lstrip()[:1] == b"[":  # one JSON array (LLaMA-Factory's .json files), each element a line
@@ -261,6 +264,22 @@ def _numbered_lines(path) -> list[tuple[int, bytes]]:
         if items is not None:
             return [(line, item.encode("utf-8")) for line, item in items]
     return [(i, raw) for i, raw in enumerate(data.split(b"\n"), start=1) if raw.strip()]
+
+
+def _parquet_rows(path) -> list[tuple[int, bytes]]:
+    """Each row of a Parquet file (a dataset downloaded from the Hugging Face hub) as a JSON line,
+    numbered from 1. Read with pyarrow, which `datasets` installs; binary cells (an image stored
+    in the file) become a placeholder that the media check names."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise RecordError(f"{path}: a Parquet file; reading it needs pyarrow (pip install pyarrow)") from None
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow's errors share no base class with OSError
+        raise RecordError(f"{path}: a Parquet file that cannot be read ({type(e).__name__}: {e})") from None
+    stored = lambda value: {"stored_bytes": len(value)} if isinstance(value, bytes) else str(value)
+    return [(i, json.dumps(row, ensure_ascii=False, default=stored).encode("utf-8")) for i, row in enumerate(rows, 1)]
 
 
 MAX_LINE_BYTES = 8 * 2**20  # a record line is text and media paths: 8 MiB is far past any real one
@@ -449,6 +468,11 @@ class _MediaPaths:
     check_exists: bool
 
     def resolve(self, value, name: str) -> str:
+        if isinstance(value, dict) and set(value) == {"bytes", "path"}:  # a Hugging Face Image / Video cell
+            if value["bytes"] is not None:
+                raise _Invalid(f"'{name}' is stored in the file (a Hugging Face Image with its bytes), not a path: "
+                               "save the media to files and list their paths")
+            value = value["path"]
         if not isinstance(value, str) or not value.strip():
             raise _Invalid(f"'{name}' must be a non-empty path string, got {short_repr(value)}")
         if "\x00" in value:  # no file system takes one, and realpath raises on it

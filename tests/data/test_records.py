@@ -659,3 +659,29 @@ def test_a_broken_json_array_file_is_one_error_naming_its_line(folder, text, lin
     with pytest.raises(RecordError) as e:
         read_records(path, "pair")
     assert str(e.value).startswith(f"{path}:{line}: a JSON array file, but not valid JSON ({reason}")
+
+
+def test_a_parquet_file_reads_row_by_row(folder):
+    """A dataset from the Hugging Face hub is Parquet: each row reads as the same record as the
+    same object on a JSONL line, named by its row (every 'line' of it was not UTF-8 text). An
+    image stored in the file as bytes is no path: that row is skipped, saying so; an Image cell
+    that holds only its path is that path."""
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    rows = [{"id": "a", "images": [{"bytes": None, "path": "images/a.jpg"}], "prompt": "Red?", "chosen": "Yes.",
+             "rejected": "No."},
+            {"id": "b", "images": [{"bytes": b"\xff\xd8 jpeg", "path": None}], "prompt": "Red?", "chosen": "Yes.",
+             "rejected": "No."},
+            {"id": "c", "images": None, "prompt": "Say hi.", "chosen": "Hi.", "rejected": "Bye."}]
+    path = folder / "train-00000-of-00001.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    records, skipped = read_records(path, "pair")
+    expected, _ = read_records(write_lines(folder / "same.jsonl", [
+        {**rows[0], "images": ["images/a.jpg"]}, {k: v for k, v in rows[2].items() if k != "images"}]), "pair")
+    assert [(r.id, r.images, r.prompt, r.chosen, r.rejected) for r in records] == \
+        [(r.id, r.images, r.prompt, r.chosen, r.rejected) for r in expected]
+    assert [r.source for r in records] == [f"{path}:1", f"{path}:3"]
+    assert [(s.source, s.id) for s in skipped] == [(f"{path}:2", "b")]
+    assert "is stored in the file (a Hugging Face Image with its bytes), not a path" in skipped[0].reason
+    (folder / "torn.parquet").write_bytes(path.read_bytes()[:40])
+    with pytest.raises(RecordError, match=r"torn.parquet: a Parquet file that cannot be read \("):
+        read_records(folder / "torn.parquet", "pair")

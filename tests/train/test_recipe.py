@@ -350,9 +350,15 @@ def test_trl_and_llamafactory_pair_files_train_as_ours(tmp_path, world, tiny_dir
     # was read as a record, and all of them were skipped as invalid JSON
     array = tmp_path / "llamafactory_array.json"
     array.write_text(json.dumps([json.loads(line) for line in llamafactory.read_text().splitlines()], indent=2))
+    # a dataset from the Hugging Face hub is Parquet; each row was read as a line of text
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(pa.Table.from_pylist([json.loads(line) for line in ours.read_text().splitlines()]), parquet)
     runs = []
     for name, path in (("ours", ours), ("trl", trl), ("llamafactory", llamafactory), ("openai_tags", openai_tags),
-                       ("array", array)):
+                       ("array", array), ("parquet", parquet)):
         raw = config(tmp_path / name, world, tiny_dir, train__max_steps=2, train__save_every=0,
                      data={"train_file": str(path), "allow_absolute_paths": True})
         train(build_config(raw))
