@@ -206,7 +206,8 @@ class TrainConfig:
     seed: int = _f(0, "Seed of data order and initialisation.", ge=0, le=2**32 - 1)  # numpy's seed range
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = _f("auto", "auto = bf16 on GPU, none on CPU.")
     reference: Literal["auto", "copy", "lora_disabled", "precomputed", "none"] = _f(
-        "auto", "Reference model: frozen copy, the policy with LoRA disabled, or log-probs precomputed once.")
+        "auto", "Reference model: frozen copy, the policy with LoRA disabled, or log-probs precomputed once "
+                "(refused where the method reads none: sft, simpo, ospo, grpo with grpo.kl_beta: 0).")
     logps_chunk_size: int = _f(512, "Scored tokens per LM-head call for log-probs/KL: bounds logits memory.", ge=1)
     shared_prompt: bool = _f(True, "Encode a record's prompt (and video) once for all its responses: one row "
                                    "(prompt, chosen, rejected), each response attending to the prompt and itself "
@@ -598,9 +599,20 @@ def build_config(raw: dict, source: str = "config") -> RunConfig:
                                   + "; ".join(f"{m}: {_reads(m)}" for m in methods) + ")")
         for i, (_, stage) in enumerate(stages_of(cfg)):
             _check_stage(stage, f"stages[{i}]: " if cfg.stages else "")
+        _check_reference_read(raw.get("train"), [stage for _, stage in stages_of(cfg)], "train.reference")
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg
+
+
+def _check_reference_read(train: Any, stages: list[RunConfig], where: str) -> None:
+    """Refuse a `train.reference` that asks for a reference model where no stage it reaches reads
+    one (SFT, SimPO, OSPO; GRPO with grpo.kl_beta: 0): it was ignored without a word."""
+    value = train.get("reference") if isinstance(train, dict) else None
+    if value in ("copy", "lora_disabled", "precomputed") and not any(needs_reference(s) for s in stages):
+        methods = sorted({s.method + (" with grpo.kl_beta: 0" if s.method == "grpo" else "") for s in stages})
+        raise ConfigError(f"{where}: {value}: {' and '.join(methods)} read{'s' if len(methods) == 1 else ''} no "
+                          "reference model; leave it unset")
 
 
 def needs_reference(cfg: RunConfig) -> bool:
@@ -650,6 +662,7 @@ def stage_config(cfg: RunConfig, index: int) -> tuple[str, RunConfig]:
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     _check_reads(resolved.method, _set_loss_keys(stage.get("loss")), f"{path}.loss.")
+    _check_reference_read(stage.get("train"), [resolved], f"{path}.train.reference")
     return stage_name(index, stage, resolved.method), resolve_loss(resolved)
 
 

@@ -1,5 +1,6 @@
 """Config loading: every shipped config validates; misspelt keys fail with their path."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -379,3 +380,24 @@ def test_values_outside_their_range_are_refused_with_the_range(loader, config, i
     with pytest.raises(ConfigError) as e:
         load(ROOT / "configs" / config, [item])
     assert str(e.value) == f"command line: {item!r}: {message}"
+
+
+@pytest.mark.parametrize("raw, error", [
+    ({"method": "simpo", "train": {"reference": "copy"}}, "train.reference: copy: simpo reads no reference model"),
+    ({"method": "grpo", "grpo": {"kl_beta": 0.0}, "train": {"reference": "lora_disabled"}, "lora": {"enabled": True}},
+     "train.reference: lora_disabled: grpo with grpo.kl_beta: 0 reads no reference model"),
+    ({"method": "dpo", "train": {"reference": "precomputed"},
+      "stages": [{"name": "sft", "method": "sft"}, {"name": "simpo", "method": "simpo"}]},
+     "train.reference: precomputed: sft and simpo read no reference model"),
+    ({"method": "dpo", "stages": [{"name": "sft", "method": "sft", "train": {"reference": "copy"}}, {"name": "dpo"}]},
+     "stages[0].train.reference: copy: sft reads no reference model"),
+])
+def test_a_reference_asked_of_a_method_that_reads_none_is_refused(raw, error):
+    """SimPO, SFT, OSPO and GRPO without its KL term read no reference model: a train.reference
+    asking for one was ignored without a word (the user believed the loss kept the model near
+    a copy). 'auto' and 'none' stay allowed, and a top-level value that some stage reads too."""
+    with pytest.raises(ConfigError, match=re.escape(error) + "; leave it unset"):
+        build_config(raw)
+    for ok in ({"method": "simpo", "train": {"reference": "none"}}, {"method": "simpo"},
+               {"method": "dpo", "train": {"reference": "copy"}, "stages": [{"method": "sft"}, {"method": "dpo"}]}):
+        build_config(ok)
