@@ -600,6 +600,7 @@ def build_config(raw: dict, source: str = "config") -> RunConfig:
         for i, (_, stage) in enumerate(stages_of(cfg)):
             _check_stage(stage, f"stages[{i}]: " if cfg.stages else "")
         _check_reference_read(raw.get("train"), [stage for _, stage in stages_of(cfg)], "train.reference")
+        _check_grpo_read(raw.get("grpo"), [stage for _, stage in stages_of(cfg)], "grpo")
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg
@@ -613,6 +614,14 @@ def _check_reference_read(train: Any, stages: list[RunConfig], where: str) -> No
         methods = sorted({s.method + (" with grpo.kl_beta: 0" if s.method == "grpo" else "") for s in stages})
         raise ConfigError(f"{where}: {value}: {' and '.join(methods)} read{'s' if len(methods) == 1 else ''} no "
                           "reference model; leave it unset")
+
+
+def _check_grpo_read(section: Any, stages: list[RunConfig], where: str) -> None:
+    """Refuse a `grpo:` section where no stage it reaches runs GRPO: it was ignored without a word."""
+    if section and not any(s.method == "grpo" for s in stages):
+        methods = sorted({s.method for s in stages})
+        raise ConfigError(f"{where}: set, but no stage runs grpo (method: {', '.join(methods)}); leave it out or set "
+                          "method: grpo")
 
 
 def needs_reference(cfg: RunConfig) -> bool:
@@ -663,6 +672,7 @@ def stage_config(cfg: RunConfig, index: int) -> tuple[str, RunConfig]:
         raise ConfigError(f"{path}: {e}") from None
     _check_reads(resolved.method, _set_loss_keys(stage.get("loss")), f"{path}.loss.")
     _check_reference_read(stage.get("train"), [resolved], f"{path}.train.reference")
+    _check_grpo_read(stage.get("grpo"), [resolved], f"{path}.grpo")
     return stage_name(index, stage, resolved.method), resolve_loss(resolved)
 
 

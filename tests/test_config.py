@@ -391,13 +391,18 @@ def test_values_outside_their_range_are_refused_with_the_range(loader, config, i
      "train.reference: precomputed: sft and simpo read no reference model"),
     ({"method": "dpo", "stages": [{"name": "sft", "method": "sft", "train": {"reference": "copy"}}, {"name": "dpo"}]},
      "stages[0].train.reference: copy: sft reads no reference model"),
+    ({"method": "simpo", "grpo": {"kl_beta": 0.1}}, "grpo: set, but no stage runs grpo (method: simpo)"),
+    ({"method": "dpo", "stages": [{"method": "sft"}, {"method": "dpo", "grpo": {"num_generations": 4}}]},
+     "stages[1].grpo: set, but no stage runs grpo (method: dpo)"),
 ])
-def test_a_reference_asked_of_a_method_that_reads_none_is_refused(raw, error):
-    """SimPO, SFT, OSPO and GRPO without its KL term read no reference model: a train.reference
-    asking for one was ignored without a word (the user believed the loss kept the model near
-    a copy). 'auto' and 'none' stay allowed, and a top-level value that some stage reads too."""
-    with pytest.raises(ConfigError, match=re.escape(error) + "; leave it unset"):
+def test_a_setting_no_stage_reads_is_refused(raw, error):
+    """SimPO, SFT, OSPO and GRPO without its KL term read no reference model, and only GRPO reads
+    the grpo: section: a train.reference asking for a reference, or a grpo: section, was ignored
+    without a word (the user believed the loss kept the model near a copy). 'auto' and 'none'
+    stay allowed, and a top-level value that some stage reads."""
+    with pytest.raises(ConfigError, match=re.escape(error) + "; leave it"):
         build_config(raw)
     for ok in ({"method": "simpo", "train": {"reference": "none"}}, {"method": "simpo"},
-               {"method": "dpo", "train": {"reference": "copy"}, "stages": [{"method": "sft"}, {"method": "dpo"}]}):
+               {"method": "dpo", "train": {"reference": "copy"}, "stages": [{"method": "sft"}, {"method": "dpo"}]},
+               {"method": "sft", "grpo": {"kl_beta": 0.0}, "stages": [{"method": "sft"}, {"method": "grpo"}]}):
         build_config(ok)
