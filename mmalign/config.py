@@ -617,8 +617,12 @@ def _check_reference_read(train: Any, stages: list[RunConfig], where: str) -> No
 
 
 def _check_grpo_read(section: Any, stages: list[RunConfig], where: str) -> None:
-    """Refuse a `grpo:` section where no stage it reaches runs GRPO: it was ignored without a word."""
-    if section and not any(s.method == "grpo" for s in stages):
+    """Refuse a `grpo:` section that sets a value where no stage it reaches runs GRPO: it was
+    ignored without a word. Its defaults as they are (a stage's written config.yaml holds every
+    section) set nothing."""
+    defaults = to_dict(GrpoConfig())
+    changed = isinstance(section, dict) and any(defaults.get(k, object()) != v for k, v in section.items())
+    if changed and not any(s.method == "grpo" for s in stages):
         methods = sorted({s.method for s in stages})
         raise ConfigError(f"{where}: set, but no stage runs grpo (method: {', '.join(methods)}); leave it out or set "
                           "method: grpo")

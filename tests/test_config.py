@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mmalign.config import ConfigError, build_config, load_config, load_raw, stages_of
+from mmalign.config import ConfigError, build_config, load_config, load_raw, stages_of, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in (ROOT / "configs").rglob("*.yaml")
@@ -392,7 +392,7 @@ def test_values_outside_their_range_are_refused_with_the_range(loader, config, i
     ({"method": "dpo", "stages": [{"name": "sft", "method": "sft", "train": {"reference": "copy"}}, {"name": "dpo"}]},
      "stages[0].train.reference: copy: sft reads no reference model"),
     ({"method": "simpo", "grpo": {"kl_beta": 0.1}}, "grpo: set, but no stage runs grpo (method: simpo)"),
-    ({"method": "dpo", "stages": [{"method": "sft"}, {"method": "dpo", "grpo": {"num_generations": 4}}]},
+    ({"method": "dpo", "stages": [{"method": "sft"}, {"method": "dpo", "grpo": {"num_generations": 8}}]},
      "stages[1].grpo: set, but no stage runs grpo (method: dpo)"),
 ])
 def test_a_setting_no_stage_reads_is_refused(raw, error):
@@ -404,5 +404,6 @@ def test_a_setting_no_stage_reads_is_refused(raw, error):
         build_config(raw)
     for ok in ({"method": "simpo", "train": {"reference": "none"}}, {"method": "simpo"},
                {"method": "dpo", "train": {"reference": "copy"}, "stages": [{"method": "sft"}, {"method": "dpo"}]},
-               {"method": "sft", "grpo": {"kl_beta": 0.0}, "stages": [{"method": "sft"}, {"method": "grpo"}]}):
+               {"method": "sft", "grpo": {"kl_beta": 0.0}, "stages": [{"method": "sft"}, {"method": "grpo"}]},
+               to_dict(build_config({"method": "dpo"}))):  # a stage's written config.yaml: every section
         build_config(ok)
