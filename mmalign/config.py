@@ -109,9 +109,10 @@ SAMPLING_MOVED = {k: f"sampling.{k}" for k in ("num_frames", "fps", "max_frames"
 class DataConfig:
     MOVED = SAMPLING_MOVED  # keys that lived here before (named in the error)
 
-    train_file: str | None = _f(None, "JSONL of records (pair, SFT or GRPO schema; see README).",
+    train_file: str | None = _f(None, "Records (pair, SFT or GRPO schema; see README): JSONL, one JSON array, or "
+                                      "Parquet.",
                                 aliases=("dataset", "train_data", "data_path"))
-    eval_file: str | None = _f(None, "Held-out JSONL for the before/after summary.")
+    eval_file: str | None = _f(None, "Held-out records (as train_file) for the before/after summary.")
     max_length: int = _f(4096, "Records longer than this many tokens (prompt + response) are skipped.", ge=1)
     system_prompt: str | None = _f(None, "System message for the chat template (None = the template's default).")
     allow_absolute_paths: bool = _f(False, "Let records name media outside their file's folder.")
