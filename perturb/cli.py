@@ -35,6 +35,10 @@ def cmd_pairs(args) -> int:
     if report["absolute_media_paths"]:
         print("note: the videos lie outside the output's folder, so records name them by absolute path; "
               "train with data.allow_absolute_paths=true (or write --out next to the videos)", file=sys.stderr)
+    if report["media_links_lead_out"]:
+        print("note: videos under --videos are symbolic links to files outside the output's folder; records name "
+              "them by their links, and the trainer checks where they lead: train with "
+              "data.allow_absolute_paths=true (or copy the videos in)", file=sys.stderr)
     if report["records"] == 0:
         print(f"mmalign: error: {args.out}: no pair was written from {report['videos']} video(s); why:\n"
               + top_reasons(report), file=sys.stderr)

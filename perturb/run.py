@@ -331,7 +331,11 @@ def _merge(cfg, keys, videos, out, parts, phase, notes, seconds, processed) -> d
     records = [record_to_dict(Record(source="", **r), folder) for k in keys for r in rows[k]["records"]]
     atomic_write_jsonl(out, records)
     outside = not _inside(videos, folder)
-    _, bad = read_records(out, "pair", allow_absolute_paths=outside)
+    # Videos that are symbolic links to files elsewhere (a dataset linked in, not copied) are
+    # named by their links, which the trainer checks by where they lead: out of the folder.
+    real_folder = Path(os.path.realpath(folder))
+    linked_out = not outside and any(not _inside(Path(os.path.realpath(videos / k)), real_folder) for k in keys)
+    _, bad = read_records(out, "pair", allow_absolute_paths=outside or linked_out)
     if bad:  # a generator wrote something the trainer cannot read: a bug, never silent
         raise RuntimeError(f"{len(bad)} written records do not read back; first: {bad[0].source}: {bad[0].reason}")
     filtered: dict[str, int] = {}
@@ -345,7 +349,8 @@ def _merge(cfg, keys, videos, out, parts, phase, notes, seconds, processed) -> d
         "skipped": skipped, "filtered": dict(sorted(filtered.items())),
         "this_run": {"videos_processed": processed, "seconds": round(seconds, 3),  # all processes
                      "videos_per_minute": round(60 * processed / seconds, 2) if seconds > 0 else None},
-        "absolute_media_paths": outside, "notes": notes, "config": dataclasses.asdict(cfg),
+        "absolute_media_paths": outside, "media_links_lead_out": linked_out, "notes": notes,
+        "config": dataclasses.asdict(cfg),
     }
     atomic_write_json(report_path(out), report)
     return report

@@ -158,3 +158,31 @@ def test_videos_outside_the_output_folder_are_named_absolutely(videos, tmp_path)
     assert report["absolute_media_paths"]
     records, skipped = read_records(out, "pair", allow_absolute_paths=True)
     assert skipped == [] and records[0].video == str(videos / "videos" / "vid0000.mp4")
+
+
+def test_a_folder_of_links_to_videos_elsewhere_writes_pairs_and_says_how_to_train(videos, tmp_path, capsys):
+    """`mmalign pairs --videos work/videos` where the videos are symbolic links into a dataset
+    folder (linked in, not copied): every pair was written, then the run ended in a
+    RuntimeError traceback, "75 written records do not read back", since the trainer checks
+    links by where they lead. Now the records name the videos by their links, the run ends
+    well, and says that training needs data.allow_absolute_paths=true."""
+    from mmalign.cli import main
+
+    work = tmp_path / "work"
+    (work / "videos").mkdir(parents=True)
+    for video in sorted((videos / "videos").glob("vid000[0-2].mp4")):
+        (work / "videos" / video.name).symlink_to(video)
+    shutil.copytree(videos / "truth", work / "truth")
+    config = tmp_path / "inject.yaml"
+    config.write_text("generator: inject\nanswers: truth\n")
+    out = work / "pairs.jsonl"
+    assert main(["pairs", "--videos", str(work / "videos"), "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "videos under --videos are symbolic links to files outside the output's folder" in err
+    assert "train with data.allow_absolute_paths=true" in err
+    records, skipped = read_records(out, "pair", allow_absolute_paths=True)
+    assert skipped == [] and {r.video for r in records} == {str(work / "videos" / f"vid000{i}.mp4") for i in range(3)}
+    assert json.loads(lines(out)[0])["video"].startswith("videos/")  # by its link, relative
+    records, skipped = read_records(out, "pair")  # what training reads without the key
+    assert records == [] and all("symbolic link" in s.reason for s in skipped)
+    assert json.loads(report_path(out).read_text())["media_links_lead_out"]
