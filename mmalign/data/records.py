@@ -6,7 +6,8 @@ JSON array (LLaMA-Factory's `.json` files) one element at a time, each named by 
 starts on, or a Parquet file (Hugging Face datasets) one row at a time, named by its row. A
 line that cannot be used becomes a `Skipped(source="file:line", id, reason)` and the rest of
 the file is still read; `strict=True` raises RecordError ("file:line: reason") at the first such line instead.
-Blank lines are ignored. Media paths are relative to the file's folder and come back absolute;
+Blank lines are ignored. Media paths are relative to the file's folder (where it really is, for
+a symbolic link to it) and come back absolute;
 a path that leaves that folder (absolute, or through "..") is refused unless
 `allow_absolute_paths`; with `check_media` a media file must exist (decoding problems are
 found when it is loaded). A line without an "id" gets "sha1:<12 hex>" of its content, so the
@@ -224,7 +225,9 @@ def read_records(path: str | os.PathLike, kind: Kind, strict: bool = False, allo
     Returns the usable records in file order and a Skipped for every other non-blank line."""
     if kind not in REQUIRED:
         raise ValueError(f"kind must be one of {', '.join(REQUIRED)}, got {kind!r}")
-    media = _MediaPaths(Path(path).absolute().parent, allow_absolute_paths, check_media)
+    # Relative to where the file really is: a link to a dataset's records file (ln -s
+    # /data/ds/pairs.jsonl mine.jsonl) names the dataset's media, not files beside the link.
+    media = _MediaPaths(Path(os.path.realpath(path)).parent, allow_absolute_paths, check_media)
     records, skipped, first_line_of = [], [], {}
     for lineno, raw in _numbered_lines(path):
         source, obj = f"{path}:{lineno}", None
@@ -851,7 +854,12 @@ def record_to_dict(record: Record, folder: str | os.PathLike) -> dict:
 
 
 def _relative(path: str, folder: Path) -> str:
-    return os.path.relpath(path, folder) if _is_inside(path, folder) else path
+    # The reader resolves relative paths from the file's real folder: a path read through it
+    # (a folder reached by a link) is inside that one.
+    for base in (folder, Path(os.path.realpath(folder))):
+        if _is_inside(path, base):
+            return os.path.relpath(path, base)
+    return path
 
 
 # ---------------------------------------------------------------- small helpers

@@ -685,3 +685,25 @@ def test_a_parquet_file_reads_row_by_row(folder):
     (folder / "torn.parquet").write_bytes(path.read_bytes()[:40])
     with pytest.raises(RecordError, match=r"torn.parquet: a Parquet file that cannot be read \("):
         read_records(folder / "torn.parquet", "pair")
+
+
+def test_a_link_to_a_record_file_reads_media_beside_the_file_it_leads_to(folder, tmp_path):
+    """`ln -s /data/ds/pairs.jsonl mine.jsonl`: the media are the dataset's, beside the real
+    file. They were looked for beside the link ('file not found' on every line), and, found
+    there, refused as leading out of the link's folder. Written back through a linked folder,
+    the paths stay relative and read back."""
+    real = write_lines(folder / "pairs.jsonl", [GOOD[0], GOOD[1]])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "pairs.jsonl").symlink_to(real)
+    records, skipped = read_records(mine / "pairs.jsonl", "pair")
+    assert skipped == [] and [r.video for r in records] == [str(folder / "videos" / "v1.mp4"), None]
+    assert records[1].images == [str(folder / "images" / "a.jpg"), str(folder / "images" / "b.jpg")]
+    assert [r.source for r in records] == [f"{mine / 'pairs.jsonl'}:1", f"{mine / 'pairs.jsonl'}:2"]
+    linked = tmp_path / "linked"
+    linked.symlink_to(folder)
+    through, _ = read_records(linked / "pairs.jsonl", "pair")
+    write_records(linked / "again.jsonl", through)
+    assert json.loads((folder / "again.jsonl").read_text().splitlines()[0])["video"] == "videos/v1.mp4"
+    again, skipped = read_records(linked / "again.jsonl", "pair")
+    assert skipped == [] and [r.video for r in again] == [r.video for r in through]
