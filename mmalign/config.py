@@ -114,7 +114,8 @@ class DataConfig:
                                 aliases=("dataset", "train_data", "data_path"))
     eval_file: str | None = _f(None, "Held-out records (as train_file) for the before/after summary.")
     max_length: int = _f(4096, "Records longer than this many tokens (prompt + response) are skipped.", ge=1)
-    system_prompt: str | None = _f(None, "System message for the chat template (None = the template's default).")
+    system_prompt: str | None = _f(None, "System message of the records that carry none of their own (`system`, or "
+                                         "a system turn); None = the chat template's default.")
     allow_absolute_paths: bool = _f(False, "Let records name media outside their file's folder.")
     strict: bool = _f(False, "Turn every skipped record or media file into a failure.")
     curriculum: Literal["shuffle", "ordered", "bucketed", "rising_cap"] = _f(

@@ -40,6 +40,11 @@ def record_seed(record_id: str) -> int:
     return zlib.crc32(record_id.encode("utf-8"))
 
 
+def record_system(r: Record, cfg: DataConfig) -> str | None:
+    """The system message a record's prompt is encoded with: its own, else data.system_prompt."""
+    return r.system if r.system is not None else cfg.system_prompt
+
+
 def condition_video(media: MediaLoader, spec: dict, record: Record):
     """The perturbed condition of a conditional pair: another file, or ops on a source. Ops
     index the frames of the clip they were made on (`meta.num_frames`, written by `mmalign
@@ -93,7 +98,7 @@ class RecordDataset(torch.utils.data.Dataset):
         if video is None and r.video:
             video = self.media.video(r.video)
         images = self.media.images(r.images) if r.images else None
-        return encode_prompt(self.processor, r.prompt, video=video, images=images, system=self.cfg.system_prompt)
+        return encode_prompt(self.processor, r.prompt, video=video, images=images, system=record_system(r, self.cfg))
 
     def response(self, prompt, text: str, weights: dict | None = None, **kw) -> Sequence:
         resp = encode_response(self.processor.tokenizer, text, self.family.end_of_turn)

@@ -15,7 +15,9 @@ id (which keys cached reference log-probs and per-record seeds) survives reorder
 A later line with an id already seen is skipped.
 
 Fields. pair: prompt, chosen, rejected; sft: prompt, response; grpo: prompt (+ answer /
-truth). Media: "video", or "images", or neither (text only). Unknown top-level fields are
+truth). Media: "video", or "images", or neither (text only). "system": the record's own system
+message, which its prompt is encoded with (data.system_prompt serves the records without one;
+an empty one is none). Unknown top-level fields are
 refused ("unknown field 'vidoe' (did you mean 'video'?)") rather than ignored: a misspelt
 "rejected_spans" must not silently train a different loss. Extra data goes under "meta".
 TRL's preference columns (prompt, chosen, rejected, images) are already this schema.
@@ -39,7 +41,7 @@ files only):
   "no_hallucination". sentence_spans(text) must give back exactly the sents, else the line is
   skipped (labels are never shifted onto other sentences). prompt (a string or chat messages:
   an optional system message, then one user message; the system text goes to
-  meta["system"]) or question -> prompt. chosen / rejected, when given (string or messages),
+  `system`) or question -> prompt. chosen / rejected, when given (string or messages),
   must equal the joined sents up to whitespace. Other fields -> meta; meta["format"] =
   "mask_dpo".
 - TRL's conversational format (huggingface/trl docs, "Dataset formats"), in pair, SFT and GRPO
@@ -47,7 +49,7 @@ files only):
   string or parts [{"type": "image" | "video" | "text", ...}]); chosen / rejected / completion
   as [{"role": "assistant", "content": ...}]; an SFT line's messages as [system?, user,
   assistant]. Their text parts -> prompt / chosen / rejected / response (completion ->
-  response, also in TRL's standard prompt-completion lines); the system text -> meta["system"].
+  response, also in TRL's standard prompt-completion lines); the system text -> `system`.
   The media stay in images / video, placed by the chat template as for any record: image parts
   must match the images listed, a video part needs a video. Earlier turns (a multi-turn
   prompt) are refused. Other fields -> meta; meta["format"] = "trl".
@@ -55,7 +57,7 @@ files only):
   src/llamafactory/data/converter.py), in pair and SFT files: conversations [{"from": "human",
   "value": ...}] with chosen / rejected {"from": "gpt", "value": ...}, or [human, gpt] for SFT;
   alpaca's instruction (+ "\n" + input) with chosen / rejected or output. A leading system turn
-  or `system` -> meta["system"]; images -> images; videos (one) -> video. The "<image>" /
+  or `system` -> `system`; images -> images; videos (one) -> video. The "<image>" /
   "<video>" placeholders are removed (the chat template places the media itself) and must
   number as many as the media listed, as LLaMA-Factory requires. One turn only. Other fields
   -> meta; meta["format"] = "llamafactory".
@@ -98,6 +100,7 @@ class Record:
     rejected_sentence_labels: list[int] | None = None
     rejected_video: dict | None = None  # {"source": abs path, "ops": [...]} or {"video": abs path}
     difficulty: float | None = None
+    system: str | None = None  # the record's own system message (else data.system_prompt)
     meta: dict = field(default_factory=dict)
 
 
@@ -349,6 +352,7 @@ def _to_record(obj, kind: str, media: _MediaPaths, source: str) -> Record:
         rejected_sentence_labels=_labels(obj, "rejected_sentence_labels", texts["rejected"]),
         rejected_video=_rejected_video(obj.get("rejected_video"), media),
         difficulty=_difficulty(obj.get("difficulty")),
+        system=_optional_text(obj, "system") or None,  # "": the default applies, as in LLaMA-Factory
         meta=_optional_object(obj, "meta") or {},
     )
 
@@ -524,7 +528,7 @@ def _foreign_format(obj: dict):
 
 # Our fields a foreign line may carry as they are; everything else it has goes to meta.
 _PASSTHROUGH = ("id", "video", "images", "difficulty", "rejected_video", "truth", "chosen_sentence_labels",
-                "rejected_sentence_labels")
+                "rejected_sentence_labels", "system")
 _PLACEHOLDER = re.compile(r"<(?:image|video)>\n?")
 
 
@@ -567,7 +571,7 @@ def _from_mask_dpo(obj: dict) -> dict:
     consumed = {"prompt", "question", "chosen", "rejected", "chosen_item", "rejected_item", "meta"}
     out = _carry_over(obj, consumed, "mask_dpo")
     if system is not None:
-        out["meta"]["system"] = system
+        out["system"] = system
     out.update(prompt=prompt, chosen=chosen, rejected=rejected,
                chosen_sentence_labels=chosen_labels, rejected_sentence_labels=rejected_labels)
     return out
@@ -651,7 +655,7 @@ def _from_trl(obj: dict) -> dict:
     if isinstance(turns.get("prompt"), list):
         out["prompt"], system, media = _chat_prompt(turns["prompt"], f"TRL line: '{'messages' if messages else 'prompt'}'")
         if system is not None:
-            out["meta"]["system"] = system
+            out["system"] = system
     elif "prompt" in turns:
         out["prompt"] = turns["prompt"]
     for name, ours in (("chosen", "chosen"), ("rejected", "rejected"), ("completion", "response")):
@@ -722,7 +726,7 @@ def _from_llamafactory(obj: dict) -> dict:
         out.update({ours: obj[theirs] for theirs, ours in (("chosen", "chosen"), ("rejected", "rejected"),
                                                            ("output", "response")) if theirs in obj})
     if system:
-        out["meta"]["system"] = system
+        out["system"] = system
     videos = obj.get("videos") or []
     if not isinstance(videos, list) or len(videos) + isinstance(obj.get("video"), str) > 1:
         raise _Invalid(f"LLaMA-Factory line: 'videos' must list at most one video (a record holds one), got "

@@ -29,6 +29,7 @@ import numpy as np
 
 from mmalign.config import RunConfig
 from mmalign.data.collate import encode_response
+from mmalign.data.encode import record_system
 from mmalign.data.video import Video, fit_within, sample_indices
 from mmalign.methods import method
 from mmalign.models.backbone import chat_messages, encode_prompt
@@ -88,22 +89,22 @@ class TokenCounts:
     of the 14 s that 80k records took), and a media placeholder by its shape, measured through the
     real processor on blank media (the text around a placeholder never changes its expansion)."""
 
-    def __init__(self, processor, system, end_of_turn: str):
-        self.processor, self.system, self.end_of_turn, self.media_cache = processor, system, end_of_turn, {}
+    def __init__(self, processor, end_of_turn: str):
+        self.processor, self.end_of_turn, self.media_cache = processor, end_of_turn, {}
         # Bounded: a million distinct prompts must not be held twice over.
         self.prompt = functools.lru_cache(maxsize=2**16)(self._prompt)
         self.response = functools.lru_cache(maxsize=2**16)(self._response)
 
-    def _prompt(self, prompt: str, n_images: int, video: bool) -> int:
-        return template_tokens(self.processor, prompt, n_images, video, self.system)
+    def _prompt(self, prompt: str, n_images: int, video: bool, system: str | None) -> int:
+        return template_tokens(self.processor, prompt, n_images, video, system)
 
     def _response(self, text: str) -> int:
         return len(encode_response(self.processor.tokenizer, text, self.end_of_turn).ids)
 
     def _measure(self, key, n_images: int, **media) -> int:
         if key not in self.media_cache:
-            full = len(encode_prompt(self.processor, "x", system=self.system, **media)["input_ids"][0])
-            self.media_cache[key] = full - self.prompt("x", n_images, "video" in media)
+            full = len(encode_prompt(self.processor, "x", **media)["input_ids"][0])
+            self.media_cache[key] = full - self.prompt("x", n_images, "video" in media, None)
         return self.media_cache[key]
 
     def video(self, count: int, h: int, w: int, fps: float) -> int:
@@ -123,13 +124,13 @@ def record_length(r, counts: TokenCounts, cfg: RunConfig) -> Length:
     if r.images:
         extra += counts.images(tuple(image_size(p, cfg.sampling) for p in r.images))
     n_placeholders = len(r.images or []) + bool(r.video)
-    prompt = counts.prompt(r.prompt, len(r.images or []), bool(r.video)) + extra
+    prompt = counts.prompt(r.prompt, len(r.images or []), bool(r.video), record_system(r, cfg.data)) + extra
     texts = [r.response] if method(cfg.method).records != "pair" else [r.chosen, r.rejected]
     return Length(r.source, prompt, extra + n_placeholders, [counts.response(t) for t in texts if t is not None])
 
 
 def record_lengths(records, processor, family, cfg: RunConfig) -> list[Length]:
-    counts = TokenCounts(processor, cfg.data.system_prompt, family.end_of_turn)  # one cache for all records
+    counts = TokenCounts(processor, family.end_of_turn)  # one cache for all records
     return [record_length(r, counts, cfg) for r in records]
 
 
@@ -139,7 +140,7 @@ def drop_over_length(records, processor, family, cfg: RunConfig):
     in (the trainer reports it when it decodes)."""
     from mmalign.data.records import Skipped
 
-    counts = TokenCounts(processor, cfg.data.system_prompt, family.end_of_turn)
+    counts = TokenCounts(processor, family.end_of_turn)
     keep, skipped = [], []
     for r in records:
         try:

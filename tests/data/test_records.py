@@ -366,7 +366,7 @@ def test_mask_dpo_lines_are_converted(folder):
     assert not skipped
     assert r.prompt == "Who was Ada?" and r.chosen == "Ada wrote programs. She lived in London."
     assert r.chosen_sentence_labels == [1, 1] and r.rejected_sentence_labels == [0, 1]
-    assert r.meta == {"domain": "people", "format": "mask_dpo", "system": "Be factual."}
+    assert r.meta == {"domain": "people", "format": "mask_dpo"} and r.system == "Be factual."
     assert r.video is None
 
 
@@ -417,7 +417,7 @@ def test_trl_conversational_lines_read_as_the_same_records_as_ours(folder):
     (b,), skipped = read_records(write_lines(folder / "trl.jsonl", [trl_line(id="t")]), "pair")
     assert skipped == []
     assert (b.prompt, b.chosen, b.rejected, b.images) == (a.prompt, a.chosen, a.rejected, a.images)
-    assert b.meta == {"source": "rlaif-v", "system": "Be exact.", "format": "trl"}
+    assert b.meta == {"source": "rlaif-v", "format": "trl"} and b.system == "Be exact."
 
     sft = [{"id": "m", "video": "videos/v1.mp4", "messages": [
                {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]},
@@ -499,7 +499,7 @@ def test_llamafactory_lines_read_as_the_same_records_as_ours(folder):
     assert skipped == []
     assert [(r.prompt, r.chosen, r.rejected, r.images) for r in records] == [
         (a.prompt, a.chosen, a.rejected, a.images), ("Which\nis red?", a.chosen, a.rejected, a.images)]
-    assert records[0].meta == {"system": "Be exact.", "format": "llamafactory"}
+    assert records[0].meta == {"format": "llamafactory"} and records[0].system == "Be exact."
 
     sft = [{"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "<video>What moves?"},
                               {"from": "gpt", "value": "A red circle."}], "videos": ["videos/v1.mp4"]},
@@ -507,7 +507,7 @@ def test_llamafactory_lines_read_as_the_same_records_as_ours(folder):
     records, skipped = read_records(write_lines(folder / "sft.jsonl", sft), "sft")
     assert skipped == [] and [(r.prompt, r.response, r.video) for r in records] == [
         ("What moves?", "A red circle.", str(folder / "videos" / "v1.mp4")), ("What moves?", "A red circle.", None)]
-    assert records[0].meta["system"] == "S"
+    assert records[0].system == "S"
 
     # Its OpenAI tags, as in its data/mllm_video_demo.json: read as TRL's messages, the video was
     # dropped into meta and the record trained on the text alone.
@@ -519,7 +519,7 @@ def test_llamafactory_lines_read_as_the_same_records_as_ours(folder):
     (sft_record,), skipped = read_records(write_lines(folder / "openai.jsonl", openai[:1]), "sft")
     assert skipped == [] and (sft_record.prompt, sft_record.response, sft_record.video) == (
         "What moves?", "A red circle.", str(folder / "videos" / "v1.mp4"))
-    assert sft_record.meta == {"system": "S", "format": "llamafactory"}
+    assert sft_record.meta == {"format": "llamafactory"} and sft_record.system == "S"
     (pair,), skipped = read_records(write_lines(folder / "openai_pair.jsonl", openai[1:]), "pair")
     assert skipped == [] and (pair.prompt, pair.chosen, pair.rejected, pair.images) == (a.prompt, a.chosen, a.rejected,
                                                                                       a.images)

@@ -115,3 +115,34 @@ def test_each_distinct_prompt_is_rendered_once(world, tiny_dir, monkeypatch):
     assert [(x.prompt, x.media, x.responses) for x in thrice] == [(x.prompt, x.media, x.responses) for x in once] * 3
     shapes = {video_shape(r.video, cfg.sampling) for r in records}
     assert len(renders) <= len({r.prompt for r in records}) + 2 * len(shapes) < len(records)
+
+
+def test_a_record_s_own_system_message_is_the_one_its_prompt_is_encoded_with(tmp_path, world, tiny_dir):
+    """TRL's and LLaMA-Factory's lines carry their system message in the data; it went to meta and
+    every prompt was encoded with data.system_prompt (or the template's default) instead. Now a
+    record's own system message is its prompt's; data.system_prompt serves the records without
+    one; and the plan counts the tokens of the prompt that is encoded."""
+    from mmalign.models.backbone import encode_prompt
+
+    rows = [json.loads(line) for line in (world / "pairs_train.jsonl").read_text().splitlines()[:2]]
+    trl = {"video": rows[0]["video"], "chosen": rows[0]["chosen"], "rejected": rows[0]["rejected"],
+           "prompt": [{"role": "system", "content": "Answer in one short sentence."},
+                      {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": rows[0]["prompt"]}]}]}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(trl) + "\n" + json.dumps({k: rows[1][k] for k in ("video", "prompt", "chosen",
+                                                                                   "rejected")}) + "\n")
+    shutil.copytree(world / "videos", tmp_path / "videos")
+    raw = {"method": "dpo", "model": {"tiny": "qwen2_5_vl", "tiny_dir": tiny_dir},
+           "data": {"train_file": str(path), "system_prompt": "Describe only what you see."},
+           "sampling": {"num_frames": 4}}
+    (_, cfg), = stages_of(build_config(raw))
+    model, processor = load_backbone(cfg.model)
+    records, _ = read_records(path, "pair")
+    dataset = RecordDataset(records, processor, family_of(model), "dpo", cfg.data, cfg.sampling)
+    video = lambda i: dataset.media.video(records[i].video)
+    for i, system in ((0, "Answer in one short sentence."), (1, "Describe only what you see.")):
+        ids = dataset[i].sequences[0].prompt["input_ids"]
+        assert ids.tolist() == encode_prompt(processor, records[i].prompt, video=video(i), system=system)["input_ids"].tolist()
+        assert ids.tolist() != encode_prompt(processor, records[i].prompt, video=video(i))["input_ids"].tolist()
+    lengths = record_lengths(records, processor, family_of(model), cfg)
+    assert [x.prompt for x in lengths] == [dataset[i].sequences[0].prompt["input_ids"].shape[1] for i in range(2)]
