@@ -41,8 +41,9 @@ def to_rrpo(record: Record, folder: str | os.PathLike, placeholder: str = "<imag
            "src": record.meta.get("generator", "mmalign")}
     if record.video is not None:
         row["video"] = row["media_path"] = _media(record.video, folder)
-    if record.difficulty is not None:
-        row["difficulty"] = record.difficulty
+    for name in ("difficulty", "system", "history"):  # ours, carried as they are (RRPO's code reads none of them)
+        if getattr(record, name) is not None:
+            row[name] = getattr(record, name)
     for side in ("chosen", "rejected"):
         if getattr(record, f"{side}_sentence_labels") is not None:
             row[f"{side}_sentence_labels"] = getattr(record, f"{side}_sentence_labels")

@@ -35,6 +35,14 @@ def encode_response(tokenizer, text: str, end_of_turn: str) -> Response:
     return Response(list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]])
 
 
+def conversation_sequence(prompt: dict, tokenizer, text: str, spans: list[Span]) -> "Sequence":
+    """A conversation's response text (`conversation_response`) after its first turn's prompt,
+    scored on the tokens that overlap its answers' spans."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    trained = [any(_overlaps(tuple(o), s) for s in spans) for o in enc["offset_mapping"]]
+    return Sequence(prompt, list(enc["input_ids"]), trained=trained)
+
+
 def _overlaps(offset: Span, span: Span) -> bool:
     return offset[0] < span[1] and offset[1] > span[0]
 
@@ -63,6 +71,7 @@ class Sequence:
     prompt: dict[str, torch.Tensor]
     response_ids: list[int]
     weights: dict[str, list[float]] = field(default_factory=dict)
+    trained: list[bool] | None = None  # which response tokens are scored (a conversation's answers); None = all
 
     def __len__(self) -> int:
         return self.prompt["input_ids"].shape[1] + len(self.response_ids)
@@ -94,6 +103,8 @@ def collate_sequences(seqs: list[Sequence], pad_id: int, shared_prompt: bool = F
         input_ids[i, :P + R] = torch.cat([p, r])
         attention_mask[i, :P + R] = 1
         labels[i, P:P + R] = r
+        if s.trained is not None:  # a conversation's user turns and template text: context, not scored
+            labels[i, P:P + R][~torch.tensor(s.trained, dtype=torch.bool)] = -100
         if has_mm_types:
             mm_types[i, :P] = s.prompt["mm_token_type_ids"][0]
         for k in names:

@@ -16,11 +16,11 @@ import torch
 
 from mmalign import methods
 from mmalign.config import DataConfig, SamplingConfig
-from mmalign.data.collate import AlignmentError, Sequence, collate_sequences, encode_response
+from mmalign.data.collate import AlignmentError, Sequence, collate_sequences, conversation_sequence, encode_response
 from mmalign.data.records import Record, RecordError, Skipped
 from mmalign.data.video import MediaError, MediaLoader
 from mmalign.data.video_ops import apply_ops
-from mmalign.models.backbone import encode_prompt
+from mmalign.models.backbone import conversation_response, encode_prompt
 
 
 @dataclass
@@ -81,7 +81,8 @@ class RecordDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         r = self.records[i]
         try:
-            chars = len(r.prompt) + max(len(t or "") for t in (r.chosen, r.rejected, r.response))
+            chars = len(r.prompt) + max(len(t or "") for t in (r.chosen, r.rejected, r.response)) \
+                + sum(len(u) + len(a) for u, a in r.history or ())
             if chars > self.max_chars:
                 raise ValueError(f"{chars} characters cannot fit in data.max_length={self.cfg.max_length} tokens")
             example = Example(r, self.encode(r))
@@ -98,16 +99,29 @@ class RecordDataset(torch.utils.data.Dataset):
         if video is None and r.video:
             video = self.media.video(r.video)
         images = self.media.images(r.images) if r.images else None
-        return encode_prompt(self.processor, r.prompt, video=video, images=images, system=record_system(r, self.cfg))
+        return encode_prompt(self.processor, r.prompt, video=video, images=images, system=record_system(r, self.cfg),
+                             history=r.history or ())
+
+    def conversation(self, r: Record) -> Sequence:
+        """An SFT record with earlier turns: its first turn's prompt (with the media), then the
+        rest of the conversation, every answer scored."""
+        video = self.media.video(r.video) if r.video else None
+        images = self.media.images(r.images) if r.images else None
+        system = record_system(r, self.cfg)
+        prompt = encode_prompt(self.processor, r.history[0][0], video=video, images=images, system=system)
+        text, spans = conversation_response(self.processor, r.history, r.prompt, r.response,
+                                            "video" if video is not None else None, len(images or []), system,
+                                            self.family.end_of_turn)
+        return conversation_sequence(prompt, self.processor.tokenizer, text, spans)
 
     def response(self, prompt, text: str, weights: dict | None = None, **kw) -> Sequence:
         resp = encode_response(self.processor.tokenizer, text, self.family.end_of_turn)
         return Sequence(prompt, resp.ids, {name: fn(resp) for name, fn in (weights or {}).items()})
 
     def encode(self, r: Record) -> list[Sequence]:
-        prompt = self.prompt(r)
         if self.method.records != "pair":
-            return [self.response(prompt, r.response)]
+            return [self.conversation(r) if r.history else self.response(self.prompt(r), r.response)]
+        prompt = self.prompt(r)
         chosen_w, rejected_w = ({"token": fn} for fn in self.method.weights(r)) if self.method.weights else (None, None)
         seqs = [self.response(prompt, r.chosen, chosen_w), self.response(prompt, r.rejected, rejected_w)]
         if self.method.condition:

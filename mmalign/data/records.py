@@ -17,7 +17,10 @@ A later line with an id already seen is skipped.
 Fields. pair: prompt, chosen, rejected; sft: prompt, response; grpo: prompt (+ answer /
 truth). Media: "video", or "images", or neither (text only). "system": the record's own system
 message, which its prompt is encoded with (data.system_prompt serves the records without one;
-an empty one is none). Unknown top-level fields are
+an empty one is none). "history": the earlier turns of a conversation, [[user, assistant], ...]
+before `prompt` (alpaca's shape); the media go with its first user turn. A pair's earlier turns
+are its prompt's context; an SFT record trains every assistant answer, the history's and its
+response (LLaMA-Factory's default), and a GRPO prompt is one turn. Unknown top-level fields are
 refused ("unknown field 'vidoe' (did you mean 'video'?)") rather than ignored: a misspelt
 "rejected_spans" must not silently train a different loss. Extra data goes under "meta".
 TRL's preference columns (prompt, chosen, rejected, images) are already this schema.
@@ -51,15 +54,17 @@ files only):
   assistant]. Their text parts -> prompt / chosen / rejected / response (completion ->
   response, also in TRL's standard prompt-completion lines); the system text -> `system`.
   The media stay in images / video, placed by the chat template as for any record: image parts
-  must match the images listed, a video part needs a video. Earlier turns (a multi-turn
-  prompt) are refused. Other fields -> meta; meta["format"] = "trl".
+  must match the images listed, a video part needs a video, both in the first user message.
+  Earlier turns ([user, assistant, ..., user] before the answer) -> history. Other fields ->
+  meta; meta["format"] = "trl".
 - LLaMA-Factory's sharegpt and alpaca formats (hiyouga/LLaMA-Factory, data/README.md and
   src/llamafactory/data/converter.py), in pair and SFT files: conversations [{"from": "human",
   "value": ...}] with chosen / rejected {"from": "gpt", "value": ...}, or [human, gpt] for SFT;
   alpaca's instruction (+ "\n" + input) with chosen / rejected or output. A leading system turn
   or `system` -> `system`; images -> images; videos (one) -> video. The "<image>" /
   "<video>" placeholders are removed (the chat template places the media itself) and must
-  number as many as the media listed, as LLaMA-Factory requires. One turn only. Other fields
+  number as many as the media listed, as LLaMA-Factory requires, in the first user turn.
+  Earlier turns (alpaca's `history`, or the turns before the last) -> history. Other fields
   -> meta; meta["format"] = "llamafactory".
 """
 
@@ -100,6 +105,7 @@ class Record:
     rejected_sentence_labels: list[int] | None = None
     rejected_video: dict | None = None  # {"source": abs path, "ops": [...]} or {"video": abs path}
     difficulty: float | None = None
+    history: list[tuple[str, str]] | None = None  # earlier (user, assistant) turns; media go with the first
     system: str | None = None  # the record's own system message (else data.system_prompt)
     meta: dict = field(default_factory=dict)
 
@@ -333,6 +339,9 @@ def _to_record(obj, kind: str, media: _MediaPaths, source: str) -> Record:
     if missing:
         raise _Invalid(f"missing required field '{missing[0]}' (a {kind} record needs {', '.join(REQUIRED[kind])})")
     texts = {name: _optional_text(obj, name) for name in ("prompt", "chosen", "rejected", "response", "answer")}
+    history = _history(obj.get("history"))
+    if history and kind == "grpo":
+        raise _Invalid("'history': a GRPO prompt is one user turn (its rollouts answer it alone)")
     if texts["chosen"] is not None and texts["chosen"] == texts["rejected"]:
         raise _Invalid("chosen and rejected are identical")
     return Record(
@@ -352,6 +361,7 @@ def _to_record(obj, kind: str, media: _MediaPaths, source: str) -> Record:
         rejected_sentence_labels=_labels(obj, "rejected_sentence_labels", texts["rejected"]),
         rejected_video=_rejected_video(obj.get("rejected_video"), media),
         difficulty=_difficulty(obj.get("difficulty")),
+        history=history,
         system=_optional_text(obj, "system") or None,  # "": the default applies, as in LLaMA-Factory
         meta=_optional_object(obj, "meta") or {},
     )
@@ -387,6 +397,18 @@ def _optional_text(obj: dict, name: str) -> str | None:
     if name in _NON_EMPTY_TEXT and not value.strip():
         raise _Invalid(f"'{name}' is empty")
     return value
+
+
+def _history(value) -> list[tuple[str, str]] | None:
+    """Earlier turns as [[user, assistant], ...] (LLaMA-Factory's alpaca `history`), or None."""
+    if value is None or value == []:
+        return None
+    if not (isinstance(value, list) and all(isinstance(t, (list, tuple)) and len(t) == 2
+                                            and all(isinstance(x, str) for x in t) for t in value)):
+        raise _Invalid(f"'history' must be a list of [user, assistant] text pairs, got {short_repr(value)}")
+    if any(not a.strip() for _, a in value):
+        raise _Invalid("'history' holds an empty assistant turn")
+    return [tuple(t) for t in value]
 
 
 def _optional_object(obj: dict, name: str) -> dict | None:
@@ -528,7 +550,7 @@ def _foreign_format(obj: dict):
 
 # Our fields a foreign line may carry as they are; everything else it has goes to meta.
 _PASSTHROUGH = ("id", "video", "images", "difficulty", "rejected_video", "truth", "chosen_sentence_labels",
-                "rejected_sentence_labels", "system")
+                "rejected_sentence_labels", "system", "history")
 _PLACEHOLDER = re.compile(r"<(?:image|video)>\n?")
 
 
@@ -565,13 +587,15 @@ def _untag(obj: dict, masked_name: str, plain_name: str) -> tuple[str, list[Span
 
 
 def _from_mask_dpo(obj: dict) -> dict:
-    prompt, system = _mask_dpo_prompt(obj)
+    prompt, system, history = _mask_dpo_prompt(obj)
     chosen, chosen_labels = _from_sentences(obj, "chosen_item", "chosen")
     rejected, rejected_labels = _from_sentences(obj, "rejected_item", "rejected")
     consumed = {"prompt", "question", "chosen", "rejected", "chosen_item", "rejected_item", "meta"}
     out = _carry_over(obj, consumed, "mask_dpo")
     if system is not None:
         out["system"] = system
+    if history:
+        out["history"] = history
     out.update(prompt=prompt, chosen=chosen, rejected=rejected,
                chosen_sentence_labels=chosen_labels, rejected_sentence_labels=rejected_labels)
     return out
@@ -621,13 +645,14 @@ def _sentence_mismatch(found: list[str], sents: list[str]) -> str:
     return f"sentence {i} splits as {short_repr(found[i])}, 'sents' has {short_repr(sents[i])}"
 
 
-def _mask_dpo_prompt(obj: dict) -> tuple[str, str | None]:
-    """(user prompt, system text or None) from 'prompt' (string or chat messages) or 'question'."""
+def _mask_dpo_prompt(obj: dict) -> tuple[str, str | None, list]:
+    """(user prompt, system text or None, earlier turns) from 'prompt' (string or chat messages)
+    or 'question'."""
     value = obj.get("prompt", obj.get("question"))
     if isinstance(value, str):
-        return value, None
-    prompt, system, _ = _chat_prompt(value, "Mask-DPO line: 'prompt'")
-    return prompt, system
+        return value, None, []
+    prompt, system, _, history = _chat_prompt(value, "Mask-DPO line: 'prompt'")
+    return prompt, system, history
 
 
 def _from_trl(obj: dict) -> dict:
@@ -653,9 +678,12 @@ def _from_trl(obj: dict) -> dict:
             turns.update(prompt=chosen[:shared], chosen=chosen[shared:], rejected=rejected[shared:])
     media: dict = {}
     if isinstance(turns.get("prompt"), list):
-        out["prompt"], system, media = _chat_prompt(turns["prompt"], f"TRL line: '{'messages' if messages else 'prompt'}'")
+        out["prompt"], system, media, history = _chat_prompt(turns["prompt"],
+                                                             f"TRL line: '{'messages' if messages else 'prompt'}'")
         if system is not None:
             out["system"] = system
+        if history:
+            out["history"] = history
     elif "prompt" in turns:
         out["prompt"] = turns["prompt"]
     for name, ours in (("chosen", "chosen"), ("rejected", "rejected"), ("completion", "response")):
@@ -698,6 +726,7 @@ def _from_llamafactory(obj: dict) -> dict:
     out = _carry_over(obj, consumed, "llamafactory")
     system = obj.get("system")
     key = next((k for k in _LLAMAFACTORY_TAGS if k in obj), None)
+    pair = "chosen" in obj or "rejected" in obj
     if key is not None:
         role, text, user, assistant = _LLAMAFACTORY_TAGS[key]
         turns = obj[key]
@@ -705,26 +734,38 @@ def _from_llamafactory(obj: dict) -> dict:
             raise _Invalid(f"LLaMA-Factory line: '{key}' must be a list of {{{role}, {text}}} turns")
         if turns and turns[0].get(role) == "system":
             system, turns = turns[0][text], turns[1:]
-        pair = "chosen" in obj or "rejected" in obj
-        expected = [user] if pair else [user, assistant]
+        # Earlier turns are context (a pair's answers are to the last); an SFT line trains on
+        # every assistant turn, as LLaMA-Factory does by default.
+        n = (len(turns) + 1) // 2 if pair else max(1, len(turns) // 2)
+        expected = [user, assistant] * (n - 1) + ([user] if pair else [user, assistant])
         if [t.get(role) for t in turns] != expected:
-            raise _Invalid(f"LLaMA-Factory line: '{key}' must be {expected} (one turn"
-                           + (", the answers in chosen / rejected" if pair else "")
-                           + f"), got {[t.get(role) for t in turns]}")
-        prompt = turns[0][text]
-        replies = {"chosen": obj.get("chosen"), "rejected": obj.get("rejected")} if pair else {"response": turns[1]}
+            shape = f"[{user}, ({assistant}, {user})*]" if pair else f"[{user}, {assistant}, ({user}, {assistant})*]"
+            raise _Invalid(f"LLaMA-Factory line: '{key}' must be {shape}"
+                           + (" (the answers in chosen / rejected)" if pair else "")
+                           + f", got {[t.get(role) for t in turns]}")
+        users = [t[text] for t in turns[0::2]]
+        answers = [t[text] for t in turns[1::2]]
+        replies = {"chosen": obj.get("chosen"), "rejected": obj.get("rejected")} if pair else {"response": turns[-1]}
         for name, reply in replies.items():
             if not (isinstance(reply, dict) and reply.get(role) == assistant and isinstance(reply.get(text), str)):
                 raise _Invalid(f"LLaMA-Factory line: '{name}' must be {{'{role}': '{assistant}', '{text}': text}}, "
                                f"got {short_repr(reply)}")
             out[name] = reply[text]
     else:
-        if obj.get("history"):  # alpaca's earlier turns: dropping them would train another prompt
-            raise _Invalid(f"LLaMA-Factory line: 'history' holds {len(obj['history'])} earlier turn(s); a record is "
-                           "one user turn")
-        prompt = "\n".join(x for x in (obj.get("instruction"), obj.get("input")) if isinstance(x, str) and x)
+        history = obj.get("history") or []
+        if not (isinstance(history, list) and all(isinstance(t, list) and len(t) == 2
+                                                  and all(isinstance(x, str) for x in t) for t in history)):
+            raise _Invalid(f"LLaMA-Factory line: 'history' must be [[user, assistant], ...], got {short_repr(history)}")
+        users = [q for q, _ in history] + ["\n".join(x for x in (obj.get("instruction"), obj.get("input"))
+                                                    if isinstance(x, str) and x)]
+        answers = [a for _, a in history]
         out.update({ours: obj[theirs] for theirs, ours in (("chosen", "chosen"), ("rejected", "rejected"),
                                                            ("output", "response")) if theirs in obj})
+    later = [i for i, u in enumerate(users) if i > 0 and _PLACEHOLDER.search(u)]
+    if later:
+        raise _Invalid(f"LLaMA-Factory line: a media placeholder in user turn {later[0] + 1}; a record's media go "
+                       "with its first user turn")
+    prompt = users[0]  # the turn that holds the media placeholders
     if system:
         out["system"] = system
     videos = obj.get("videos") or []
@@ -741,7 +782,13 @@ def _from_llamafactory(obj: dict) -> dict:
         if tag in prompt and prompt.count(tag) != listed:
             raise _Invalid(f"LLaMA-Factory line: the prompt has {prompt.count(tag)} {tag} placeholder(s) for "
                            f"{listed} listed")
-    out["prompt"] = _PLACEHOLDER.sub("", prompt).strip()
+    users[0] = _PLACEHOLDER.sub("", prompt).strip()
+    if pair or key is None:  # the prompt is the last user turn; before it, the (user, answer) turns
+        out["prompt"], history = users[-1], list(zip(users[:-1], answers))
+    else:  # SFT: the last answer is the response
+        out["prompt"], history = users[-1], list(zip(users[:-1], answers[:-1]))
+    if history:
+        out["history"] = history
     return out
 
 
@@ -755,16 +802,26 @@ def _single_image(obj: dict, out: dict) -> list:
     return out.get("images") if isinstance(out.get("images"), list) else []
 
 
-def _chat_prompt(value, where: str) -> tuple[str, str | None, dict]:
-    """(user text, system text or None, media parts counted) of [system?, user] chat messages."""
+def _chat_prompt(value, where: str) -> tuple[str, str | None, dict, list[tuple[str, str]]]:
+    """(last user text, system text or None, media parts counted, earlier (user, assistant) turns)
+    of [system?, user, (assistant, user)*] chat messages; media parts only in the first user
+    message (the record's media go with its first turn)."""
     if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
         raise _Invalid(f"{where} must be a string or a list of chat messages, got {_json_type(value)}")
     roles = [m.get("role") for m in value]
-    if roles not in (["user"], ["system", "user"]):
-        raise _Invalid(f"{where}: prompt messages must be [system?, user] (one turn), got roles {roles}")
     system = _message_text(value[:1], where, "system") if roles[0] == "system" else None
-    text, media = _content_text(value[-1].get("content"), where)
-    return text, system, media
+    turns = value[1:] if system is not None else value
+    if [m.get("role") for m in turns] != ["user", "assistant"] * (len(turns) // 2) + ["user"]:
+        raise _Invalid(f"{where}: prompt messages must be [system?, user, (assistant, user)*], got roles {roles}")
+    texts, media = [], {}
+    for i, message in enumerate(turns):
+        text, parts = _content_text(message.get("content"), where)
+        if parts and i > 0:
+            raise _Invalid(f"{where}: media parts in turn {i + 1}; a record's media go with its first user turn")
+        texts.append(text)
+        media = media or parts
+    history = [(texts[i], texts[i + 1]) for i in range(0, len(texts) - 1, 2)]
+    return texts[-1], system, media, history
 
 
 def _message_text(value, where: str, role: str) -> str:

@@ -318,23 +318,28 @@ def freeze_vision(model) -> int:
     return n
 
 
-def chat_messages(prompt: str, media: str | None, n_images: int = 0, system: str | None = None) -> list[dict]:
-    content = [{"type": "image"}] * n_images
-    if media == "video":
-        content.append({"type": "video"})
-    content.append({"type": "text", "text": prompt})
-    messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
-    return messages + [{"role": "user", "content": content}]
+def chat_messages(prompt: str, media: str | None, n_images: int = 0, system: str | None = None,
+                  history=()) -> list[dict]:
+    """[system?] + the earlier (user, assistant) turns of `history` + the user turn `prompt`; the
+    media parts go in the first user turn."""
+    media_parts = [{"type": "image"}] * n_images + ([{"type": "video"}] if media == "video" else [])
+    text = lambda t: {"type": "text", "text": t}
+    messages = [{"role": "system", "content": [text(system)]}] if system else []
+    for i, (user, answer) in enumerate(history):
+        messages += [{"role": "user", "content": (media_parts if i == 0 else []) + [text(user)]},
+                     {"role": "assistant", "content": [text(answer)]}]
+    return messages + [{"role": "user", "content": ([] if history else media_parts) + [text(prompt)]}]
 
 
-def encode_prompt(processor, prompt: str, video=None, images=None, system: str | None = None) -> dict:
-    """Processor inputs (batch of 1) for a user turn with optional media, ending with the
-    assistant header so that a response can be appended token by token.
+def encode_prompt(processor, prompt: str, video=None, images=None, system: str | None = None, history=()) -> dict:
+    """Processor inputs (batch of 1) for a user turn with optional media (after the earlier turns
+    of `history`, if any), ending with the assistant header so that a response can be appended
+    token by token.
 
     `video` is an `mmalign.data.video.Video` (frames already sampled by decord); `images` a
     list of PIL images.
     """
-    messages = chat_messages(prompt, "video" if video is not None else None, len(images or []), system)
+    messages = chat_messages(prompt, "video" if video is not None else None, len(images or []), system, history)
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     check_media(processor, bool(images), video is not None)
     kwargs = {}
@@ -344,6 +349,45 @@ def encode_prompt(processor, prompt: str, video=None, images=None, system: str |
         kwargs.update(videos=[np.asarray(video.frames)], do_sample_frames=False, video_metadata=[video_metadata(video)])
     inputs = processor(text=[text], return_tensors="pt", **kwargs)
     return {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+
+
+def conversation_response(processor, history, prompt: str, response: str, media: str | None, n_images: int,
+                          system: str | None, end_of_turn: str) -> tuple[str, list[tuple[int, int]]]:
+    """SFT on a conversation: the text that follows the generation prompt of its first user turn
+    (every assistant answer with its end of turn, the later user turns as the chat template
+    renders them) and the char spans of the answers, which are what is trained (LLaMA-Factory's
+    default; TRL's assistant_only_loss). The first answer starts the text, and the last ends it
+    with `end_of_turn`, as a one-turn response does (`encode_response`). ValueError where the
+    template does not render the conversation turn by turn."""
+    turns = [*history, (prompt, response)]
+    head = processor.apply_chat_template(chat_messages(turns[0][0], media, n_images, system),
+                                         add_generation_prompt=True, tokenize=False)
+    full = chat_messages(prompt, media, n_images, system, history) + [
+        {"role": "assistant", "content": [{"type": "text", "text": response}]}]
+    text = processor.apply_chat_template(full, tokenize=False)
+    if not text.startswith(head):
+        raise ValueError("the chat template renders a conversation's first turn otherwise than alone, so its "
+                         "answers cannot be told from the template's text")
+    rest, spans, cursor = text[len(head):], [], 0
+    for i, (user, answer) in enumerate(turns):
+        if i > 0:  # the answer follows its own user turn (which may quote an earlier answer)
+            at = rest.find(user, cursor)
+            cursor = at + len(user) if at >= 0 else -1
+        at = rest.find(answer, cursor) if cursor >= 0 else -1
+        if at < 0 or (i == 0 and rest[:at].strip()):
+            raise ValueError(f"turn {i + 1} is not where the chat template should render it")
+        if i == 0:
+            rest, at = rest[at:], 0
+        end = at + len(answer)
+        if i == len(turns) - 1:
+            rest = rest[:end] + end_of_turn
+            spans.append((at, len(rest)))
+        elif rest.startswith(end_of_turn, end):
+            spans.append((at, end + len(end_of_turn)))
+            cursor = end + len(end_of_turn)
+        else:
+            raise ValueError(f"the chat template does not end answer {i + 1} with {end_of_turn!r}")
+    return rest, spans
 
 
 def shared_media_names(processor) -> set[str]:

@@ -201,16 +201,17 @@ def plan_layout(batch: dict, labels: torch.Tensor, mode: str) -> Plan:
     else:
         raise ValueError(f"unknown packing mode {mode!r}")
 
-    src = []
+    src, labels = [], labels.cpu()
     for r in range(labels.shape[0]):
         key = by_row[r]
         resp, prompt = first[key], prompt_of[key]
-        if resp.length != scored[r]:
-            raise ValueError(f"row {r}: {scored[r]} scored labels but a {resp.length}-token response "
+        # the scored tokens' places in the response: all of it, or a conversation's answers
+        at = (labels[r] != -100).nonzero()[:, 0] - prompt.length
+        if not len(at) or at.min() < 0 or at.max() >= resp.length:
+            raise ValueError(f"row {r}: {scored[r]} scored labels do not lie in its {resp.length}-token response "
                              "in the packed batch")
         last_prompt = prompt.row * width + prompt.start + prompt.length - 1
-        src.append(torch.tensor([last_prompt]))
-        src.append(resp.row * width + resp.start + torch.arange(resp.length - 1))
+        src.append(torch.where(at == 0, last_prompt, resp.row * width + resp.start + at - 1))
     return Plan(mode, out_ids, text_pos, out_branch, segments, torch.cat(src), copies)
 
 

@@ -32,7 +32,7 @@ from mmalign.data.collate import encode_response
 from mmalign.data.encode import record_system
 from mmalign.data.video import Video, fit_within, sample_indices
 from mmalign.methods import method
-from mmalign.models.backbone import chat_messages, encode_prompt
+from mmalign.models.backbone import chat_messages, conversation_response, encode_prompt
 
 
 @dataclass
@@ -75,9 +75,9 @@ def image_size(path: str, s) -> tuple[int, int]:
     return fit_within(h, w, s.max_pixels) if s.max_pixels is not None else (h, w)
 
 
-def template_tokens(processor, prompt: str, n_images: int, video: bool, system) -> int:
+def template_tokens(processor, prompt: str, n_images: int, video: bool, system, history=()) -> int:
     """Tokens of the chat prompt with each media placeholder unexpanded (one token each)."""
-    text = processor.apply_chat_template(chat_messages(prompt, "video" if video else None, n_images, system),
+    text = processor.apply_chat_template(chat_messages(prompt, "video" if video else None, n_images, system, history),
                                          add_generation_prompt=True, tokenize=False)
     return len(processor.tokenizer(text)["input_ids"])
 
@@ -95,8 +95,14 @@ class TokenCounts:
         self.prompt = functools.lru_cache(maxsize=2**16)(self._prompt)
         self.response = functools.lru_cache(maxsize=2**16)(self._response)
 
-    def _prompt(self, prompt: str, n_images: int, video: bool, system: str | None) -> int:
-        return template_tokens(self.processor, prompt, n_images, video, system)
+    def _prompt(self, prompt: str, n_images: int, video: bool, system: str | None, history: tuple = ()) -> int:
+        return template_tokens(self.processor, prompt, n_images, video, system, history)
+
+    def conversation(self, r, system: str | None) -> int:
+        """Tokens of an SFT conversation after its first turn's prompt (`conversation_response`)."""
+        text, _ = conversation_response(self.processor, r.history, r.prompt, r.response,
+                                        "video" if r.video else None, len(r.images or []), system, self.end_of_turn)
+        return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _response(self, text: str) -> int:
         return len(encode_response(self.processor.tokenizer, text, self.end_of_turn).ids)
@@ -124,7 +130,11 @@ def record_length(r, counts: TokenCounts, cfg: RunConfig) -> Length:
     if r.images:
         extra += counts.images(tuple(image_size(p, cfg.sampling) for p in r.images))
     n_placeholders = len(r.images or []) + bool(r.video)
-    prompt = counts.prompt(r.prompt, len(r.images or []), bool(r.video), record_system(r, cfg.data)) + extra
+    system, n_images = record_system(r, cfg.data), len(r.images or [])
+    if r.history and method(cfg.method).records == "sft":  # the first turn, then the rest of the conversation
+        prompt = counts.prompt(r.history[0][0], n_images, bool(r.video), system) + extra
+        return Length(r.source, prompt, extra + n_placeholders, [counts.conversation(r, system)])
+    prompt = counts.prompt(r.prompt, n_images, bool(r.video), system, tuple(r.history or ())) + extra
     texts = [r.response] if method(cfg.method).records != "pair" else [r.chosen, r.rejected]
     return Length(r.source, prompt, extra + n_placeholders, [counts.response(t) for t in texts if t is not None])
 

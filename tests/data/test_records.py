@@ -383,8 +383,8 @@ def test_mask_dpo_lines_are_converted(folder):
     (dict(chosen_item={"sents": ["A."], "type": ["maybe"]}), "'chosen_item.type' must be a list of"),
     (dict(chosen_item=["A."]), "'chosen_item' must be an object"),
     (dict(chosen=[{"role": "assistant", "content": "Something else."}]), "'chosen' differs from the joined"),
-    (dict(prompt=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                  {"role": "user", "content": "c"}]), "prompt messages must be [system?, user]"),
+    (dict(prompt=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]),
+     "prompt messages must be [system?, user, (assistant, user)*]"),
     (dict(prompt=None), "'prompt' must be a string or a list of chat messages"),
 ])
 def test_bad_mask_dpo_lines_are_skipped(folder, change, reason):
@@ -453,9 +453,11 @@ def test_trl_implicit_prompt_lines_read_as_the_same_records_as_ours(folder):
             "rejected": "The second."}
     (a,), _ = read_records(write_lines(folder / "ours.jsonl", [ours]), "pair")
     records, skipped = read_records(write_lines(folder / "implicit.jsonl", lines), "pair")
-    assert [(r.id, r.prompt, r.chosen, r.rejected, r.images) for r in records] == [
+    assert [(r.id, r.prompt, r.chosen, r.rejected, r.images) for r in records[:2]] == [
         (i, a.prompt, a.chosen, a.rejected, a.images) for i in ("i", "p")]
-    assert [s.id for s in skipped] == ["multi"] and "prompt messages must be [system?, user] (one turn)" in skipped[0].reason
+    # a conversation: the messages before the last user turn are its history
+    assert skipped == [] and (records[2].history, records[2].prompt, records[2].chosen, records[2].rejected) == (
+        [("a", "b")], "c", "d", "e")
 
 
 def test_a_trl_line_with_one_image_column_reads_it(folder):
@@ -471,8 +473,11 @@ def test_a_trl_line_with_one_image_column_reads_it(folder):
     (dict(images=["images/a.jpg"]), "the prompt has 2 image part(s) but 'images' lists 1"),
     (dict(prompt=[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Q"}]}]),
      "the prompt has 1 video part(s); a record holds one 'video' path"),
+    (dict(prompt=[{"role": "user", "content": "a"}, {"role": "user", "content": "c"}]),
+     "prompt messages must be [system?, user, (assistant, user)*]"),
     (dict(prompt=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                  {"role": "user", "content": "c"}]), "prompt messages must be [system?, user] (one turn)"),
+                  {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "c"}]}]),
+     "media parts in turn 3; a record's media go with its first user turn"),
     (dict(chosen=[{"role": "assistant", "content": [{"type": "image"}]}]),
      "TRL line: 'chosen' must be a string or [{'role': 'assistant', 'content': text}]"),
     (dict(rejected=[{"role": "user", "content": "x"}]), "TRL line: 'rejected' must be a string or"),
@@ -527,8 +532,11 @@ def test_llamafactory_lines_read_as_the_same_records_as_ours(folder):
 
 @pytest.mark.parametrize("change,reason", [
     (dict(images=["images/a.jpg"]), "the prompt has 2 <image> placeholder(s) for 1 listed"),
-    (dict(conversations=[{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}, {"from": "human", "value": "c"}]),
-     "'conversations' must be ['human'] (one turn, the answers in chosen / rejected)"),
+    (dict(conversations=[{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]),
+     "'conversations' must be [human, (gpt, human)*] (the answers in chosen / rejected)"),
+    (dict(conversations=[{"from": "human", "value": "<image><image>a"}, {"from": "gpt", "value": "b"},
+                         {"from": "human", "value": "<image>c"}]),
+     "a media placeholder in user turn 2; a record's media go with its first user turn"),
     (dict(chosen="The first."), "'chosen' must be {'from': 'gpt', 'value': text}"),
     (dict(videos=["videos/v1.mp4", "videos/v2.mp4"]), "'videos' must list at most one video"),
     (dict(conversations="hi"), "'conversations' must be a list of {from, value} turns"),
@@ -557,12 +565,35 @@ def test_llava_data_lines_read_as_ours(folder):
     assert [s.id for s in skipped] == ["two"] and "'image' must be one path, without 'images'" in skipped[0].reason
 
 
-def test_an_alpaca_line_with_earlier_turns_is_skipped_not_trained_without_them(folder):
-    """Alpaca's `history` went to meta: the record trained on its last instruction alone."""
-    line = {"instruction": "And now?", "input": "", "output": "Blue.", "history": [["What colour?", "Red."]]}
-    records, skipped = read_records(write_lines(folder / "alpaca.jsonl", [line, {**line, "history": []}]), "sft")
-    assert [r.prompt for r in records] == ["And now?"]
-    assert "'history' holds 1 earlier turn(s); a record is one user turn" in skipped[0].reason
+def test_conversations_read_with_their_earlier_turns_in_every_format(folder):
+    """Multi-turn lines (LLaVA-Video-178K's QA, LLaMA-Factory's sharegpt, alpaca's `history`,
+    TRL's messages) were refused as "one turn": the record is its last turn, with the turns
+    before it as `history` and the media with the first of them."""
+    ours = {"id": "o", "video": "videos/v1.mp4", "history": [["What moves?", "A circle."]], "prompt": "Which way?",
+            "response": "Left."}
+    llava = {"id": "l", "video": "videos/v1.mp4", "conversations": [
+        {"from": "human", "value": "<image>\nWhat moves?"}, {"from": "gpt", "value": "A circle."},
+        {"from": "human", "value": "Which way?"}, {"from": "gpt", "value": "Left."}]}
+    alpaca = {"id": "a", "videos": ["videos/v1.mp4"], "instruction": "Which way?", "input": "", "output": "Left.",
+              "history": [["<video>What moves?", "A circle."]]}
+    trl = {"id": "t", "video": "videos/v1.mp4", "messages": [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]},
+        {"role": "assistant", "content": "A circle."}, {"role": "user", "content": "Which way?"},
+        {"role": "assistant", "content": "Left."}]}
+    records, skipped = read_records(write_lines(folder / "sft.jsonl", [ours, llava, alpaca, trl]), "sft")
+    assert skipped == []
+    assert {(r.prompt, r.response, tuple(r.history), r.video) for r in records} == {
+        ("Which way?", "Left.", (("What moves?", "A circle."),), str(folder / "videos" / "v1.mp4"))}
+    pair = {"id": "p", "video": "videos/v1.mp4", "chosen": {"from": "gpt", "value": "Left."},
+            "rejected": {"from": "gpt", "value": "Right."}, "conversations": llava["conversations"][:3]}
+    (r,), skipped = read_records(write_lines(folder / "pair.jsonl", [pair]), "pair")
+    assert (r.history, r.prompt, r.chosen, r.rejected) == ([("What moves?", "A circle.")], "Which way?", "Left.", "Right.")
+    # written back and read again, the same; a GRPO prompt is one turn
+    write_records(folder / "again.jsonl", records)
+    again, _ = read_records(folder / "again.jsonl", "sft")
+    assert [(r.history, r.prompt) for r in again] == [(r.history, r.prompt) for r in records]
+    _, skipped = read_records(write_lines(folder / "grpo.jsonl", [{**ours, "response": None}]), "grpo")
+    assert "'history': a GRPO prompt is one user turn" in skipped[0].reason
 
 
 # ---------------------------------------------------------------- writing back

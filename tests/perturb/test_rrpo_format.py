@@ -20,7 +20,8 @@ def records(folder):
                meta={"generator": "perturb.inject"}),
         Record("r2", "", "Describe the video.", video=f"{v}/b.mp4", chosen="A cat sits.",
                rejected="A cat sits. There is also a dog.", chosen_spans=[(11, 11)], rejected_spans=[(11, 32)]),
-        Record("r3", "", "What moves?", video=f"{v}/b.mp4", chosen="The red ball.", rejected="The blue ball."),
+        Record("r3", "", "What moves?", video=f"{v}/b.mp4", chosen="The red ball.", rejected="The blue ball.",
+               history=[("Is anything there?", "Two balls.")], system="Be brief."),
     ]
 
 
@@ -43,6 +44,7 @@ def test_export_reads_back_as_the_same_pairs(tmp_path):
         assert (b.id, b.prompt, b.chosen, b.rejected, b.video) == (a.id, a.prompt, a.chosen, a.rejected, a.video)
         assert b.chosen_spans == (a.chosen_spans or [(4, 7)]) and b.rejected_spans == (a.rejected_spans or [(4, 8)])
         assert b.rejected_video == a.rejected_video and b.difficulty == a.difficulty
+        assert (b.history, b.system) == (a.history, a.system)  # a conversation's turns were dropped
         assert b.meta["format"] == "rrpo"
 
 
