@@ -116,7 +116,10 @@ class DataConfig:
     max_length: int = _f(4096, "Records longer than this many tokens (prompt + response) are skipped.", ge=1)
     system_prompt: str | None = _f(None, "System message of the records that carry none of their own (`system`, or "
                                          "a system turn); None = the chat template's default.")
-    allow_absolute_paths: bool = _f(False, "Let records name media outside their file's folder.")
+    media_dir: str | None = _f(None, "Folder the records' relative media paths are read under (None = each record "
+                                     "file's own folder). LLaVA-Video-178K's annotation files name videos under "
+                                     "the video root: set it to that root.", aliases=("video_folder", "image_folder"))
+    allow_absolute_paths: bool = _f(False, "Let records name media outside their file's folder (or media_dir).")
     strict: bool = _f(False, "Turn every skipped record or media file into a failure.")
     curriculum: Literal["shuffle", "ordered", "bucketed", "rising_cap"] = _f(
         "shuffle", "Record order: shuffled, or easy-to-hard by `difficulty` (see mmalign/train/curriculum.py).")

@@ -7,7 +7,7 @@ starts on, or a Parquet file (Hugging Face datasets) one row at a time, named by
 line that cannot be used becomes a `Skipped(source="file:line", id, reason)` and the rest of
 the file is still read; `strict=True` raises RecordError ("file:line: reason") at the first such line instead.
 Blank lines are ignored. Media paths are relative to the file's folder (where it really is, for
-a symbolic link to it) and come back absolute;
+a symbolic link to it; or to `media_dir`, data.media_dir) and come back absolute;
 a path that leaves that folder (absolute, or through "..") is refused unless
 `allow_absolute_paths`; with `check_media` a media file must exist (decoding problems are
 found when it is loaded). A line without an "id" gets "sha1:<12 hex>" of its content, so the
@@ -229,14 +229,19 @@ def _span_problem(spans: list, text_length: int) -> str | None:
 
 
 def read_records(path: str | os.PathLike, kind: Kind, strict: bool = False, allow_absolute_paths: bool = False,
-                 check_media: bool = True) -> tuple[list[Record], list[Skipped]]:
+                 check_media: bool = True, media_dir: str | os.PathLike | None = None) -> tuple[list[Record], list[Skipped]]:
     """Read and validate a JSONL record file (see the module docstring for every rule).
-    Returns the usable records in file order and a Skipped for every other non-blank line."""
+    Returns the usable records in file order and a Skipped for every other non-blank line.
+    `media_dir`: the folder relative media paths are read under, instead of the file's."""
     if kind not in REQUIRED:
         raise ValueError(f"kind must be one of {', '.join(REQUIRED)}, got {kind!r}")
+    if media_dir is not None and not Path(media_dir).is_dir():
+        raise RecordError(f"data.media_dir: {media_dir}: not a folder")
     # Relative to where the file really is: a link to a dataset's records file (ln -s
     # /data/ds/pairs.jsonl mine.jsonl) names the dataset's media, not files beside the link.
-    media = _MediaPaths(Path(os.path.realpath(path)).parent, allow_absolute_paths, check_media)
+    base = os.path.realpath(media_dir) if media_dir is not None else os.path.dirname(os.path.realpath(path))
+    media = _MediaPaths(Path(base), allow_absolute_paths, check_media,
+                        name="data.media_dir" if media_dir is not None else "the record file's folder")
     records, skipped, first_line_of = [], [], {}
     for lineno, raw in _numbered_lines(path):
         source, obj = f"{path}:{lineno}", None
@@ -492,9 +497,10 @@ def _difficulty(value) -> float | None:
 
 @dataclass
 class _MediaPaths:
-    folder: Path  # absolute folder of the record file
+    folder: Path  # absolute folder of the record file, or data.media_dir
     allow_absolute: bool
     check_exists: bool
+    name: str = "the record file's folder"
 
     def resolve(self, value, name: str) -> str:
         if isinstance(value, dict) and set(value) == {"bytes", "path"}:  # a Hugging Face Image / Video cell
@@ -508,18 +514,18 @@ class _MediaPaths:
             raise _Invalid(f"'{name}' path {short_repr(value)} holds a NUL character")
         if os.path.isabs(value):
             if not self.allow_absolute:
-                raise _Invalid(f"'{name}' path {value!r} is absolute; paths are relative to the record file's folder "
+                raise _Invalid(f"'{name}' path {value!r} is absolute; paths are relative to {self.name} "
                                "(allow_absolute_paths permits others)")
             full = os.path.normpath(value)
         else:
             full = os.path.normpath(os.path.join(self.folder, value))
             if not self.allow_absolute and not _is_inside(full, self.folder):
-                raise _Invalid(f"'{name}' path {value!r} leaves the record file's folder "
+                raise _Invalid(f"'{name}' path {value!r} leaves {self.name} "
                                "(allow_absolute_paths permits it)")
             # Checked by its real location too: a symlink (or a symlinked folder) must not lead out.
             if not self.allow_absolute and not _is_inside(os.path.realpath(full), os.path.realpath(self.folder)):
                 raise _Invalid(f"'{name}' path {value!r} is a symbolic link (or in a linked folder) that leads out of "
-                               "the record file's folder (allow_absolute_paths permits it)")
+                               f"{self.name} (allow_absolute_paths permits it)")
         if self.check_exists and not os.path.isfile(full):
             raise _Invalid(f"'{name}' file not found: {full}")
         return full
@@ -866,7 +872,7 @@ def reason_counts(skipped) -> list[tuple[str, int]]:
 
 
 FIXES = (("allow_absolute_paths permits", "data.allow_absolute_paths=true"),
-         ("file not found", "media paths are relative to the record file's folder"),
+         ("file not found", "media paths are relative to the record file's folder, or to data.media_dir"),
          ("does not read", "mmalign train --help lists each method's keys"))
 
 

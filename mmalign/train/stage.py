@@ -136,7 +136,7 @@ def load_data(cfg: RunConfig, path: str | None):
         return [], []
     d = cfg.data
     records, skipped = read_records(path, method(cfg.method).records, strict=d.strict,
-                                    allow_absolute_paths=d.allow_absolute_paths)
+                                    allow_absolute_paths=d.allow_absolute_paths, media_dir=d.media_dir)
     if d.difficulty_min is not None or d.difficulty_max is not None:
         lo = -math.inf if d.difficulty_min is None else d.difficulty_min
         hi = math.inf if d.difficulty_max is None else d.difficulty_max

@@ -738,3 +738,18 @@ def test_a_link_to_a_record_file_reads_media_beside_the_file_it_leads_to(folder,
     assert json.loads((folder / "again.jsonl").read_text().splitlines()[0])["video"] == "videos/v1.mp4"
     again, skipped = read_records(linked / "again.jsonl", "pair")
     assert skipped == [] and [r.video for r in again] == [r.video for r in through]
+
+
+def test_media_dir_is_where_relative_media_paths_are_read(folder, tmp_path):
+    """LLaVA-Video-178K's annotation files live apart from the videos and name them under the
+    video root: every line was 'file not found', since paths were read beside the file only."""
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    path = write_lines(ann / "0_30_s_academic.jsonl", [GOOD[0], {**GOOD[0], "id": "out", "video": "../outside.mp4"}])
+    _, skipped = read_records(path, "pair")
+    assert skipped[0].reason.startswith("'video' file not found")
+    records, skipped = read_records(path, "pair", media_dir=folder)
+    assert [r.video for r in records] == [str(folder / "videos" / "v1.mp4")]
+    assert "'video' path '../outside.mp4' leaves data.media_dir (allow_absolute_paths permits it)" in skipped[0].reason
+    with pytest.raises(RecordError, match=r"data.media_dir: .*nowhere: not a folder"):
+        read_records(path, "pair", media_dir=tmp_path / "nowhere")

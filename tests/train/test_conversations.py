@@ -79,7 +79,7 @@ def test_a_pair_s_earlier_turns_are_its_prompt(tmp_path, world, tiny_dir):
 
 def test_sft_on_a_conversation_is_the_nll_of_the_template_s_assistant_tokens(tmp_path, world, tiny_dir):
     """`mmalign train` on a LLaVA-Video-178K-style multi-turn JSON file (it was refused, "one
-    turn"): the first step's loss is the float64 mean NLL, under the model as loaded, of the
+    turn"), its videos under data.media_dir: the first step's loss is the float64 mean NLL, under the model as loaded, of the
     assistant tokens of the chat template's own rendering of the whole conversation (found by
     their headers), with shared prompts on and off."""
     from mmalign.cli import main
@@ -89,14 +89,16 @@ def test_sft_on_a_conversation_is_the_nll_of_the_template_s_assistant_tokens(tmp
     shutil.copytree(world / "videos", tmp_path / "videos")
     conversations = [{"from": "human", "value": "<image>\n" + FIRST[0]}, {"from": "gpt", "value": FIRST[1]},
                      {"from": "human", "value": SECOND[0]}, {"from": "gpt", "value": SECOND[1]}]
-    (tmp_path / "llava_video.json").write_text(json.dumps([{"id": "v0", "video": "videos/vid0000.mp4",
-                                                            "conversations": conversations}], indent=2))
+    annotations = tmp_path / "annotations" / "0_30_s_academic_oe.json"  # apart from the videos, as released
+    annotations.parent.mkdir()
+    annotations.write_text(json.dumps([{"id": "v0", "video": "vid0000.mp4", "conversations": conversations}], indent=2))
     losses = []
     for shared in ("true", "false"):
         out = tmp_path / f"run-{shared}"
         assert main(["train", str(Path(__file__).parents[2] / "configs" / "quickstart.yaml"), f"output_dir={out}",
                      f"model.tiny_dir={tiny_dir}", "world.enabled=false", "stages=[]", "method=sft",
-                     f"data.train_file={tmp_path / 'llava_video.json'}", "train.max_steps=1", "train.batch_size=1",
+                     f"data.train_file={annotations}", f"data.media_dir={tmp_path / 'videos'}",
+                     "train.max_steps=1", "train.batch_size=1",
                      f"train.shared_prompt={shared}", "sampling.num_frames=4"]) == 0
         losses += [row["loss"] for _, row in iter_jsonl(out / "metrics.jsonl")]
 
