@@ -110,7 +110,8 @@ class DataConfig:
     MOVED = SAMPLING_MOVED  # keys that lived here before (named in the error)
 
     train_file: str | None = _f(None, "Records (pair, SFT or GRPO schema; see README): JSONL, one JSON array, or "
-                                      "Parquet.",
+                                      "Parquet; or a glob of such files, read as one (ann/*/*_oe_*.json, "
+                                      "data/train-*.parquet).",
                                 aliases=("dataset", "train_data", "data_path"))
     eval_file: str | None = _f(None, "Held-out records (as train_file) for the before/after summary.")
     max_length: int = _f(4096, "Records longer than this many tokens (prompt + response) are skipped.", ge=1)

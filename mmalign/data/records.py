@@ -71,6 +71,7 @@ files only):
 from __future__ import annotations
 
 import difflib
+import glob
 import hashlib
 import json
 import math
@@ -257,6 +258,34 @@ def read_records(path: str | os.PathLike, kind: Kind, strict: bool = False, allo
             continue
         first_line_of[record.id] = lineno
         records.append(record)
+    return records, skipped
+
+
+def record_files(spec: str | os.PathLike) -> list[str]:
+    """The files a `data.train_file` names: itself, or, where it holds a glob pattern
+    (`annotations/*/*_oe_*.json`, `data/train-*.parquet`), the files it matches, sorted, so
+    that a dataset shipped as many files is read as one."""
+    spec = str(spec)
+    if not glob.has_magic(spec):
+        return [spec]
+    return sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+
+
+def read_record_files(spec: str | os.PathLike, kind: Kind, **options) -> tuple[list[Record], list[Skipped]]:
+    """`read_records` of every file of `record_files(spec)`, in order; a record whose id an
+    earlier file already gave is skipped (strict: refused), as within one file."""
+    records, skipped, first = [], [], {}
+    for path in record_files(spec):
+        got, bad = read_records(path, kind, **options)
+        skipped += bad
+        for r in got:
+            if r.id in first:
+                if options.get("strict"):
+                    raise RecordError(f"{r.source}: duplicate id {r.id!r} (first at {first[r.id]})")
+                skipped.append(Skipped(r.source, r.id, f"duplicate id {r.id!r} (first at {first[r.id]})"))
+                continue
+            first[r.id] = r.source
+            records.append(r)
     return records, skipped
 
 

@@ -5,6 +5,7 @@ stage starts from the previous stage's final weights.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 import yaml
 
 from mmalign.config import ConfigError, RunConfig, changed_keys, stages_of, to_dict
-from mmalign.data.records import RecordError, short_repr
+from mmalign.data.records import RecordError, record_files, short_repr
 from mmalign.io import atomic_write_json, atomic_write_text, check_output_folder, lies_under
 from mmalign.train.checkpoint import is_final
 
@@ -109,9 +110,13 @@ def check_record_files(cfg: RunConfig, where: str = "", made_later: list[str] = 
         path = getattr(cfg.data, key)
         if not path or lies_under(path, made_later) or (only_under is not None and not lies_under(path, only_under)):
             continue
-        if Path(path).is_dir():
-            raise RecordError(f"{where}data.{key}: {path}: a folder, not a record file")
-        if not Path(path).is_file():
+        if glob.has_magic(path):
+            if not record_files(path):
+                raise RecordError(f"{where}data.{key}: {path}: matches no file")
+        elif Path(path).is_dir():
+            raise RecordError(f"{where}data.{key}: {path}: a folder, not a record file (a glob such as "
+                              f"{Path(path) / '*.jsonl'} reads the files in it)")
+        elif not Path(path).is_file():
             raise RecordError(f"{where}data.{key}: {path}: file not found")
         records, _ = load_usable(cfg, key, where)
         problem = curriculum_problem(cfg, records) if key == "train_file" else None
@@ -178,13 +183,19 @@ def run_identity(cfg: RunConfig) -> dict:
             "data_files": {f: file_digest(f) for f in files}}
 
 
-def file_digest(path: str) -> str | None:
-    if not Path(path).is_file():
+def file_digest(spec: str) -> str | None:
+    """A digest of the records `spec` names: a file's bytes, or a glob's files (names and bytes),
+    so that a file added to or taken from what a glob matches is other records too."""
+    files = [f for f in record_files(spec) if Path(f).is_file()]
+    if not files:
         return None
     digest = hashlib.sha256()  # hashlib.file_digest needs Python 3.11; mmalign supports 3.10
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    for path in files:
+        if glob.has_magic(spec):
+            digest.update(path.encode("utf-8") + b"\0")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:16]
 
 

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from mmalign.config import RunConfig, needs_reference, to_dict
-from mmalign.data.records import RecordError, no_usable_records, read_records, reason_counts
+from mmalign.data.records import RecordError, no_usable_records, read_record_files, reason_counts
 from mmalign.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_jsonl
 from mmalign.methods import method
 from mmalign.models.backbone import freeze_vision, load_backbone
@@ -135,8 +135,8 @@ def load_data(cfg: RunConfig, path: str | None):
     if not path:
         return [], []
     d = cfg.data
-    records, skipped = read_records(path, method(cfg.method).records, strict=d.strict,
-                                    allow_absolute_paths=d.allow_absolute_paths, media_dir=d.media_dir)
+    records, skipped = read_record_files(path, method(cfg.method).records, strict=d.strict,
+                                         allow_absolute_paths=d.allow_absolute_paths, media_dir=d.media_dir)
     if d.difficulty_min is not None or d.difficulty_max is not None:
         lo = -math.inf if d.difficulty_min is None else d.difficulty_min
         hi = math.inf if d.difficulty_max is None else d.difficulty_max

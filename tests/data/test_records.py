@@ -753,3 +753,25 @@ def test_media_dir_is_where_relative_media_paths_are_read(folder, tmp_path):
     assert "'video' path '../outside.mp4' leaves data.media_dir (allow_absolute_paths permits it)" in skipped[0].reason
     with pytest.raises(RecordError, match=r"data.media_dir: .*nowhere: not a folder"):
         read_records(path, "pair", media_dir=tmp_path / "nowhere")
+
+
+def test_a_glob_reads_a_dataset_shipped_as_many_files_as_one(folder):
+    """LLaVA-Video-178K ships dozens of annotation files, a hub dataset its Parquet shards: a
+    glob reads the files it matches, in name order, each line named by its own file; an id an
+    earlier file gave is skipped (strict: refused) as within one file."""
+    from mmalign.data.records import read_record_files, record_files
+
+    (folder / "ann" / "b").mkdir(parents=True)
+    write_lines(folder / "ann" / "a_oe.jsonl", [GOOD[0], GOOD[1]])
+    (folder / "ann" / "b" / "b_oe.json").write_text(json.dumps([GOOD[2], {**GOOD[3], "id": "video-pair"}], indent=2))
+    write_lines(folder / "ann" / "b" / "b_cap.jsonl", [GOOD[4]])
+    spec = str(folder / "ann" / "**" / "*_oe.json*")
+    assert record_files(spec) == [str(folder / "ann" / "a_oe.jsonl"), str(folder / "ann" / "b" / "b_oe.json")]
+    records, skipped = read_record_files(spec, "pair", media_dir=folder)
+    assert [r.id for r in records] == ["video-pair", "image-pair", "text-only"]
+    second = [i + 1 for i, t in enumerate((folder / "ann" / "b" / "b_oe.json").read_text().splitlines()) if t == "  {"][1]
+    assert [(s.source, s.reason) for s in skipped] == [(f"{folder / 'ann' / 'b' / 'b_oe.json'}:{second}",
+                                                        f"duplicate id 'video-pair' (first at {folder / 'ann' / 'a_oe.jsonl'}:1)")]
+    with pytest.raises(RecordError, match="duplicate id 'video-pair'"):
+        read_record_files(spec, "pair", media_dir=folder, strict=True)
+    assert record_files(str(folder / "none" / "*.jsonl")) == [] and record_files("plain.jsonl") == ["plain.jsonl"]

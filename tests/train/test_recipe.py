@@ -368,3 +368,33 @@ def test_trl_and_llamafactory_pair_files_train_as_ours(tmp_path, world, tiny_dir
         for b in others:
             assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
             assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+
+
+def test_a_glob_train_file_trains_on_every_file_it_matches(tmp_path, world, tiny_dir, capsys):
+    """`data.train_file: "pairs/*/part-*.json*"` (a dataset shipped as many files): the records
+    of every file it matches train as one set, a file added to what it matches is other records
+    for --resume, and a glob that matches nothing is one line. A folder was, and still is,
+    refused, now with the glob that reads it."""
+    from mmalign.cli import main
+    from mmalign.train.plan import plan
+
+    rows = [{**r, "video": str(world / r["video"])} for _, r in iter_jsonl(world / "pairs_train.jsonl")]
+    for part, chunk in enumerate((rows[:30], rows[30:])):
+        (tmp_path / "pairs" / f"s{part}").mkdir(parents=True)
+        (tmp_path / "pairs" / f"s{part}" / f"part-{part}.json").write_text(json.dumps(chunk, indent=1))
+    spec = str(tmp_path / "pairs" / "*" / "part-*.json*")
+    raw = config(tmp_path, world, tiny_dir, data={"train_file": spec, "allow_absolute_paths": True},
+                 train={"max_steps": 1, "batch_size": 2, "lr": 1e-3})
+    assert plan(build_config(raw))["dpo"]["records"] == len(rows)
+    train(build_config(raw))
+    (tmp_path / "pairs" / "s1" / "part-2.jsonl").write_text(json.dumps(rows[0] | {"id": "new"}) + "\n")
+    with pytest.raises(RunExists, match=r"\*/part-\*\.json\*: other records"):
+        train(build_config(raw), resume=True)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    capsys.readouterr()  # the runs' progress bars
+    for value, error in ((str(tmp_path / "none" / "*.jsonl"), "matches no file"),
+                         (str(tmp_path / "pairs"), f"a folder, not a record file (a glob such as "
+                                                   f"{tmp_path / 'pairs' / '*.jsonl'} reads the files in it)")):
+        assert main(["train", str(path), f"data.train_file={value}", f"output_dir={tmp_path / 'other'}"]) == 2
+        assert capsys.readouterr().err.strip() == f"mmalign: error: data.train_file: {value}: {error}"
