@@ -364,9 +364,10 @@ def _to_record(obj, kind: str, media: _MediaPaths, source: str) -> Record:
         raise _Invalid(f"a line must be a JSON object, got {_json_type(obj)}")
     converter = _foreign_format(obj)
     if converter is not None:
-        name, convert, pairs_only = converter
-        if pairs_only and kind != "pair":
-            raise _Invalid(f"{name} lines are preference pairs, but this file is read as {kind}")
+        name, convert, only = converter
+        if only is not None and kind != only:
+            what = {"pair": "preference pairs", "grpo": "GRPO prompts"}[only]
+            raise _Invalid(f"{name} lines are {what}, but this file is read as {kind}")
         obj = convert(obj)
     _check_field_names(obj)
     missing = [f for f in REQUIRED[kind] if obj.get(f) is None]
@@ -571,15 +572,17 @@ def _is_inside(path: str, folder: Path) -> bool:
 
 
 def _foreign_format(obj: dict):
-    """(format name, converter, whether its lines are preference pairs only), or None."""
+    """(format name, converter, the one record kind its lines are, or None), or None."""
     if "answer_masked" in obj or "pred_masked" in obj:
-        return "RRPO release", _from_rrpo, True
+        return "RRPO release", _from_rrpo, "pair"
     if "chosen_item" in obj or "rejected_item" in obj:
-        return "Mask-DPO", _from_mask_dpo, True
+        return "Mask-DPO", _from_mask_dpo, "pair"
+    if "problem" in obj and "problem_type" in obj:
+        return "Video-R1", _from_video_r1, "grpo"
     if "conversations" in obj or "instruction" in obj or _llamafactory_messages(obj):
-        return "LLaMA-Factory", _from_llamafactory, False
+        return "LLaMA-Factory", _from_llamafactory, None
     if "messages" in obj or "completion" in obj or any(isinstance(obj.get(k), list) for k in ("prompt", "chosen", "rejected")):
-        return "TRL", _from_trl, False
+        return "TRL", _from_trl, None
     return None
 
 
@@ -603,6 +606,60 @@ def _from_rrpo(obj: dict) -> dict:
         out["video"] = obj["media_path"]
     if "id" not in out and obj.get("sample_id") is not None:
         out["id"] = obj["sample_id"]
+    return out
+
+
+# Video-R1's GRPO prompt (tulerfeng/Video-R1 @ 59d65c3, src/r1-v/src/open_r1/grpo.py,
+# make_conversation_image_and_video): its question template, then one instruction per problem type.
+VIDEO_R1_QUESTION = (
+    "{Question}\n"
+    "Please think about this question as if you were a human pondering deeply. "
+    "Engage in an internal dialogue using expressions such as 'let me think', 'wait', 'Hmm', 'oh, I see', "
+    "'let's break it down', etc, or other natural language thought expressions "
+    "It's encouraged to include self-reflection or verification in the reasoning process. "
+    "Provide your detailed reasoning between the <think> </think> tags, and then give your final answer between "
+    "the <answer> </answer> tags.")
+VIDEO_R1_TYPES = {
+    "multiple choice": " Please provide only the single option letter (e.g., A, B, C, D, etc.) within the "
+                       "<answer> </answer> tags.",
+    "numerical": " Please provide the numerical value (e.g., 42 or 3.14) within the <answer> </answer> tags.",
+    "OCR": " Please transcribe text from the image/video clearly and provide your text answer within the "
+           "<answer> </answer> tags.",
+    "free-form": " Please provide your text answer within the <answer> </answer> tags.",
+    "regression": " Please provide the numerical value (e.g., 42 or 3.14) within the <answer> </answer> tags.",
+}
+VIDEO_R1_ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)  # its extract_answer: the first tag
+
+
+def _from_video_r1(obj: dict) -> dict:
+    """A Video-R1-260k line (problem, problem_type, options, solution, data_type, path) as the
+    GRPO prompt its training code builds, the answer inside its solution's <answer> tags, and
+    truth {"kind": problem_type, "choices": options} for the `video_r1_accuracy` reward."""
+    problem, kind, solution = obj.get("problem"), obj.get("problem_type"), obj.get("solution")
+    if not isinstance(problem, str) or not isinstance(solution, str):
+        raise _Invalid("Video-R1 line: 'problem' and 'solution' must be strings")
+    if kind not in VIDEO_R1_TYPES:
+        raise _Invalid(f"Video-R1 line: 'problem_type' {kind!r} is not one of {list(VIDEO_R1_TYPES)}")
+    options = obj.get("options") or []
+    if not (isinstance(options, list) and all(isinstance(o, str) for o in options)) or (
+            kind == "multiple choice" and not options):
+        raise _Invalid(f"Video-R1 line: 'options' must be a list of strings (a multiple-choice line has some), got "
+                       f"{short_repr(obj.get('options'))}")
+    gold = VIDEO_R1_ANSWER.search(solution)
+    if gold is None:
+        raise _Invalid(f"Video-R1 line: 'solution' holds no <answer>...</answer>: {short_repr(solution)}")
+    media, path = obj.get("data_type"), obj.get("path")
+    if media not in ("video", "image") or not isinstance(path, str):
+        raise _Invalid(f"Video-R1 line: 'data_type' must be video or image, with its 'path', got {short_repr(media)}")
+    question = problem + "Options:\n" + "".join(o + "\n" for o in options) if kind == "multiple choice" else problem
+    consumed = {"problem", "problem_type", "options", "solution", "data_type", "path", "meta"}
+    out = _carry_over(obj, consumed, "video_r1")
+    out.update(prompt=VIDEO_R1_QUESTION.format(Question=question) + VIDEO_R1_TYPES[kind], answer=gold.group(1).strip(),
+               truth={"kind": kind, **({"choices": options} if options else {})})
+    out["video" if media == "video" else "images"] = path if media == "video" else [path]
+    if "id" not in out and obj.get("problem_id") is not None:
+        out["id"] = obj["problem_id"]
+        out["meta"].pop("problem_id", None)
     return out
 
 

@@ -7,7 +7,7 @@
         - {name: my_rewards.py:brevity, weight: 0.2, max_words: 5}   # your own function
 
 Built-in terms by room: `rule` (answer_match, choice_match, valid_choice, format,
-temporal_iou, object_precision, object_recall, reference_f1), `model` (reward_model),
+temporal_iou, object_precision, object_recall, reference_f1, video_r1_accuracy), `model` (reward_model),
 `aspects` (instruction_adherence), `length` (length_penalty, overlong_penalty), `hybrid`
 (HARMO's rule-or-model term). `registry` holds the decorator and the sample type, `compose`
 the weighted sum with its start-up checks and per-sample fallbacks.

@@ -87,6 +87,66 @@ def format_reward(sample: Sample, pattern: str = THINK_ANSWER) -> float:
     return float(re.fullmatch(pattern, sample.completion.strip(), re.DOTALL) is not None)
 
 
+def _video_r1_number(text: str) -> float | None:
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level edit distance over the reference's length (at least 1), as Video-R1's wer."""
+    ref, hyp = reference.split(), hypothesis.split()
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, start=1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, start=1):
+            prev, row[j] = row[j], prev if r == h else 1 + min(row[j], row[j - 1], prev)
+    return row[-1] / max(1, len(ref))
+
+
+@reward("video_r1_accuracy")
+def video_r1_accuracy(sample: Sample) -> float:
+    """Video-R1's accuracy reward (tulerfeng/Video-R1 @ 59d65c3, src/r1-v/src/open_r1/grpo.py,
+    accuracy_reward) by the record's problem type, truth['kind'], on the first <answer> of the
+    completion ("" without one) against the record's answer:
+    - multiple choice: 1 if they are equal;
+    - numerical: 0 if one has a decimal point or comma and the other not, else 1 if they are
+      equal rounded to 2 decimals;
+    - OCR: 1 - word error rate, within [0, 1];
+    - free-form: the mean F of ROUGE-1, -2 and -L with stemming (rouge-score, as theirs);
+    - regression: 1 - the relative error, within [0, 1]; 0 where a number does not parse.
+    Theirs takes the type of a batch's first record for all of it; here each record's own."""
+    from mmalign.data.records import VIDEO_R1_ANSWER
+
+    kind, gold = (sample.truth or {}).get("kind"), sample.answer
+    if gold is None:
+        raise ValueError("the record has no 'answer'")
+    found = VIDEO_R1_ANSWER.search(sample.completion)
+    out = found.group(1).strip() if found else ""
+    if kind == "multiple choice":
+        return float(out == gold.strip())
+    if kind in ("numerical", "regression"):
+        if kind == "numerical" and any(c in gold for c in ".,") != any(c in out for c in ".,"):
+            return 0.0
+        g, o = _video_r1_number(gold), _video_r1_number(out)
+        if g is None or o is None:
+            return 0.0
+        if kind == "numerical":
+            return float(round(g, 2) == round(o, 2))
+        return 1.0 - min(1.0, max(0.0, (abs(o - g) + 1e-9) / (abs(g) + 1e-9)))
+    if kind == "OCR":
+        return min(1.0, max(0.0, 1.0 - word_error_rate(gold, out)))
+    if kind == "free-form":
+        try:
+            from rouge_score import rouge_scorer
+        except ImportError:
+            raise ValueError("free-form answers are scored with ROUGE: pip install -e '.[r1]' (rouge-score)") from None
+        scores = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True).score(gold, out)
+        return min(1.0, max(0.0, sum(v.fmeasure for v in scores.values()) / 3))
+    raise ValueError(f"truth['kind'] {kind!r} is no Video-R1 problem type")
+
+
 def parse_span(text: str) -> tuple[float, float] | None:
     """The first two numbers of `text` as a time span, e.g. "from 2.5 to 7 s" -> (2.5, 7.0)."""
     nums = [float(x) for x in _NUMBER.findall(text)]

@@ -775,3 +775,48 @@ def test_a_glob_reads_a_dataset_shipped_as_many_files_as_one(folder):
     with pytest.raises(RecordError, match="duplicate id 'video-pair'"):
         read_record_files(spec, "pair", media_dir=folder, strict=True)
     assert record_files(str(folder / "none" / "*.jsonl")) == [] and record_files("plain.jsonl") == ["plain.jsonl"]
+
+
+def video_r1_line(**kw):
+    return {"problem_id": 7, "problem": "Which object moves first?", "data_type": "video",
+            "problem_type": "multiple choice", "options": ["A. the ball", "B. the cup"], "process": "<think>..</think>",
+            "solution": "<answer>B</answer>", "path": "./videos/v1.mp4", "data_source": "LLaVA-Video-178K", **kw}
+
+
+def test_video_r1_lines_read_as_the_grpo_prompts_its_training_code_builds(folder):
+    """Video-R1-260k (the video GRPO dataset) was refused field by field. Its prompt is the
+    question, its options one per line, Video-R1's template and the problem type's instruction,
+    written out here from its grpo.py; the answer is what its solution's <answer> holds."""
+    numerical = video_r1_line(problem_id=8, problem="How many cups?", problem_type="numerical", options=None,
+                              solution="<answer> 3 </answer>", data_type="image", path="images/a.jpg")
+    records, skipped = read_records(write_lines(folder / "r1.jsonl", [video_r1_line(), numerical]), "grpo")
+    assert skipped == []
+    think = ("Please think about this question as if you were a human pondering deeply. Engage in an internal "
+             "dialogue using expressions such as 'let me think', 'wait', 'Hmm', 'oh, I see', 'let's break it down', "
+             "etc, or other natural language thought expressions It's encouraged to include self-reflection or "
+             "verification in the reasoning process. Provide your detailed reasoning between the <think> </think> "
+             "tags, and then give your final answer between the <answer> </answer> tags.")
+    mc, num = records
+    assert mc.prompt == ("Which object moves first?Options:\nA. the ball\nB. the cup\n\n" + think + " Please provide "
+                         "only the single option letter (e.g., A, B, C, D, etc.) within the <answer> </answer> tags.")
+    assert (mc.id, mc.answer, mc.video, mc.truth) == ("7", "B", str(folder / "videos" / "v1.mp4"),
+                                                      {"kind": "multiple choice", "choices": ["A. the ball", "B. the cup"]})
+    assert mc.meta == {"process": "<think>..</think>", "data_source": "LLaVA-Video-178K", "format": "video_r1"}
+    assert num.prompt == ("How many cups?\n" + think + " Please provide the numerical value (e.g., 42 or 3.14) within "
+                          "the <answer> </answer> tags.")
+    assert (num.answer, num.images, num.truth) == ("3", [str(folder / "images" / "a.jpg")], {"kind": "numerical"})
+    _, skipped = read_records(write_lines(folder / "r1_pairs.jsonl", [video_r1_line()]), "pair")
+    assert "Video-R1 lines are GRPO prompts, but this file is read as pair" in skipped[0].reason
+
+
+@pytest.mark.parametrize("change,reason", [
+    (dict(problem_type="essay"), "'problem_type' 'essay' is not one of"),
+    (dict(options=[]), "'options' must be a list of strings (a multiple-choice line has some)"),
+    (dict(solution="B"), "'solution' holds no <answer>...</answer>"),
+    (dict(data_type="audio"), "'data_type' must be video or image"),
+])
+def test_bad_video_r1_lines_are_skipped(folder, change, reason):
+    path = write_lines(folder / "lines.jsonl", [video_r1_line(), video_r1_line(problem_id=9, **change)])
+    records, skipped = read_records(path, "grpo")
+    assert [r.id for r in records] == ["7"] and [s.source for s in skipped] == [f"{path}:2"]
+    assert reason in skipped[0].reason

@@ -121,3 +121,39 @@ def test_reference_f1():
     assert reference_f1(sample) == pytest.approx(2 * 0.6 * 0.6 / 1.2)
     assert reference_f1(s("blue", "red")) == 0.0
     assert reference_f1(s("red red", "red")) == pytest.approx(2 * 0.5 * 1 / 1.5)  # counts clipped
+
+
+def _r1(kind, answer, completion):
+    from mmalign.rewards.rule import video_r1_accuracy
+
+    return video_r1_accuracy(Sample("q", completion, answer=answer, truth={"kind": kind}))
+
+
+@pytest.mark.parametrize("kind, answer, completion, expected", [
+    ("multiple choice", "B", "<think>hmm</think><answer> B </answer>", 1.0),
+    ("multiple choice", "B", "<answer>B.</answer>", 0.0),             # exact, as theirs
+    ("multiple choice", "B", "B", 0.0),                                # no tag: "" (theirs), not the text
+    ("multiple choice", "B", "<answer>B</answer> then <answer>C</answer>", 1.0),  # the first tag
+    ("numerical", "1,000", "<answer>1000.0</answer>", 1.0),           # both have a decimal mark
+    ("numerical", "3", "<answer>3.0</answer>", 0.0),                  # one has one, the other not
+    ("numerical", "3.14159", "<answer>3.139</answer>", 1.0),           # equal at 2 decimals
+    ("numerical", "3", "<answer>three</answer>", 0.0),
+    ("regression", "10", "<answer>12</answer>", 0.8),                  # 1 - |12-10| / 10
+    ("regression", "10", "<answer>40</answer>", 0.0),                  # relative error clipped at 1
+    ("OCR", "stop here now", "<answer>stop her now please</answer>", 1 / 3),  # 1 substitution + 1 insertion over 3
+    ("OCR", "a", "<answer>x y z</answer>", 0.0),
+])
+def test_video_r1_accuracy_by_problem_type(kind, answer, completion, expected):
+    assert _r1(kind, answer, completion) == pytest.approx(expected)
+
+
+def test_video_r1_free_form_needs_rouge_score_and_its_kind():
+    try:
+        import rouge_score  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match=r"scored with ROUGE: pip install -e .\.\[r1\]. \(rouge-score\)"):
+            _r1("free-form", "a red ball", "<answer>a red ball</answer>")
+    else:
+        assert _r1("free-form", "a red ball", "<answer>a red ball</answer>") == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no Video-R1 problem type"):
+        _r1("essay", "x", "<answer>x</answer>")

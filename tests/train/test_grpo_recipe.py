@@ -2,6 +2,7 @@
 per prompt), the sampled-distribution scorer, and runs on the tiny Qwen2.5-VL and the world."""
 
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -319,3 +320,32 @@ def test_a_reward_term_no_record_can_feed_is_refused_before_training(tmp_path, m
     assert not (tmp_path / "run").exists()
     (tmp_path / "g.jsonl").write_text((tmp_path / "g.jsonl").read_text().replace('"solution"', '"answer"'))
     assert main(["train", "c.yaml"]) == 0
+
+
+def test_video_r1_data_trains_with_its_accuracy_reward(tmp_path, world, monkeypatch, capsys):
+    """`mmalign train` with GRPO on a Video-R1-260k file (one JSON array, `path`s under the data
+    root, data.media_dir), rewarded by video_r1_accuracy and the format term: the file was
+    refused line by line. Its accuracy term reads each record's problem type; a record of an
+    unknown type would fail on every record and is refused before training."""
+    from mmalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(world / "videos", tmp_path / "Video-R1-data" / "videos")
+    lines = [{"problem_id": i, "problem": "How many shapes move?", "data_type": "video", "problem_type": "numerical",
+              "solution": "<answer>2</answer>", "path": f"./videos/vid000{i}.mp4"} for i in range(2)]
+    (tmp_path / "Video-R1-260k.json").write_text(json.dumps(lines, indent=2))
+    (tmp_path / "c.yaml").write_text(
+        f"method: grpo\noutput_dir: run\nmodel: {{tiny: qwen2_5_vl, tiny_dir: {tmp_path / 'tiny'}}}\n"
+        "data: {train_file: Video-R1-260k.json, media_dir: Video-R1-data}\nsampling: {num_frames: 4}\n"
+        "train: {max_steps: 1, batch_size: 2}\n"
+        "grpo: {num_generations: 2, max_new_tokens: 4, rewards: [{name: video_r1_accuracy}, {name: format}]}\n")
+    assert main(["train", "c.yaml"]) == 0
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0.0 <= row["rewards/video_r1_accuracy"] <= 1.0 and 0.0 <= row["rewards/format"] <= 1.0, row
+    capsys.readouterr()
+    (tmp_path / "Video-R1-260k.json").write_text(json.dumps([{**r, "problem_type": "free-form"} for r in lines]))
+    try:
+        import rouge_score  # noqa: F401
+    except ImportError:  # without rouge-score, a free-form record cannot be scored
+        assert main(["train", "c.yaml", "output_dir=run2"]) == 2
+        assert "video_r1_accuracy fails on every record" in capsys.readouterr().err
