@@ -153,7 +153,8 @@ def test_video_r1_free_form_needs_rouge_score_and_its_kind():
     except ImportError:
         with pytest.raises(ValueError, match=r"scored with ROUGE: pip install -e .\.\[r1\]. \(rouge-score\)"):
             _r1("free-form", "a red ball", "<answer>a red ball</answer>")
-    else:
-        assert _r1("free-form", "a red ball", "<answer>a red ball</answer>") == pytest.approx(1.0)
+    else:  # stems: move / roll; ROUGE-1 F 3/5, ROUGE-2 F 1/4 (red ball), ROUGE-L F 3/5 (red ball left)
+        assert _r1("free-form", "a red ball moves left", "<answer>the red ball rolls left</answer>") == pytest.approx(
+            (0.6 + 0.25 + 0.6) / 3)
     with pytest.raises(ValueError, match="no Video-R1 problem type"):
         _r1("essay", "x", "<answer>x</answer>")
