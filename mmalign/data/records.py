@@ -364,11 +364,12 @@ def _to_record(obj, kind: str, media: _MediaPaths, source: str) -> Record:
         raise _Invalid(f"a line must be a JSON object, got {_json_type(obj)}")
     converter = _foreign_format(obj)
     if converter is not None:
-        name, convert, only = converter
-        if only is not None and kind != only:
-            what = {"pair": "preference pairs", "grpo": "GRPO prompts"}[only]
+        name, convert, kinds = converter
+        if kinds is not None and kind not in kinds:
+            what = " or ".join({"pair": "preference pairs", "grpo": "GRPO prompts", "sft": "SFT records"}[k]
+                               for k in kinds)
             raise _Invalid(f"{name} lines are {what}, but this file is read as {kind}")
-        obj = convert(obj)
+        obj = convert(obj, kind)
     _check_field_names(obj)
     missing = [f for f in REQUIRED[kind] if obj.get(f) is None]
     if missing:
@@ -572,13 +573,13 @@ def _is_inside(path: str, folder: Path) -> bool:
 
 
 def _foreign_format(obj: dict):
-    """(format name, converter, the one record kind its lines are, or None), or None."""
+    """(format name, converter(obj, kind), the record kinds its lines can be or None for any), or None."""
     if "answer_masked" in obj or "pred_masked" in obj:
-        return "RRPO release", _from_rrpo, "pair"
+        return "RRPO release", _from_rrpo, ("pair",)
     if "chosen_item" in obj or "rejected_item" in obj:
-        return "Mask-DPO", _from_mask_dpo, "pair"
+        return "Mask-DPO", _from_mask_dpo, ("pair",)
     if "problem" in obj and "problem_type" in obj:
-        return "Video-R1", _from_video_r1, "grpo"
+        return "Video-R1", _from_video_r1, ("grpo", "sft")
     if "conversations" in obj or "instruction" in obj or _llamafactory_messages(obj):
         return "LLaMA-Factory", _from_llamafactory, None
     if "messages" in obj or "completion" in obj or any(isinstance(obj.get(k), list) for k in ("prompt", "chosen", "rejected")):
@@ -592,7 +593,7 @@ _PASSTHROUGH = ("id", "video", "images", "difficulty", "rejected_video", "truth"
 _PLACEHOLDER = re.compile(r"<(?:image|video)>\n?")
 
 
-def _from_rrpo(obj: dict) -> dict:
+def _from_rrpo(obj: dict, kind: str) -> dict:
     chosen, chosen_spans = _untag(obj, "answer_masked", "answer")
     rejected, rejected_spans = _untag(obj, "pred_masked", "pred")
     question = obj.get("question")
@@ -631,18 +632,20 @@ VIDEO_R1_TYPES = {
 VIDEO_R1_ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)  # its extract_answer: the first tag
 
 
-def _from_video_r1(obj: dict) -> dict:
+def _from_video_r1(obj: dict, kind: str) -> dict:
     """A Video-R1-260k line (problem, problem_type, options, solution, data_type, path) as the
     GRPO prompt its training code builds, the answer inside its solution's <answer> tags, and
-    truth {"kind": problem_type, "choices": options} for the `video_r1_accuracy` reward."""
-    problem, kind, solution = obj.get("problem"), obj.get("problem_type"), obj.get("solution")
+    truth {"kind": problem_type, "choices": options} for the `video_r1_accuracy` reward. Read
+    as SFT (Video-R1-COT-165k, src/r1-v/src/open_r1/sft_video.py), the response is its
+    `process` (the reasoning), a newline and its solution, under its system message."""
+    problem, ptype, solution = obj.get("problem"), obj.get("problem_type"), obj.get("solution")
     if not isinstance(problem, str) or not isinstance(solution, str):
         raise _Invalid("Video-R1 line: 'problem' and 'solution' must be strings")
-    if kind not in VIDEO_R1_TYPES:
-        raise _Invalid(f"Video-R1 line: 'problem_type' {kind!r} is not one of {list(VIDEO_R1_TYPES)}")
+    if ptype not in VIDEO_R1_TYPES:
+        raise _Invalid(f"Video-R1 line: 'problem_type' {ptype!r} is not one of {list(VIDEO_R1_TYPES)}")
     options = obj.get("options") or []
     if not (isinstance(options, list) and all(isinstance(o, str) for o in options)) or (
-            kind == "multiple choice" and not options):
+            ptype == "multiple choice" and not options):
         raise _Invalid(f"Video-R1 line: 'options' must be a list of strings (a multiple-choice line has some), got "
                        f"{short_repr(obj.get('options'))}")
     gold = VIDEO_R1_ANSWER.search(solution)
@@ -651,11 +654,17 @@ def _from_video_r1(obj: dict) -> dict:
     media, path = obj.get("data_type"), obj.get("path")
     if media not in ("video", "image") or not isinstance(path, str):
         raise _Invalid(f"Video-R1 line: 'data_type' must be video or image, with its 'path', got {short_repr(media)}")
-    question = problem + "Options:\n" + "".join(o + "\n" for o in options) if kind == "multiple choice" else problem
+    question = problem + "Options:\n" + "".join(o + "\n" for o in options) if ptype == "multiple choice" else problem
     consumed = {"problem", "problem_type", "options", "solution", "data_type", "path", "meta"}
+    if kind == "sft":
+        if not isinstance(obj.get("process"), str):
+            raise _Invalid("Video-R1 line read as SFT: 'process' (its reasoning, Video-R1-COT) must be a string")
+        consumed.add("process")
     out = _carry_over(obj, consumed, "video_r1")
-    out.update(prompt=VIDEO_R1_QUESTION.format(Question=question) + VIDEO_R1_TYPES[kind], answer=gold.group(1).strip(),
-               truth={"kind": kind, **({"choices": options} if options else {})})
+    out.update(prompt=VIDEO_R1_QUESTION.format(Question=question) + VIDEO_R1_TYPES[ptype], answer=gold.group(1).strip(),
+               truth={"kind": ptype, **({"choices": options} if options else {})})
+    if kind == "sft":
+        out.update(response=obj["process"] + "\n" + solution, system="You are a helpful assistant")
     out["video" if media == "video" else "images"] = path if media == "video" else [path]
     if "id" not in out and obj.get("problem_id") is not None:
         out["id"] = obj["problem_id"]
@@ -678,7 +687,7 @@ def _untag(obj: dict, masked_name: str, plain_name: str) -> tuple[str, list[Span
     return text, spans
 
 
-def _from_mask_dpo(obj: dict) -> dict:
+def _from_mask_dpo(obj: dict, kind: str) -> dict:
     prompt, system, history = _mask_dpo_prompt(obj)
     chosen, chosen_labels = _from_sentences(obj, "chosen_item", "chosen")
     rejected, rejected_labels = _from_sentences(obj, "rejected_item", "rejected")
@@ -747,7 +756,7 @@ def _mask_dpo_prompt(obj: dict) -> tuple[str, str | None, list]:
     return prompt, system, history
 
 
-def _from_trl(obj: dict) -> dict:
+def _from_trl(obj: dict, kind: str) -> dict:
     consumed = {"prompt", "chosen", "rejected", "completion", "messages", "answer", "image", "meta"}
     out = _carry_over(obj, consumed, "trl")
     if obj.get("answer") is not None:  # a GRPO line's reference answer, ours by name
@@ -812,7 +821,7 @@ def _llamafactory_messages(obj: dict) -> bool:
             or any(isinstance(obj.get(k), dict) for k in ("chosen", "rejected")))
 
 
-def _from_llamafactory(obj: dict) -> dict:
+def _from_llamafactory(obj: dict, kind: str) -> dict:
     consumed = {"conversations", "messages", "instruction", "input", "output", "chosen", "rejected", "system",
                 "videos", "image", "history", "meta"}
     out = _carry_over(obj, consumed, "llamafactory")

@@ -806,7 +806,14 @@ def test_video_r1_lines_read_as_the_grpo_prompts_its_training_code_builds(folder
                           "the <answer> </answer> tags.")
     assert (num.answer, num.images, num.truth) == ("3", [str(folder / "images" / "a.jpg")], {"kind": "numerical"})
     _, skipped = read_records(write_lines(folder / "r1_pairs.jsonl", [video_r1_line()]), "pair")
-    assert "Video-R1 lines are GRPO prompts, but this file is read as pair" in skipped[0].reason
+    assert "Video-R1 lines are GRPO prompts or SFT records, but this file is read as pair" in skipped[0].reason
+    # Video-R1-COT as SFT (its sft_video.py): the reasoning, a newline, the solution, under its system message
+    (sft,), _ = read_records(write_lines(folder / "cot.jsonl", [video_r1_line(process="<think>The cup.</think>")]),
+                             "sft")
+    assert (sft.prompt, sft.response, sft.system) == (mc.prompt, "<think>The cup.</think>\n<answer>B</answer>",
+                                                      "You are a helpful assistant")
+    _, skipped = read_records(write_lines(folder / "no_cot.jsonl", [video_r1_line(process=None)]), "sft")
+    assert "'process' (its reasoning, Video-R1-COT) must be a string" in skipped[0].reason
 
 
 @pytest.mark.parametrize("change,reason", [

@@ -89,7 +89,8 @@ def test_the_cli_says_it_in_one_line(tmp_path):
     ("model: {}\ndata: {train_file: d.jsonl}\n", "model: set model.path (a checkpoint folder) or model.tiny (an offline preset)"),
     ("model: {tiny: qwen2_5_vl}\n", "data.train_file: not set (a JSONL of dpo records)"),
     ("model: {tiny: qwen2_5_vl}\ndata: {train_file: nope.jsonl}\n", "data.train_file: nope.jsonl: file not found"),
-    ("model: {tiny: qwen2_5_vl}\ndata: {train_file: .}\n", "data.train_file: .: a folder, not a record file"),
+    ("model: {tiny: qwen2_5_vl}\ndata: {train_file: .}\n",
+     "data.train_file: .: a folder, not a record file (a glob such as *.jsonl reads the files in it)"),
     # The second stage's eval file was read after the first stage had trained, in a claimed folder.
     ("model: {tiny: qwen2_5_vl}\nstages:\n  - {name: a, data: {train_file: d.jsonl}}\n"
      "  - {name: b, data: {train_file: d.jsonl, eval_file: nope.jsonl}}\n",
