@@ -274,6 +274,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {_type_name(tp)}")
     if origin is Literal:
+        # YAML 1.1 (PyYAML) reads no / off / yes / on as booleans: `mixed_precision: no` is the
+        # choice "no", not False.
+        spelled = [a for a in typing.get_args(tp) if isinstance(value, bool) and isinstance(a, str)
+                   and a.lower() in (("yes", "on") if value else ("no", "off"))]
+        if len(spelled) == 1:
+            return spelled[0]
         if value not in typing.get_args(tp):
             hint = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(tp)], n=1)
             raise ConfigError(f"{path}: {value!r} is not one of {list(typing.get_args(tp))}"

@@ -407,3 +407,13 @@ def test_a_setting_no_stage_reads_is_refused(raw, error):
                {"method": "sft", "grpo": {"kl_beta": 0.0}, "stages": [{"method": "sft"}, {"method": "grpo"}]},
                to_dict(build_config({"method": "dpo"}))):  # a stage's written config.yaml: every section
         build_config(ok)
+
+
+def test_a_choice_yaml_reads_as_a_boolean_is_the_choice(tmp_path):
+    """`train.mixed_precision=no` (and `mixed_precision: no` in a file), a choice the help lists,
+    was refused: YAML 1.1 reads `no` as False ("False is not one of ['auto', 'no', ...]")."""
+    assert load_config(staged(tmp_path), ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    (tmp_path / "c.yaml").write_text("method: dpo\ntrain: {mixed_precision: no}\n")
+    assert load_config(tmp_path / "c.yaml", []).train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match=r"train.mixed_precision: True is not one of"):
+        load_config(tmp_path / "c.yaml", ["train.mixed_precision=yes"])
