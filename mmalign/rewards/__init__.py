@@ -8,7 +8,7 @@
 
 Built-in terms by room: `rule` (answer_match, choice_match, valid_choice, format,
 temporal_iou, object_precision, object_recall, reference_f1, video_r1_accuracy), `model` (reward_model),
-`aspects` (instruction_adherence), `length` (length_penalty, overlong_penalty), `hybrid`
+`aspects` (instruction_adherence), `length` (length_penalty, overlong_penalty, video_r1_length), `hybrid`
 (HARMO's rule-or-model term). `registry` holds the decorator and the sample type, `compose`
 the weighted sum with its start-up checks and per-sample fallbacks.
 """

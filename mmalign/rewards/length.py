@@ -15,6 +15,10 @@ group with no correct sample; lengths in tokens or words.
 
 `overlong_penalty` (DAPO, https://arxiv.org/abs/2503.14476, eq. 13): a soft penalty on
 completions close to the generation limit.
+
+`video_r1_length` (Video-R1's length control, tulerfeng/Video-R1 @ 59d65c3,
+src/r1-v/src/open_r1/trainer/grpo_trainer.py, `len_control`): where more than one sample of the
+group is correct, each correct one of 320 to 512 tokens earns +0.2.
 """
 
 from __future__ import annotations
@@ -52,3 +56,14 @@ def overlong_penalty(sample: Sample, max_tokens: int, buffer: int) -> float:
     if n > max_tokens:
         return -1.0
     return 0.0 if n <= start else (start - n) / buffer
+
+
+@reward("video_r1_length", scope="group", refers=("correct_term",))
+def video_r1_length(samples: list[Sample], correct_term: str = "video_r1_accuracy", threshold: float = 0.1,
+                    min_tokens: int = 320, max_tokens: int = 512, bonus: float = 0.2) -> list[float]:
+    """Video-R1's length control (module docstring): correct = `correct_term`'s raw value above
+    `threshold` (theirs: the accuracy reward > 0.1); lengths in tokens, end of turn included."""
+    correct = [s.scores[correct_term] > threshold for s in samples]
+    if sum(correct) <= 1:
+        return [0.0] * len(samples)
+    return [bonus if ok and min_tokens <= s.num_tokens <= max_tokens else 0.0 for s, ok in zip(samples, correct)]

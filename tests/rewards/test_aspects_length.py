@@ -69,3 +69,16 @@ def test_length_penalty_in_words_and_equal_lengths():
 def test_overlong_penalty_dapo(tokens, expected):
     # max 16, buffer 4: free up to 12, then (12 - L) / 4
     assert overlong_penalty(s("x", tokens=tokens), max_tokens=16, buffer=4) == expected
+
+
+def test_video_r1_length_control():
+    """+0.2 to each correct sample (accuracy > 0.1) of 320-512 tokens, where more than one of
+    the group is correct; nothing where at most one is."""
+    from mmalign.rewards.length import video_r1_length
+
+    def group(*pairs):
+        return [Sample("q", "c", num_tokens=n, scores={"video_r1_accuracy": acc}) for acc, n in pairs]
+
+    assert video_r1_length(group((1.0, 400), (0.5, 320), (1.0, 513), (0.1, 400), (0.0, 450))) == [0.2, 0.2, 0.0, 0.0,
+                                                                                                 0.0]
+    assert video_r1_length(group((1.0, 400), (0.0, 400), (0.05, 400))) == [0.0, 0.0, 0.0]
