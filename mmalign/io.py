@@ -145,6 +145,11 @@ def json_array_document(text: str) -> list[tuple[int, str]] | None:
     return None
 
 
+def broken_array(path, e: json.JSONDecodeError) -> str:
+    """`path`:line: why a file that starts a JSON array is not one (`json_array_document`)."""
+    return f"{path}:{e.lineno}: a JSON array file, but not valid JSON ({e.msg} at column {e.colno})"
+
+
 def check_output_folder(path: str | os.PathLike, key: str) -> None:
     """Refuse, in one line naming `key` (output_dir, --out), a folder a command would write into
     where a file stands: on the folder itself or on one of the folders above it. Checked before

@@ -34,7 +34,7 @@ import numpy as np
 
 from mmalign.config import ConfigError
 from mmalign.data.records import sentence_spans
-from mmalign.io import json_array_document, read_user_text
+from mmalign.io import broken_array, json_array_document, read_user_text
 from mmalign.world import COLORS, SHAPES
 from mmalign.world.text import ANSWER_CHOICES, benchmark_items, caption_sentences, motion_phrase, qa_pairs
 
@@ -131,8 +131,7 @@ def read_questions(path: str) -> tuple[dict[str, list[dict]], list[str]]:
     try:
         items = json_array_document(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}:{e.lineno}: a JSON array file, but not valid JSON ({e.msg} at column "
-                          f"{e.colno})") from None
+        raise ConfigError(broken_array(path, e)) from None
     if items is None:
         items = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     by_stem, unread = {}, {}

@@ -82,7 +82,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from mmalign.io import atomic_write_jsonl, json_array_document
+from mmalign.io import atomic_write_jsonl, broken_array, json_array_document
 
 Span = tuple[int, int]
 Kind = Literal["pair", "sft", "grpo"]
@@ -230,10 +230,13 @@ def _span_problem(spans: list, text_length: int) -> str | None:
 
 
 def read_records(path: str | os.PathLike, kind: Kind, strict: bool = False, allow_absolute_paths: bool = False,
-                 check_media: bool = True, media_dir: str | os.PathLike | None = None) -> tuple[list[Record], list[Skipped]]:
+                 check_media: bool = True, media_dir: str | os.PathLike | None = None,
+                 seen: dict[str, tuple[str, int]] | None = None) -> tuple[list[Record], list[Skipped]]:
     """Read and validate a JSONL record file (see the module docstring for every rule).
     Returns the usable records in file order and a Skipped for every other non-blank line.
-    `media_dir`: the folder relative media paths are read under, instead of the file's."""
+    `media_dir`: the folder relative media paths are read under, instead of the file's.
+    `seen`: id -> (file, line) of the records read before, in this file or earlier ones; a
+    record whose id is there is a duplicate."""
     if kind not in REQUIRED:
         raise ValueError(f"kind must be one of {', '.join(REQUIRED)}, got {kind!r}")
     if media_dir is not None and not Path(media_dir).is_dir():
@@ -243,20 +246,22 @@ def read_records(path: str | os.PathLike, kind: Kind, strict: bool = False, allo
     base = os.path.realpath(media_dir) if media_dir is not None else os.path.dirname(os.path.realpath(path))
     media = _MediaPaths(Path(base), allow_absolute_paths, check_media,
                         name="data.media_dir" if media_dir is not None else "the record file's folder")
-    records, skipped, first_line_of = [], [], {}
+    records, skipped, seen = [], [], {} if seen is None else seen
     for lineno, raw in _numbered_lines(path):
         source, obj = f"{path}:{lineno}", None
         try:
             obj = _parse_line(raw)
             record = _to_record(obj, kind, media, source)
-            if record.id in first_line_of:
-                raise _Invalid(f"duplicate id {record.id!r} (first on line {first_line_of[record.id]})")
+            if record.id in seen:
+                first, line = seen[record.id]
+                raise _Invalid(f"duplicate id {record.id!r} "
+                               + (f"(first on line {line})" if first == str(path) else f"(first at {first}:{line})"))
         except _Invalid as e:
             if strict:
                 raise RecordError(f"{source}: {e}") from None
             skipped.append(Skipped(source, _peek_id(obj), str(e)))
             continue
-        first_line_of[record.id] = lineno
+        seen[record.id] = (str(path), lineno)
         records.append(record)
     return records, skipped
 
@@ -274,18 +279,11 @@ def record_files(spec: str | os.PathLike) -> list[str]:
 def read_record_files(spec: str | os.PathLike, kind: Kind, **options) -> tuple[list[Record], list[Skipped]]:
     """`read_records` of every file of `record_files(spec)`, in order; a record whose id an
     earlier file already gave is skipped (strict: refused), as within one file."""
-    records, skipped, first = [], [], {}
+    records, skipped, seen = [], [], {}
     for path in record_files(spec):
-        got, bad = read_records(path, kind, **options)
+        got, bad = read_records(path, kind, seen=seen, **options)
+        records += got
         skipped += bad
-        for r in got:
-            if r.id in first:
-                if options.get("strict"):
-                    raise RecordError(f"{r.source}: duplicate id {r.id!r} (first at {first[r.id]})")
-                skipped.append(Skipped(r.source, r.id, f"duplicate id {r.id!r} (first at {first[r.id]})"))
-                continue
-            first[r.id] = r.source
-            records.append(r)
     return records, skipped
 
 
@@ -305,8 +303,7 @@ def _numbered_lines(path) -> list[tuple[int, bytes]]:
         except UnicodeDecodeError:
             items = None  # not one text: read line by line, where each bad line is named
         except json.JSONDecodeError as e:
-            raise RecordError(f"{path}:{e.lineno}: a JSON array file, but not valid JSON "
-                              f"({e.msg} at column {e.colno}); no record was read") from None
+            raise RecordError(f"{broken_array(path, e)}; no record was read") from None
         if items is not None:
             return [(line, item.encode("utf-8")) for line, item in items]
     return [(i, raw) for i, raw in enumerate(data.split(b"\n"), start=1) if raw.strip()]
@@ -665,7 +662,10 @@ def _from_video_r1(obj: dict, kind: str) -> dict:
                truth={"kind": ptype, **({"choices": options} if options else {})})
     if kind == "sft":
         out.update(response=obj["process"] + "\n" + solution, system="You are a helpful assistant")
-    out["video" if media == "video" else "images"] = path if media == "video" else [path]
+    if media == "video":
+        out["video"] = path
+    else:
+        out["images"] = [path]
     if "id" not in out and obj.get("problem_id") is not None:
         out["id"] = obj["problem_id"]
         out["meta"].pop("problem_id", None)
@@ -853,10 +853,7 @@ def _from_llamafactory(obj: dict, kind: str) -> dict:
                                f"got {short_repr(reply)}")
             out[name] = reply[text]
     else:
-        history = obj.get("history") or []
-        if not (isinstance(history, list) and all(isinstance(t, list) and len(t) == 2
-                                                  and all(isinstance(x, str) for x in t) for t in history)):
-            raise _Invalid(f"LLaMA-Factory line: 'history' must be [[user, assistant], ...], got {short_repr(history)}")
+        history = _history(obj.get("history")) or []
         users = [q for q, _ in history] + ["\n".join(x for x in (obj.get("instruction"), obj.get("input"))
                                                     if isinstance(x, str) and x)]
         answers = [a for _, a in history]
@@ -884,10 +881,9 @@ def _from_llamafactory(obj: dict, kind: str) -> dict:
             raise _Invalid(f"LLaMA-Factory line: the prompt has {prompt.count(tag)} {tag} placeholder(s) for "
                            f"{listed} listed")
     users[0] = _PLACEHOLDER.sub("", prompt).strip()
-    if pair or key is None:  # the prompt is the last user turn; before it, the (user, answer) turns
-        out["prompt"], history = users[-1], list(zip(users[:-1], answers))
-    else:  # SFT: the last answer is the response
-        out["prompt"], history = users[-1], list(zip(users[:-1], answers[:-1]))
+    # The prompt is the last user turn; before it, the (user, answer) turns (an SFT conversation's
+    # last answer, its response, pairs with no user turn after it).
+    out["prompt"], history = users[-1], list(zip(users[:-1], answers))
     if history:
         out["history"] = history
     return out
