@@ -80,11 +80,9 @@ def number_as_llava(items: list[Item], question_file: Path) -> None:
     if not question_file.is_file():
         raise BenchmarkFilesMissing(f"data.options.question_file: {question_file} is not a file "
                                     "(LLaVA's llava_pope_test.jsonl)")
-    by_category: dict[str, list] = {}
-    for q in read_json_lines(question_file):
-        by_category.setdefault(q["category"], []).append(q)
+    questions = by_category(read_json_lines(question_file))
     for split, split_items in by_split(items).items():
-        for n, (it, q) in enumerate(zip(split_items, by_category.get(split, [])), start=1):
+        for n, (it, q) in enumerate(zip(split_items, questions.get(split, [])), start=1):
             question = q["text"].split("\n")[0]  # LLaVA's text is the question, a newline, its answer format
             if Path(q["image"]).name != Path(it.media).name or not same_question(question, it.meta["question"]):
                 raise BenchmarkFilesMissing(
