@@ -138,15 +138,18 @@ def check_world_reads(cfg: PipelineConfig, steps: list[Step]) -> None:
 
     world = [cfg.world.out]
     for step in steps:
+        files = ()  # a training step's record files: the hint is not for a user's own file in the world's folder
         try:
             if step.kind == "eval":
                 eval_cfg = build_eval_config(step.config, step.name)
                 if eval_cfg.data.root and lies_under(eval_cfg.data.root, world):
                     REGISTRY[eval_cfg.benchmark].load(eval_cfg)
             elif step.kind != "pairs":
-                check_record_files(build_config(step.config, step.name), only_under=world)
+                train_cfg = build_config(step.config, step.name)
+                files = (train_cfg.data.train_file, train_cfg.data.eval_file)
+                check_record_files(train_cfg, only_under=world)
         except (ConfigError, RecordError) as e:
-            raise type(e)(f"step {step.name}: {e}{world_too_small(cfg.world)}") from None
+            raise type(e)(f"step {step.name}: {e}{world_too_small(cfg.world, files)}") from None
 
 
 def _check_benchmark_files(step: Step) -> None:

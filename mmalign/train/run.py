@@ -254,23 +254,25 @@ def build_checked_world(cfg: RunConfig, stages: list[tuple[str, RunConfig]], pro
     before had trained, in a claimed folder whose rerun with a mended world.n_videos --resume
     refused as other settings."""
     from mmalign.world import build_world
-    from mmalign.world.build import OUTPUT_JSONL
 
     if process.is_main_process:
         build_world(cfg.world.out, n_videos=cfg.world.n_videos, seed=cfg.world.seed)
     process.wait_for_everyone()
-    written = {(Path(cfg.world.out) / name).resolve() for name in OUTPUT_JSONL}
     for name, scfg in stages:
         try:
             check_record_files(scfg, f"stage {name}: " if len(stages) > 1 else "", only_under=[cfg.world.out])
         except RecordError as e:
-            # too few videos is a likely cause only where the world wrote the file
-            under = [p for p in (scfg.data.train_file, scfg.data.eval_file) if p and lies_under(p, [cfg.world.out])]
-            hint = world_too_small(cfg.world) if all(Path(p).resolve() in written for p in under) else ""
-            raise RecordError(f"{e}{hint}") from None
+            raise RecordError(f"{e}{world_too_small(cfg.world, (scfg.data.train_file, scfg.data.eval_file))}") from None
 
 
-def world_too_small(world) -> str:
+def world_too_small(world, files=()) -> str:
+    """The hint for a world's file that gives too little; none where one of `files` lying in
+    the world's folder is not a file the world wrote (a user's own file there)."""
+    from mmalign.world.build import OUTPUT_JSONL
+
+    written = {(Path(world.out) / name).resolve() for name in OUTPUT_JSONL}
+    if any(Path(f).resolve() not in written for f in files if f and lies_under(f, [world.out])):
+        return ""
     return f" (written by the world of world.n_videos={world.n_videos}: too few videos for it?)"
 
 

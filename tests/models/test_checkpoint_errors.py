@@ -350,3 +350,17 @@ def test_plan_refuses_what_the_run_refuses_in_the_world_it_builds(tmp_path, monk
                             "(1 skipped): top reasons:",
                             "  1 x missing required field 'chosen' (a pair record needs prompt, chosen, rejected)"], err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_too_few_videos_hint_is_only_for_files_the_world_wrote(tmp_path):
+    """One rule for `mmalign train` and a pipeline's steps (the pipeline gave the hint for a
+    user's own file that merely lies in the world's folder)."""
+    from mmalign.config import WorldConfig
+    from mmalign.train.run import world_too_small
+
+    world = WorldConfig(enabled=True, out=str(tmp_path / "w"), n_videos=1)
+    hint = " (written by the world of world.n_videos=1: too few videos for it?)"
+    assert world_too_small(world, (str(tmp_path / "w" / "pairs_test.jsonl"), None)) == hint
+    assert world_too_small(world) == hint  # an eval step's benchmark files
+    assert world_too_small(world, (str(tmp_path / "w" / "pairs_train.jsonl"), str(tmp_path / "w" / "mine.jsonl"))) == ""
+    assert world_too_small(world, (str(tmp_path / "elsewhere.jsonl"),)) == hint
