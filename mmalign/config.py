@@ -603,16 +603,17 @@ def build_config(raw: dict, source: str = "config") -> RunConfig:
         top_keys = _set_loss_keys(raw.get("loss"))
         if not cfg.stages:
             _check_reads(cfg.method, top_keys, "loss.")
-        else:
-            methods = sorted({stage.method for _, stage in stages_of(cfg)})
+        stages = [stage for _, stage in stages_of(cfg)]  # resolved once, for every check below
+        if cfg.stages:
+            methods = sorted({stage.method for stage in stages})
             bad = sorted(top_keys - {k for m in methods for k in METHODS[m].defaults})
             if bad:
                 raise ConfigError(f"loss.{bad[0]}: no stage's method reads it (stages run "
                                   + "; ".join(f"{m}: {_reads(m)}" for m in methods) + ")")
-        for i, (_, stage) in enumerate(stages_of(cfg)):
+        for i, stage in enumerate(stages):
             _check_stage(stage, f"stages[{i}]: " if cfg.stages else "")
-        _check_reference_read(raw.get("train"), [stage for _, stage in stages_of(cfg)], "train.reference")
-        _check_grpo_read(raw.get("grpo"), [stage for _, stage in stages_of(cfg)], "grpo")
+        _check_reference_read(raw.get("train"), stages, "train.reference")
+        _check_grpo_read(raw.get("grpo"), stages, "grpo")
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg
